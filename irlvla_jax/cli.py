@@ -1,0 +1,112 @@
+"""The ``irlvla`` command line (big_vision style).
+
+    irlvla <command> --config configs/<name>.py --workdir DIR [--config.a.b=value ...] [command flags]
+
+Commands are looked up in ``COMMANDS`` (name -> "module:function") and imported lazily, so a command's
+dependencies load only when it runs. Each function takes ``(config, workdir, args)`` where ``args`` is
+this module's parsed absl FLAGS (``--stage``, ``--predictions``, ``--mode``) plus positional ``args.rest``.
+Errors meant for the user (bad config, bad data, bad input) are raised as ``UserError`` (or SceneError /
+ValueError from validation) and printed as one line with exit code 2.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import types
+
+COMMANDS = {
+    "generate": ("irlvla_jax.data.commands:generate", "generate the train/val/test/hard datasets"),
+    "inspect": ("irlvla_jax.data.commands:inspect", "summarise a generated dataset"),
+    "render": ("irlvla_jax.data.commands:render", "write a PNG per scene (BEV, camera, LiDAR)"),
+    "score": ("irlvla_jax.scoring.commands:score", "score a predictions file with EPDMS"),
+    "vectors": ("irlvla_jax.scoring.commands:vectors", "check the scorer against official test vectors"),
+    "evaluate": ("irlvla_jax.evaluate:main", "EPDMS tables for baselines and trained policies"),
+    "train": ("irlvla_jax.train.commands:train", "train a stage: --stage il | rwm | ppo"),
+    "pipeline": ("irlvla_jax.pipeline:main", "generate -> IL -> RWM -> PPO -> evaluate, resumable"),
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed as one line, exit code 2."""
+
+
+def _usage() -> str:
+    lines = ["usage: irlvla <command> --config configs/<name>.py --workdir DIR [--config.key=value ...]",
+             "", "commands:"]
+    lines += [f"  {k:10s} {v[1]}" for k, v in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def setup_jax(workdir: str | None) -> None:
+    """Persistent compilation cache under the workdir (compile time dominates short CLI runs)."""
+    import jax
+    if workdir:
+        cache = os.path.join(workdir, ".jax_cache")
+        os.makedirs(cache, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _run(argv):
+    from absl import flags
+    from irlvla_jax import config as config_lib
+    FLAGS = flags.FLAGS
+    rest = [a for a in argv[1:]]
+    if not rest or rest[0] not in COMMANDS:
+        found = rest[0] if rest else "nothing"
+        raise UserError(f"unknown command {found!r}; choose one of {sorted(COMMANDS)} (irlvla --help)")
+    cmd = rest[0]
+    if FLAGS.config is None:
+        raise UserError("--config is required, e.g. --config configs/tiny.py")
+    if FLAGS.workdir is None:
+        raise UserError("--workdir is required, e.g. --workdir /tmp/irlvla")
+    cfg = FLAGS.config
+    config_lib.check(cfg)
+    workdir = os.path.abspath(FLAGS.workdir)
+    os.makedirs(workdir, exist_ok=True)
+    setup_jax(workdir)
+    modname, fn = COMMANDS[cmd][0].split(":")
+    func = getattr(importlib.import_module(modname), fn)
+    args = types.SimpleNamespace(stage=FLAGS.stage, predictions=FLAGS.predictions, mode=FLAGS.mode,
+                                 rest=rest[1:], seeds=FLAGS.seeds)
+    return func(cfg, workdir, args)
+
+
+def main(argv=None) -> None:
+    """Console-script entry point."""
+    from absl import app, flags
+    from ml_collections import config_flags
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(_usage())
+        return
+    # `irlvla vectors DIR` needs no config: supply the default one.
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        argv += ["--config", os.path.join(here, "configs", "tiny.py")]
+    if argv[1] == "vectors" and not any(a.startswith("--workdir") for a in argv):
+        argv += ["--workdir", os.path.join(os.getcwd(), ".irlvla_vectors")]
+    config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "output directory (datasets, checkpoints, logs, reports)")
+    flags.DEFINE_string("stage", None, "training / evaluation stage: il | rwm | ppo")
+    flags.DEFINE_string("predictions", None, "predictions file for `score` (JSON or .npz)")
+    flags.DEFINE_string("mode", None, "scoring mode override: tracked | direct")
+    flags.DEFINE_string("seeds", None, "comma-separated seeds for `pipeline`")
+
+    def _main(av):
+        from irlvla_jax.scene import SceneError
+        try:
+            _run(av)
+        except (UserError, SceneError, ValueError, FileNotFoundError, KeyError) as e:
+            if os.environ.get("IRLVLA_TRACEBACK"):
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"irlvla: error: {msg}  (IRLVLA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(_main, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
