@@ -267,6 +267,7 @@ def empty_scene(spec: SceneSpec) -> Scene:
         d[name] = np.zeros(shape, dtype)
     d["command"][3] = 1.0
     d["agent_boxes"][..., 3:5] = 1.0
+    d["route"][:], d["route_valid"][:] = pad_polyline([[-10.0, 0.0], [50.0, 0.0]], spec.route_points)
     return Scene(**d)
 
 
