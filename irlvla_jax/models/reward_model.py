@@ -1,0 +1,206 @@
+"""Reward World Model (RWM): scene tokens + candidate trajectories -> the 9 EPDMS sub-scores -> reward.
+
+IRL-VLA's "inverse environment learning": instead of querying the rule-based EPDMS scorer during RL, a
+learned model predicts each sub-score from the VLA's scene tokens and a candidate plan, and the reward is
+the EPDMS formula applied to the predicted *expectations*.
+
+Shapes (B scenes, N candidates per scene, D model width, Dt the VLA token width):
+  tokens     any object with ``meta [B,Nm,Dt]``, ``bev [B,Nb,Dt]``, ``map [B,Nmap,Dt]``, ``obj [B,No,Dt]``
+             and optionally ``cmd [B,1,Dt]`` (the VLA's ``SceneTokens``; a dict with these keys works too).
+  traj       [B, N, 8, 3] poses (x, y, heading) at 0.5 ... 4.0 s, metres / radians, ego frame at t0.
+  outputs    :class:`RWMOutput`, every field [B, N, ...].
+
+Architecture: a trajectory encoder turns the 8 poses into 8 tokens (+ a learned summary token) with
+learned time embeddings; ``num_layers`` blocks each do self-attention within one candidate's tokens, then
+cross-attention to the scene's meta (+cmd), BEV, map and object tokens in that order, then an FFN
+(pre-LayerNorm residual blocks). Cross-attention flattens the N candidates' tokens into one query axis
+per scene, so the scene tokens are never copied N times. Heads read the summary token:
+NC and DDC 3-way over {0, 1/2, 1}; DAC, TLC, TTC, LK, HC, EC binary; EP regression in [0, 1] (sigmoid).
+
+Reward = E[NC] E[DAC] E[DDC] E[TLC] (5 E[EP] + 5 E[TTC] + 2 E[LK] + 2 E[HC] (+ 2 E[EC])) / 16 (or / 14
+without EC, the case when no previous-frame plan exists; shared/EPDMS.md). Using expectations keeps the
+reward smooth in the logits; it is not the expectation of EPDMS (the sub-scores are not independent).
+
+Decision vs DESIGN.md §5: the scene tokens are projected to the RWM's own width (``rwm.d_model``) so the
+RWM can be narrower than the VLA; with ``freeze_encoders`` the tokens come from the IL checkpoint's
+encoder under ``stop_gradient``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+SUB_SCORES = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
+TERNARY = ("NC", "DDC")
+BINARY = ("DAC", "TLC", "TTC", "LK", "HC", "EC")
+TERNARY_VALUES = (0.0, 0.5, 1.0)
+# Output layout of the head: NC(3) DDC(3) DAC TLC TTC LK HC EC EP
+_HEAD_DIM = 3 + 3 + len(BINARY) + 1
+
+# Pose normalisation for the trajectory encoder (metres): 4 s at up to ~20 m/s forward.
+_POS_SCALE = jnp.array([40.0, 10.0], jnp.float32)
+
+
+@struct.dataclass
+class RWMOutput:
+    """Raw predictions for [B, N] candidates.
+
+    ternary_logits  {"NC": [B,N,3], "DDC": [B,N,3]} over values (0, 1/2, 1).
+    binary_logits   {"DAC","TLC","TTC","LK","HC","EC": [B,N]} logit of the sub-score being 1.
+    ep              [B, N] predicted ego progress in [0, 1].
+    """
+    ternary_logits: Dict[str, Any]
+    binary_logits: Dict[str, Any]
+    ep: Any
+
+
+def token_groups(tokens) -> tuple:
+    """(meta(+cmd), bev, map, obj) arrays [B, n, Dt] from a SceneTokens-like object or dict."""
+    get = (lambda k: tokens.get(k)) if isinstance(tokens, dict) else (lambda k: getattr(tokens, k, None))
+    groups = []
+    for k in ("meta", "bev", "map", "obj"):
+        v = get(k)
+        if v is None:
+            raise ValueError(f"scene tokens lack field '{k}' (need meta, bev, map, obj [B, n, D])")
+        if v.ndim != 3:
+            raise ValueError(f"scene tokens field '{k}': expected [B, n, D], found shape {v.shape}")
+        groups.append(v)
+    cmd = get("cmd")
+    if cmd is not None:
+        groups[0] = jnp.concatenate([groups[0], cmd], axis=1)
+    return tuple(groups)
+
+
+def pose_features(traj):
+    """[..., 8, 3] poses -> [..., 8, 5] features (x/40, y/10, cos h, sin h, t/4)."""
+    xy = traj[..., :2] / _POS_SCALE
+    h = traj[..., 2:3]
+    t = jnp.broadcast_to((jnp.arange(1, 9, dtype=jnp.float32) / 8.0)[:, None], traj.shape[:-1] + (1,))
+    return jnp.concatenate([xy, jnp.cos(h), jnp.sin(h), t], axis=-1)
+
+
+class _Block(nnx.Module):
+    """Self-attention per candidate, cross-attention to 4 token groups in order, FFN (pre-LN)."""
+
+    def __init__(self, d: int, heads: int, ff: int, rngs: nnx.Rngs):
+        self.ln_self = nnx.LayerNorm(d, rngs=rngs)
+        self.self_attn = nnx.MultiHeadAttention(heads, d, decode=False, rngs=rngs)
+        self.ln_q = nnx.List([nnx.LayerNorm(d, rngs=rngs) for _ in range(4)])
+        self.ln_kv = nnx.List([nnx.LayerNorm(d, rngs=rngs) for _ in range(4)])
+        self.cross = nnx.List([nnx.MultiHeadAttention(heads, d, decode=False, rngs=rngs) for _ in range(4)])
+        self.ln_ff = nnx.LayerNorm(d, rngs=rngs)
+        self.ff1 = nnx.Linear(d, ff, rngs=rngs)
+        self.ff2 = nnx.Linear(ff, d, rngs=rngs)
+
+    def __call__(self, h, groups):
+        """h [B, N, S, d] candidate tokens; groups: 4 arrays [B, n_i, d]."""
+        B, N, S, d = h.shape
+        x = self.ln_self(h).reshape(B * N, S, d)
+        h = h + self.self_attn(x, x, x).reshape(B, N, S, d)
+        for i, kv in enumerate(groups):
+            q = self.ln_q[i](h).reshape(B, N * S, d)
+            kvn = self.ln_kv[i](kv)
+            h = h + self.cross[i](q, kvn, kvn).reshape(B, N, S, d)
+        return h + self.ff2(jax.nn.gelu(self.ff1(self.ln_ff(h))))
+
+
+class RewardWorldModel(nnx.Module):
+    """RWM(cfg, token_dim, rngs); ``model(tokens, traj) -> RWMOutput``.
+
+    cfg: ``d_model``, ``num_layers``, ``num_heads``, ``ff_mult`` (config section ``rwm``).
+    token_dim: width Dt of the VLA's scene tokens.
+    """
+
+    def __init__(self, cfg, token_dim: int, *, rngs: nnx.Rngs):
+        d = int(cfg.d_model)
+        self.d = d
+        self.tok_proj = nnx.List([nnx.Linear(token_dim, d, rngs=rngs) for _ in range(4)])
+        self.pose_in = nnx.Linear(5, d, rngs=rngs)
+        self.pose_hidden = nnx.Linear(d, d, rngs=rngs)
+        self.time_emb = nnx.Param(0.02 * jax.random.normal(rngs.params(), (8, d)))
+        self.summary = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, d)))
+        self.blocks = nnx.List([_Block(d, int(cfg.num_heads), int(cfg.ff_mult) * d, rngs)
+                                for _ in range(int(cfg.num_layers))])
+        self.ln_out = nnx.LayerNorm(d, rngs=rngs)
+        self.head_hidden = nnx.Linear(d, d, rngs=rngs)
+        self.head = nnx.Linear(d, _HEAD_DIM, rngs=rngs)
+
+    def __call__(self, tokens, traj) -> RWMOutput:
+        if traj.ndim != 4 or traj.shape[-2:] != (8, 3):
+            raise ValueError(f"RWM trajectories: expected [B, N, 8, 3] (x, y, heading), found {traj.shape}")
+        groups = [p(g) for p, g in zip(self.tok_proj, token_groups(tokens))]
+        if groups[0].shape[0] != traj.shape[0]:
+            raise ValueError(f"RWM: tokens have batch {groups[0].shape[0]} but trajectories {traj.shape[0]}")
+        B, N = traj.shape[:2]
+        e = self.pose_hidden(jax.nn.gelu(self.pose_in(pose_features(traj)))) + self.time_emb[...]
+        s = jnp.broadcast_to(self.summary[...], (B, N, 1, self.d))
+        h = jnp.concatenate([s, e], axis=2)  # [B, N, 9, d]
+        for blk in self.blocks:
+            h = blk(h, groups)
+        out = self.head(jax.nn.gelu(self.head_hidden(self.ln_out(h[:, :, 0]))))  # [B, N, 13]
+        tern = {"NC": out[..., 0:3], "DDC": out[..., 3:6]}
+        binl = {k: out[..., 6 + i] for i, k in enumerate(BINARY)}
+        return RWMOutput(ternary_logits=tern, binary_logits=binl, ep=jax.nn.sigmoid(out[..., -1]))
+
+
+def expectations(out: RWMOutput) -> Dict[str, Any]:
+    """Predicted expected value of every sub-score, each [B, N] in [0, 1]."""
+    vals = jnp.asarray(TERNARY_VALUES)
+    e = {k: jnp.sum(jax.nn.softmax(out.ternary_logits[k], -1) * vals, -1) for k in TERNARY}
+    e.update({k: jax.nn.sigmoid(out.binary_logits[k]) for k in BINARY})
+    e["EP"] = out.ep
+    return e
+
+
+def epdms_formula(s: Dict[str, Any], use_ec: bool):
+    """EPDMS from (expected or true) sub-scores: NC·DAC·DDC·TLC·(5EP+5TTC+2LK+2HC(+2EC))/16 (or /14)."""
+    weighted = 5.0 * s["EP"] + 5.0 * s["TTC"] + 2.0 * s["LK"] + 2.0 * s["HC"]
+    if use_ec:
+        weighted = (weighted + 2.0 * s["EC"]) / 16.0
+    else:
+        weighted = weighted / 14.0
+    return s["NC"] * s["DAC"] * s["DDC"] * s["TLC"] * weighted
+
+
+def predicted_reward(out: RWMOutput, use_ec: bool):
+    """[B, N] reward: the EPDMS formula on the predicted expectations."""
+    return epdms_formula(expectations(out), use_ec)
+
+
+def ternary_index(v):
+    """{0, 1/2, 1} sub-score values -> class ids {0, 1, 2} (nearest)."""
+    return jnp.clip(jnp.round(v * 2.0), 0, 2).astype(jnp.int32)
+
+
+def rwm_losses(out: RWMOutput, labels: Dict[str, Any], true_epdms, *, use_ec: bool,
+               epdms_weight: float = 1.0, weight=None) -> Dict[str, Any]:
+    """Per-head losses against scorer labels (each label [B, N]); returns a dict with 'total'.
+
+    CE for NC/DDC, BCE for the binary heads (EC only when ``use_ec``), BCE with a soft target for EP
+    (a proper regression loss on [0, 1]), plus ``epdms_weight`` x squared error of the predicted reward
+    vs the true EPDMS (it aligns the ranking of candidates with the score actually used). ``weight``
+    [B, N] optionally masks candidates.
+    """
+    w = jnp.ones_like(true_epdms) if weight is None else weight
+    wsum = jnp.maximum(w.sum(), 1.0)
+    mean = lambda x: jnp.sum(x * w) / wsum  # noqa: E731
+    losses = {}
+    for k in TERNARY:
+        losses[k] = mean(optax.softmax_cross_entropy_with_integer_labels(out.ternary_logits[k],
+                                                                         ternary_index(labels[k])))
+    for k in BINARY:
+        if k == "EC" and not use_ec:
+            continue
+        losses[k] = mean(optax.sigmoid_binary_cross_entropy(out.binary_logits[k], labels[k]))
+    ep = jnp.clip(out.ep, 1e-6, 1 - 1e-6)
+    t = jnp.clip(labels["EP"], 0.0, 1.0)
+    losses["EP"] = mean(-(t * jnp.log(ep) + (1 - t) * jnp.log(1 - ep)) +
+                        (t * jnp.log(jnp.maximum(t, 1e-6)) + (1 - t) * jnp.log(jnp.maximum(1 - t, 1e-6))))
+    losses["EPDMS"] = mean((predicted_reward(out, use_ec) - true_epdms) ** 2)
+    total = sum(v for k, v in losses.items() if k != "EPDMS") + epdms_weight * losses["EPDMS"]
+    losses["total"] = total
+    return losses

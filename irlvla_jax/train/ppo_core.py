@@ -1,0 +1,388 @@
+"""DPPO-style PPO over the denoising chain of a diffusion planner (pure JAX; generic in the policy).
+
+The denoising chain x_K -> x_{K-1} -> ... -> x_0 is an MDP: state (scene, x_k, k), action x_{k-1},
+policy pi(x_{k-1} | x_k) = N(mu_theta(x_k, k), sigma_k^2 I) where mu_theta is the planner's (DDIM)
+denoising mean and sigma_k comes from a fixed schedule times a learned per-step scale. The reward is given
+once, at the chain's end (reward of the trajectory x_0), so with gamma = 1 every step's return is the
+final reward; GAE (gamma, lambda) over the denoising steps with a learned value V(scene, x_k, k) reduces
+variance. Only the last ``finetune_steps`` denoising steps are policy steps being fine-tuned; earlier
+steps use the frozen reference (IL) parameters and are not part of the objective (DPPO's "fine-tune the
+last K' steps").
+
+Everything a policy must provide is a :class:`PolicyAdapter` (static functions), so this module is
+tested with a toy denoiser and used with the VLA's planner (irlvla_jax/train/ppo.py builds the adapter).
+
+Shapes: B scenes, M samples per scene, T fine-tuned steps, poses [8, 3] *normalised* (the planner's
+diffusion space); ``to_traj`` maps to metres / radians in the ego frame.
+
+One update (``make_update``) = rollout (sample B·M chains, store x_k, x_{k-1}, log-probs) -> reward ->
+values -> GAE -> ``lax.scan`` over epochs, each a ``lax.scan`` over minibatches of scenes (all M samples
+and T steps of a scene stay together, so tokens are gathered once per scene) with a clipped surrogate,
+value loss, entropy bonus and an optional behaviour-cloning term toward the expert. It is one jitted
+function; the batch is sharded over the mesh 'data' axis by the caller (params replicated), and jit
+semantics make the result independent of the sharding up to float reduction order.
+
+A non-finite reward leaves the parameters untouched (the new state is selected with ``jnp.where``) and is
+reported in the metrics; the host loop (:func:`check_finite`) raises :class:`NonFiniteRewardError`
+before any checkpoint of that update is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+LOG_2PI = math.log(2.0 * math.pi)
+POSE_DIM = 8 * 3
+
+
+class NonFiniteRewardError(FloatingPointError):
+    """Raised on the host when an update saw a NaN/inf reward (the update was not applied)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Math.
+
+def std_schedule(num_steps: int, sigma_max: float, sigma_min: float) -> np.ndarray:
+    """[K] exploration std of denoising step j = 0..K-1 (j = 0 maps x_K -> x_{K-1}), geometric from
+    ``sigma_max`` (first step) to ``sigma_min`` (last step), in normalised pose units."""
+    if num_steps < 1 or not (0.0 < sigma_min <= sigma_max):
+        raise ValueError(f"std_schedule: need num_steps >= 1 and 0 < sigma_min <= sigma_max, got "
+                         f"{num_steps}, {sigma_min}, {sigma_max}")
+    if num_steps == 1:
+        return np.array([sigma_min], np.float32)
+    return np.geomspace(sigma_max, sigma_min, num_steps).astype(np.float32)
+
+
+def gaussian_log_prob(x, mean, std):
+    """log N(x; mean, std^2 I) summed over the pose axes [..., 8, 3]; std broadcasts to x."""
+    std = jnp.broadcast_to(std, x.shape)
+    z = (x - mean) / std
+    return -0.5 * jnp.sum(z * z + 2.0 * jnp.log(std) + LOG_2PI, axis=(-2, -1))
+
+
+def gaussian_entropy(std, dim: int = POSE_DIM):
+    """Entropy of N(., std^2 I_dim) for scalar std (any shape)."""
+    return dim * (0.5 * (LOG_2PI + 1.0) + jnp.log(std))
+
+
+def gae(rewards, values, dones, last_value, gamma: float, lam: float):
+    """Generalised advantage estimation along the LAST axis (time).
+
+    rewards, values, dones: [..., T]; last_value: [...] (bootstrap value after step T-1).
+    delta_t = r_t + gamma V_{t+1} (1 - d_t) - V_t;  A_t = delta_t + gamma lam (1 - d_t) A_{t+1}.
+    Returns (advantages [..., T], returns = advantages + values).
+    """
+    r, v, d = (jnp.moveaxis(a, -1, 0) for a in (rewards, values, dones))
+
+    def body(carry, x):
+        adv_next, v_next = carry
+        rt, vt, dt = x
+        nonterm = 1.0 - dt
+        delta = rt + gamma * v_next * nonterm - vt
+        adv = delta + gamma * lam * nonterm * adv_next
+        return (adv, vt), adv
+
+    _, adv = jax.lax.scan(body, (jnp.zeros_like(last_value), last_value), (r, v, d), reverse=True)
+    adv = jnp.moveaxis(adv, 0, -1)
+    return adv, adv + values
+
+
+def clipped_surrogate(logp_new, logp_old, adv, clip_eps: float):
+    """PPO clipped objective (a loss: negated). Returns (loss, ratio, clipped_fraction)."""
+    ratio = jnp.exp(logp_new - logp_old)
+    unclipped = ratio * adv
+    clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
+    loss = -jnp.mean(jnp.minimum(unclipped, clipped))
+    clipfrac = jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32))
+    return loss, ratio, clipfrac
+
+
+# --------------------------------------------------------------------------------------------------
+# Policy interface and value head.
+
+@dataclasses.dataclass(frozen=True)
+class PolicyAdapter:
+    """Static functions of a diffusion policy. ``pp`` = (trainable params, frozen params) pytrees.
+
+    encode(pp, batch) -> tokens                       scene tokens (any pytree with leading B)
+    init_noise(pp, tokens, batch, rng, M) -> x_K      [B, M, 8, 3] normalised
+    denoise_mean(pp, tokens, x_k, k) -> mean          [B, M, 8, 3]: mean of x_{k-1}; k int (traced ok)
+    to_traj(x_0, batch) -> traj                       [B, M, 8, 3] metres / radians, ego frame
+    bc_loss(pp, tokens, batch, rng) -> scalar         imitation loss toward the expert
+    features(tokens) -> [B, F]                        pooled scene features for the value head
+    num_steps                                          K denoising steps
+    """
+    encode: Callable
+    init_noise: Callable
+    denoise_mean: Callable
+    to_traj: Callable
+    bc_loss: Callable
+    features: Callable
+    num_steps: int
+
+
+class ValueHead(nnx.Module):
+    """V(scene, x_k, k): MLP on [pooled scene features, flattened x_k, one-hot k] -> [...] scalar."""
+
+    def __init__(self, feature_dim: int, num_steps: int, hidden: int, *, rngs: nnx.Rngs):
+        self.num_steps = num_steps
+        self.feat = nnx.Linear(feature_dim, hidden, rngs=rngs)
+        self.inp = nnx.Linear(POSE_DIM + num_steps + 1, hidden, rngs=rngs)
+        self.h1 = nnx.Linear(hidden, hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+    def __call__(self, feats, x, k):
+        """feats [B, F]; x [B, M, T, 8, 3]; k [T] int -> [B, M, T]."""
+        B, M, T = x.shape[:3]
+        kk = jax.nn.one_hot(k, self.num_steps + 1)                       # [T, K+1]
+        kk = jnp.broadcast_to(kk, (B, M, T, self.num_steps + 1))
+        h = self.inp(jnp.concatenate([x.reshape(B, M, T, POSE_DIM), kk], -1))
+        h = h + self.feat(feats)[:, None, None, :]
+        h = self.h1(jax.nn.gelu(h))
+        return self.out(jax.nn.gelu(h))[..., 0]
+
+
+@struct.dataclass
+class PPOState:
+    """params = {"policy": trainable policy params, "value": value-head state, "log_std": [T]}."""
+    params: Any
+    opt_state: Any
+    step: Any
+    rng: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOHyper:
+    samples_per_scene: int = 4
+    finetune_steps: int = 2
+    epochs: int = 2
+    num_minibatches: int = 2
+    clip_eps: float = 0.2
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    vf_coef: float = 0.5
+    ent_coef: float = 0.0
+    bc_weight: float = 0.0
+    sigma_max: float = 0.2
+    sigma_min: float = 0.05
+    log_std_bound: float = 1.0
+    freeze_encoders: bool = True
+    normalize_advantages: bool = True
+
+    @classmethod
+    def from_config(cls, c) -> "PPOHyper":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (type(getattr(cls, k))(c[k])) for k in names if k in c})
+
+
+# --------------------------------------------------------------------------------------------------
+# Rollout.
+
+@struct.dataclass
+class Chain:
+    """x_in [B,M,T,8,3] states x_k of the fine-tuned steps; x_out [B,M,T,8,3] sampled x_{k-1};
+    logp [B,M,T] log pi(x_out | x_in); x0 [B,M,8,3] the chain's end (= x_out[:, :, -1])."""
+    x_in: Any
+    x_out: Any
+    logp: Any
+    x0: Any
+
+
+def finetuned_ks(num_steps: int, finetune_steps: int) -> np.ndarray:
+    """[T] the k of each fine-tuned step (the last T of K): T, T-1, ..., 1."""
+    if not 1 <= finetune_steps <= num_steps:
+        raise ValueError(f"ppo.finetune_steps must be in [1, {num_steps}] (denoising steps), "
+                         f"got {finetune_steps}")
+    return np.arange(finetune_steps, 0, -1, dtype=np.int32)
+
+
+def step_stds(sigmas, log_std, bound):
+    """[T] std of the fine-tuned steps: schedule (last T entries) x exp(clip(log_std))."""
+    T = log_std.shape[0]
+    return jnp.asarray(sigmas)[-T:] * jnp.exp(jnp.clip(log_std, -bound, bound))
+
+
+def rollout(adapter: PolicyAdapter, pp, ref_pp, tokens, batch, rng, hp: PPOHyper, sigmas, log_std) -> Chain:
+    """Sample M chains per scene: frozen prefix steps with ``ref_pp``, fine-tuned steps with ``pp``."""
+    K, T, M = adapter.num_steps, hp.finetune_steps, hp.samples_per_scene
+    r0, r1, r2 = jax.random.split(rng, 3)
+    x = adapter.init_noise(pp, tokens, batch, r0, M)
+    sig = jnp.asarray(sigmas)
+    if K > T:
+        def prefix(x, inp):
+            k, s, key = inp
+            mean = adapter.denoise_mean(ref_pp, tokens, x, k)
+            return mean + s * jax.random.normal(key, x.shape), None
+        ks_pre = jnp.arange(K, T, -1, dtype=jnp.int32)
+        x, _ = jax.lax.scan(prefix, x, (ks_pre, sig[: K - T], jax.random.split(r1, K - T)))
+    stds = step_stds(sigmas, log_std, hp.log_std_bound)
+
+    def step(x, inp):
+        k, s, key = inp
+        mean = adapter.denoise_mean(pp, tokens, x, k)
+        x_next = mean + s * jax.random.normal(key, x.shape)
+        return x_next, (x, x_next, gaussian_log_prob(x_next, mean, s))
+
+    ks = jnp.asarray(finetuned_ks(K, T))
+    x0, (xs_in, xs_out, logps) = jax.lax.scan(step, x, (ks, stds, jax.random.split(r2, T)))
+    mv = lambda a: jnp.moveaxis(a, 0, 2)  # noqa: E731  [T, B, M, ...] -> [B, M, T, ...]
+    return Chain(x_in=mv(xs_in), x_out=mv(xs_out), logp=mv(logps), x0=x0)
+
+
+def chain_log_prob(adapter: PolicyAdapter, pp, tokens, chain: Chain, hp: PPOHyper, sigmas, log_std):
+    """Recompute log pi(x_out | x_in) [B, M, T] under params ``pp`` (vmapped over the T steps)."""
+    ks = jnp.asarray(finetuned_ks(adapter.num_steps, hp.finetune_steps))
+    means = jax.vmap(lambda x, k: adapter.denoise_mean(pp, tokens, x, k), in_axes=(2, 0), out_axes=2)(
+        chain.x_in, ks)
+    stds = step_stds(sigmas, log_std, hp.log_std_bound)
+    return gaussian_log_prob(chain.x_out, means, stds[None, None, :, None, None])
+
+
+# --------------------------------------------------------------------------------------------------
+# The update.
+
+def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp: PPOHyper,
+                tx: optax.GradientTransformation, sigmas) -> Callable:
+    """Build ``update(state, static, batch) -> (state, metrics)`` (jit it once; donate ``state``).
+
+    static = {"frozen": frozen policy params, "ref": reference (IL) trainable params, ...anything the
+    reward needs}; batch: a pytree with leading axis B (scenes), B divisible by ``num_minibatches``.
+    reward_fn(static, batch, tokens, traj [B,M,8,3]) -> (reward [B,M], info dict of [B,M] arrays).
+    metrics: scalars plus "mb_ratio", "mb_clipfrac", "mb_approx_kl" [epochs, num_minibatches].
+    """
+    sigmas = np.asarray(sigmas, np.float32)
+    if len(sigmas) != adapter.num_steps:
+        raise ValueError(f"std schedule has {len(sigmas)} entries, the planner {adapter.num_steps} steps")
+    ks_np = finetuned_ks(adapter.num_steps, hp.finetune_steps)
+    T = len(ks_np)
+
+    def value_apply(vstate, feats, x, ks):
+        return nnx.merge(value_graphdef, vstate)(feats, x, ks)
+
+    def loss_fn(params, static, mb, rng):
+        pp = (params["policy"], static["frozen"])
+        tokens = mb["tokens"] if hp.freeze_encoders else adapter.encode(pp, mb["batch"])
+        chain = Chain(x_in=mb["x_in"], x_out=mb["x_out"], logp=mb["logp"], x0=None)
+        logp = chain_log_prob(adapter, pp, tokens, chain, hp, sigmas, params["log_std"])
+        pg_loss, ratio, clipfrac = clipped_surrogate(logp, mb["logp"], mb["adv"], hp.clip_eps)
+        feats = jax.lax.stop_gradient(adapter.features(tokens))
+        v = value_apply(params["value"], feats, mb["x_in"], jnp.asarray(ks_np))
+        v_loss = 0.5 * jnp.mean((v - mb["ret"]) ** 2)
+        ent = jnp.mean(gaussian_entropy(step_stds(sigmas, params["log_std"], hp.log_std_bound)))
+        bc = adapter.bc_loss(pp, tokens, mb["batch"], rng) if hp.bc_weight > 0 else jnp.zeros(())
+        total = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bc_weight * bc
+        log_ratio = logp - mb["logp"]
+        approx_kl = jnp.mean((jnp.exp(log_ratio) - 1.0) - log_ratio)
+        return total, dict(loss=total, pg_loss=pg_loss, v_loss=v_loss, entropy=ent, bc_loss=bc,
+                           ratio=jnp.mean(ratio), clipfrac=clipfrac, approx_kl=approx_kl)
+
+    def update(state: PPOState, static, batch):
+        rng, r_roll, r_perm, r_bc = jax.random.split(state.rng, 4)
+        params = state.params
+        pp = (params["policy"], static["frozen"])
+        ref_pp = (static["ref"], static["frozen"])
+        tokens = jax.lax.stop_gradient(adapter.encode(pp, batch))
+        chain = rollout(adapter, pp, ref_pp, tokens, batch, r_roll, hp, sigmas, params["log_std"])
+        chain = jax.lax.stop_gradient(chain)
+        traj = adapter.to_traj(chain.x0, batch)
+        reward, info = reward_fn(static, batch, tokens, traj)
+        reward = reward.astype(jnp.float32)
+        finite = jnp.all(jnp.isfinite(reward))
+        safe_reward = jnp.where(jnp.isfinite(reward), reward, 0.0)
+        feats = adapter.features(tokens)
+        values = value_apply(params["value"], feats, chain.x_in, jnp.asarray(ks_np))   # [B, M, T]
+        rewards = jnp.zeros_like(values).at[..., -1].set(safe_reward)
+        dones = jnp.zeros_like(values).at[..., -1].set(1.0)
+        adv, ret = gae(rewards, values, dones, jnp.zeros_like(safe_reward), hp.gamma, hp.gae_lambda)
+        if hp.normalize_advantages:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-6)
+        B = reward.shape[0]
+        nmb = hp.num_minibatches
+        if B % nmb:
+            raise ValueError(f"PPO: batch of {B} scenes is not divisible by ppo.num_minibatches={nmb}")
+        data = dict(batch=batch, tokens=tokens, x_in=chain.x_in, x_out=chain.x_out, logp=chain.logp,
+                    adv=adv, ret=ret)
+
+        def mb_step(carry, inp):
+            p, o = carry
+            idx, key = inp
+            mb = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
+            grads, m = jax.grad(loss_fn, has_aux=True)(p, static, mb, key)
+            upd, o = tx.update(grads, o, p)
+            p = optax.apply_updates(p, upd)
+            m["grad_norm"] = optax.global_norm(grads)
+            return (p, o), m
+
+        def epoch(carry, key):
+            kp, kb = jax.random.split(key)
+            perm = jax.random.permutation(kp, B).reshape(nmb, B // nmb)
+            return jax.lax.scan(mb_step, carry, (perm, jax.random.split(kb, nmb)))
+
+        (new_p, new_o), ms = jax.lax.scan(epoch, (params, state.opt_state),
+                                          jax.random.split(r_perm, hp.epochs))
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_state = PPOState(params=keep(new_p, params), opt_state=keep(new_o, state.opt_state),
+                             step=state.step + finite.astype(state.step.dtype), rng=rng)
+        metrics = {k: jnp.mean(v) for k, v in ms.items()}
+        metrics.update(mb_ratio=ms["ratio"], mb_clipfrac=ms["clipfrac"], mb_approx_kl=ms["approx_kl"])
+        metrics.update(reward_mean=jnp.mean(safe_reward), reward_std=jnp.std(safe_reward),
+                       reward_nonfinite=jnp.sum(~jnp.isfinite(reward)), reward_finite=finite,
+                       value_mean=jnp.mean(values), adv_raw_std=jnp.std(ret - values),
+                       std_last=step_stds(sigmas, params["log_std"], hp.log_std_bound)[-1])
+        for k, v in info.items():
+            metrics[f"rollout_{k}"] = jnp.mean(v)
+        return new_state, metrics
+
+    return update
+
+
+def check_finite(metrics, update_index: int, reward_source: str) -> None:
+    """Host check once per update, BEFORE saving: raise NonFiniteRewardError on a NaN/inf reward."""
+    if not bool(np.asarray(metrics["reward_finite"])):
+        n = int(np.asarray(metrics["reward_nonfinite"]))
+        raise NonFiniteRewardError(
+            f"PPO update {update_index}: {n} non-finite reward(s) from reward source '{reward_source}'; "
+            f"the update was not applied and no checkpoint was written for it (check the RWM checkpoint "
+            f"/ scorer inputs, or lower ppo.lr)")
+
+
+def init_state(policy_params, value_state, finetune_steps: int, tx, rng) -> PPOState:
+    params = {"policy": policy_params, "value": value_state,
+              "log_std": jnp.zeros((finetune_steps,), jnp.float32)}
+    return PPOState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), rng=rng)
+
+
+def make_optimizer(lr: float, max_grad_norm: float, weight_decay: float = 0.0) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                       optax.adamw(lr, weight_decay=weight_decay))
+
+
+def ppo_loop(update: Callable, state: PPOState, static, next_batch: Callable[[int], Any], num_updates: int,
+             *, reward_source: str, start: int = 0, save_fn: Callable | None = None,
+             log_fn: Callable | None = None, progress: bool = True):
+    """Host loop: for u in [start, num_updates): state = update(state, static, next_batch(u)); check the
+    reward on the host (NaN -> NonFiniteRewardError, raised before ``save_fn(u + 1, state)``); then log.
+    Returns (state, list of per-update host metrics)."""
+    from tqdm import tqdm
+    history = []
+    it = range(start, num_updates)
+    bar = tqdm(it, desc=f"ppo[{reward_source}]", disable=not progress, leave=False)
+    for u in bar:
+        state, metrics = update(state, static, next_batch(u))
+        host = jax.device_get(metrics)
+        check_finite(host, u, reward_source)
+        scalars = {k: float(np.asarray(v)) for k, v in host.items() if np.asarray(v).ndim == 0}
+        history.append(scalars)
+        if log_fn is not None:
+            log_fn(u + 1, scalars)
+        if save_fn is not None:
+            save_fn(u + 1, state)
+        bar.set_postfix(reward=f"{scalars['reward_mean']:.3f}", kl=f"{scalars['approx_kl']:.4f}")
+    return state, history
