@@ -1,0 +1,105 @@
+"""The VLA policy: perception + semantic reasoning + command encoder + diffusion planner (contract 4).
+
+    model = VLA(config.model, spec, anchors [K, 8, 3], nnx.Rngs(seed))
+    tokens = model.encode(scene)                          # SceneTokens
+    x0, logits = model.denoise(tokens, x_t, t)            # x_t [B, C, 8, 3] normalised, t [B, C] int
+    traj = model.sample(tokens, rng, num_samples)         # [B, M, 8, 3] metres/radians, ego frame
+    losses = model.imitation_losses(scene, rng)           # stage-1 loss terms (dict of scalars)
+
+Functional use (how training, PPO and evaluation call it)::
+
+    graphdef, params, consts = split(model)               # params: nnx.Param pure dict; consts: anchors
+    def f(params, ...):
+        model = nnx.merge(graphdef, params, consts)       # inside jit: cheap, no Python graph walk per call
+        ...
+
+``scene`` is a (batched) :class:`irlvla_jax.scene.Scene` of jnp/numpy arrays with a leading batch axis.
+Token widths: D = config.model.dim for every token family.
+SceneTokens: meta [B, Nm, D], bev [B, P*P, D], map [B, Nq, D], obj [B, K_obj, D], cmd [B, 1, D].
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from irlvla_jax.models.command import CommandEncoder
+from irlvla_jax.models.perception import Perception, perception_losses
+from irlvla_jax.models.planner import Planner
+from irlvla_jax.models.semantic import Semantic
+from irlvla_jax.scene import SceneSpec
+
+
+@struct.dataclass
+class SceneTokens:
+    """Scene tokens consumed by the planner and the reward world model (all [B, N, D])."""
+    meta: Any
+    bev: Any
+    map: Any
+    obj: Any
+    cmd: Any
+
+
+class VLA(nnx.Module):
+    """See the module docstring. ``cfg`` = ``config.model``; ``anchors`` [K, 8, 3] metres/radians."""
+
+    def __init__(self, cfg, spec: SceneSpec, anchors, rngs: nnx.Rngs):
+        D = int(cfg.dim)
+        self.spec = spec
+        self.perception = Perception(cfg, spec, D, rngs=rngs)
+        self.semantic = Semantic(cfg, spec, D, int(cfg.perception.bev_tokens_side) ** 2, rngs=rngs)
+        self.command = CommandEncoder(cfg, D, rngs=rngs)
+        self.planner = Planner(cfg, anchors, rngs=rngs)
+        self.heatmap_sigma = float(cfg.perception.heatmap_sigma)
+
+    def encode_with_aux(self, scene):
+        """-> (SceneTokens, PerceptionOut, speed_logits [B, 4], path_logits [B, 5])."""
+        per = self.perception(scene.camera, scene.lidar)
+        meta, speed, path = self.semantic(per.bev_tokens, scene.instruction, scene.instruction_valid)
+        cmd = self.command(scene.command, scene.ego_history, scene.speed_limit)
+        f32 = lambda x: x.astype(jnp.float32)
+        tokens = SceneTokens(meta=f32(meta), bev=f32(per.bev_tokens), map=f32(per.map_tokens),
+                             obj=f32(per.obj_tokens), cmd=f32(cmd))
+        return tokens, per, speed, path
+
+    def encode(self, scene) -> SceneTokens:
+        return self.encode_with_aux(scene)[0]
+
+    def denoise(self, tokens: SceneTokens, x_t, t):
+        return self.planner.denoise(tokens, x_t, t)
+
+    def sample(self, tokens: SceneTokens, rng, num_samples: int = 1, **kw):
+        return self.planner.sample(tokens, rng, num_samples, **kw)
+
+    def imitation_losses(self, scene, rng):
+        """All stage-1 loss terms (unweighted scalars) + metrics: traj_l1, mode_ce, mode_acc, det_heat,
+        det_box, bev_seg, map_line, map_exist, meta_speed, meta_path, meta_acc."""
+        tokens, per, speed, path = self.encode_with_aux(scene)
+        out = self.planner.imitation_loss(tokens, scene.expert_future.astype(jnp.float32), rng)
+        out.update(perception_losses(per, scene, self.spec, self.heatmap_sigma))
+        ce = lambda lg, y: -jnp.take_along_axis(jax.nn.log_softmax(lg, -1), y[:, None], -1).mean()
+        out["meta_speed"] = ce(speed, scene.meta_speed.astype(jnp.int32))
+        out["meta_path"] = ce(path, scene.meta_path.astype(jnp.int32))
+        out["meta_acc"] = 0.5 * ((jnp.argmax(speed, -1) == scene.meta_speed).mean()
+                                 + (jnp.argmax(path, -1) == scene.meta_path).mean())
+        return out
+
+
+def split(model: VLA):
+    """-> (graphdef, params, consts): params = pure dict of nnx.Param arrays (trained), consts = pure
+    dict of every other variable (anchors). Both are plain nested dicts (graphdef-independent)."""
+    graphdef, params, consts = nnx.split(model, nnx.Param, ...)
+    return graphdef, params.to_pure_dict(), consts.to_pure_dict()
+
+
+def build(model_cfg, spec: SceneSpec, anchors, seed: int = 0):
+    """Construct a VLA and split it: -> (graphdef, params, consts)."""
+    return split(VLA(model_cfg, spec, anchors, nnx.Rngs(seed)))
+
+
+def abstract(model_cfg, spec: SceneSpec, anchors):
+    """(graphdef, params, consts) with ShapeDtypeStruct leaves, without allocating (nnx.eval_shape)."""
+    model = nnx.eval_shape(lambda: VLA(model_cfg, spec, anchors, nnx.Rngs(0)))
+    return split(model)
