@@ -1,0 +1,189 @@
+"""Planar geometry in jax.numpy: SE(2) transforms, oriented boxes, polygon tests, polylines.
+
+Conventions: points are ``[..., 2]`` (x, y) in metres; poses are ``[..., 3]`` (x, y, heading) with
+heading in radians, counter-clockwise from +x. Polygons are ``[..., V, 2]`` vertex arrays, closed
+implicitly (edge V-1 -> 0); padded vertices are copies of vertex 0 (see ``irlvla_jax.scene``), so the
+padding adds only zero-length edges, which never count in crossing tests. Boxes are given by their four
+corners ``[..., 4, 2]`` in order front-left, rear-left, rear-right, front-right (the NAVSIM order).
+
+Every function is pure jnp, broadcasts over leading axes, and is safe under jit / vmap.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def wrap_angle(a):
+    """Angle(s) wrapped to [-pi, pi) (radians)."""
+    return (a + jnp.pi) % (2.0 * jnp.pi) - jnp.pi
+
+
+def normalize_angle(a):
+    """atan2(sin a, cos a): wraps to (-pi, pi] exactly like NAVSIM's ``normalize_angle``."""
+    return jnp.arctan2(jnp.sin(a), jnp.cos(a))
+
+
+def rotate(points, angle):
+    """Rotate ``points [..., 2]`` by ``angle [...]`` (radians) about the origin."""
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    x, y = points[..., 0], points[..., 1]
+    return jnp.stack([c * x - s * y, s * x + c * y], axis=-1)
+
+
+def se2_to_global(origin, local):
+    """Poses ``local [..., 3]`` expressed in the frame ``origin [..., 3]`` -> the parent frame."""
+    xy = rotate(local[..., :2], origin[..., 2]) + origin[..., :2]
+    return jnp.concatenate([xy, normalize_angle(local[..., 2:3] + origin[..., 2:3])], axis=-1)
+
+
+def se2_to_local(origin, poses):
+    """Poses ``poses [..., 3]`` in the parent frame -> expressed in the frame ``origin [..., 3]``."""
+    xy = rotate(poses[..., :2] - origin[..., :2], -origin[..., 2])
+    return jnp.concatenate([xy, normalize_angle(poses[..., 2:3] - origin[..., 2:3])], axis=-1)
+
+
+def box_corners(center, heading, length, width):
+    """Corners ``[..., 4, 2]`` (FL, RL, RR, FR) of boxes with centre ``[..., 2]``, heading, length, width [...]."""
+    c, s = jnp.cos(heading), jnp.sin(heading)
+    hl, hw = 0.5 * length, 0.5 * width
+    lon = jnp.stack([hl, -hl, -hl, hl], axis=-1)  # [..., 4]
+    lat = jnp.stack([hw, hw, -hw, -hw], axis=-1)
+    x = center[..., 0:1] + lon * c[..., None] - lat * s[..., None]
+    y = center[..., 1:2] + lon * s[..., None] + lat * c[..., None]
+    return jnp.stack([x, y], axis=-1)
+
+
+def boxes_overlap(a, b):
+    """Separating-axis test for two convex quadrilaterals ``a, b [..., 4, 2]`` -> bool [...].
+
+    Touching boxes (zero-area contact) count as overlapping, like shapely's ``intersects``.
+    """
+    def axes(c):
+        e = jnp.roll(c, -1, axis=-2) - c  # [..., 4, 2]
+        return jnp.stack([-e[..., 1], e[..., 0]], axis=-1)
+
+    shape = jnp.broadcast_shapes(a.shape, b.shape)
+    a, b = jnp.broadcast_to(a, shape), jnp.broadcast_to(b, shape)
+    ax = jnp.concatenate([axes(a)[..., :2, :], axes(b)[..., :2, :]], axis=-2)  # [..., 4, 2]
+    pa = jnp.einsum("...kd,...vd->...kv", ax, a)
+    pb = jnp.einsum("...kd,...vd->...kv", ax, b)
+    sep = (pa.max(-1) < pb.min(-1)) | (pb.max(-1) < pa.min(-1))
+    return ~jnp.any(sep, axis=-1)
+
+
+def points_in_polygon(points, poly, vmask=None):
+    """Crossing-number test: ``points [..., P, 2]`` in ``poly [..., V, 2]`` -> bool [..., P].
+
+    Points exactly on the boundary may go either way (measure zero). ``vmask`` is unused because padded
+    vertices equal vertex 0 and their zero-length edges never cross; it is accepted for clarity.
+    """
+    del vmask
+    p = points[..., :, None, :]            # [..., P, 1, 2]
+    v0 = poly[..., None, :, :]             # [..., 1, V, 2]
+    v1 = jnp.roll(poly, -1, axis=-2)[..., None, :, :]
+    y0, y1 = v0[..., 1], v1[..., 1]
+    py, px = p[..., 1], p[..., 0]
+    straddle = (y0 > py) != (y1 > py)
+    dy = jnp.where(straddle, y1 - y0, 1.0)
+    xint = v0[..., 0] + (py - y0) * (v1[..., 0] - v0[..., 0]) / dy
+    cross = straddle & (px < xint)
+    return (jnp.sum(cross, axis=-1) % 2) == 1
+
+
+def _orient(a, b, c):
+    return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
+
+
+def segments_intersect(p1, p2, q1, q2):
+    """Proper or touching intersection of segments p1-p2 and q1-q2 (all [..., 2]) -> bool [...]."""
+    d1, d2 = _orient(q1, q2, p1), _orient(q1, q2, p2)
+    d3, d4 = _orient(p1, p2, q1), _orient(p1, p2, q2)
+    proper = (d1 * d2 <= 0) & (d3 * d4 <= 0)
+    # Reject the collinear-but-disjoint case (all orientations zero) via bounding-box overlap.
+    bx = (jnp.minimum(p1[..., 0], p2[..., 0]) <= jnp.maximum(q1[..., 0], q2[..., 0])) & \
+         (jnp.minimum(q1[..., 0], q2[..., 0]) <= jnp.maximum(p1[..., 0], p2[..., 0])) & \
+         (jnp.minimum(p1[..., 1], p2[..., 1]) <= jnp.maximum(q1[..., 1], q2[..., 1])) & \
+         (jnp.minimum(q1[..., 1], q2[..., 1]) <= jnp.maximum(p1[..., 1], p2[..., 1]))
+    return proper & bx
+
+
+def box_polygon_overlap(box, poly):
+    """Overlap of a box ``[..., 4, 2]`` with a (possibly non-convex) polygon ``[..., V, 2]`` -> bool [...].
+
+    True if a box corner lies in the polygon, a polygon vertex lies in the box, or an edge pair crosses.
+    """
+    corner_in = jnp.any(points_in_polygon(box, poly), axis=-1)
+    vert_in = jnp.any(points_in_polygon(poly, box), axis=-1)
+    b0 = box[..., :, None, :]
+    b1 = jnp.roll(box, -1, axis=-2)[..., :, None, :]
+    q0 = poly[..., None, :, :]
+    q1 = jnp.roll(poly, -1, axis=-2)[..., None, :, :]
+    nonzero = jnp.any(q0 != q1, axis=-1)
+    cross = segments_intersect(b0, b1, q0, q1) & nonzero
+    return corner_in | vert_in | jnp.any(cross, axis=(-1, -2))
+
+
+def point_segment_distance(p, a, b):
+    """Distance from points ``p [..., 2]`` to segments a-b ``[..., 2]``."""
+    ab = b - a
+    den = jnp.sum(ab * ab, axis=-1)
+    t = jnp.clip(jnp.sum((p - a) * ab, axis=-1) / jnp.where(den > 0, den, 1.0), 0.0, 1.0)
+    d = p - (a + t[..., None] * ab)
+    return jnp.sqrt(jnp.sum(d * d, axis=-1))
+
+
+def polygon_distance(box, poly):
+    """Euclidean distance between a box ``[..., 4, 2]`` and a polygon ``[..., V, 2]`` (0 when they overlap)."""
+    b0 = box[..., :, None, :]
+    b1 = jnp.roll(box, -1, axis=-2)[..., :, None, :]
+    q0 = poly[..., None, :, :]
+    q1 = jnp.roll(poly, -1, axis=-2)[..., None, :, :]
+    d = jnp.minimum(jnp.minimum(point_segment_distance(b0, q0, q1), point_segment_distance(b1, q0, q1)),
+                    jnp.minimum(point_segment_distance(q0, b0, b1), point_segment_distance(q1, b0, b1)))
+    d = jnp.min(d, axis=(-1, -2))
+    return jnp.where(box_polygon_overlap(box, poly), 0.0, d)
+
+
+def polyline_arclength(line):
+    """Cumulative arc length ``[..., R]`` of a polyline ``[..., R, 2]`` (0 at the first point)."""
+    seg = jnp.linalg.norm(jnp.diff(line, axis=-2), axis=-1)
+    return jnp.concatenate([jnp.zeros_like(seg[..., :1]), jnp.cumsum(seg, axis=-1)], axis=-1)
+
+
+def project_to_polyline(points, line):
+    """Project ``points [..., P, 2]`` onto a polyline ``[..., R, 2]`` (padding repeats the last point).
+
+    Returns (arc length of the nearest point [..., P], signed lateral offset [..., P] (left of the
+    driving direction positive), distance [..., P]). Like shapely's ``project``, ties go to the first
+    segment; zero-length (padding) segments are ignored.
+    """
+    a = line[..., None, :-1, :]
+    b = line[..., None, 1:, :]
+    p = points[..., :, None, :]
+    ab = b - a
+    den = jnp.sum(ab * ab, axis=-1)
+    valid = den > 0
+    t = jnp.clip(jnp.sum((p - a) * ab, axis=-1) / jnp.where(valid, den, 1.0), 0.0, 1.0)
+    foot = a + t[..., None] * ab
+    d2 = jnp.sum((p - foot) ** 2, axis=-1)
+    d2 = jnp.where(valid, d2, jnp.inf)
+    k = jnp.argmin(d2, axis=-1)
+    s = polyline_arclength(line)
+    seglen = jnp.sqrt(den)
+    take = lambda x: jnp.take_along_axis(x, k[..., None], axis=-1)[..., 0]
+    s_k = jnp.take_along_axis(jnp.broadcast_to(s[..., None, :-1], d2.shape), k[..., None], axis=-1)[..., 0]
+    arc = s_k + take(t) * take(jnp.broadcast_to(seglen, d2.shape))
+    cross = ab[..., 0] * (p[..., 1] - a[..., 1]) - ab[..., 1] * (p[..., 0] - a[..., 0])
+    side = jnp.sign(take(cross))
+    dist = jnp.sqrt(take(d2))
+    return arc, side * dist, dist
+
+
+def interpolate_polyline(line, s):
+    """Points ``[..., K, 2]`` at arc lengths ``s [..., K]`` along ``line [..., R, 2]`` (clipped to the ends)."""
+    arc = polyline_arclength(line)
+    x = jnp.interp(s, arc, line[..., 0]) if line.ndim == 2 else None
+    if line.ndim != 2:
+        raise ValueError("interpolate_polyline expects an unbatched line [R, 2]; vmap it for batches")
+    y = jnp.interp(s, arc, line[..., 1])
+    return jnp.stack([x, y], axis=-1)

@@ -1,0 +1,189 @@
+"""EPDMS aggregation (NAVSIM v2.2, one-stage and two-stage), the human filter, and the batched scorer.
+
+    EPDMS = NC * DAC * DDC * TLC * (5 EP + 5 TTC + 2 LK + 2 HC [+ 2 EC]) / (14 | 16)
+
+* The agent's trajectory is scored in a [PDM-Closed, agent] pair: EP is normalised by
+  N = max(raw progress x NC.DAC.DDC.TLC) over the pair (EP = clip(raw / N, 0, 1) if N > 5 m, else 1).
+* Human filter: the expert's 8 poses are scored on their own and without the past (so its HC is 1 and
+  HC is never filtered); wherever the expert scores exactly 0 the agent's sub-score becomes 1; the
+  product and the weighted sum are recomputed afterwards (the v2.2 fix).
+* EC compares the plan with the previous frame's plan (simulated from the ego state at -0.5 s); with no
+  previous plan EC is reported as 1 and drops out of the formula (denominator 14).
+
+``score`` is a pure jnp function of a batch of scenes ``[B]`` and trajectories ``[B, N, 8, 3]`` (ego frame
+at t0, metres / radians); ``make_scorer`` wraps it in ``jax.jit`` (compiled once per shape) and
+optionally shards the batch over the ``data`` axis of a mesh.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from irlvla_jax.scoring import comfort, metrics, reference_planner, rollout
+
+SUB_SCORES = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
+MULTIPLICATIVE = ("NC", "DAC", "DDC", "TLC")
+WEIGHTS = {"EP": 5.0, "TTC": 5.0, "LK": 2.0, "HC": 2.0, "EC": 2.0}
+PROGRESS_THRESHOLD = 5.0
+MODES = ("tracked", "direct")
+
+
+@struct.dataclass
+class Scores:
+    """Each field [B, N] float32. ``progress`` is the raw progress in metres (after simulation)."""
+    NC: jnp.ndarray
+    DAC: jnp.ndarray
+    DDC: jnp.ndarray
+    TLC: jnp.ndarray
+    EP: jnp.ndarray
+    TTC: jnp.ndarray
+    LK: jnp.ndarray
+    HC: jnp.ndarray
+    EC: jnp.ndarray
+    EPDMS: jnp.ndarray
+    progress: jnp.ndarray
+
+
+def epdms_formula(s: dict, has_ec):
+    """EPDMS from sub-scores (dict of arrays); ``has_ec`` bool (broadcastable) picks /16 with EC or /14."""
+    multi = s["NC"] * s["DAC"] * s["DDC"] * s["TLC"]
+    base = WEIGHTS["EP"] * s["EP"] + WEIGHTS["TTC"] * s["TTC"] + WEIGHTS["LK"] * s["LK"] + WEIGHTS["HC"] * s["HC"]
+    with_ec = (base + WEIGHTS["EC"] * s["EC"]) / 16.0
+    return multi * jnp.where(has_ec, with_ec, base / 14.0)
+
+
+def _normalised_progress(raw, multi, ref_raw, ref_multi):
+    n = jnp.maximum(raw * multi, ref_raw * ref_multi)
+    return jnp.where(n > PROGRESS_THRESHOLD, jnp.clip(raw / jnp.where(n > 0, n, 1.0), 0.0, 1.0), 1.0)
+
+
+def _score_scene(scene, traj, prev, has_prev, ref_poses, mode, human_filter, return_flags):
+    """One scene: traj [N, 8, 3], prev [N, 8, 3], has_prev bool, ref_poses [41, 3] or None."""
+    ctx = metrics.scene_context(scene)
+    init = rollout.ego_state_array(scene.ego_state)
+    if ref_poses is None:
+        ref_poses = reference_planner.pdm_closed(scene)
+    n = traj.shape[0]
+    # Agent trajectories, the expert and PDM-Closed share one rollout call: [N + 2, 41, 3].
+    refs = jnp.concatenate([rollout.interpolate_poses(traj),
+                            rollout.interpolate_poses(scene.expert_future)[None],
+                            ref_poses[None]], axis=0)
+    states = rollout.rollout(refs, init, mode)
+    m = jax.vmap(lambda st: metrics.trajectory_metrics(scene, ctx, st))(states)
+    hc = comfort.history_comfort(states[:n], scene.ego_past)
+    multi = m["NC"] * m["DAC"] * m["DDC"] * m["TLC"]
+    ref_raw, ref_multi = m["progress"][n + 1], multi[n + 1]
+    ep = _normalised_progress(m["progress"][:n], multi[:n], ref_raw, ref_multi)
+    s = {k: m[k][:n] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK")}
+    s["EP"], s["HC"] = ep, hc
+    if human_filter:
+        # The expert alone: its EP is normalised by itself (never 0), its HC is 1 (no past).
+        h = {k: m[k][n] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK")}
+        for k, v in h.items():
+            s[k] = jnp.where(v == 0.0, 1.0, s[k])
+    if prev is not None:
+        # Previous plan: simulated from the ego state at -0.5 s, in that state's own frame (the comfort
+        # features are frame-invariant).
+        p = scene.ego_past[10]
+        init_prev = rollout.ego_state_array(jnp.concatenate([jnp.zeros(3, p.dtype), p[3:]]))
+        prev_states = rollout.rollout(rollout.interpolate_poses(prev), init_prev, mode)
+        ec = comfort.extended_comfort(states[:n], prev_states)
+        s["EC"] = jnp.where(has_prev, ec, 1.0)
+    else:
+        s["EC"] = jnp.ones_like(ep)
+    s["EPDMS"] = epdms_formula(s, has_prev if prev is not None else False)
+    s["progress"] = m["progress"][:n]
+    out = Scores(**{k: s[k].astype(jnp.float32) for k in Scores.__dataclass_fields__})
+    if return_flags:
+        extra = dict(states=states, expert={k: m[k][n] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK", "progress")},
+                     reference={k: m[k][n + 1] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK", "progress")},
+                     reference_poses=ref_poses,
+                     flags={k: m[k][:n] for k in ("multiple_lanes", "non_drivable", "oncoming",
+                                                   "center_in_intersection")})
+        return out, extra
+    return out
+
+
+def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked", human_filter: bool = True,
+          return_flags: bool = False, has_prev=None, reference_poses=None):
+    """EPDMS of ``trajectories [B, N, 8, 3]`` (ego frame at t0: x, y metres, heading radians, at 0.5..4.0 s).
+
+    ``scenes``: a Scene batch [B]. ``prev_trajectories`` [B, N, 8, 3] or None: the plans made 0.5 s earlier,
+    in the ego frame at -0.5 s (for EC). ``has_prev`` [B] bool (optional): which scenes have a previous
+    plan (others get EC = 1 and the /14 denominator). ``reference_poses`` [B, 41, 3] (optional): replace
+    the built-in PDM-Closed reference (for tests). Returns :class:`Scores` (each [B, N]); with
+    ``return_flags`` also a dict of per-trajectory states and flags.
+    """
+    if mode not in MODES:
+        raise ValueError(f"scoring mode must be one of {MODES}, got {mode!r}")
+    trajectories = jnp.asarray(trajectories, jnp.float32)
+    if trajectories.ndim != 4 or trajectories.shape[-2:] != (8, 3):
+        raise ValueError(f"trajectories: expected shape [B, N, 8, 3], got {tuple(trajectories.shape)}")
+    b = trajectories.shape[0]
+    if prev_trajectories is not None:
+        prev_trajectories = jnp.asarray(prev_trajectories, jnp.float32)
+        if prev_trajectories.shape != trajectories.shape:
+            raise ValueError(f"prev_trajectories: expected shape {tuple(trajectories.shape)}, "
+                             f"got {tuple(prev_trajectories.shape)}")
+        has_prev = jnp.ones((b,), bool) if has_prev is None else jnp.asarray(has_prev, bool)
+    else:
+        has_prev = jnp.zeros((b,), bool)
+
+    def one(scene, traj, prev, hp, ref):
+        return _score_scene(scene, traj, prev, hp, ref, mode, human_filter, return_flags)
+
+    in_axes = (0, 0, None if prev_trajectories is None else 0, 0, None if reference_poses is None else 0)
+    return jax.vmap(one, in_axes=in_axes)(scenes, trajectories, prev_trajectories, has_prev, reference_poses)
+
+
+def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
+    """Jitted scorer ``fn(scenes, traj, prev=None, has_prev=None) -> Scores``, compiled once per shape.
+
+    With ``mesh`` (a ``jax.sharding.Mesh`` with a ``data`` axis), inputs and outputs are sharded over
+    ``data`` along the scene axis (B must be a multiple of the axis size).
+    """
+    if mode not in MODES:
+        raise ValueError(f"scoring mode must be one of {MODES}, got {mode!r}")
+
+    def fn(scenes, traj, prev=None, has_prev=None):
+        return score(scenes, traj, prev, mode=mode, human_filter=human_filter, has_prev=has_prev)
+
+    if mesh is None:
+        return jax.jit(fn)
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    shard = NamedSharding(mesh, P("data"))
+    jitted = jax.jit(fn, out_shardings=shard)
+
+    def wrapped(scenes, traj, prev=None, has_prev=None):
+        size = mesh.shape["data"]
+        b = np.shape(traj)[0]
+        if b % size:
+            raise ValueError(f"batch of {b} scenes is not a multiple of the mesh 'data' axis ({size})")
+        put = lambda x: None if x is None else jax.device_put(x, shard)
+        return jitted(jax.tree.map(lambda x: jax.device_put(x, shard), scenes), put(traj), put(prev), put(has_prev))
+
+    wrapped.jitted = jitted
+    return wrapped
+
+
+def two_stage(scores_o, scores_p, scores_n, scores_q, end_o, start_n, end_p, start_q, sigma_sq: float = 0.1):
+    """Two-stage (navhard) group score, NAVSIM's SceneAggregator + final aggregation.
+
+    scores_o, scores_p: [G] EPDMS of the original frame and its predecessor; scores_n, scores_q: [G, K] of
+    the follow-ups; end_o, end_p: [G, 2] global end points of the first-stage plans; start_n, start_q:
+    [G, K, 2] follow-up start points. Weights w ~ exp(-d^2 / (2 sigma^2)), normalised (uniform if they sum
+    to ~0). Returns [G]: 0.5 * (S(o) * sum w S(n) + S(p) * sum w' S(q)).
+    """
+    def weights(end, start):
+        d2 = jnp.sum((end[:, None] - start) ** 2, axis=-1)
+        w = jnp.exp(-d2 / (2 * sigma_sq))
+        tot = jnp.sum(w, axis=-1, keepdims=True)
+        uni = jnp.full_like(w, 1.0 / w.shape[-1])
+        return jnp.where(jnp.isclose(tot, 0.0) | jnp.isnan(tot), uni, w / jnp.where(tot > 0, tot, 1.0))
+
+    wn, wq = weights(end_o, start_n), weights(end_p, start_q)
+    return 0.5 * (scores_o * jnp.sum(wn * scores_n, -1) + scores_p * jnp.sum(wq * scores_q, -1))

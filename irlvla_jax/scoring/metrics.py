@@ -1,0 +1,171 @@
+"""Per-step ego flags and the EPDMS sub-scores NC, DAC, DDC, TLC, TTC, LK and raw progress (NAVSIM v2.2).
+
+Everything is for ONE scene (vmap over scenes outside) and K trajectories of states ``[K, 41, 11]``
+(see ``rollout``). The map / object work that does not depend on the trajectory is done once per scene
+in :func:`scene_context`. Official-code quirks are matched and named in comments ("NAVSIM quirk").
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from irlvla_jax import geometry as geo
+from irlvla_jax.scene import AGENT_STATIC, DRIVABLE_INTERSECTION
+from irlvla_jax.scoring.rollout import HALF_LENGTH, HALF_WIDTH, REAR_AXLE_TO_CENTER
+
+T = 41
+STOPPED_EGO_NC = 5e-2          # m/s, get_collision_type
+STOPPED_TRACK = 5e-2           # m/s, is_track_stopped
+STOPPED_EGO_TTC = 5e-3         # m/s, PDMScorerConfig.stopped_speed_threshold
+TTC_STEPS = (0, 3, 6, 9)       # 0, 0.3, 0.6, 0.9 s
+TTC_LAST = 31                  # steps 0..31
+AHEAD_DEG, BEHIND_DEG = 30.0, 150.0
+DDC_WINDOW = 10                # steps before t, plus t: 11 steps
+DDC_OK, DDC_BAD = 2.0, 6.0
+LK_LIMIT, LK_STEPS = 0.5, 20
+NC_STATIC_PENALTY = 0.5
+
+
+def ego_boxes(states):
+    """States ``[..., 11]`` -> (corners [..., 4, 2] FL RL RR FR, centre [..., 2])."""
+    h = states[..., 2]
+    c = states[..., :2] + REAR_AXLE_TO_CENTER * jnp.stack([jnp.cos(h), jnp.sin(h)], axis=-1)
+    return geo.box_corners(c, h, 2 * HALF_LENGTH, 2 * HALF_WIDTH), c
+
+
+def scene_context(scene):
+    """Per-scene constants for the metrics: agent corners, first-occurrence properties, masks."""
+    boxes = scene.agent_boxes                                     # [A, 41, 5]
+    corners = geo.box_corners(boxes[..., :2], boxes[..., 2], boxes[..., 3], boxes[..., 4])
+    valid = scene.agent_valid
+    first = jnp.argmax(valid, axis=1)                             # first occurrence per agent
+    v_first = jnp.take_along_axis(scene.agent_velocity, first[:, None, None], axis=1)[:, 0]
+    is_static = scene.agent_type == AGENT_STATIC
+    # NAVSIM quirk: "stopped" uses the object's velocity at its first occurrence; static objects are
+    # not nuPlan Agents and always count as stopped.
+    stopped = is_static | (jnp.linalg.norm(v_first, axis=-1) <= STOPPED_TRACK)
+    penalty = jnp.where(is_static, NC_STATIC_PENALTY, 0.0)
+    light_red_t = jnp.repeat(scene.light_red, 5, axis=1)[:, :T]   # [S, 41], 2 Hz held for 5 steps
+    red_route = light_red_t & (scene.light_valid & scene.light_on_route)[:, None]
+    return dict(corners=corners, center=boxes[..., :2], valid=valid, stopped=stopped, penalty=penalty,
+                red=red_route)
+
+
+def area_flags(scene, corners, center, rear):
+    """Per-step areas for one trajectory: corners [T, 4, 2], centre [T, 2], rear axle [T, 2] ->
+    dict of bool [T]: multiple_lanes, non_drivable, oncoming, center_in_intersection, rear_in_intersection."""
+    t = corners.shape[0]
+    pts = jnp.concatenate([corners, center[:, None], rear[:, None]], axis=1).reshape(-1, 2)   # [T*6, 2]
+    in_lane = geo.points_in_polygon(pts[None], scene.lane_polygons)                          # [L, T*6]
+    in_lane = (in_lane & scene.lane_valid[:, None]).reshape(-1, t, 6)
+    in_drv = geo.points_in_polygon(pts[None], scene.drivable_polygons)
+    in_drv = (in_drv & scene.drivable_valid[:, None]).reshape(-1, t, 6)
+    corner_lane = in_lane[..., :4]                                                            # [L, T, 4]
+    lanes_touched = jnp.sum(jnp.any(corner_lane, axis=-1), axis=0)                            # [T]
+    none_full = jnp.all(jnp.sum(corner_lane, axis=-1) != 4, axis=0)
+    multiple = (lanes_touched > 1) & none_full
+    non_drivable = jnp.sum(jnp.any(in_drv[..., :4], axis=0), axis=-1) < 4
+    oncoming = ~jnp.any(in_lane[..., 4] & scene.lane_on_route[:, None], axis=0)
+    inter = (scene.drivable_kind == DRIVABLE_INTERSECTION)[:, None]
+    return dict(multiple_lanes=multiple, non_drivable=non_drivable, oncoming=oncoming,
+                center_in_intersection=jnp.any(in_drv[..., 4] & inter, axis=0),
+                rear_in_intersection=jnp.any(in_drv[..., 5] & inter, axis=0))
+
+
+def _angle_cos(rear, heading, target):
+    """cos of the angle between the heading and the vector rear -> target."""
+    d = target - rear
+    n = jnp.linalg.norm(d, axis=-1)
+    return (jnp.cos(heading) * d[..., 0] + jnp.sin(heading) * d[..., 1]) / jnp.where(n > 0, n, 1.0)
+
+
+def _exclusive_any_before(events, axis=-1):
+    """True where some event happened strictly earlier along ``axis``."""
+    c = jnp.cumsum(events.astype(jnp.int32), axis=axis) - events.astype(jnp.int32)
+    return c > 0
+
+
+def _segment_hits_box(p, q, box):
+    """Segment p-q [..., 2] intersects box [..., 4, 2] (incl. containment)."""
+    inside = jnp.any(geo.points_in_polygon(jnp.stack([p, q], axis=-2), box), axis=-1)
+    b0, b1 = box, jnp.roll(box, -1, axis=-2)
+    cross = geo.segments_intersect(p[..., None, :], q[..., None, :], b0, b1)
+    return inside | jnp.any(cross, axis=-1)
+
+
+def trajectory_metrics(scene, ctx, states):
+    """Sub-scores of one trajectory ``states [41, 11]`` in one scene.
+
+    Returns dict: NC, DAC, DDC, TLC, TTC, LK (float), progress (raw, m, >= 0), and the per-step flags.
+    """
+    corners, center = ego_boxes(states)                                   # [T, 4, 2], [T, 2]
+    rear, heading = states[:, :2], states[:, 2]
+    speed = jnp.hypot(states[:, 3], states[:, 4])
+    fl = area_flags(scene, corners, center, rear)
+    multi_or_off = fl["multiple_lanes"] | fl["non_drivable"]
+
+    # --- NC -------------------------------------------------------------------------------------
+    a_corners, a_center, a_valid = ctx["corners"], ctx["center"], ctx["valid"]           # [A, T, ...]
+    overlap = geo.boxes_overlap(corners[None], a_corners) & a_valid                     # [A, T]
+    cos_a = _angle_cos(rear[None], heading[None], a_center)                              # [A, T]
+    behind = cos_a < np.cos(np.deg2rad(BEHIND_DEG))
+    ahead = cos_a > np.cos(np.deg2rad(AHEAD_DEG))
+    front = _segment_hits_box(corners[None, :, 0], corners[None, :, 3], a_corners)      # FL-FR edge
+    ego_stopped = (speed <= STOPPED_EGO_NC)[None]
+    at_fault = ~ego_stopped & (ctx["stopped"][:, None] | (~behind & (front | multi_or_off[None])))
+    fault_ev = overlap & at_fault
+    excuse_ev = overlap & ~at_fault
+    # Objects excused once stay excused (proposal_collided_track_ids).
+    counted = fault_ev & ~_exclusive_any_before(excuse_ev, axis=1)
+    nc = jnp.min(jnp.where(counted, ctx["penalty"][:, None], 1.0))
+
+    # --- DAC, DDC ------------------------------------------------------------------------------
+    dac = 1.0 - jnp.any(fl["non_drivable"]).astype(jnp.float32)
+    step = jnp.concatenate([jnp.zeros(1), jnp.linalg.norm(jnp.diff(center, axis=0), axis=-1)])
+    step = jnp.where(fl["oncoming"] & ~fl["center_in_intersection"], step, 0.0)
+    csum = jnp.concatenate([jnp.zeros(1), jnp.cumsum(step)])
+    idx = jnp.arange(T)
+    win = csum[idx + 1] - csum[jnp.maximum(idx - DDC_WINDOW, 0)]
+    m = jnp.max(win)
+    ddc = jnp.where(m < DDC_OK, 1.0, jnp.where(m < DDC_BAD, 0.5, 0.0))
+
+    # --- TLC -----------------------------------------------------------------------------------
+    hit = geo.box_polygon_overlap(corners[None], scene.light_polygons[:, None])         # [S, T]
+    tlc = 1.0 - jnp.any(hit & ctx["red"]).astype(jnp.float32)
+
+    # --- TTC -----------------------------------------------------------------------------------
+    n_eval = TTC_LAST + 1
+    ev_fault, ev_excuse = [], []
+    dirv = jnp.stack([jnp.cos(heading), jnp.sin(heading)], axis=-1) * speed[:, None]   # [T, 2]
+    for d in TTC_STEPS:
+        moved = corners[:n_eval] + (dirv[:n_eval] * (d * 0.1))[:, None, :]               # [n, 4, 2]
+        ac = a_corners[:, d:d + n_eval]
+        ov = geo.boxes_overlap(moved[None], ac) & a_valid[:, d:d + n_eval]
+        ov = ov & (speed[:n_eval] >= STOPPED_EGO_TTC)[None]
+        cs = _angle_cos(rear[None, :n_eval], heading[None, :n_eval], a_center[:, d:d + n_eval])
+        ahead_d = cs > np.cos(np.deg2rad(AHEAD_DEG))
+        behind_d = cs < np.cos(np.deg2rad(BEHIND_DEG))
+        area = (multi_or_off | fl["rear_in_intersection"])[None, :n_eval]
+        infr = ahead_d | (area & ~behind_d)
+        ev_fault.append(ov & infr)
+        ev_excuse.append(ov & ~infr)
+    ev_fault = jnp.stack(ev_fault, axis=-1).reshape(a_valid.shape[0], -1)               # [A, n*4], (t, d) order
+    ev_excuse = jnp.stack(ev_excuse, axis=-1).reshape(a_valid.shape[0], -1)
+    ttc = 1.0 - jnp.any(ev_fault & ~_exclusive_any_before(ev_excuse, axis=1)).astype(jnp.float32)
+
+    # --- LK, progress --------------------------------------------------------------------------
+    arc, _, dist = geo.project_to_polyline(center, scene.route)
+    exceed = dist > LK_LIMIT
+    skip = fl["center_in_intersection"]
+
+    def lk_step(count, inp):
+        ex, sk = inp
+        new = jnp.where(sk, count, jnp.where(ex, count + 1, 0))
+        return new, new >= LK_STEPS
+
+    _, fails = jax.lax.scan(lk_step, jnp.int32(0), (exceed, skip))
+    lk = 1.0 - jnp.any(fails).astype(jnp.float32)
+    progress = jnp.maximum(arc[-1] - arc[0], 0.0)
+    del ahead
+    return dict(NC=nc, DAC=dac, DDC=ddc, TLC=tlc, TTC=ttc, LK=lk, progress=progress, **fl)
