@@ -60,16 +60,27 @@ def std_schedule(num_steps: int, sigma_max: float, sigma_min: float) -> np.ndarr
     return np.geomspace(sigma_max, sigma_min, num_steps).astype(np.float32)
 
 
-def gaussian_log_prob(x, mean, std):
-    """log N(x; mean, std^2 I) summed over the pose axes [..., 8, 3]; std broadcasts to x."""
+def gaussian_log_prob(x, mean, std, event_ndim: int = 2):
+    """log N(x; mean, std^2 I) summed over the last ``event_ndim`` axes (default the pose axes [8, 3]);
+    std broadcasts to x. Natural log, normalised units."""
     std = jnp.broadcast_to(std, x.shape)
     z = (x - mean) / std
-    return -0.5 * jnp.sum(z * z + 2.0 * jnp.log(std) + LOG_2PI, axis=(-2, -1))
+    return -0.5 * jnp.sum(z * z + 2.0 * jnp.log(std) + LOG_2PI, axis=tuple(range(-event_ndim, 0)))
 
 
 def gaussian_entropy(std, dim: int = POSE_DIM):
     """Entropy of N(., std^2 I_dim) for scalar std (any shape)."""
     return dim * (0.5 * (LOG_2PI + 1.0) + jnp.log(std))
+
+
+def categorical_log_prob(logits, choice):
+    """log softmax(logits)[choice]: logits [..., C], choice [...] int."""
+    return jnp.take_along_axis(jax.nn.log_softmax(logits, -1), choice[..., None], -1)[..., 0]
+
+
+def categorical_entropy(logits):
+    lp = jax.nn.log_softmax(logits, -1)
+    return -jnp.sum(jnp.exp(lp) * lp, -1)
 
 
 def gae(rewards, values, dones, last_value, gamma: float, lam: float):
@@ -112,12 +123,18 @@ class PolicyAdapter:
     """Static functions of a diffusion policy. ``pp`` = (trainable params, frozen params) pytrees.
 
     encode(pp, batch) -> tokens                       scene tokens (any pytree with leading B)
-    init_noise(pp, tokens, batch, rng, M) -> x_K      [B, M, 8, 3] normalised
-    denoise_mean(pp, tokens, x_k, k) -> mean          [B, M, 8, 3]: mean of x_{k-1}; k int (traced ok)
-    to_traj(x_0, batch) -> traj                       [B, M, 8, 3] metres / radians, ego frame
+    init_noise(pp, tokens, batch, rng, M) -> x_K      [B, M, *E] normalised (E = event shape, e.g. [8, 3]
+                                                      or [C, 8, 3] for C jointly denoised anchor chains)
+    denoise_mean(pp, tokens, x_k, k) -> (mean, logits)  mean of x_{k-1} [B, M, *E]; k a static Python
+                                                      int in K..1; logits [B, M, C] (mode scores) or None
+    to_traj(x_0, choice, batch) -> traj               [B, M, 8, 3] metres / radians, ego frame
+                                                      (choice [B, M] int: the selected chain, or None)
     bc_loss(pp, tokens, batch, rng) -> scalar         imitation loss toward the expert
     features(tokens) -> [B, F]                        pooled scene features for the value head
-    num_steps                                          K denoising steps
+    num_steps                                         K denoising steps
+    num_choices                                       C > 0: after the last step the policy also draws
+                                                      a chain c ~ Categorical(logits of the last step),
+                                                      whose log-prob joins the last step's; 0: none
     """
     encode: Callable
     init_noise: Callable
@@ -126,24 +143,27 @@ class PolicyAdapter:
     bc_loss: Callable
     features: Callable
     num_steps: int
+    num_choices: int = 0
 
 
 class ValueHead(nnx.Module):
     """V(scene, x_k, k): MLP on [pooled scene features, flattened x_k, one-hot k] -> [...] scalar."""
 
-    def __init__(self, feature_dim: int, num_steps: int, hidden: int, *, rngs: nnx.Rngs):
+    def __init__(self, feature_dim: int, num_steps: int, hidden: int, *, rngs: nnx.Rngs,
+                 event_size: int = POSE_DIM):
         self.num_steps = num_steps
+        self.event_size = event_size
         self.feat = nnx.Linear(feature_dim, hidden, rngs=rngs)
-        self.inp = nnx.Linear(POSE_DIM + num_steps + 1, hidden, rngs=rngs)
+        self.inp = nnx.Linear(event_size + num_steps + 1, hidden, rngs=rngs)
         self.h1 = nnx.Linear(hidden, hidden, rngs=rngs)
         self.out = nnx.Linear(hidden, 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
     def __call__(self, feats, x, k):
-        """feats [B, F]; x [B, M, T, 8, 3]; k [T] int -> [B, M, T]."""
+        """feats [B, F]; x [B, M, T, *E] (prod(E) = event_size); k [T] int -> [B, M, T]."""
         B, M, T = x.shape[:3]
         kk = jax.nn.one_hot(k, self.num_steps + 1)                       # [T, K+1]
         kk = jnp.broadcast_to(kk, (B, M, T, self.num_steps + 1))
-        h = self.inp(jnp.concatenate([x.reshape(B, M, T, POSE_DIM), kk], -1))
+        h = self.inp(jnp.concatenate([x.reshape(B, M, T, self.event_size), kk], -1))
         h = h + self.feat(feats)[:, None, None, :]
         h = self.h1(jax.nn.gelu(h))
         return self.out(jax.nn.gelu(h))[..., 0]
@@ -187,12 +207,14 @@ class PPOHyper:
 
 @struct.dataclass
 class Chain:
-    """x_in [B,M,T,8,3] states x_k of the fine-tuned steps; x_out [B,M,T,8,3] sampled x_{k-1};
-    logp [B,M,T] log pi(x_out | x_in); x0 [B,M,8,3] the chain's end (= x_out[:, :, -1])."""
+    """x_in [B,M,T,*E] states x_k of the fine-tuned steps; x_out [B,M,T,*E] sampled x_{k-1};
+    logp [B,M,T] log pi(x_out | x_in) (the last step also holds the chain choice's log-prob);
+    x0 [B,M,*E] the chain's end (= x_out[:, :, -1]); choice [B,M] int (0 when no choice)."""
     x_in: Any
     x_out: Any
     logp: Any
     x0: Any
+    choice: Any
 
 
 def finetuned_ks(num_steps: int, finetune_steps: int) -> np.ndarray:
@@ -210,39 +232,52 @@ def step_stds(sigmas, log_std, bound):
 
 
 def rollout(adapter: PolicyAdapter, pp, ref_pp, tokens, batch, rng, hp: PPOHyper, sigmas, log_std) -> Chain:
-    """Sample M chains per scene: frozen prefix steps with ``ref_pp``, fine-tuned steps with ``pp``."""
+    """Sample M chains per scene: frozen prefix steps with ``ref_pp``, fine-tuned steps with ``pp``.
+
+    The K denoising steps are a static Python loop (K is small: 2 DDIM steps by default)."""
     K, T, M = adapter.num_steps, hp.finetune_steps, hp.samples_per_scene
-    r0, r1, r2 = jax.random.split(rng, 3)
-    x = adapter.init_noise(pp, tokens, batch, r0, M)
-    sig = jnp.asarray(sigmas)
-    if K > T:
-        def prefix(x, inp):
-            k, s, key = inp
-            mean = adapter.denoise_mean(ref_pp, tokens, x, k)
-            return mean + s * jax.random.normal(key, x.shape), None
-        ks_pre = jnp.arange(K, T, -1, dtype=jnp.int32)
-        x, _ = jax.lax.scan(prefix, x, (ks_pre, sig[: K - T], jax.random.split(r1, K - T)))
+    keys = jax.random.split(rng, K + 2)
+    x = adapter.init_noise(pp, tokens, batch, keys[0], M)
+    ev = x.ndim - 2
     stds = step_stds(sigmas, log_std, hp.log_std_bound)
-
-    def step(x, inp):
-        k, s, key = inp
-        mean = adapter.denoise_mean(pp, tokens, x, k)
-        x_next = mean + s * jax.random.normal(key, x.shape)
-        return x_next, (x, x_next, gaussian_log_prob(x_next, mean, s))
-
-    ks = jnp.asarray(finetuned_ks(K, T))
-    x0, (xs_in, xs_out, logps) = jax.lax.scan(step, x, (ks, stds, jax.random.split(r2, T)))
-    mv = lambda a: jnp.moveaxis(a, 0, 2)  # noqa: E731  [T, B, M, ...] -> [B, M, T, ...]
-    return Chain(x_in=mv(xs_in), x_out=mv(xs_out), logp=mv(logps), x0=x0)
+    xs_in, xs_out, logps = [], [], []
+    logits = None
+    for j in range(K):
+        k = K - j
+        if j < K - T:
+            mean, _ = adapter.denoise_mean(ref_pp, tokens, x, k)
+            x = mean + float(sigmas[j]) * jax.random.normal(keys[j + 1], x.shape)
+            continue
+        s = stds[j - (K - T)]
+        mean, logits = adapter.denoise_mean(pp, tokens, x, k)
+        x_next = mean + s * jax.random.normal(keys[j + 1], x.shape)
+        xs_in.append(x); xs_out.append(x_next); logps.append(gaussian_log_prob(x_next, mean, s, ev))
+        x = x_next
+    B = x.shape[0]
+    if adapter.num_choices:
+        choice = jax.random.categorical(keys[-1], logits, axis=-1)
+        logps[-1] = logps[-1] + categorical_log_prob(logits, choice)
+    else:
+        choice = jnp.zeros((B, M), jnp.int32)
+    st = lambda v: jnp.stack(v, 2)  # noqa: E731  T x [B, M, ...] -> [B, M, T, ...]
+    return Chain(x_in=st(xs_in), x_out=st(xs_out), logp=st(logps), x0=x, choice=choice)
 
 
 def chain_log_prob(adapter: PolicyAdapter, pp, tokens, chain: Chain, hp: PPOHyper, sigmas, log_std):
-    """Recompute log pi(x_out | x_in) [B, M, T] under params ``pp`` (vmapped over the T steps)."""
-    ks = jnp.asarray(finetuned_ks(adapter.num_steps, hp.finetune_steps))
-    means = jax.vmap(lambda x, k: adapter.denoise_mean(pp, tokens, x, k), in_axes=(2, 0), out_axes=2)(
-        chain.x_in, ks)
+    """Recompute log pi(x_out | x_in) [B, M, T] (plus the choice at the last step) under ``pp``.
+    Also returns the mean categorical entropy of the choice (0 without choices)."""
+    ks = finetuned_ks(adapter.num_steps, hp.finetune_steps)
     stds = step_stds(sigmas, log_std, hp.log_std_bound)
-    return gaussian_log_prob(chain.x_out, means, stds[None, None, :, None, None])
+    ev = chain.x_in.ndim - 3
+    out, ent = [], jnp.zeros(())
+    for t, k in enumerate(ks):
+        mean, logits = adapter.denoise_mean(pp, tokens, chain.x_in[:, :, t], int(k))
+        lp = gaussian_log_prob(chain.x_out[:, :, t], mean, stds[t], ev)
+        if adapter.num_choices and t == len(ks) - 1:
+            lp = lp + categorical_log_prob(logits, chain.choice)
+            ent = jnp.mean(categorical_entropy(logits))
+        out.append(lp)
+    return jnp.stack(out, 2), ent
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,7 +296,6 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
     if len(sigmas) != adapter.num_steps:
         raise ValueError(f"std schedule has {len(sigmas)} entries, the planner {adapter.num_steps} steps")
     ks_np = finetuned_ks(adapter.num_steps, hp.finetune_steps)
-    T = len(ks_np)
 
     def value_apply(vstate, feats, x, ks):
         return nnx.merge(value_graphdef, vstate)(feats, x, ks)
@@ -269,13 +303,14 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
     def loss_fn(params, static, mb, rng):
         pp = (params["policy"], static["frozen"])
         tokens = mb["tokens"] if hp.freeze_encoders else adapter.encode(pp, mb["batch"])
-        chain = Chain(x_in=mb["x_in"], x_out=mb["x_out"], logp=mb["logp"], x0=None)
-        logp = chain_log_prob(adapter, pp, tokens, chain, hp, sigmas, params["log_std"])
+        chain = Chain(x_in=mb["x_in"], x_out=mb["x_out"], logp=mb["logp"], x0=None, choice=mb["choice"])
+        logp, cat_ent = chain_log_prob(adapter, pp, tokens, chain, hp, sigmas, params["log_std"])
         pg_loss, ratio, clipfrac = clipped_surrogate(logp, mb["logp"], mb["adv"], hp.clip_eps)
         feats = jax.lax.stop_gradient(adapter.features(tokens))
         v = value_apply(params["value"], feats, mb["x_in"], jnp.asarray(ks_np))
         v_loss = 0.5 * jnp.mean((v - mb["ret"]) ** 2)
-        ent = jnp.mean(gaussian_entropy(step_stds(sigmas, params["log_std"], hp.log_std_bound)))
+        ent = jnp.mean(gaussian_entropy(step_stds(sigmas, params["log_std"], hp.log_std_bound),
+                                        int(np.prod(mb["x_in"].shape[3:])))) + cat_ent
         bc = adapter.bc_loss(pp, tokens, mb["batch"], rng) if hp.bc_weight > 0 else jnp.zeros(())
         total = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bc_weight * bc
         log_ratio = logp - mb["logp"]
@@ -291,7 +326,7 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
         tokens = jax.lax.stop_gradient(adapter.encode(pp, batch))
         chain = rollout(adapter, pp, ref_pp, tokens, batch, r_roll, hp, sigmas, params["log_std"])
         chain = jax.lax.stop_gradient(chain)
-        traj = adapter.to_traj(chain.x0, batch)
+        traj = adapter.to_traj(chain.x0, chain.choice if adapter.num_choices else None, batch)
         reward, info = reward_fn(static, batch, tokens, traj)
         reward = reward.astype(jnp.float32)
         finite = jnp.all(jnp.isfinite(reward))
@@ -308,7 +343,7 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
         if B % nmb:
             raise ValueError(f"PPO: batch of {B} scenes is not divisible by ppo.num_minibatches={nmb}")
         data = dict(batch=batch, tokens=tokens, x_in=chain.x_in, x_out=chain.x_out, logp=chain.logp,
-                    adv=adv, ret=ret)
+                    choice=chain.choice, adv=adv, ret=ret)
 
         def mb_step(carry, inp):
             p, o = carry

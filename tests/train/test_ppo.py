@@ -23,18 +23,31 @@ def _mean(pp, tokens, x, k):
     p = pp[0]
     pooled = tokens["tok"].mean(1)                                      # [B, 8]
     h = jnp.tanh(pooled @ p["w"] + p["b"]).reshape(-1, 1, 8, 3)         # [B, 1, 8, 3]
-    return jax.nn.sigmoid(p["a"][k]) * x + h
+    return jax.nn.sigmoid(p["a"][k]) * x + h, None
+
+
+def _mean_chains(pp, tokens, x, k):
+    """Event [C=3, 8, 3]: three chains denoised jointly, mode logits from the chain states."""
+    mean = jax.nn.sigmoid(pp[0]["a"][k]) * x + jnp.tanh(tokens["tok"].mean(1) @ pp[0]["w"]).reshape(-1, 1, 1, 8, 3)
+    return mean, jnp.sum(x * pp[0]["w"][0].reshape(8, 3), (-2, -1))     # [B, M, 3]
 
 
 ADAPTER = P.PolicyAdapter(
     encode=_encode,
     init_noise=lambda pp, tokens, batch, rng, m: jax.random.normal(rng, (batch["tok"].shape[0], m, 8, 3)),
     denoise_mean=_mean,
-    to_traj=lambda x0, batch: 10.0 * x0,
-    bc_loss=lambda pp, tokens, batch, rng: jnp.mean((_mean(pp, tokens, jnp.zeros((batch["tok"].shape[0], 1, 8, 3)), 1)
+    to_traj=lambda x0, choice, batch: 10.0 * x0,
+    bc_loss=lambda pp, tokens, batch, rng: jnp.mean((_mean(pp, tokens, jnp.zeros((batch["tok"].shape[0], 1, 8, 3)), 1)[0]
                                                      - batch["target"][:, None] / 10.0) ** 2),
     features=lambda tokens: tokens["tok"].mean(1),
     num_steps=K,
+)
+CHAIN_ADAPTER = P.PolicyAdapter(
+    encode=_encode,
+    init_noise=lambda pp, tokens, batch, rng, m: jax.random.normal(rng, (batch["tok"].shape[0], m, 3, 8, 3)),
+    denoise_mean=_mean_chains,
+    to_traj=lambda x0, choice, batch: 10.0 * jnp.take_along_axis(x0, choice[..., None, None, None], 2)[:, :, 0],
+    bc_loss=None, features=lambda tokens: tokens["tok"].mean(1), num_steps=K, num_choices=3,
 )
 
 
@@ -106,12 +119,30 @@ def test_log_prob_of_stored_chain_matches_recomputation(setup):
     assert chain.x_in.shape == (B, M, T, 8, 3) and chain.logp.shape == (B, M, T)
     np.testing.assert_array_equal(chain.x0, chain.x_out[:, :, -1])
     np.testing.assert_array_equal(chain.x_in[:, :, 1], chain.x_out[:, :, 0])   # a chain, not samples
-    re = P.chain_log_prob(ADAPTER, pp, tokens, chain, HP, SIGMAS, state.params["log_std"])
+    re, _ = P.chain_log_prob(ADAPTER, pp, tokens, chain, HP, SIGMAS, state.params["log_std"])
     np.testing.assert_allclose(re, chain.logp, rtol=1e-5, atol=1e-4)
     # Independent check with scipy on one step: k of step t=0 is T, std = last-T schedule entry.
-    mean = np.asarray(_mean(pp, tokens, chain.x_in[:, :, 0], T))
+    mean = np.asarray(_mean(pp, tokens, chain.x_in[:, :, 0], T)[0])
     ref = norm.logpdf(np.asarray(chain.x_out[:, :, 0]), mean, SIGMAS[K - T]).sum((-2, -1))
     np.testing.assert_allclose(chain.logp[:, :, 0], ref, rtol=1e-5, atol=1e-3)
+
+
+def test_log_prob_with_chain_choice(setup):
+    """Jointly denoised chains + a categorical choice at the end: the last step's log-prob includes
+    log softmax(logits)[choice]; recomputation and scipy agree."""
+    _, _, state, _, batch = setup
+    pp = (state.params["policy"], None)
+    tokens = _encode(pp, batch)
+    chain = P.rollout(CHAIN_ADAPTER, pp, pp, tokens, batch, jax.random.PRNGKey(5), HP, SIGMAS, state.params["log_std"])
+    assert chain.x_in.shape == (B, M, T, 3, 8, 3) and chain.choice.shape == (B, M)
+    re, ent = P.chain_log_prob(CHAIN_ADAPTER, pp, tokens, chain, HP, SIGMAS, state.params["log_std"])
+    np.testing.assert_allclose(re, chain.logp, rtol=1e-5, atol=1e-3)
+    mean, logits = _mean_chains(pp, tokens, chain.x_in[:, :, -1], 1)
+    lse = np.log(np.exp(np.asarray(logits, np.float64)).sum(-1))
+    cat = np.take_along_axis(np.asarray(logits), np.asarray(chain.choice)[..., None], -1)[..., 0] - lse
+    ref = norm.logpdf(np.asarray(chain.x_out[:, :, -1]), np.asarray(mean), SIGMAS[-1]).sum((-3, -2, -1)) + cat
+    np.testing.assert_allclose(chain.logp[:, :, -1], ref, rtol=1e-5, atol=1e-3)
+    assert 0.0 < float(ent) <= np.log(3) + 1e-6
 
 
 def test_first_minibatch_ratio_is_one_and_learning_happens(setup, update_fn):
