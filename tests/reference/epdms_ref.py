@@ -575,11 +575,21 @@ class _Path:
 def _pdm_observation(world: World, n_steps: int):
     """Objects at t0 forecast at constant velocity, red lights at t0 held: list over steps of items."""
     items0 = []
+    c0 = ego_center(np.zeros(NS))
     for o in world.agents:
         if o.polys[0] is None:
             continue
         x, y, h, l, w = o.first_box
-        v = o.first_vel if o.is_agent else np.zeros(2)
+        if math.hypot(x - c0[0], y - c0[1]) > 100.0:  # planner's map radius around the ego centre
+            continue
+        if o.is_agent:
+            # constant velocity along the box heading (reversed when the agent drives backwards)
+            sp = float(np.hypot(*o.first_vel))
+            vh = math.atan2(o.first_vel[1], o.first_vel[0])
+            th = h if abs(float(wrap(h - vh))) < np.pi / 2 else h + np.pi
+            v = np.array([math.cos(th) * sp, math.sin(th) * sp])
+        else:
+            v = np.zeros(2)
         items0.append((o, (x, y, h, l, w), v))
     reds = []
     for k, (poly, red) in enumerate(world.lights):
