@@ -1,0 +1,346 @@
+"""Sensors of the embedded world, vectorised numpy (no per-pixel Python loops), ego frame at t0.
+
+* :func:`render_camera` — a front pinhole camera (1.5 m ahead of the rear axle, 1.6 m high, 90° horizontal
+  field of view, square pixels, horizon at mid-height) -> uint8 [Hc, Wc, 3]: sky gradient; ground from a
+  top-down texture (asphalt on drivable polygons, grass elsewhere, zebra crosswalks) looked up through the
+  fixed pixel -> ground-point map (cached per image size); lane markings splatted from dense 3D points
+  (white solid / white dashed / yellow centre line); agent boxes as shaded cuboids drawn far-to-near
+  (painter's algorithm, visible faces only); traffic-light heads of the ego's approach in their t0 colour.
+* :func:`render_lidar` — a LiDAR-like BEV height histogram [Hl, Wl, C] over ``SceneSpec.bev_range``:
+  channel c holds the visible fraction of the height slice c of [0, 2.5] m in that cell (ground returns
+  in channel 0, fading with range); occlusion by per-azimuth shadows: a cell's returns below the line from
+  the sensor (1.9 m high) over the tallest nearer object in the same azimuth bin are removed; 5% dropout.
+* :func:`render_bev` — the BEV semantic raster [Hb, Wb] uint8 of ``scene.BEV_CLASSES`` (drivable, lane
+  line, vehicle (incl. bicycles), pedestrian, static), later classes overwriting earlier ones.
+
+Grid convention (Scene docstring): row 0 = x_max, rows run along -x; column 0 = y_max, columns along -y.
+Polygons are rasterised with a scanline non-zero winding rule (all polygons counter-clockwise).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from irlvla_jax.scene import AGENT_BICYCLE, AGENT_PEDESTRIAN, AGENT_STATIC, AGENT_VEHICLE
+
+CAM_X, CAM_Z = 1.5, 1.6           # camera position (ego frame) and height, metres
+LIDAR_X, LIDAR_Z = 1.2, 1.9
+TEX_RANGE = (0.0, 90.0, -45.0, 45.0)
+
+
+@dataclasses.dataclass
+class SensorInput:
+    """Ego-frame geometry at t0 for the sensors."""
+    drivable: List[np.ndarray]                 # CCW polygons [k, 2]
+    markings: List[Tuple[np.ndarray, int]]     # (dense polyline [k, 2], style 0 solid / 1 dashed / 2 yellow)
+    crosswalks: List[np.ndarray]               # polygons [4, 2]: (near-left, far-left, far-right, near-right)
+    boxes: np.ndarray                          # [n, 5] agent boxes at t0
+    types: np.ndarray                          # [n]
+    heights: np.ndarray                        # [n]
+    colors: np.ndarray                         # [n, 3] uint8-ish base colours
+    lights: List[Tuple[np.ndarray, float, bool]]  # (stop-line point, heading, red at t0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rasterisation.
+
+def raster_union(polys: Sequence[np.ndarray], x_max: float, y_max: float, dx: float, dy: float,
+                 H: int, W: int) -> np.ndarray:
+    """Union of counter-clockwise polygons -> bool [H, W] (row 0 = x_max, column 0 = y_max)."""
+    if len(polys) == 0:
+        return np.zeros((H, W), bool)
+    a = np.concatenate([np.asarray(p, np.float64) for p in polys])
+    b = np.concatenate([np.roll(np.asarray(p, np.float64), -1, axis=0) for p in polys])
+    ua, wa = (y_max - a[:, 1]) / dy, (x_max - a[:, 0]) / dx
+    ub, wb = (y_max - b[:, 1]) / dy, (x_max - b[:, 0]) / dx
+    lo = np.clip(np.ceil(np.minimum(wa, wb) - 0.5), 0, H).astype(np.int64)
+    hi = np.clip(np.ceil(np.maximum(wa, wb) - 0.5), 0, H).astype(np.int64)
+    cnt = np.maximum(hi - lo, 0)
+    tot = int(cnt.sum())
+    acc = np.zeros(H * (W + 1))
+    if tot:
+        e = np.repeat(np.arange(len(a)), cnt)
+        start = np.cumsum(cnt) - cnt
+        row = lo[e] + (np.arange(tot) - start[e])
+        den = wb[e] - wa[e]
+        t = (row + 0.5 - wa[e]) / den
+        u = ua[e] + t * (ub[e] - ua[e])
+        col = np.clip(np.ceil(u - 0.5), 0, W).astype(np.int64)
+        sign = np.where(den > 0, 1.0, -1.0)
+        acc = np.bincount(row * (W + 1) + col, weights=sign, minlength=H * (W + 1))
+    wind = np.cumsum(acc.reshape(H, W + 1), axis=1)[:, :W]
+    return np.abs(wind) > 0.5
+
+
+def _grid(spec_range, hw):
+    x0, x1, y0, y1 = spec_range
+    H, W = hw
+    return x1, y1, (x1 - x0) / H, (y1 - y0) / W, H, W
+
+
+def _splat(img: np.ndarray, pts: np.ndarray, grid, value) -> None:
+    x_max, y_max, dx, dy, H, W = grid
+    if len(pts) == 0:
+        return
+    r = np.floor((x_max - pts[:, 0]) / dx).astype(np.int64)
+    c = np.floor((y_max - pts[:, 1]) / dy).astype(np.int64)
+    ok = (r >= 0) & (r < H) & (c >= 0) & (c < W)
+    img[r[ok], c[ok]] = value
+
+
+def _marking_points(markings, step: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Dense points along markings (dashes removed: 3 m on, 6 m off) and their style."""
+    pts, sty = [], []
+    for line, style in markings:
+        line = np.asarray(line, np.float64)
+        if len(line) < 2:
+            continue
+        seg = np.hypot(*np.diff(line, axis=0).T)
+        s = np.concatenate([[0.0], np.cumsum(seg)])
+        if s[-1] <= 0:
+            continue
+        q = np.arange(0.0, s[-1], step)
+        if style == 1:
+            q = q[(q % 9.0) < 3.0]
+        p = np.stack([np.interp(q, s, line[:, 0]), np.interp(q, s, line[:, 1])], -1)
+        pts.append(p)
+        sty.append(np.full(len(p), style))
+    if not pts:
+        return np.zeros((0, 2)), np.zeros(0, int)
+    return np.concatenate(pts), np.concatenate(sty)
+
+
+def _box_polys(boxes: np.ndarray) -> np.ndarray:
+    from irlvla_jax.world.traffic import box_corners
+    return box_corners(boxes)
+
+
+# ----------------------------------------------------------------------------------------------------
+# BEV semantic raster.
+
+def render_bev(spec, inp: SensorInput) -> np.ndarray:
+    grid = _grid(spec.bev_range, spec.bev_hw)
+    out = np.zeros(spec.bev_hw, np.uint8)
+    out[raster_union(inp.drivable, *grid)] = 1
+    pts, _ = _marking_points(inp.markings, min(grid[2], grid[3]) * 0.5)
+    _splat(out, pts, grid, 2)
+    if len(inp.boxes):
+        corners = _box_polys(inp.boxes)
+        for cls, kinds in ((3, (AGENT_VEHICLE, AGENT_BICYCLE)), (4, (AGENT_PEDESTRIAN,)), (5, (AGENT_STATIC,))):
+            sel = np.isin(inp.types, kinds)
+            if sel.any():
+                out[raster_union(list(corners[sel]), *grid)] = cls
+            # small objects (pedestrians, cones) may fall between cell centres: mark their centre cell too
+            _splat(out, inp.boxes[sel, :2], grid, cls)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# LiDAR.
+
+@functools.lru_cache(maxsize=8)
+def _lidar_geometry(bev_range, hw, n_az):
+    x_max, y_max, dx, dy, H, W = _grid(bev_range, hw)
+    xs = x_max - (np.arange(H) + 0.5) * dx
+    ys = y_max - (np.arange(W) + 0.5) * dy
+    X, Y = np.meshgrid(xs, ys, indexing="ij")
+    r = np.maximum(np.hypot(X - LIDAR_X, Y), 0.5).ravel()
+    az = np.arctan2(Y, X - LIDAR_X).ravel()
+    b = np.floor((az + np.pi) / (2 * np.pi) * n_az).astype(np.int64) % n_az
+    order = np.lexsort((r, b))
+    first = np.ones(len(order), bool)
+    first[1:] = b[order][1:] != b[order][:-1]
+    return r, b, order, first
+
+
+def render_lidar(spec, inp: SensorInput, rng: np.random.Generator) -> np.ndarray:
+    H, W = spec.lidar_hw
+    C = spec.lidar_channels
+    grid = _grid(spec.bev_range, spec.lidar_hw)
+    n_az = int(min(720, max(90, 2 * (H + W))))
+    r, b, order, first = _lidar_geometry(tuple(spec.bev_range), (H, W), n_az)
+    height = np.zeros(H * W)
+    if len(inp.boxes):
+        corners = _box_polys(inp.boxes)
+        for i in np.argsort(inp.heights):
+            m = raster_union([corners[i]], *grid).ravel()
+            if not m.any():
+                # tiny objects: their centre cell
+                tmp = np.zeros((H, W), bool)
+                _splat(tmp, inp.boxes[i:i + 1, :2], grid, True)
+                m = tmp.ravel()
+            height[m] = np.maximum(height[m], inp.heights[i])
+    slope = (height - LIDAR_Z) / r
+    # Exclusive cumulative max of slope along range within each azimuth bin.
+    so = slope[order]
+    big = 100.0
+    key = so + big * b[order]
+    cm = np.maximum.accumulate(key) - big * b[order]
+    prev = np.concatenate([[-np.inf], cm[:-1]])
+    prev[first] = -np.inf
+    thr_sorted = LIDAR_Z + prev * r[order]
+    thr = np.empty_like(thr_sorted)
+    thr[order] = thr_sorted
+    top = 2.5
+    edges = np.linspace(0.0, top, C + 1)
+    lo = np.maximum(thr, 0.0)
+    hi = np.where(height > 0, np.minimum(height, top), 0.0)
+    occ = np.clip(np.minimum(hi[:, None], edges[None, 1:]) - np.maximum(lo[:, None], edges[None, :-1]), 0.0, None)
+    occ = occ / (edges[1] - edges[0])
+    ground_vis = (thr <= 0.05) & (height <= 0)
+    dens = np.clip((12.0 / r) ** 1.0, 0.15, 1.0)
+    occ[:, 0] = np.maximum(occ[:, 0], np.where(ground_vis, dens, 0.0))
+    drop = rng.random(occ.shape[0]) < 0.05
+    occ[drop] *= 0.0
+    return occ.reshape(H, W, C).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Camera.
+
+@functools.lru_cache(maxsize=8)
+def _camera_geometry(H: int, W: int):
+    f = W / 2.0                               # 90° horizontal FOV
+    cx, cy = W / 2.0, H / 2.0
+    v = np.arange(H) + 0.5
+    u = np.arange(W) + 0.5
+    rows = np.nonzero(v > cy + 0.5)[0]
+    V, U = np.meshgrid(v[rows], u, indexing="ij")
+    X = f * CAM_Z / (V - cy)
+    Y = -(U - cx) * X / f
+    return f, cx, cy, rows, X + CAM_X, Y
+
+
+_SKY_TOP = np.array([110, 160, 225.0])
+_SKY_BOT = np.array([200, 220, 240.0])
+_GRASS = np.array([86, 120, 70.0])
+_ASPHALT = np.array([88, 88, 94.0])
+_ZEBRA = np.array([225, 225, 225.0])
+_HAZE = np.array([175, 190, 200.0])
+
+
+def _project(f, cx, cy, X, Y, Z):
+    d = X - CAM_X
+    return cx - f * Y / d, cy - f * (Z - CAM_Z) / d, d
+
+
+def _fill_convex(img, quad_uv, color) -> None:
+    """Fill a convex polygon (image coordinates [k, 2]) with ``color``; vectorised over its bounding box."""
+    H, W, _ = img.shape
+    u, v = quad_uv[:, 0], quad_uv[:, 1]
+    c0, c1 = int(max(np.floor(u.min()), 0)), int(min(np.ceil(u.max()), W))
+    r0, r1 = int(max(np.floor(v.min()), 0)), int(min(np.ceil(v.max()), H))
+    if c1 <= c0 or r1 <= r0:
+        return
+    pu = np.arange(c0, c1) + 0.5
+    pv = np.arange(r0, r1) + 0.5
+    area = np.sum(u * np.roll(v, -1) - np.roll(u, -1) * v)
+    sgn = 1.0 if area >= 0 else -1.0
+    inside = np.ones((r1 - r0, c1 - c0), bool)
+    for i in range(len(u)):
+        j = (i + 1) % len(u)
+        cr = (u[j] - u[i]) * (pv[:, None] - v[i]) - (v[j] - v[i]) * (pu[None, :] - u[i])
+        inside &= sgn * cr >= 0
+    img[r0:r1, c0:c1][inside] = color
+
+
+def render_camera(spec, inp: SensorInput) -> np.ndarray:
+    H, W = spec.camera_hw
+    f, cx, cy, rows, GX, GY = _camera_geometry(H, W)
+    img = np.zeros((H, W, 3))
+    # Sky.
+    sky_rows = np.arange(H) + 0.5 <= cy + 0.5
+    tt = np.clip((np.arange(H) + 0.5) / max(cy, 1.0), 0, 1)[:, None]
+    img[:] = (_SKY_TOP * (1 - tt) + _SKY_BOT * tt)[:, None, :]
+    # Ground texture (0.25 m cells; asphalt / grass / zebra).
+    x0, x1, y0, y1 = TEX_RANGE
+    res = 0.25 if W >= 96 else 0.5
+    TH, TW = int((x1 - x0) / res), int((y1 - y0) / res)
+    tgrid = (x1, y1, res, res, TH, TW)
+    tex = raster_union(inp.drivable, *tgrid).astype(np.int8)
+    if inp.crosswalks:
+        stripes = []
+        for cw in inp.crosswalks:
+            cw = np.asarray(cw)
+            a, bb = cw[0], cw[3]           # near edge from left to right
+            a2 = cw[1]
+            across = bb - a
+            length = np.linalg.norm(across)
+            nst = int(length // 1.0)
+            for k in range(nst):
+                t0, t1 = k / max(length, 1e-6), (k + 0.5) / max(length, 1e-6)
+                p0, p1 = a + across * t0, a + across * t1
+                along = a2 - a
+                stripes.append(np.array([p0, p1, p1 + along, p0 + along]))
+        from irlvla_jax.world.roads import ccw
+        tex[raster_union([ccw(s) for s in stripes], *tgrid)] = 2
+    ri = np.floor((x1 - GX) / res).astype(np.int64)
+    ci = np.floor((y1 - GY) / res).astype(np.int64)
+    ok = (ri >= 0) & (ri < TH) & (ci >= 0) & (ci < TW)
+    cls = np.where(ok, tex[np.clip(ri, 0, TH - 1), np.clip(ci, 0, TW - 1)], 0)
+    palette = np.stack([_GRASS, _ASPHALT, _ZEBRA])
+    ground = palette[cls]
+    haze = np.clip((GX - 20.0) / 120.0, 0.0, 0.8)[..., None]
+    ground = ground * (1 - haze) + _HAZE * haze
+    img[rows] = ground
+    # Lane markings.
+    pts, sty = _marking_points(inp.markings, 0.25)
+    if len(pts):
+        d = pts[:, 0] - CAM_X
+        keep = (d > 1.0) & (d < 80.0)
+        pts, sty = pts[keep], sty[keep]
+        u = cx - f * pts[:, 1] / (pts[:, 0] - CAM_X)
+        v = cy + f * CAM_Z / (pts[:, 0] - CAM_X)
+        ui, vi = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+        ok = (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
+        col = np.where((sty == 2)[:, None], np.array([230, 200, 40.0]), np.array([235, 235, 235.0]))
+        img[vi[ok], ui[ok]] = col[ok]
+    # Boxes, far to near.
+    if len(inp.boxes):
+        from irlvla_jax.world.traffic import box_corners
+        corners = box_corners(inp.boxes)                  # [n, 4, 2] CCW
+        depth = inp.boxes[:, 0] - CAM_X
+        light_dir = np.array([0.5, 0.8])
+        light_dir /= np.linalg.norm(light_dir)
+        for i in np.argsort(-depth):
+            cn = corners[i]
+            if np.any(cn[:, 0] - CAM_X < 0.3) or depth[i] > 120.0:
+                continue
+            h = inp.heights[i]
+            base = np.asarray(inp.colors[i], np.float64)
+            ub, vb, _ = _project(f, cx, cy, cn[:, 0], cn[:, 1], np.zeros(4))
+            ut, vt, _ = _project(f, cx, cy, cn[:, 0], cn[:, 1], np.full(4, h))
+            if max(ub.max(), ut.max()) < 0 or min(ub.min(), ut.min()) > W:
+                continue
+            for k in range(4):
+                j = (k + 1) % 4
+                e = cn[j] - cn[k]
+                nrm = np.array([e[1], -e[0]])
+                nrm /= max(np.linalg.norm(nrm), 1e-9)
+                mid = 0.5 * (cn[j] + cn[k])
+                if np.dot(nrm, np.array([CAM_X, 0.0]) - mid) <= 0:
+                    continue
+                shade = 0.55 + 0.4 * max(0.0, float(np.dot(nrm, light_dir)))
+                quad = np.array([[ub[k], vb[k]], [ub[j], vb[j]], [ut[j], vt[j]], [ut[k], vt[k]]])
+                _fill_convex(img, quad, base * shade)
+            if h < CAM_Z:
+                _fill_convex(img, np.stack([ut, vt], -1), np.minimum(base * 1.1, 255))
+    # Traffic-light heads facing the ego.
+    for p, hd, red in inp.lights:
+        d = p[0] - CAM_X
+        if d < 2.0 or abs(np.angle(np.exp(1j * hd))) > 0.6:
+            continue
+        u = cx - f * p[1] / d
+        v = cy - f * (4.5 - CAM_Z) / d
+        half = max(0.6, f * 0.35 / d)
+        housing = np.array([[u - half, v - 2.2 * half], [u + half, v - 2.2 * half], [u + half, v + 2.2 * half],
+                            [u - half, v + 2.2 * half]])
+        _fill_convex(img, housing, np.array([25, 25, 25.0]))
+        lamp_v = v - 1.1 * half if red else v + 1.1 * half
+        lamp = np.array([[u - half, lamp_v - half], [u + half, lamp_v - half], [u + half, lamp_v + half],
+                         [u - half, lamp_v + half]])
+        _fill_convex(img, lamp, np.array([235, 40, 30.0]) if red else np.array([40, 230, 80.0]))
+    return np.clip(img, 0, 255).astype(np.uint8)
