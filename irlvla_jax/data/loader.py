@@ -1,0 +1,256 @@
+"""Reading datasets: grain loaders sharded per process, whole splits, anchors, host -> mesh batches.
+
+Final signatures (contract 2 in notes/TEAM.md)::
+
+    data_dir(config, workdir) -> str
+        config.data.data_dir if set, else <workdir>/data. Commands resolve it once and store it back into
+        config.data.data_dir (``resolve_data_dir``), so the functions below find it in the config.
+    make_loader(config, split, batch_size, *, shuffle=True, seed=0, num_epochs=None, data_dir=None,
+                num_threads=4, prefetch=None, check=True) -> grain DatasetIterator
+        yields numpy ``Scene`` batches [batch_size, ...] of this process's shard only; the iterator has
+        get_state() / set_state() (exact resume; saves with grain.checkpoint.CheckpointSave).
+        num_epochs=None repeats forever (each epoch reshuffled); an int stops after that many epochs.
+    load_split(config, split, *, data_dir=None, limit=None) -> Scene
+        the whole split (or its first ``limit`` scenes by scene id), stacked, sorted by scene_id.
+    load_anchors(config, *, data_dir=None) -> np.ndarray [K, 8, 3] float32
+    load_metadata(config, *, data_dir=None) -> dict  (the dataset's irlvla_dataset.json)
+    to_global(batch, mesh, axis="data") -> Scene of jax.Arrays sharded over ``axis`` (multi-process safe)
+
+Pipeline: ``grain.MapDataset.source(records).seed(s).shuffle()[:n_even][process_index::process_count]
+.repeat(num_epochs).map(decode + validate).batch(batch_size, drop_remainder=True).to_iter_dataset()``.
+The shuffled split is first cut to a multiple of ``process_count`` so every process gets the same number
+of scenes (and of batches: no multi-host hang at the end of an epoch); at most process_count - 1 scenes
+per epoch are skipped, different ones each epoch. Sharding is by process only; devices within a process
+get their slice through :func:`to_global`.
+
+Validation on read: every record is decoded and checked against the config's SceneSpec and
+``scene.validate``; a malformed / truncated record, NaN, or a wrong shape raises a one-line
+:class:`SceneError` naming the field, the split, the record index and the scene id.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from irlvla_jax.data import records
+from irlvla_jax.data.tfds_builder import (ANCHORS_FILE, FORMAT_VERSION, META_FILE, dataset_path,
+                                          read_metadata, split_sizes)
+from irlvla_jax.scene import FIELDS, SPLITS, Scene, SceneError, SceneSpec
+
+
+class DatasetError(FileNotFoundError):
+    """A dataset is missing or incomplete (one-line message with the command that fixes it)."""
+
+
+def data_dir(config, workdir: str) -> str:
+    """config.data.data_dir if set, else <workdir>/data (absolute)."""
+    d = str(config.data.get("data_dir", "") or "")
+    return os.path.abspath(d if d else os.path.join(workdir, "data"))
+
+
+def resolve_data_dir(config, workdir: str) -> str:
+    """:func:`data_dir`, also stored into config.data.data_dir so later calls can omit ``data_dir=``."""
+    d = data_dir(config, workdir)
+    config.data.data_dir = d
+    return d
+
+
+def _dir(config, data_dir_: Optional[str]) -> str:
+    d = data_dir_ or str(config.data.get("data_dir", "") or "")
+    if not d:
+        raise ValueError("config.data.data_dir is empty: pass data_dir=irlvla_jax.data.loader.data_dir(config, "
+                         "workdir), or set --config.data.data_dir=DIR")
+    return os.path.abspath(d)
+
+
+def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
+    """Check that the config's dataset exists, is complete and matches the config; return its metadata."""
+    d = _dir(config, data_dir_)
+    name = config.data.name
+    path = dataset_path(d, name)
+    hint = "run `irlvla generate --config <config> --workdir <workdir>` first"
+    if not os.path.isdir(path):
+        partial = [x for x in (os.listdir(d) if os.path.isdir(d) else []) if x.startswith(f".{name}.incomplete-")]
+        if partial:
+            raise DatasetError(f"dataset '{name}' in {d} is incomplete (an interrupted generate left {partial[0]}); "
+                               f"{hint}")
+        raise DatasetError(f"no dataset '{name}' in {d}; {hint}")
+    meta = read_metadata(path)
+    if meta is None or not meta.get("complete"):
+        raise DatasetError(f"dataset {path} is incomplete (no {META_FILE} completion marker); {hint}")
+    if meta.get("format") != FORMAT_VERSION:
+        raise DatasetError(f"dataset {path} has record format {meta.get('format')}; regenerate it ({hint})")
+    spec = SceneSpec.from_config(config.scene)
+    want = json.loads(json.dumps(dataclasses.asdict(spec)))
+    for k, v in want.items():
+        if meta["spec"].get(k) != v:
+            raise DatasetError(f"dataset {path} was generated with scene.{k}={meta['spec'].get(k)} but the config "
+                               f"has config.scene.{k}={v}; regenerate it or use the matching config")
+    meta["path"] = path
+    return meta
+
+
+def _data_source(meta: Dict[str, Any], split: str):
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    import tensorflow_datasets as tfds
+    builder = tfds.builder_from_directory(os.path.join(meta["path"], meta["tfds_dir"]))
+    return builder.as_data_source(split=split)
+
+
+class _RawSource:
+    """Random access to (record index, TFDS example) of one split; wraps read errors as SceneError."""
+
+    def __init__(self, source, split: str):
+        self._source, self._split = source, split
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, i: int):
+        i = int(i)
+        try:
+            ex = self._source[i]
+        except Exception as e:  # noqa: BLE001 - an unreadable record is a data error
+            raise SceneError("record", "a readable array_record entry",
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                             f"{self._split} record {i}") from None
+        return i, ex
+
+    def __repr__(self):
+        return f"_RawSource({self._split}, n={len(self)})"
+
+
+class _Decode:
+    """(record index, example) -> dict of numpy fields (decoded and validated)."""
+
+    def __init__(self, spec: SceneSpec, split: str, check: bool = True):
+        self.spec, self.split, self.check = spec, split, check
+
+    def __call__(self, item):
+        i, ex = item
+        sid = ex.get("scene_id") if isinstance(ex, dict) else None
+        where = f"{self.split} record {i}" + (f" (scene_id {int(sid)})" if sid is not None else "")
+        rec = ex.get("record") if isinstance(ex, dict) else None
+        scene = records.decode_scene(rec, self.spec, where=where, check=self.check)
+        if sid is not None and int(scene.scene_id) != int(sid):
+            raise SceneError("scene_id", f"{int(sid)} (the record's key)", f"{int(scene.scene_id)}", where)
+        return scene.to_dict()
+
+
+def _to_scene(d: Dict[str, np.ndarray]) -> Scene:
+    return Scene(**{n: d[n] for n in FIELDS})
+
+
+def make_loader(config, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                num_epochs: Optional[int] = None, data_dir: Optional[str] = None, num_threads: int = 4,
+                prefetch: Optional[int] = None, check: bool = True, process_index: Optional[int] = None,
+                process_count: Optional[int] = None):
+    """A grain iterator of numpy Scene batches [batch_size, ...] (this process's shard). See module doc.
+
+    ``process_index`` / ``process_count`` default to ``jax.process_index()`` / ``jax.process_count()``.
+    """
+    import grain
+    import jax
+    meta = open_dataset(config, data_dir)
+    spec = SceneSpec.from_config(config.scene)
+    pi = jax.process_index() if process_index is None else int(process_index)
+    pc = jax.process_count() if process_count is None else int(process_count)
+    if not 0 <= pi < pc:
+        raise ValueError(f"process_index {pi} not in [0, process_count={pc})")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    src = _RawSource(_data_source(meta, split), split)
+    n = len(src)
+    per_process = n // pc
+    if per_process < batch_size:
+        raise ValueError(f"split '{split}' has {n} scenes = {per_process} per process (x{pc}), fewer than "
+                         f"batch_size {batch_size}; lower the batch size or generate more scenes "
+                         f"(config.data.{'num_' + split})")
+    ds = grain.MapDataset.source(src)
+    if shuffle:
+        ds = ds.seed(int(seed)).shuffle()
+    ds = ds[: per_process * pc][pi::pc]
+    if num_epochs is None:
+        ds = ds.repeat()
+    elif int(num_epochs) > 1:
+        ds = ds.repeat(int(num_epochs))
+    ds = ds.map(_Decode(spec, split, check)).batch(int(batch_size), drop_remainder=True).map(_to_scene)
+    opts = grain.ReadOptions(num_threads=int(num_threads),
+                             prefetch_buffer_size=int(prefetch if prefetch is not None else 2 * batch_size))
+    return ds.to_iter_dataset(opts).__iter__()
+
+
+def load_split(config, split: str, *, data_dir: Optional[str] = None, limit: Optional[int] = None,
+               check: bool = True, progress: bool = False) -> Scene:
+    """The whole split as one stacked numpy Scene [N, ...], sorted by scene_id (``limit``: first N of those)."""
+    meta = open_dataset(config, data_dir)
+    spec = SceneSpec.from_config(config.scene)
+    src = _RawSource(_data_source(meta, split), split)
+    ids = []
+    for i in range(len(src)):  # scene ids only (cheap) to pick and order the records
+        try:
+            ids.append(int(src._source[i]["scene_id"]))
+        except Exception:  # noqa: BLE001 - reported with the record index by the decode below
+            ids.append(-1)
+    order = np.argsort(np.asarray(ids), kind="stable")
+    if limit is not None:
+        order = order[: int(limit)]
+    dec = _Decode(spec, split, check)
+    it = order
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(order, desc=f"load {split}", unit="scene")
+    scenes = [dec(src[int(i)]) for i in it]
+    if not scenes:
+        raise DatasetError(f"split '{split}' of {meta['path']} is empty")
+    return Scene(**{n: np.stack([s[n] for s in scenes]) for n in FIELDS})
+
+
+def load_anchors(config, *, data_dir: Optional[str] = None) -> np.ndarray:
+    """The dataset's anchors [K, 8, 3] float32 (K = config.data.num_anchors)."""
+    meta = open_dataset(config, data_dir)
+    a = np.load(os.path.join(meta["path"], ANCHORS_FILE))
+    k = int(config.data.num_anchors)
+    if a.shape != (k, 8, 3) or not np.all(np.isfinite(a)):
+        raise DatasetError(f"{meta['path']}/{ANCHORS_FILE} has shape {a.shape} (finite: {np.isfinite(a).all()}), "
+                           f"expected ({k}, 8, 3) from config.data.num_anchors; regenerate the dataset")
+    return a.astype(np.float32)
+
+
+def load_metadata(config, *, data_dir: Optional[str] = None) -> Dict[str, Any]:
+    """The dataset's metadata (counts, seed, spec, family mix, stats, path)."""
+    return open_dataset(config, data_dir)
+
+
+def to_global(batch, mesh, axis: str = "data"):
+    """Host-local numpy batch (pytree, leading batch axis) -> global jax.Arrays sharded over ``axis``.
+
+    Each process passes its own shard (what :func:`make_loader` yields); the global batch is the
+    concatenation over processes. The local batch size must be divisible by the number of this
+    process's devices along ``axis``.
+    """
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+    if axis not in mesh.axis_names:
+        raise ValueError(f"mesh has axes {mesh.axis_names}, no '{axis}' axis to shard the batch over")
+    sharding = NamedSharding(mesh, PartitionSpec(axis))
+    leaves = jax.tree_util.tree_leaves(batch)
+    if not leaves:
+        return batch
+    b = np.shape(leaves[0])[0] if np.ndim(leaves[0]) else None
+    ax = mesh.axis_names.index(axis)
+    mine = np.vectorize(lambda d: d.process_index == jax.process_index())(mesh.devices)
+    local = int(np.any(np.moveaxis(mine, ax, 0).reshape(mine.shape[ax], -1), axis=1).sum())
+    if b is None or b % local:
+        raise ValueError(f"local batch size {b} must be divisible by this process's {local} device(s) along "
+                         f"mesh axis '{axis}' (change config.data.batch_size)")
+    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+__all__ = ["data_dir", "resolve_data_dir", "make_loader", "load_split", "load_anchors", "load_metadata",
+           "to_global", "open_dataset", "DatasetError", "split_sizes"]
