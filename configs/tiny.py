@@ -19,6 +19,27 @@ def get_config():
         name="irlvla_world_tiny", num_train=4000, num_val=250, num_test=500, num_hard=250,
         num_anchors=16, batch_size=32, shuffle_seed=0, workers=2, data_dir=""))  # "" -> <workdir>/data
 
+    # VLA model (models/; MODEL/IL helper). Widths are CPU-small.
+    c.model = ml_collections.ConfigDict(dict(
+        dim=64, heads=4, dtype="float32",
+        perception=dict(camera_channels=(16, 32, 32), lidar_channels=(16, 32), bev_stride=4,
+                        bev_tokens_side=4, num_objects=8, num_map_queries=8, heatmap_sigma=1.0),
+        semantic=dict(backbone="small", vocab_size=128, width=64, layers=2, heads=4, num_meta=4),
+        planner=dict(layers=2, heads=4, train_timesteps=1000, trunc_steps=50, ddim_steps=2,
+                     beta_start=1e-4, beta_end=0.02, eta=0.0, min_std=0.0,
+                     norm_offset=(20.0, 0.0, 0.0), norm_scale=(20.0, 8.0, 0.5))))
+
+    # Stage 1, imitation (train/imitation.py; MODEL/IL helper).
+    c.il = ml_collections.ConfigDict(dict(
+        steps=1500, batch_size=32, lr=1e-3, warmup_steps=100, end_lr_ratio=0.05, weight_decay=1e-4,
+        grad_clip=1.0, w_traj=1.0, w_mode=0.5, w_det_heat=0.5, w_det_box=0.5, w_bev_seg=0.5,
+        w_map_line=0.2, w_map_exist=0.1, w_meta=0.2, val_every=500, val_batches=4, epdms_scenes=64,
+        checkpoint_every=250))
+
+    # Training infrastructure shared by the stages (train/{mesh,checkpoint,logging}.py).
+    c.train = ml_collections.ConfigDict(dict(
+        num_devices=0, max_to_keep=3, async_checkpoint=True, log_every=25))
+
     # EPDMS scorer (scoring/).
     c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True))
     return c

@@ -39,6 +39,87 @@ def _check_data(cfg) -> None:
     require(int(d.num_anchors) <= int(d.num_train), "data.num_anchors", "must be <= data.num_train")
 
 
+# ---- MODEL/IL helper: sections `model`, `il`, `train` ------------------------------------------------
+_MODEL_KEYS = {
+    "": ("dim", "heads", "dtype", "perception", "semantic", "planner"),
+    "perception": ("camera_channels", "lidar_channels", "bev_stride", "bev_tokens_side", "num_objects",
+                   "num_map_queries", "heatmap_sigma"),
+    "semantic": ("backbone", "vocab_size", "width", "layers", "heads", "num_meta"),
+    "planner": ("layers", "heads", "train_timesteps", "trunc_steps", "ddim_steps", "beta_start", "beta_end",
+                "eta", "min_std", "norm_offset", "norm_scale"),
+}
+
+
+def _keys_exact(section, name: str, expected) -> None:
+    have = set(section.keys())
+    missing, extra = sorted(set(expected) - have), sorted(have - set(expected))
+    require(not missing, f"{name}.{missing[0] if missing else ''}", "missing; add it (see configs/tiny.py)")
+    require(not extra, f"{name}.{extra[0] if extra else ''}", f"unknown key; known keys: {sorted(expected)}")
+
+
+@checker("model")
+def _check_model(cfg) -> None:
+    m = cfg.model
+    _keys_exact(m, "model", _MODEL_KEYS[""])
+    for sub in ("perception", "semantic", "planner"):
+        _keys_exact(m[sub], f"model.{sub}", _MODEL_KEYS[sub])
+    require(int(m.dim) > 0 and int(m.dim) % int(m.heads) == 0, "model.dim", f"must be a positive multiple of "
+            f"model.heads={m.heads}, got {m.dim}")
+    require(m.dtype in ("float32", "bfloat16"), "model.dtype", f"'float32' or 'bfloat16', got {m.dtype!r}")
+    p, s, pl = m.perception, m.semantic, m.planner
+    spec = SceneSpec.from_config(cfg.scene)
+    stride = int(p.bev_stride)
+    require(stride > 0 and spec.bev_hw[0] == spec.bev_hw[1] and spec.bev_hw[0] % stride == 0,
+            "model.perception.bev_stride", f"scene.bev_hw {spec.bev_hw} must be square and divisible by it")
+    g = spec.bev_hw[0] // stride
+    require(int(p.bev_tokens_side) > 0 and g % int(p.bev_tokens_side) == 0, "model.perception.bev_tokens_side",
+            f"must divide the BEV grid side {g} (= bev_hw / bev_stride)")
+    require(0 < int(p.num_objects) <= g * g, "model.perception.num_objects", f"must be in [1, {g * g}]")
+    require(len(p.camera_channels) >= 1 and len(p.lidar_channels) >= 1, "model.perception.camera_channels",
+            "camera_channels and lidar_channels need >= 1 conv each")
+    require(int(s.width) % int(s.heads) == 0, "model.semantic.width", "must be a multiple of model.semantic.heads")
+    require(s.backbone == "small", "model.semantic.backbone", f"only 'small' is built in, got {s.backbone!r}")
+    try:
+        from irlvla_jax.world.language import VOCAB
+        require(int(s.vocab_size) >= len(VOCAB), "model.semantic.vocab_size",
+                f"must be >= len(world.language.VOCAB) = {len(VOCAB)}, got {s.vocab_size}")
+    except ImportError:
+        pass
+    require(int(m.dim) % int(pl.heads) == 0, "model.planner.heads", f"must divide model.dim={m.dim}")
+    require(1 <= int(pl.trunc_steps) <= int(pl.train_timesteps), "model.planner.trunc_steps",
+            "must be in [1, train_timesteps]")
+    require(1 <= int(pl.ddim_steps) <= int(pl.trunc_steps), "model.planner.ddim_steps", "must be in [1, trunc_steps]")
+    require(0 < float(pl.beta_start) < float(pl.beta_end) < 1, "model.planner.beta_start",
+            "need 0 < beta_start < beta_end < 1")
+    require(len(pl.norm_offset) == 3 and len(pl.norm_scale) == 3 and min(pl.norm_scale) > 0,
+            "model.planner.norm_scale", "norm_offset and norm_scale need 3 entries (x, y, heading), scale > 0")
+    require(float(pl.eta) >= 0 and float(pl.min_std) >= 0, "model.planner.eta", "eta and min_std must be >= 0")
+
+
+@checker("il")
+def _check_il(cfg) -> None:
+    il = cfg.il
+    for k in ("steps", "batch_size", "checkpoint_every"):
+        require(int(il[k]) >= 1, f"il.{k}", f"must be >= 1, got {il[k]}")
+    require(float(il.lr) > 0, "il.lr", f"must be > 0, got {il.lr}")
+    require(int(il.warmup_steps) >= 0, "il.warmup_steps", "must be >= 0")
+    require(0 <= float(il.end_lr_ratio) <= 1, "il.end_lr_ratio", "must be in [0, 1]")
+    require(float(il.grad_clip) > 0, "il.grad_clip", "must be > 0")
+    for k in il.keys():
+        if k.startswith("w_"):
+            require(float(il[k]) >= 0, f"il.{k}", f"loss weights must be >= 0, got {il[k]}")
+    require(int(il.val_every) >= 0 and int(il.val_batches) >= 0, "il.val_every", "must be >= 0 (0 = never)")
+
+
+@checker("train")
+def _check_train(cfg) -> None:
+    t = cfg.train
+    require(int(t.num_devices) >= 0, "train.num_devices", "must be >= 0 (0 = all devices)")
+    require(int(t.max_to_keep) >= 1, "train.max_to_keep", "must be >= 1")
+    require(int(t.log_every) >= 1, "train.log_every", "must be >= 1")
+# ---- end MODEL/IL helper -------------------------------------------------------------------------------
+
+
 def check(cfg) -> None:
     """Validate every known section present in ``cfg``."""
     for section, fn in _CHECKERS.items():

@@ -69,3 +69,27 @@ def random_anchors(num: int, seed: int = 0) -> np.ndarray:
     v = rng.uniform(0, 14, (num, 1))
     c = rng.uniform(-0.05, 0.05, (num, 1))
     return np.stack([v * t, 0.5 * c * (v * t) ** 2, c * v * t], -1).astype(np.float32)
+
+
+class SyntheticIterator:
+    """Infinite iterator over batches of :func:`random_scenes` (batch i uses seed ``seed + i``), or over
+    a fixed batch when ``fixed=True``; ``get_state()/set_state()`` like the grain loader (resumable)."""
+
+    def __init__(self, spec: SceneSpec, batch: int, seed: int = 0, vocab: int = 64, fixed: bool = False):
+        self.spec, self.batch, self.seed, self.vocab, self.fixed = spec, batch, seed, vocab, fixed
+        self.i = 0
+        self._fixed = random_scenes(spec, batch, seed, vocab) if fixed else None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Scene:
+        b = self._fixed if self.fixed else random_scenes(self.spec, self.batch, self.seed + self.i, self.vocab)
+        self.i += 1
+        return b
+
+    def get_state(self):
+        return {"i": self.i}
+
+    def set_state(self, state):
+        self.i = int(state["i"])

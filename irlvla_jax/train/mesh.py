@@ -1,0 +1,90 @@
+"""Device mesh and batch sharding: the ONE module that decides mesh axis types.
+
+Decision: a 1-D mesh with axis ``'data'`` and **Auto** axis types (``jax.sharding.AxisType.Auto``), i.e.
+the classic GSPMD behaviour: we place inputs (batch sharded over 'data', parameters / optimizer state
+replicated) and let the compiler propagate shardings through ``jit``. ``jax.make_mesh`` defaults to
+Explicit axes in this JAX (0.10); Explicit would force ``out_sharding=`` on sharded contractions in the
+models, which are written sharding-agnostic. Everything that needs a mesh calls :func:`make_mesh`.
+
+Multi-host: :func:`maybe_initialize_distributed` calls ``jax.distributed.initialize`` when the
+environment asks for it (``IRLVLA_COORDINATOR=host:port``, ``IRLVLA_NUM_PROCESSES``,
+``IRLVLA_PROCESS_ID``; or any cluster JAX auto-detects when ``IRLVLA_DISTRIBUTED=1``). Each process
+loads its own shard of the batch (the grain loader shards by ``jax.process_index()``) and
+:func:`shard_batch` assembles the global array with ``jax.make_array_from_process_local_data``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+DATA = "data"
+_INITIALIZED = False
+
+
+def maybe_initialize_distributed() -> bool:
+    """Initialise multi-process JAX if the environment says so (idempotent). Returns True if initialised."""
+    global _INITIALIZED
+    if _INITIALIZED:
+        return True
+    coord = os.environ.get("IRLVLA_COORDINATOR")
+    if coord:
+        try:
+            n, pid = int(os.environ["IRLVLA_NUM_PROCESSES"]), int(os.environ["IRLVLA_PROCESS_ID"])
+        except KeyError as e:
+            raise ValueError(f"IRLVLA_COORDINATOR is set but environment variable {e.args[0]} is missing; "
+                             "set IRLVLA_NUM_PROCESSES and IRLVLA_PROCESS_ID too") from None
+        jax.distributed.initialize(coord, num_processes=n, process_id=pid)
+        _INITIALIZED = True
+    elif os.environ.get("IRLVLA_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+        _INITIALIZED = True
+    return _INITIALIZED
+
+
+def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+    """1-D ('data',) mesh with Auto axis types over the first ``num_devices`` devices (0 = all)."""
+    devs = jax.devices()
+    n = len(devs) if not num_devices else int(num_devices)
+    if n < 1 or n > len(devs):
+        raise ValueError(f"config.train.num_devices={num_devices}: {len(devs)} device(s) available "
+                         "(0 = use all)")
+    if jax.process_count() > 1 and n != len(devs):
+        raise ValueError("config.train.num_devices must be 0 (all devices) in a multi-process run")
+    return jax.make_mesh((n,), (DATA,), axis_types=(jax.sharding.AxisType.Auto,), devices=devs[:n])
+
+
+def batch_sharding(mesh) -> NamedSharding:
+    """Leading (batch) axis over 'data', the rest replicated."""
+    return NamedSharding(mesh, P(DATA))
+
+
+def replicated(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch: int, mesh, key: str = "il.batch_size") -> None:
+    n = mesh.devices.size
+    if global_batch % n:
+        raise ValueError(f"config.{key}={global_batch} must be divisible by the number of devices ({n})")
+
+
+def shard_batch(tree: Any, mesh) -> Any:
+    """Host-local numpy batch (this process's rows) -> global jax arrays sharded over 'data'."""
+    sh = batch_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sh, np.asarray(x)), tree)
+
+
+def replicate(tree: Any, mesh) -> Any:
+    """Put every leaf on every device of the mesh (parameters, optimizer state)."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def local_batch_size(global_batch: int) -> int:
+    """Rows this process loads for a given global batch size."""
+    if global_batch % jax.process_count():
+        raise ValueError(f"global batch {global_batch} not divisible by process count {jax.process_count()}")
+    return global_batch // jax.process_count()
