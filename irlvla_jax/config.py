@@ -37,6 +37,19 @@ def _check_data(cfg) -> None:
         require(int(d[k]) >= 1, f"data.{k}", f"must be >= 1, got {d[k]}")
     require(int(d.num_anchors) >= 1, "data.num_anchors", f"must be >= 1, got {d.num_anchors}")
     require(int(d.num_anchors) <= int(d.num_train), "data.num_anchors", "must be <= data.num_train")
+    # --- DATA helper block (irlvla_jax/data): keys read by generate / loaders / render.
+    import re as _re
+    require(bool(_re.fullmatch(r"[a-z][a-z0-9_]*", str(d.name))), "data.name",
+            f"must match [a-z][a-z0-9_]* (a directory name), got {d.name!r}")
+    require(int(d.batch_size) >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
+    require(int(d.workers) >= 0, "data.workers", f"must be >= 0 (0 or 1: in-process), got {d.workers}")
+    require(isinstance(d.data_dir, str), "data.data_dir", "must be a path string ('' = <workdir>/data)")
+    if "render_split" in d:
+        from irlvla_jax.scene import SPLITS as _SPLITS
+        require(d.render_split in _SPLITS, "data.render_split", f"must be one of {_SPLITS}, got {d.render_split!r}")
+    if "render_count" in d:
+        require(int(d.render_count) >= 1, "data.render_count", f"must be >= 1, got {d.render_count}")
+
 
 
 # ---- MODEL/IL helper: sections `model`, `il`, `train` ------------------------------------------------
