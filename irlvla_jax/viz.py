@@ -90,9 +90,9 @@ def render_scene(scene, path: str, trajectories=None, labels: Optional[Sequence[
                 raise ValueError(f"render_scene: {name} has {len(v)} entries for {n} trajectories")
     x0, x1, y0, y1 = bev_range if bev_range is not None else (-16.0, 48.0, -32.0, 32.0)
 
-    fig = plt.figure(figsize=(11.0, 6.0) if sensors else (6.0, 6.0), dpi=dpi)
+    fig = plt.figure(figsize=(12.0, 6.2) if sensors else (6.0, 6.0), dpi=dpi)
     if sensors:
-        gs = fig.add_gridspec(2, 3, width_ratios=[1.15, 1, 1], height_ratios=[1, 1], wspace=0.08, hspace=0.18)
+        gs = fig.add_gridspec(2, 3, width_ratios=[2.0, 1, 1], height_ratios=[1, 1.25], wspace=0.06, hspace=0.15)
         ax = fig.add_subplot(gs[:, 0])
     else:
         ax = fig.add_subplot(1, 1, 1)

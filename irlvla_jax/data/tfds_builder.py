@@ -23,7 +23,9 @@ deletes).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import io
 import json
 import multiprocessing
 import os
@@ -221,7 +223,8 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
         plan = _Plan(sizes=sizes, pool=pool, workers=max(workers, 1), progress=bar)
         tfds.disable_progress_bar()
         builder = builder_class()(plan=plan, data_dir=os.path.join(tmp, "tfds"), file_format="array_record")
-        builder.download_and_prepare(download_dir=os.path.join(tmp, "tfds", "downloads"))
+        with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing ..."
+            builder.download_and_prepare(download_dir=os.path.join(tmp, "tfds", "downloads"))
         shutil.rmtree(os.path.join(tmp, "tfds", "downloads"), ignore_errors=True)
         if pool is not None:
             pool.shutdown()
