@@ -101,6 +101,19 @@ def corridor_occupancy(route: Path, d_of_s, boxes: np.ndarray, vel: np.ndarray, 
     return inside, s, lon_ext, v_al
 
 
+def _acc_model(v, vt, g, vl, p: ExpertParams, sq, coolness=0.99):
+    """IDM with the constant-acceleration heuristic (Treiber & Kesting's ACC model): a leader that
+    cuts in close but is not slower does not cause an emergency brake, while a stopped obstacle
+    still gets at least the kinematically required deceleration v^2 / (2 gap)."""
+    g = max(g, 0.05)
+    sstar = p.s_min + max(0.0, v * p.headway + v * (v - vl) / sq)
+    a_idm = p.a_max * (1.0 - (v / vt) ** 4 - (sstar / g) ** 2)
+    a_cah = 0.0 if vl >= v else -((v - vl) ** 2) / (2.0 * g)
+    if a_idm >= a_cah:
+        return a_idm
+    return (1 - coolness) * a_idm + coolness * (a_cah + p.b * np.tanh((a_idm - a_cah) / p.b))
+
+
 def plan(route: Path, s0: float, v0: float, v_limit: float, p: ExpertParams, d_of_s,
          boxes: np.ndarray, vel: np.ndarray, valid: np.ndarray, types: np.ndarray,
          lights: List[LightOnRoute], a0: Optional[float] = None) -> ExpertResult:
@@ -163,9 +176,7 @@ def plan(route: Path, s0: float, v0: float, v_limit: float, p: ExpertParams, d_o
             gaps.append(gl)
             vls.append(0.0)
         for g, vl in zip(gaps, vls):
-            sstar = p.s_min + max(0.0, v * p.headway + v * (v - vl) / sq)
-            a_i = p.a_max * (1.0 - (v / vt) ** 4 - (sstar / max(g, 0.05)) ** 2)
-            acc = min(acc, a_i)
+            acc = min(acc, _acc_model(v, vt, g, vl, p, sq))
         return float(np.clip(acc, -8.0, 2.0))
 
     # t0 state.

@@ -591,22 +591,26 @@ def _fam_intersection(spec, rng):
     k_e = 0 if movement == "left" else (n_m - 1 if movement == "right" else int(rng.integers(0, n_m)))
     red_a = signal.red(0, T7)
     green_now = not red_a[0]
-    # Ego start: distance of its front from the stop line, speed.
+    # Ego start: distance D of its front from the stop line (negative: already inside, green only), speed.
+    r_turn = {"left": n_m * w_m + margin, "straight": 1e3, "right": 0.5 * w_m + margin}[movement]
+    v_turn = np.sqrt(2.0 * r_turn)
     if pattern in ("red", "turns_green"):
-        D = rng.uniform(3.0, 45.0)
+        D = rng.uniform(2.0, 30.0)
         vmax = np.sqrt(2 * 2.0 * max(D - 1.0, 0.0))
         v0 = float(min(limit, vmax) * rng.uniform(0.3, 0.95))
         if rng.random() < 0.2:
-            v0 = 0.0
+            v0, D = 0.0, rng.uniform(0.5, 3.0)
+    elif pattern == "green" and rng.random() < 0.35:
+        D = -rng.uniform(0.0, 12.0)
+        v0 = float(min(limit, v_turn) * rng.uniform(0.6, 1.0))
     else:
-        D = rng.uniform(3.0, 50.0)
+        D = rng.uniform(3.0, 40.0)
         v0 = float(limit * rng.uniform(0.4, 0.95))
         if rng.random() < 0.1:
-            v0 = 0.0
+            v0, D = 0.0, rng.uniform(0.5, 3.0)
     hx = n_c * w_c + margin
-    x_stop = E.EGO_FRONT + D
-    centre = np.array([x_stop + hx, (k_e + 0.5) * w_m])
-    lens = [x_stop + 85.0, rng.uniform(80.0, 100.0), rng.uniform(60.0, 90.0), rng.uniform(60.0, 90.0)]
+    centre = np.array([hx, (k_e + 0.5) * w_m])        # stop line of the ego's approach at x = 0
+    lens = [max(D, 0.0) + 95.0, rng.uniform(80.0, 100.0), rng.uniform(60.0, 90.0), rng.uniform(60.0, 90.0)]
     mb = R.MapBuilder(spec)
     inter = R.build_intersection(mb, centre, 0.0, n_m, n_c, w_m, w_c, margin, lens, signal, limit)
     exit_arm = {"straight": 1, "left": 3, "right": 2}[movement]
@@ -615,10 +619,11 @@ def _fam_intersection(spec, rng):
     p_in = mb.lane_paths[("in", 0, k_e)]
     p_out = mb.lane_paths[("out", exit_arm, k_out)]
     full = R.Path(np.concatenate([p_in.xy, conn.xy[1:], p_out.xy[1:]]))
-    s_e, _ = full.project(np.zeros((1, 2)))
-    route = full.sub(float(s_e[0]) - 60.0, full.length, 1.0)
+    D = max(D, -0.7 * conn.length)
+    s_e = p_in.length - E.EGO_FRONT - D
+    route = full.sub(s_e - 60.0, full.length, 1.0)
     s0 = 60.0
-    s_stop = float(route.project(conn.xy[:1])[0][0])
+    s_stop = s0 + E.EGO_FRONT + D
     s_end = s_stop + conn.length
     for ln in mb.lanes:
         ln.on_route = (ln.key.startswith("in0_") or ln.key.startswith(f"out{exit_arm}_")

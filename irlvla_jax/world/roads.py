@@ -27,6 +27,7 @@ import dataclasses
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 SHOULDER = 0.5          # metres of paved shoulder outside the outermost lane of a roadblock
 
@@ -38,7 +39,7 @@ class Path:
     """Dense polyline ``xy`` [N, 2] (metres) with arc length ``s`` [N], heading ``h`` [N] (unwrapped,
     radians) and curvature ``k`` [N] (1/m)."""
 
-    __slots__ = ("xy", "s", "h", "k", "length")
+    __slots__ = ("xy", "s", "h", "k", "length", "_tree")
 
     def __init__(self, xy):
         xy = np.asarray(xy, np.float64).reshape(-1, 2)
@@ -60,6 +61,7 @@ class Path:
         h[1:-1] = 0.5 * (hs[:-1] + hs[1:])
         self.h = h
         self.k = np.gradient(h, self.s) if len(xy) > 2 else np.zeros(len(xy))
+        self._tree = None
 
     def at(self, s) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, heading) at arc length(s) ``s`` (any shape); linear extrapolation past the ends."""
@@ -80,25 +82,36 @@ class Path:
         return np.stack([x - np.sin(h) * d, y + np.cos(h) * d], -1)
 
     def project(self, pts) -> Tuple[np.ndarray, np.ndarray]:
-        """Project points [M, 2] -> (s [M], lateral [M], positive left). Extrapolates past the ends."""
+        """Project points [M, 2] -> (s [M], lateral [M], positive left). Extrapolates past the ends.
+
+        Nearest vertex by a KD-tree, then the better of its two adjacent segments (exact for dense,
+        smooth polylines such as these paths)."""
         p = np.asarray(pts, np.float64).reshape(-1, 2)
-        a = self.xy[:-1]
-        ab = self.xy[1:] - a
-        l2 = np.maximum((ab * ab).sum(-1), 1e-12)
-        ap = p[:, None, :] - a[None]
-        t = (ap * ab[None]).sum(-1) / l2[None]
-        tc = np.clip(t, 0.0, 1.0)
-        diff = ap - tc[..., None] * ab[None]
-        dist = (diff * diff).sum(-1)
-        i = np.argmin(dist, axis=1)
-        r = np.arange(len(p))
-        ti = t[r, i]
-        nseg = len(a)
-        ti = np.where((i == 0) & (ti < 0), ti, np.where((i == nseg - 1) & (ti > 1), ti, np.clip(ti, 0, 1)))
-        seglen = np.sqrt(l2[i])
-        s = self.s[i] + ti * seglen
-        lat = (ab[i, 0] * ap[r, i, 1] - ab[i, 1] * ap[r, i, 0]) / seglen
-        return s, lat
+        if self._tree is None:
+            self._tree = cKDTree(self.xy)
+        _, iv = self._tree.query(p)
+        nseg = len(self.xy) - 1
+        best_s = best_lat = best_d = None
+        for i in (np.clip(iv - 1, 0, nseg - 1), np.clip(iv, 0, nseg - 1)):
+            a = self.xy[i]
+            ab = self.xy[i + 1] - a
+            l2 = np.maximum((ab * ab).sum(-1), 1e-12)
+            ap = p - a
+            t = (ap * ab).sum(-1) / l2
+            tc = np.clip(t, 0.0, 1.0)
+            te = np.where((i == 0) & (t < 0), t, np.where((i == nseg - 1) & (t > 1), t, tc))
+            diff = ap - tc[:, None] * ab
+            dist = (diff * diff).sum(-1)
+            seglen = np.sqrt(l2)
+            s = self.s[i] + te * seglen
+            lat = (ab[:, 0] * ap[:, 1] - ab[:, 1] * ap[:, 0]) / seglen
+            if best_d is None:
+                best_s, best_lat, best_d = s, lat, dist
+            else:
+                better = dist < best_d
+                best_s = np.where(better, s, best_s)
+                best_lat = np.where(better, lat, best_lat)
+        return best_s, best_lat
 
     def sub(self, s0: float, s1: float, ds: float = 1.0) -> "Path":
         n = max(2, int(np.ceil((s1 - s0) / ds)) + 1)
@@ -260,6 +273,7 @@ class Corridor:
     u0: float                    # reference arc length range covered by the road
     u1: float
     speed_limit: float
+    _cache: dict = dataclasses.field(default_factory=dict)
 
     def fwd_offset(self, k: int) -> float:
         """Lateral offset (left +) of forward lane k's centre; k = 0 is the leftmost forward lane."""
@@ -269,10 +283,16 @@ class Corridor:
         return (j + 0.5) * self.widths
 
     def fwd_path(self, k: int) -> Path:
-        return lane_path(self.ref, self.fwd_offset(k), self.u0, self.u1, +1)
+        key = ("fwd", k)
+        if key not in self._cache:
+            self._cache[key] = lane_path(self.ref, self.fwd_offset(k), self.u0, self.u1, +1)
+        return self._cache[key]
 
     def back_path(self, j: int) -> Path:
-        return lane_path(self.ref, self.back_offset(j), self.u0, self.u1, -1)
+        key = ("back", j)
+        if key not in self._cache:
+            self._cache[key] = lane_path(self.ref, self.back_offset(j), self.u0, self.u1, -1)
+        return self._cache[key]
 
 
 def lane_path(ref: Path, offset: float, u0: float, u1: float, direction: int, ds: float = 1.0) -> Path:

@@ -8,8 +8,8 @@
   (painter's algorithm, visible faces only); traffic-light heads of the ego's approach in their t0 colour.
 * :func:`render_lidar` — a LiDAR-like BEV height histogram [Hl, Wl, C] over ``SceneSpec.bev_range``:
   channel c holds the visible fraction of the height slice c of [0, 2.5] m in that cell (ground returns
-  in channel 0, fading with range); occlusion by per-azimuth shadows: a cell's returns below the line from
-  the sensor (1.9 m high) over the tallest nearer object in the same azimuth bin are removed; 5% dropout.
+  in channel 0, fading with range); occlusion: a cell's returns below the line from the sensor (1.9 m
+  high) over the top edge of any nearer box covering its azimuth are removed; 5% dropout.
 * :func:`render_bev` — the BEV semantic raster [Hb, Wb] uint8 of ``scene.BEV_CLASSES`` (drivable, lane
   line, vehicle (incl. bicycles), pedestrian, static), later classes overwriting earlier ones.
 
@@ -113,6 +113,27 @@ def _marking_points(markings, step: float) -> Tuple[np.ndarray, np.ndarray]:
     return np.concatenate(pts), np.concatenate(sty)
 
 
+def boxes_mask(boxes: np.ndarray, grid) -> np.ndarray:
+    """Which cell centres of ``grid`` lie inside each box [n, 5] -> bool [n, H, W] (vectorised);
+    a box smaller than a cell still marks the cell holding its centre."""
+    x_max, y_max, dx, dy, H, W = grid
+    n = len(boxes)
+    xs = x_max - (np.arange(H) + 0.5) * dx
+    ys = y_max - (np.arange(W) + 0.5) * dy
+    bx, by, bh = boxes[:, 0, None, None], boxes[:, 1, None, None], boxes[:, 2, None, None]
+    ddx = xs[None, :, None] - bx
+    ddy = ys[None, None, :] - by
+    c, s = np.cos(bh), np.sin(bh)
+    lx = c * ddx + s * ddy
+    ly = -s * ddx + c * ddy
+    m = (np.abs(lx) <= 0.5 * boxes[:, 3, None, None]) & (np.abs(ly) <= 0.5 * boxes[:, 4, None, None])
+    r = np.floor((x_max - boxes[:, 0]) / dx).astype(np.int64)
+    cc = np.floor((y_max - boxes[:, 1]) / dy).astype(np.int64)
+    ok = (r >= 0) & (r < H) & (cc >= 0) & (cc < W)
+    m[np.arange(n)[ok], r[ok], cc[ok]] = True
+    return m
+
+
 def _box_polys(boxes: np.ndarray) -> np.ndarray:
     from irlvla_jax.world.traffic import box_corners
     return box_corners(boxes)
@@ -128,13 +149,11 @@ def render_bev(spec, inp: SensorInput) -> np.ndarray:
     pts, _ = _marking_points(inp.markings, min(grid[2], grid[3]) * 0.5)
     _splat(out, pts, grid, 2)
     if len(inp.boxes):
-        corners = _box_polys(inp.boxes)
+        masks = boxes_mask(inp.boxes, grid)
         for cls, kinds in ((3, (AGENT_VEHICLE, AGENT_BICYCLE)), (4, (AGENT_PEDESTRIAN,)), (5, (AGENT_STATIC,))):
             sel = np.isin(inp.types, kinds)
             if sel.any():
-                out[raster_union(list(corners[sel]), *grid)] = cls
-            # small objects (pedestrians, cones) may fall between cell centres: mark their centre cell too
-            _splat(out, inp.boxes[sel, :2], grid, cls)
+                out[masks[sel].any(0)] = cls
     return out
 
 
@@ -142,48 +161,46 @@ def render_bev(spec, inp: SensorInput) -> np.ndarray:
 # LiDAR.
 
 @functools.lru_cache(maxsize=8)
-def _lidar_geometry(bev_range, hw, n_az):
+def _lidar_geometry(bev_range, hw):
     x_max, y_max, dx, dy, H, W = _grid(bev_range, hw)
     xs = x_max - (np.arange(H) + 0.5) * dx
     ys = y_max - (np.arange(W) + 0.5) * dy
     X, Y = np.meshgrid(xs, ys, indexing="ij")
     r = np.maximum(np.hypot(X - LIDAR_X, Y), 0.5).ravel()
     az = np.arctan2(Y, X - LIDAR_X).ravel()
-    b = np.floor((az + np.pi) / (2 * np.pi) * n_az).astype(np.int64) % n_az
-    order = np.lexsort((r, b))
-    first = np.ones(len(order), bool)
-    first[1:] = b[order][1:] != b[order][:-1]
-    return r, b, order, first
+    return r, az
 
 
 def render_lidar(spec, inp: SensorInput, rng: np.random.Generator) -> np.ndarray:
+    """LiDAR-like BEV height histogram [Hl, Wl, C] (see the module docstring).
+
+    Occlusion: every box shadows the cells beyond its nearest corner within its azimuth interval (seen
+    from the sensor): returns there are visible only above the line from the sensor over the box's top
+    edge (the near edge for boxes taller than the sensor, the far edge otherwise)."""
     H, W = spec.lidar_hw
     C = spec.lidar_channels
     grid = _grid(spec.bev_range, spec.lidar_hw)
-    n_az = int(min(720, max(90, 2 * (H + W))))
-    r, b, order, first = _lidar_geometry(tuple(spec.bev_range), (H, W), n_az)
+    r, az = _lidar_geometry(tuple(spec.bev_range), (H, W))
     height = np.zeros(H * W)
-    if len(inp.boxes):
-        corners = _box_polys(inp.boxes)
-        for i in np.argsort(inp.heights):
-            m = raster_union([corners[i]], *grid).ravel()
-            if not m.any():
-                # tiny objects: their centre cell
-                tmp = np.zeros((H, W), bool)
-                _splat(tmp, inp.boxes[i:i + 1, :2], grid, True)
-                m = tmp.ravel()
-            height[m] = np.maximum(height[m], inp.heights[i])
-    slope = (height - LIDAR_Z) / r
-    # Exclusive cumulative max of slope along range within each azimuth bin.
-    so = slope[order]
-    big = 100.0
-    key = so + big * b[order]
-    cm = np.maximum.accumulate(key) - big * b[order]
-    prev = np.concatenate([[-np.inf], cm[:-1]])
-    prev[first] = -np.inf
-    thr_sorted = LIDAR_Z + prev * r[order]
-    thr = np.empty_like(thr_sorted)
-    thr[order] = thr_sorted
+    thr = np.full(H * W, -np.inf)
+    n = len(inp.boxes)
+    if n:
+        hts = np.asarray(inp.heights, np.float64)
+        masks = boxes_mask(inp.boxes, grid).reshape(n, -1)
+        height = np.max(np.where(masks, hts[:, None], 0.0), axis=0)
+        from irlvla_jax.world.traffic import box_corners
+        cn = box_corners(np.asarray(inp.boxes, np.float64))                     # [n, 4, 2]
+        rel = cn - np.array([LIDAR_X, 0.0])
+        rc = np.hypot(rel[..., 0], rel[..., 1])                              # [n, 4]
+        azc = np.arctan2(inp.boxes[:, 1], inp.boxes[:, 0] - LIDAR_X)         # [n]
+        dac = np.angle(np.exp(1j * (np.arctan2(rel[..., 1], rel[..., 0]) - azc[:, None])))
+        lo_a, hi_a = dac.min(1), dac.max(1)
+        r_near, r_far = rc.min(1), rc.max(1)
+        slope = np.where(hts >= LIDAR_Z, (hts - LIDAR_Z) / np.maximum(r_near, 0.5),
+                         (hts - LIDAR_Z) / np.maximum(r_far, 0.5))
+        da = np.angle(np.exp(1j * (az[None, :] - azc[:, None])))            # [n, HW]
+        cover = (da >= lo_a[:, None]) & (da <= hi_a[:, None]) & (r[None, :] > r_near[:, None]) & ~masks
+        thr = np.max(np.where(cover, LIDAR_Z + slope[:, None] * r[None, :], -np.inf), axis=0)
     top = 2.5
     edges = np.linspace(0.0, top, C + 1)
     lo = np.maximum(thr, 0.0)
@@ -191,10 +208,10 @@ def render_lidar(spec, inp: SensorInput, rng: np.random.Generator) -> np.ndarray
     occ = np.clip(np.minimum(hi[:, None], edges[None, 1:]) - np.maximum(lo[:, None], edges[None, :-1]), 0.0, None)
     occ = occ / (edges[1] - edges[0])
     ground_vis = (thr <= 0.05) & (height <= 0)
-    dens = np.clip((12.0 / r) ** 1.0, 0.15, 1.0)
+    dens = np.clip(12.0 / r, 0.15, 1.0)
     occ[:, 0] = np.maximum(occ[:, 0], np.where(ground_vis, dens, 0.0))
     drop = rng.random(occ.shape[0]) < 0.05
-    occ[drop] *= 0.0
+    occ[drop] = 0.0
     return occ.reshape(H, W, C).astype(np.float32)
 
 
@@ -252,12 +269,11 @@ def render_camera(spec, inp: SensorInput) -> np.ndarray:
     f, cx, cy, rows, GX, GY = _camera_geometry(H, W)
     img = np.zeros((H, W, 3))
     # Sky.
-    sky_rows = np.arange(H) + 0.5 <= cy + 0.5
     tt = np.clip((np.arange(H) + 0.5) / max(cy, 1.0), 0, 1)[:, None]
     img[:] = (_SKY_TOP * (1 - tt) + _SKY_BOT * tt)[:, None, :]
     # Ground texture (0.25 m cells; asphalt / grass / zebra).
     x0, x1, y0, y1 = TEX_RANGE
-    res = 0.25 if W >= 96 else 0.5
+    res = 0.5 if W < 200 else 0.2
     TH, TW = int((x1 - x0) / res), int((y1 - y0) / res)
     tgrid = (x1, y1, res, res, TH, TW)
     tex = raster_union(inp.drivable, *tgrid).astype(np.int8)

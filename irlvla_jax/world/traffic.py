@@ -118,13 +118,22 @@ def simulate_vehicles(vs: List[Vehicle], ego_s: Optional[np.ndarray] = None,
     V = np.zeros((n, T_FUT))
     S[:, 0], V[:, 0] = s, v
     sq = 2.0 * np.sqrt(amax * b)
+    has_light = np.isfinite(stop_s)
+    any_light = bool(has_light.any())
+    cr = np.concatenate([np.zeros((n, 1)), np.cumsum(red, axis=1)], axis=1)
+    redsoon_all = (cr[:, 25:25 + T_FUT] - cr[:, :T_FUT]) > 0          # red within [k, k + 2.5 s)
+    any_same = bool(same.any())
     for k in range(T_FUT - 1):
-        gap = s[None, :] - s[:, None] - half_ij
-        ahead = same & (s[None, :] > s[:, None])
-        gap = np.where(ahead, gap, np.inf)
-        j = np.argmin(gap, axis=1)
-        g = gap[np.arange(n), j]
-        vl = v[j]
+        if any_same:
+            gap = s[None, :] - s[:, None] - half_ij
+            ahead = same & (s[None, :] > s[:, None])
+            gap = np.where(ahead, gap, np.inf)
+            j = np.argmin(gap, axis=1)
+            g = gap[np.arange(n), j]
+            vl = v[j]
+        else:
+            g = np.full(n, np.inf)
+            vl = v
         if fe.any():
             ge = ego_s[k] + ego_offset - s - 0.5 * (L + ego_len)
             ege = (ge > -0.5 * (L + ego_len)) & fe & (ge < g)
@@ -132,15 +141,16 @@ def simulate_vehicles(vs: List[Vehicle], ego_s: Optional[np.ndarray] = None,
             g = np.where(ege, ge, g)
             vl = np.where(ege, vego, vl)
         # Red light: a virtual stopped leader at the stop line when it can comfortably stop.
-        front = s + 0.5 * L
-        gl = stop_s - front - 0.5
-        redsoon = red[:, k:k + 25].any(axis=1)
-        can = (v * v / (2.0 * np.maximum(gl, 0.1)) < 3.0) & (gl > -0.5)
-        committed |= redsoon & ~can & (gl > -0.5) & ~red[:, k]
-        light_on = redsoon & (gl > -1.0) & ~committed
-        use_l = light_on & (gl < g)
-        g = np.where(use_l, np.maximum(gl, 0.05), g)
-        vl = np.where(use_l, 0.0, vl)
+        if any_light:
+            front = s + 0.5 * L
+            gl = stop_s - front - 0.5
+            redsoon = redsoon_all[:, k]
+            can = (v * v / (2.0 * np.maximum(gl, 0.1)) < 3.0) & (gl > -0.5)
+            committed |= redsoon & ~can & (gl > -0.5) & ~red[:, k]
+            light_on = redsoon & (gl > -1.0) & ~committed & has_light
+            use_l = light_on & (gl < g)
+            g = np.where(use_l, np.maximum(gl, 0.05), g)
+            vl = np.where(use_l, 0.0, vl)
         sstar = smin + np.maximum(0.0, v * hw + v * (v - vl) / sq)
         inter = np.where(np.isfinite(g), (sstar / np.maximum(g, 0.05)) ** 2, 0.0)
         a = amax * (1.0 - (v / vdes) ** 4 - inter)
