@@ -45,7 +45,7 @@ def ego_f0(tau):
 
 def agents_f0(tau):
     """{track: (name, (x, y, heading), (vx, vy), (length, width))} present at tau, in F0."""
-    out = {"lead": ("vehicle", (12.0 + 6.0 * tau, 0.0, 0.0), (6.0, 0.0), (4.5, 2.0)),
+    out = {"lead": ("vehicle", (12.0 + 10.0 * tau, 0.0, 0.0), (10.0, 0.0), (4.5, 2.0)),
            "cone": ("traffic_cone", (30.0, -2.0, 0.3), (float("nan"), float("nan")), (0.5, 0.5)),
            "ego_box": ("ego", (0.0, 0.0, 0.0), (0.0, 0.0), (5.2, 2.3))}
     if -1e-9 <= tau <= 2.0 + 1e-9:
@@ -223,9 +223,9 @@ def test_agents_hand_checked(scene0):
     assert not valid[5:].any()                                            # the 'ego' box is not an agent
     # Lead: hand-checked at t = 0 and (interpolated) t = 0.3 s.
     np.testing.assert_allclose(scene0.agent_boxes[lead, 0], [12.0, 0.0, 0.0, 4.5, 2.0], atol=2e-4)
-    np.testing.assert_allclose(scene0.agent_boxes[lead, 3], [13.8, 0.0, 0.0, 4.5, 2.0], atol=2e-4)
-    np.testing.assert_allclose(scene0.agent_boxes[lead, 40], [36.0, 0.0, 0.0, 4.5, 2.0], atol=2e-4)
-    np.testing.assert_allclose(scene0.agent_velocity[lead, 17], [6.0, 0.0], atol=2e-4)
+    np.testing.assert_allclose(scene0.agent_boxes[lead, 3], [15.0, 0.0, 0.0, 4.5, 2.0], atol=2e-4)
+    np.testing.assert_allclose(scene0.agent_boxes[lead, 40], [52.0, 0.0, 0.0, 4.5, 2.0], atol=2e-4)
+    np.testing.assert_allclose(scene0.agent_velocity[lead, 17], [10.0, 0.0], atol=2e-4)
     assert valid[lead].all()
     # Pedestrian: seen from 0 to 2.0 s -> valid at steps 0..20 only, heading -pi/2, walking -y.
     assert valid[ped, :21].all() and not valid[ped, 21:].any()
@@ -480,3 +480,30 @@ def test_geometry_helpers():
     np.testing.assert_allclose(np.sort(N.fit_polygon(dense, 4), axis=0), np.sort(sq, axis=0), atol=1e-9)
     line = N.fit_polyline(np.stack([np.linspace(0, 10, 50), np.zeros(50)], -1), 6)
     np.testing.assert_allclose(line[:, 0], [0, 2, 4, 6, 8, 10])
+
+
+def test_quaternion_yaw_follows_pyquaternion_convention():
+    """NAVSIM takes yaw = pyquaternion's yaw_pitch_roll[0], i.e. q = q_x(roll) q_y(pitch) q_z(yaw)."""
+    def mul(a, b):
+        w1, x1, y1, z1 = a
+        w2, x2, y2, z2 = b
+        return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                         w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+
+    def axis(a, i):
+        q = np.zeros(4)
+        q[0], q[1 + i] = math.cos(a / 2), math.sin(a / 2)
+        return q
+
+    for yaw in (-2.9, -0.4, 0.7, 3.0):
+        q = mul(mul(axis(0.05, 0), axis(-0.03, 1)), axis(yaw, 2))
+        assert N.quaternion_yaw(q) == pytest.approx(yaw, abs=1e-9)
+
+
+def test_iter_scenes_over_a_log_folder(log_path):
+    folder = os.path.dirname(log_path)
+    got = list(N.iter_scenes(folder, SPEC, N.DictMapLayers(map_dict()), tokens=["tok04abcdef"], progress=False))
+    assert [t for t, _ in got] == ["tok04abcdef"]
+    S.validate(got[0][1], SPEC)
+    with pytest.raises(FileNotFoundError, match="navsim_logs"):
+        list(N.iter_scenes(os.path.dirname(folder), SPEC, None, progress=False))
