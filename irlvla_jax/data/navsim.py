@@ -46,8 +46,8 @@ Conversion (as NAVSIM's metric cache builds its inputs)
   lanes (lanes and lane connectors, ``lane_on_route`` = the lane's roadblock is in the t0 frame's
   ``roadblock_ids``, as NAVSIM's route-lane dict), drivable polygons = roadblocks, intersections, car
   parks (in that order; roadblock *connector* polygons are not drivable area, as in NAVSIM), the route
-  centerline, and lights: for each connector in the t0 frame's ``traffic_lights`` that is in the map crop,
-  its polygon, on-route flag and red state at t = 0, 0.5, ..., 4.0 s (from the 9 frames; a connector
+  centerline, and lights: for each connector in the ``traffic_lights`` of frames t0 ... t0 + 4 s that is
+  in the map crop: its polygon, on-route flag and red state at t = 0, 0.5, ..., 4.0 s (from the 9 frames; a connector
   missing from a frame is green there, as NAVSIM's observation). Too many objects for the spec: on-route
   lanes first, then by distance; on-route lights first. Polygons with more vertices than the spec are
   reduced by Visvalingam-Whyatt area elimination; polylines are resampled by arc length.
@@ -691,7 +691,7 @@ def _fill_map(f, spec: S.SceneSpec, q: MapQuery, route_ids, origin, lights_t, wh
     route_set = set(route_ids)
     lanes = list(q.lanes)
     on_route = [ln.roadblock_id in route_set for ln in lanes]
-    lit = set(lights_t[0])
+    lit = set().union(*lights_t)          # connectors with a state in any of the 9 frames
     ego = np.asarray(origin[:2])
     dist = [_point_polygon_distance(ego, ln.polygon) for ln in lanes]
     order = sorted(range(len(lanes)), key=lambda i: (not on_route[i], lanes[i].id not in lit, dist[i], lanes[i].id))
@@ -725,7 +725,7 @@ def _fill_map(f, spec: S.SceneSpec, q: MapQuery, route_ids, origin, lights_t, wh
             f["drivable_kind"][g] = kind
             g += 1
 
-    # Lights: connectors with a state at t0 that are in the lane crop; on-route first.
+    # Lights: connectors with a state at some 2 Hz step that are in the lane crop; on-route first.
     ids = sorted((lid for lid in lit if lid in lane_row),
                  key=lambda lid: (not f["lane_on_route"][lane_row[lid]], lid))
     for s_i, lid in enumerate(ids[:spec.num_lights]):

@@ -507,3 +507,12 @@ def test_iter_scenes_over_a_log_folder(log_path):
     S.validate(got[0][1], SPEC)
     with pytest.raises(FileNotFoundError, match="navsim_logs"):
         list(N.iter_scenes(os.path.dirname(folder), SPEC, None, progress=False))
+
+
+def test_light_first_seen_after_t0_is_kept(log_path):
+    frames = [dict(f) for f in N.load_log(log_path)[:14]]
+    for i in (3, 4):                                          # C1 has no state at t = 0 and 0.5 s
+        frames[i]["traffic_lights"] = [lt for lt in frames[i]["traffic_lights"] if lt[0] != "C1"]
+    sc = N.convert_scene(frames, SPEC, N.DictMapLayers(map_dict()))
+    assert sc.light_valid.sum() == 2 and sc.light_on_route[0]
+    assert sc.light_red[0].tolist() == [False, False, True, True, True, True, True, True, True]
