@@ -94,8 +94,11 @@ def main(argv=None) -> None:
     flags.DEFINE_string("mode", None, "scoring mode override: tracked | direct")
     flags.DEFINE_string("seeds", None, "comma-separated seeds for `pipeline`")
 
+    started = []
+
     def _main(av):
         from irlvla_jax.scene import SceneError
+        started.append(True)
         try:
             _run(av)
         except (UserError, SceneError, ValueError, FileNotFoundError, KeyError) as e:
@@ -105,7 +108,18 @@ def main(argv=None) -> None:
             print(f"irlvla: error: {msg}  (IRLVLA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
             sys.exit(2)
 
-    app.run(_main, argv=argv)
+    try:
+        app.run(_main, argv=argv)
+    except (AttributeError, KeyError, TypeError) as e:
+        # ml_collections raises these while parsing --config.<key>=... for a key the config lacks.
+        if started or os.environ.get("IRLVLA_TRACEBACK"):
+            raise
+        key = str(e).strip("\"' ")
+        bad = [a.split("=")[0] for a in argv if a.startswith("--config.") and key and key in a] or ["--config.*"]
+        msg = (f"bad config override ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+               if isinstance(e, TypeError) else f"the config has no key {key!r} (check the config file for valid keys)")
+        print(f"irlvla: error: {bad[0]}: {msg}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
