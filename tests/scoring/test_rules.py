@@ -34,24 +34,28 @@ def _jax_module():
         pytest.skip(f"JAX scorer irlvla_jax.scoring.epdms not importable yet ({type(e).__name__}: {e})")
 
 
+N_JAX = 2  # proposals per JAX call (padded), so every case shares one compiled shape
+
+
 @functools.lru_cache(maxsize=None)
-def _jitted(mode, human_filter, with_prev):
+def _jitted(mode, human_filter):
+    """One compile per (mode, human_filter): a previous plan is always passed, ``has_prev`` says if it counts."""
     import jax
     epdms = _jax_module()
-    if with_prev:
-        return jax.jit(lambda sc, tr, pv: epdms.score(sc, tr, pv, mode=mode, human_filter=human_filter))
-    return jax.jit(lambda sc, tr: epdms.score(sc, tr, None, mode=mode, human_filter=human_filter))
+    return jax.jit(lambda sc, tr, pv, hp: epdms.score(sc, tr, pv, mode=mode, human_filter=human_filter,
+                                                        has_prev=hp))
 
 
 def jax_scores(scene, trajs, prevs=None, mode="direct", human_filter=False):
-    """trajs [N, 8, 3] on one scene -> list of dicts."""
+    """trajs [N, 8, 3] on one scene -> list of dicts (JAX scorer)."""
     batch = S.stack([scene])
-    tr = np.asarray(trajs, np.float32)[None]
-    if prevs is None:
-        out = _jitted(mode, human_filter, False)(batch, tr)
-    else:
-        out = _jitted(mode, human_filter, True)(batch, tr, np.asarray(prevs, np.float32)[None])
-    return [{k: float(np.asarray(getattr(out, k))[0, i]) for k in KEYS} for i in range(tr.shape[1])]
+    n = len(trajs)
+    assert n <= N_JAX
+    pad = lambda x: np.concatenate([x, np.repeat(x[-1:], N_JAX - n, 0)], 0)  # one shape -> one compile
+    tr = pad(np.asarray(trajs, np.float32))[None]
+    pv = np.zeros_like(tr) if prevs is None else pad(np.asarray(prevs, np.float32))[None]
+    out = _jitted(mode, human_filter)(batch, tr, pv, np.array([prevs is not None]))
+    return [{k: float(np.asarray(getattr(out, k))[0, i]) for k in KEYS} for i in range(n)]
 
 
 def ref_scores(scene, trajs, prevs=None, mode="direct", human_filter=False):
