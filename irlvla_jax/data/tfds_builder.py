@@ -30,6 +30,7 @@ import json
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import time
 import uuid
@@ -211,6 +212,7 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
     from tqdm import tqdm
     pool = None
     t0 = time.time()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     bar = tqdm(total=sum(sizes.values()), desc=f"generate {name}", unit="scene", disable=not progress,
                smoothing=0.05)
     try:
@@ -231,6 +233,8 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
             pool = None
         bar.close()
         gen_s = time.time() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = [round((b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime), 2) for a, b in zip(cpu0, cpu1)]
         ids = [s["scene_id"] for split in SPLITS for s in plan.summaries[split]]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
@@ -245,6 +249,7 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
                               for i, f in enumerate(FAMILIES)} for split in SPLITS},
             stats={split: _stats(plan.summaries[split]) for split in SPLITS},
             anchors_shape=list(anchors.shape), workers=workers, generate_seconds=round(gen_s, 2),
+            cpu_seconds={"writer_process": cpu[0], "worker_processes": cpu[1]},
             scenes_per_second=round(sum(sizes.values()) / max(gen_s, 1e-9), 2))
         meta["bytes_on_disk"] = _dir_size(tmp)
         with open(os.path.join(tmp, META_FILE), "w") as fh:  # the completion marker: written last
