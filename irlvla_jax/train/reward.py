@@ -1,0 +1,373 @@
+"""Stage 2: train the Reward World Model (inverse environment learning) on scorer labels.
+
+    irlvla train --stage rwm --config configs/tiny.py --workdir DIR
+
+Per training scene, the jitted step builds N candidate trajectories [B, N, 8, 3] (metres / radians, ego
+frame at t0):
+  * policy: ``rwm.policy_samples`` samples of the IL policy, *all* K anchor chains of each (the set the
+    PPO policy chooses from), deterministic DDIM as in evaluation;
+  * noisy policy: ``rwm.noisy_chains`` of those chains plus i.i.d. Gaussian noise in the planner's
+    normalised space with std ~ U(0, ``rwm.noise_std``) (what PPO exploration produces);
+  * perturbed expert: ``rwm.expert_perturbations`` copies of the expert plan, each with (independently
+    switched on with probability 1/2) a time warp (speed x U(0.4, 1.5)), a lateral offset ramping to
+    U(-3.5, 3.5) m at 4 s, a longitudinal offset ramping to U(-4, 4) m, and a rotation about the ego by
+    U(-0.25, 0.25) rad; plus the expert itself;
+  * the anchor vocabulary (``rwm.use_anchors``): the K anchors as they are.
+Labels come from the JAX EPDMS scorer (``irlvla_jax.scoring.epdms.score``, mode/human filter of
+``config.scoring``) computed inside the same jitted step. The VLA (IL checkpoint) is frozen: its scene
+tokens are computed under ``stop_gradient`` (decision: no shared/co-trained encoder in this stage, so
+the PPO stage sees exactly the token distribution the RWM was trained on). Loss: CE (NC, DDC), BCE
+(binary heads; EC only with ``rwm.use_ec``), soft BCE for EP, + ``rwm.epdms_weight`` x MSE(reward, EPDMS).
+AdamW with warm-up + cosine; Orbax checkpoints in ``<workdir>/checkpoints/rwm`` (resumable, with the
+data-iterator state); TensorBoard in ``<workdir>/tb/rwm``.
+
+Held-out report (``rwm.eval_scenes`` scenes of ``rwm.eval_split``), written to
+``<workdir>/rwm_report.json``: per sub-score AUROC (binary: P(=1); NC/DDC: E[score] vs "score = 1") and
+accuracy; EP mean absolute error; within-scene Spearman correlation between predicted reward and true
+EPDMS over the candidates (mean over scenes whose true EPDMS is not constant); regret = EPDMS of the
+scorer's best candidate minus EPDMS of the RWM's top candidate (mean over scenes), also restricted to
+the policy chains (the PPO action set).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from irlvla_jax.models import planner as planner_lib
+from irlvla_jax.models import reward_model as R
+from irlvla_jax.scene import SceneSpec
+from irlvla_jax.train import mesh as mesh_lib
+
+SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor")
+
+
+# --------------------------------------------------------------------------------------------------
+# Candidates.
+
+def perturb_expert(expert, rng, num: int):
+    """expert [B, 8, 3] -> [B, num, 8, 3] perturbed copies (time warp, lateral / longitudinal ramps,
+    rotation about the ego), each component on with probability 1/2."""
+    B = expert.shape[0]
+    ks = jax.random.split(rng, 5)
+    u = lambda k, lo, hi: jax.random.uniform(k, (B, num), minval=lo, maxval=hi)  # noqa: E731
+    on = jax.random.bernoulli(ks[4], 0.5, (4, B, num))
+    s = jnp.where(on[0], u(ks[0], 0.4, 1.5), 1.0)
+    d = jnp.where(on[1], u(ks[1], -3.5, 3.5), 0.0)
+    lon = jnp.where(on[2], u(ks[2], -4.0, 4.0), 0.0)
+    a = jnp.where(on[3], u(ks[3], -0.25, 0.25), 0.0)
+    pts = jnp.concatenate([jnp.zeros((B, 1, 3), expert.dtype), expert], 1)      # [B, 9, 3] at t = 0..4 s
+    t = jnp.arange(1, 9, dtype=jnp.float32) * 0.5
+    q = s[..., None] * t / 0.5                                                   # [B, P, 8] in 0.5 s units
+    i = jnp.clip(jnp.floor(q), 0, 7).astype(jnp.int32)
+    f = (q - i)[..., None]
+    p0 = jax.vmap(lambda p, ii: p[ii])(pts, i)                                   # [B, P, 8, 3]
+    p1 = jax.vmap(lambda p, ii: p[ii])(pts, i + 1)
+    w = p0 + f * (p1 - p0)                                                       # (extrapolates past 4 s)
+    h = w[..., 2]
+    r = (t / 4.0)[None, None]
+    x = w[..., 0] + lon[..., None] * r * jnp.cos(h) - d[..., None] * r * jnp.sin(h)
+    y = w[..., 1] + lon[..., None] * r * jnp.sin(h) + d[..., None] * r * jnp.cos(h)
+    v = jnp.maximum(jnp.linalg.norm(expert[:, -1, :2], axis=-1) / 4.0, 1.0)[:, None, None]
+    h = h + d[..., None] * 0.25 / v
+    ca, sa = jnp.cos(a)[..., None], jnp.sin(a)[..., None]
+    x, y = ca * x - sa * y, sa * x + ca * y
+    return jnp.stack([x, y, h + a[..., None]], -1)
+
+
+def make_candidates(model, tokens, scenes, rng, rc, sched):
+    """-> (candidates [B, N, 8, 3] metres/radians, source id [N] int (index into SOURCES)).
+
+    ``model``: the merged (frozen) VLA; ``rc``: config.rwm; ``sched``: the planner's schedule."""
+    B = tokens.cmd.shape[0]
+    k1, k2, k3, k4 = jax.random.split(rng, 4)
+    _, allx, _ = model.planner.sample(tokens, k1, int(rc.policy_samples), return_scores=True)
+    K = allx.shape[2]
+    pol = allx.reshape(B, -1, 8, 3)                                              # [B, S*K, 8, 3]
+    parts, src = [pol], [np.full(pol.shape[1], 0)]
+    n_noisy = int(rc.noisy_chains)
+    if n_noisy:
+        pick = jax.random.randint(k2, (B, n_noisy), 0, pol.shape[1])
+        base = planner_lib.normalise(jnp.take_along_axis(pol, pick[..., None, None], 1), sched)
+        std = jax.random.uniform(k3, (B, n_noisy, 1, 1), maxval=float(rc.noise_std))
+        noisy = planner_lib.denormalise(base + std * jax.random.normal(k4, base.shape), sched)
+        parts.append(noisy); src.append(np.full(n_noisy, 1))
+    expert = scenes.expert_future.astype(jnp.float32)
+    n_pert = int(rc.expert_perturbations)
+    if n_pert:
+        parts.append(perturb_expert(expert, jax.random.fold_in(rng, 7), n_pert)); src.append(np.full(n_pert, 2))
+    parts.append(expert[:, None]); src.append(np.full(1, 3))
+    if bool(rc.use_anchors):
+        anchors = model.planner.anchors[...]
+        parts.append(jnp.broadcast_to(anchors[None], (B, K, 8, 3))); src.append(np.full(K, 4))
+    return jnp.concatenate(parts, 1), np.concatenate(src).astype(np.int32)
+
+
+def labels_of(scores) -> Dict[str, Any]:
+    return {k: getattr(scores, k) for k in R.SUB_SCORES}
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics (numpy, host).
+
+def auroc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for binary ``label`` (ties averaged); nan if one class."""
+    score, label = np.asarray(score, np.float64).ravel(), np.asarray(label).ravel().astype(bool)
+    npos, nneg = label.sum(), (~label).sum()
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    ranks = _rankdata(score)
+    return float((ranks[label].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def _rankdata(x: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based) along the last axis."""
+    order = np.argsort(x, axis=-1, kind="mergesort")
+    ranks = np.empty_like(x, dtype=np.float64)
+    np.put_along_axis(ranks, order, np.arange(1, x.shape[-1] + 1, dtype=np.float64) *
+                      np.ones_like(x, dtype=np.float64), axis=-1)
+    # Average over ties.
+    flat = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[None]
+    rflat = ranks.reshape(flat.shape)
+    for row in range(flat.shape[0]):
+        vals, inv, counts = np.unique(flat[row], return_inverse=True, return_counts=True)
+        if np.any(counts > 1):
+            sums = np.bincount(inv, weights=rflat[row])
+            rflat[row] = (sums / counts)[inv]
+    return rflat.reshape(x.shape)
+
+
+def within_scene_spearman(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """[B] Spearman correlation over candidates per scene (nan where either side is constant)."""
+    rp, rt = _rankdata(pred), _rankdata(true)
+    rp = rp - rp.mean(-1, keepdims=True)
+    rt = rt - rt.mean(-1, keepdims=True)
+    den = np.sqrt((rp ** 2).sum(-1) * (rt ** 2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rp * rt).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def report(pred_exp: Dict[str, np.ndarray], pred_reward: np.ndarray, labels: Dict[str, np.ndarray],
+           true_epdms: np.ndarray, source: np.ndarray, use_ec: bool) -> Dict[str, Any]:
+    """Held-out metrics from host arrays (each [B, N]); see the module docstring."""
+    out: Dict[str, Any] = {"scenes": int(true_epdms.shape[0]), "candidates_per_scene": int(true_epdms.shape[1])}
+    for k in R.SUB_SCORES:
+        if k == "EC" and not use_ec:
+            continue
+        lab, p = labels[k], pred_exp[k]
+        if k == "EP":
+            out["EP_mae"] = float(np.mean(np.abs(p - lab)))
+            continue
+        pos = lab >= 1.0
+        out[f"{k}_auroc"] = auroc(p, pos)
+        if k in R.TERNARY:
+            acc = np.mean(np.clip(np.round(p * 2), 0, 2) == np.clip(np.round(lab * 2), 0, 2))
+        else:
+            acc = np.mean((p >= 0.5) == pos)
+        out[f"{k}_accuracy"] = float(acc)
+        out[f"{k}_positive_rate"] = float(np.mean(pos))
+    rho = within_scene_spearman(pred_reward, true_epdms)
+    out["spearman_within_scene"] = float(np.nanmean(rho)) if np.any(np.isfinite(rho)) else float("nan")
+    out["spearman_scenes"] = int(np.sum(np.isfinite(rho)))
+    rho_pol = within_scene_spearman(pred_reward[:, source == 0], true_epdms[:, source == 0])
+    out["spearman_within_scene_policy"] = float(np.nanmean(rho_pol)) if np.any(np.isfinite(rho_pol)) else float("nan")
+    idx = np.argmax(pred_reward, -1)
+    best = true_epdms.max(-1)
+    picked = np.take_along_axis(true_epdms, idx[:, None], -1)[:, 0]
+    out["regret"] = float(np.mean(best - picked))
+    out["epdms_best"] = float(np.mean(best))
+    out["epdms_rwm_top"] = float(np.mean(picked))
+    pol = source == 0
+    if pol.any():
+        tp, pp = true_epdms[:, pol], pred_reward[:, pol]
+        pk = np.take_along_axis(tp, np.argmax(pp, -1)[:, None], -1)[:, 0]
+        out["regret_policy_chains"] = float(np.mean(tp.max(-1) - pk))
+        out["epdms_policy_best"] = float(np.mean(tp.max(-1)))
+        out["epdms_policy_rwm_top"] = float(np.mean(pk))
+    out["reward_mae"] = float(np.mean(np.abs(pred_reward - true_epdms)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Model, state, steps.
+
+def build_rwm(config, seed: int = 0):
+    """-> (graphdef, params pure dict)."""
+    model = R.RewardWorldModel(config.rwm, int(config.model.dim), rngs=nnx.Rngs(seed + 101))
+    gd, st = nnx.split(model)
+    return gd, st.to_pure_dict()
+
+
+def make_optimizer(rc):
+    steps = max(int(rc.steps), 1)
+    warm = min(int(rc.warmup_steps), steps - 1) if steps > 1 else 0
+    sched = optax.warmup_cosine_decay_schedule(0.0, float(rc.lr), max(warm, 1), steps, float(rc.lr) * 0.05)
+    return optax.chain(optax.clip_by_global_norm(float(rc.grad_clip)),
+                       optax.adamw(sched, weight_decay=float(rc.weight_decay)))
+
+
+def make_fns(config, vla_gd, rwm_gd, tx):
+    """-> (train_step(state, vla_params, vla_consts, scenes), eval_step(params, vla_params, vla_consts,
+    scenes, rng)) — both pure, jit them."""
+    from irlvla_jax.scoring.epdms import score
+    rc = config.rwm
+    use_ec = bool(rc.use_ec)
+    mode, hf = config.scoring.mode, bool(config.scoring.human_filter)
+    sched = planner_lib.make_schedule(config.model.planner)
+
+    def prepare(vla_params, vla_consts, scenes, key):
+        vla = nnx.merge(vla_gd, vla_params, vla_consts)
+        tokens = jax.lax.stop_gradient(vla.encode(scenes))
+        cands, src = make_candidates(vla, tokens, scenes, key, rc, sched)
+        cands = jax.lax.stop_gradient(cands)
+        s = score(scenes, cands, mode=mode, human_filter=hf)
+        return tokens, cands, src, s
+
+    def train_step(state, vla_params, vla_consts, scenes):
+        key, nxt = state.next_rng()
+        tokens, cands, _, s = prepare(vla_params, vla_consts, scenes, key)
+        labels = labels_of(s)
+
+        def lf(p):
+            out = nnx.merge(rwm_gd, p)(tokens, cands)
+            losses = R.rwm_losses(out, labels, s.EPDMS, use_ec=use_ec, epdms_weight=float(rc.epdms_weight))
+            return losses["total"], (losses, out)
+
+        (loss, (losses, out)), grads = jax.value_and_grad(lf, has_aux=True)(state.params)
+        upd, opt = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, upd)
+        pred = R.predicted_reward(out, use_ec)
+        m = {f"loss_{k}": v for k, v in losses.items()}
+        m.update(grad_norm=optax.global_norm(grads), true_epdms=jnp.mean(s.EPDMS),
+                 reward_mae=jnp.mean(jnp.abs(pred - s.EPDMS)))
+        return state.replace(params=params, opt_state=opt, step=state.step + 1, rng=nxt), m
+
+    def eval_step(params, vla_params, vla_consts, scenes, rng):
+        tokens, cands, src, s = prepare(vla_params, vla_consts, scenes, rng)
+        out = nnx.merge(rwm_gd, params)(tokens, cands)
+        return R.expectations(out), R.predicted_reward(out, use_ec), labels_of(s), s.EPDMS, cands
+
+    return train_step, eval_step
+
+
+def candidate_sources(config) -> np.ndarray:
+    """[N] source ids of the candidate layout (static, from the config)."""
+    rc = config.rwm
+    K = int(config.data.num_anchors)
+    parts = [np.full(int(rc.policy_samples) * K, 0), np.full(int(rc.noisy_chains), 1),
+             np.full(int(rc.expert_perturbations), 2), np.full(1, 3)]
+    if bool(rc.use_anchors):
+        parts.append(np.full(K, 4))
+    return np.concatenate(parts).astype(np.int32)
+
+
+def evaluate_rwm(config, eval_fn, params, vla_params, vla_consts, scenes, mesh, batch_size: int,
+                 seed: int = 1234) -> Dict[str, Any]:
+    """Held-out report on ``scenes`` (numpy Scene batch), in batches of ``batch_size``."""
+    from irlvla_jax.scene import index
+    n = (int(np.asarray(scenes.scene_id).shape[0]) // batch_size) * batch_size
+    if n == 0:
+        raise ValueError(f"rwm evaluation needs at least {batch_size} scenes (rwm.batch_size), got "
+                         f"{int(np.asarray(scenes.scene_id).shape[0])}")
+    acc = {"exp": [], "pred": [], "lab": [], "true": []}
+    for i in range(0, n, batch_size):
+        b = mesh_lib.shard_batch(index(scenes, slice(i, i + batch_size)), mesh)
+        e, r, lab, t, _ = jax.device_get(eval_fn(params, vla_params, vla_consts, b, jax.random.PRNGKey(seed + i)))
+        acc["exp"].append(e); acc["pred"].append(r); acc["lab"].append(lab); acc["true"].append(t)
+    cat = lambda xs: {k: np.concatenate([x[k] for x in xs]) for k in xs[0]}  # noqa: E731
+    return report(cat(acc["exp"]), np.concatenate(acc["pred"]), cat(acc["lab"]), np.concatenate(acc["true"]),
+                  candidate_sources(config), bool(config.rwm.use_ec))
+
+
+def _load_split(config, workdir, split: str, n: int):
+    from irlvla_jax.data import loader as L
+    from irlvla_jax.scene import index
+    from irlvla_jax.train.imitation import _call_loader
+    scenes = _call_loader(L.load_split, config, workdir, split)
+    n = min(n, int(np.asarray(scenes.scene_id).shape[0]))
+    return index(scenes, slice(0, n))
+
+
+def load_rwm(config, workdir: str):
+    """Latest RWM checkpoint -> (graphdef, params pure dict)."""
+    from irlvla_jax.train.checkpoint import Checkpointer
+    from irlvla_jax.train.state import TrainState
+    gd, params = build_rwm(config, int(config.seed))
+    tx = make_optimizer(config.rwm)
+    abstract = jax.eval_shape(lambda p: TrainState.create(p, {}, tx, 0), params)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "rwm"), config=config, async_save=False)
+    if ckpt.latest_step() is None:
+        raise FileNotFoundError(f"no RWM checkpoint in {ckpt.directory}; run `irlvla train --stage rwm` first")
+    state, _ = ckpt.restore(abstract)
+    return gd, state.params
+
+
+def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: bool = True, mesh=None,
+          num_steps: Optional[int] = None) -> Dict[str, Any]:
+    """Run (or resume) RWM training to ``config.rwm.steps``, then write the held-out report."""
+    from irlvla_jax.train.checkpoint import Checkpointer
+    from irlvla_jax.train.imitation import make_train_iter
+    from irlvla_jax.train.logging import Logger
+    from irlvla_jax.train.ppo import _restore_il
+    from irlvla_jax.train.state import TrainState, abstract_like
+    rc = config.rwm
+    mesh_lib.maybe_initialize_distributed()
+    mesh = mesh or mesh_lib.make_mesh(int(config.train.num_devices))
+    bs = int(rc.batch_size)
+    mesh_lib.check_batch_size(bs, mesh, "rwm.batch_size")
+    vla_gd, vla_params, vla_consts = _restore_il(config, workdir, mesh)
+    rwm_gd, params = build_rwm(config, int(config.seed))
+    tx = make_optimizer(rc)
+    state = mesh_lib.replicate(TrainState.create(params, {}, tx, int(config.seed)), mesh)
+    if train_iter is None:
+        train_iter = make_train_iter(config, workdir, mesh_lib.local_batch_size(bs))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "rwm"), config=config,
+                        max_to_keep=int(config.train.max_to_keep), async_save=bool(config.train.async_checkpoint))
+    start = 0
+    if ckpt.latest_step() is not None:
+        state, start = ckpt.restore(abstract_like(state), data_iter=train_iter)
+        print(f"rwm: resumed from step {start}")
+    train_step, eval_step = make_fns(config, vla_gd, rwm_gd, tx)
+    step_fn = jax.jit(train_step, donate_argnums=(0,))
+    total = int(num_steps if num_steps is not None else rc.steps)
+    log = Logger(workdir, "rwm", total, start, enable_tqdm=progress)
+    every, log_every = int(rc.checkpoint_every), int(config.train.log_every)
+    t0, times, step = time.time(), [], start
+    try:
+        while step < total:
+            batch = mesh_lib.shard_batch(next(train_iter), mesh)
+            ts = time.time()
+            state, m = step_fn(state, vla_params, vla_consts, batch)
+            step += 1
+            if step > start + 1:
+                jax.block_until_ready(m["loss_total"])
+                times.append(time.time() - ts)
+            log.advance()
+            if step % log_every == 0 or step == total:
+                log.scalars(step, m, "rwm/")
+            if step % every == 0 or step == total:
+                ckpt.save(step, state, train_iter, force=step == total)
+        ckpt.wait()
+    finally:
+        log.close()
+    train_wall = time.time() - t0
+    if eval_scenes is None:
+        eval_scenes = _load_split(config, workdir, rc.eval_split, int(rc.eval_scenes))
+    ev = jax.jit(eval_step)
+    rep = evaluate_rwm(config, ev, state.params, vla_params, vla_consts, eval_scenes, mesh, bs)
+    rep.update(steps=total, train_wall_s=train_wall, step_s=float(np.median(times)) if times else None,
+               split=str(rc.eval_split), scoring_mode=str(config.scoring.mode))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "rwm_report.json"), "w") as f:
+            json.dump(rep, f, indent=1, default=float)
+        print(json.dumps({"stage": "rwm", **{k: rep[k] for k in ("spearman_within_scene", "regret",
+                                                                 "regret_policy_chains", "steps") if k in rep}},
+                         default=float))
+    return rep
