@@ -90,6 +90,12 @@ def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
         if meta["spec"].get(k) != v:
             raise DatasetError(f"dataset {path} was generated with scene.{k}={meta['spec'].get(k)} but the config "
                                f"has config.scene.{k}={v}; regenerate it or use the matching config")
+    for key, have, cfg_val in [(f"data.num_{s}", meta["sizes"].get(s), n) for s, n in split_sizes(config).items()] + \
+            [("seed", meta.get("seed"), int(config.seed)), ("data.num_anchors", meta.get("num_anchors"),
+                                                           int(config.data.num_anchors))]:
+        if have != cfg_val:
+            raise DatasetError(f"dataset {path} was generated with {key}={have} but the config has "
+                               f"config.{key}={cfg_val}; regenerate it (irlvla generate) or pass the same overrides")
     meta["path"] = path
     return meta
 

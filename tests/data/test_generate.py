@@ -62,6 +62,9 @@ def test_generate_skips_identical_and_refuses_mismatched_spec(tmp_path, dataset)
     c.scene.num_agents = 8
     with pytest.raises(loader.DatasetError, match="scene.num_agents=16 but the config has config.scene.num_agents=8"):
         loader.make_loader(c, "train", 4)
+    c = tiny_config(data_dir=cfg.data.data_dir, num_val=250)
+    with pytest.raises(loader.DatasetError, match="data.num_val=16 but the config has config.data.num_val=250"):
+        loader.load_split(c, "val")
 
 
 def test_invalid_scene_fails_generate_and_leaves_nothing(tmp_path):
