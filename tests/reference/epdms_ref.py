@@ -597,9 +597,10 @@ def _pdm_observation(world: World, n_steps: int):
             reds.append((Obj(f"red_light_{k}", -1, False, True, None, red=True), poly))
     obs = []
     for t in range(n_steps + 1):
+        tf = 2 * (t // 2) * DT  # the planner's observation has a 0.2 s resolution (odd steps reuse t - 1)
         step = []
         for o, (x, y, h, l, w), v in items0:
-            step.append((o, box_polygon(x + v[0] * t * DT, y + v[1] * t * DT, h, l, w)))
+            step.append((o, box_polygon(x + v[0] * tf, y + v[1] * tf, h, l, w)))
         obs.append(step + reds)
     return obs
 
