@@ -101,14 +101,19 @@ def corridor_occupancy(route: Path, d_of_s, boxes: np.ndarray, vel: np.ndarray, 
     return inside, s, lon_ext, v_al
 
 
-def _acc_model(v, vt, g, vl, p: ExpertParams, sq, coolness=0.99):
-    """IDM with the constant-acceleration heuristic (Treiber & Kesting's ACC model): a leader that
-    cuts in close but is not slower does not cause an emergency brake, while a stopped obstacle
-    still gets at least the kinematically required deceleration v^2 / (2 gap)."""
+def _acc_model(v, vt, g, vl, p: ExpertParams, sq, al=0.0, coolness=0.99):
+    """IDM with the constant-acceleration heuristic (Treiber & Kesting's ACC model), using the
+    leader's acceleration ``al`` (the expert knows it): a leader that cuts in close but is not slower
+    does not cause an emergency brake, a braking leader is answered in proportion, and a stopped
+    obstacle still gets at least the kinematically required deceleration v^2 / (2 gap)."""
     g = max(g, 0.05)
     sstar = p.s_min + max(0.0, v * p.headway + v * (v - vl) / sq)
     a_idm = p.a_max * (1.0 - (v / vt) ** 4 - (sstar / g) ** 2)
-    a_cah = 0.0 if vl >= v else -((v - vl) ** 2) / (2.0 * g)
+    al = min(al, p.a_max)
+    if vl * (v - vl) <= -2.0 * g * al and vl ** 2 - 2.0 * g * al > 1e-6:
+        a_cah = v * v * al / (vl * vl - 2.0 * g * al)
+    else:
+        a_cah = al - (max(v - vl, 0.0) ** 2) / (2.0 * g)
     if a_idm >= a_cah:
         return a_idm
     return (1 - coolness) * a_idm + coolness * (a_cah + p.b * np.tanh((a_idm - a_cah) / p.b))
@@ -120,6 +125,7 @@ def plan(route: Path, s0: float, v0: float, v_limit: float, p: ExpertParams, d_o
     """Simulate the expert at 10 Hz for 4 s. See the module docstring."""
     inside, sa, lon, val = corridor_occupancy(route, d_of_s, boxes, vel, valid, types)
     n = inside.shape[0]
+    acc_al = np.gradient(val, DT, axis=1) if n else val
     idx = np.where(inside, np.arange(T_FUT)[None], 10 ** 6)
     next_in = np.minimum.accumulate(idx[:, ::-1], axis=1)[:, ::-1] if n else idx
     # Curvature speed profile along the route.
@@ -137,7 +143,7 @@ def plan(route: Path, s0: float, v0: float, v_limit: float, p: ExpertParams, d_o
         nonlocal any_committed
         vt = max(float(np.interp(s + 2.0, route.s, v_allow)), 0.3)
         acc = max(p.a_max * (1.0 - (v / vt) ** 4), -3.0)
-        gaps, vls = [], []
+        gaps, vls, als = [], [], []
         if n:
             kp = next_in[:, kk]
             cand = kp <= min(kk + 25, T_FUT - 1)
@@ -155,6 +161,8 @@ def plan(route: Path, s0: float, v0: float, v_limit: float, p: ExpertParams, d_o
                 ok &= ~((kpi > kk) & (t_clear < dte - 0.3))
                 gaps += list((s_v - le - front)[ok])
                 vls += list(va[ok])
+                # leader acceleration (full knowledge) for agents in the corridor now, 0 for future entries
+                als += list(np.where(kpi == kk, acc_al[ii, kpi], 0.0)[ok])
         for li, lt in enumerate(lights):
             if committed[li]:
                 continue
@@ -175,8 +183,9 @@ def plan(route: Path, s0: float, v0: float, v_limit: float, p: ExpertParams, d_o
                 continue
             gaps.append(gl)
             vls.append(0.0)
-        for g, vl in zip(gaps, vls):
-            acc = min(acc, _acc_model(v, vt, g, vl, p, sq))
+            als.append(0.0)
+        for g, vl, al in zip(gaps, vls, als):
+            acc = min(acc, _acc_model(v, vt, g, vl, p, sq, al))
         return float(np.clip(acc, -8.0, 2.0))
 
     # t0 state.

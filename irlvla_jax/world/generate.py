@@ -199,7 +199,8 @@ def _back_lane_s(cor: R.Corridor, j: int, u: float) -> tuple:
 
 def _populate_corridor(rng, w: World, cor: R.Corridor, ego_k: int, placer: _Placer, ego_u: float,
                        n_neighbors=(0, 3), n_oncoming=(0, 4), follower_p=0.4, neighbor_u=(-35.0, 70.0),
-                       ped_side_p=0.35, parked_p=0.25, avoid_lanes=(), oncoming_u=(-30.0, 120.0)):
+                       ped_side_p=0.35, parked_p=0.25, avoid_lanes=(), oncoming_u=(-30.0, 120.0),
+                       carpark_p=0.12):
     """Neighbours in other forward lanes, oncoming traffic, a follower, sidewalk pedestrians, parked cars."""
     lim = w.limit
     for k in range(cor.n_fwd):
@@ -245,8 +246,24 @@ def _populate_corridor(rng, w: World, cor: R.Corridor, ego_k: int, placer: _Plac
             _, _, h = cor.ref.at(np.array([u]))
             dirn = float(h[0]) + (0.0 if rng.random() < 0.5 else np.pi)
             w.fixed.append(pedestrian(p0, dirn, rng.uniform(0.8, 1.6)))
+    # A car park beside the road (drivable, kind car park) with parked cars in it.
+    if rng.random() < carpark_p:
+        u_cp = ego_u + rng.uniform(-15.0, 40.0)
+        length, depth = rng.uniform(25.0, 45.0), rng.uniform(14.0, 22.0)
+        edge = -cor.n_fwd * cor.widths - R.SHOULDER
+        poly = R.carpark_polygon(cor.ref, u_cp, edge, length, depth)
+        w.mb.add_drivable(poly, S.DRIVABLE_CARPARK)
+        w.mb.markings.append(R.Marking(poly[[0, 1, 2, 3, 0]], 0))
+        for slot in range(int(length // 3.0)):
+            if rng.random() < 0.5:
+                L, W_, H = _car(rng)
+                L = min(L, 5.2)
+                off = edge - depth + 0.5 + L / 2
+                p = cor.ref.offset_points(np.array([u_cp + 1.5 + 3.0 * slot]), off)[0]
+                _, _, h = cor.ref.at(np.array([u_cp + 1.5 + 3.0 * slot]))
+                w.fixed.append(static_object(p, float(h[0]) + np.pi / 2, L, min(W_, 2.0), H, kind=AGENT_VEHICLE))
     # Parked cars beyond the right road edge.
-    if rng.random() < parked_p:
+    elif rng.random() < parked_p:
         for _ in range(int(rng.integers(1, 4))):
             L, W_, H = _car(rng)
             u = ego_u + rng.uniform(-10.0, 80.0)
@@ -402,11 +419,13 @@ def _fam_blocked(spec, rng):
             objs.append(static_object(c2, h + np.pi / 2, 0.4, L, 1.0, AGENT_STATIC, priority=0))
     w.fixed.extend(objs)
     if variant == "nudge":
-        # Nudge away from the object by what it takes (<= 0.45 m) over its extent.
+        # Nudge away from the object by what it takes (<= 0.9 m) while passing it.
         s_obs = w.s0 + E.EGO_FRONT + obs_gap
+        obj_len = {"car": L if kind == "car" else 0.0, "cones": 2.5 * (len(objs) - 1) + 0.4, "barrier": 0.4}[kind]
         need = (o_lane - cor.widths / 2 + intr) - (o_lane - E.EGO_WIDTH / 2 - 0.3)  # > 0: into our corridor
-        if 0 < need <= 0.45:
-            ramp = _smoothstep((route.s - (s_obs - 25.0)) / 15.0) * (1 - _smoothstep((route.s - (s_obs + 15.0)) / 15.0))
+        if 0 < need <= 0.9:
+            a0, a1 = s_obs - E.EGO_FRONT - 1.0, s_obs + obj_len + E.EGO_REAR + 1.0
+            ramp = _smoothstep((route.s - (a0 - 10.0)) / 10.0) * (1 - _smoothstep((route.s - a1) / 10.0))
             w.d_grid = w.d_grid * (1 - ramp) + (need + 0.05) * ramp
     extra = {"car": "parked car", "cones": "cones", "barrier": "obstacle"}[kind]
     if variant == "bypass":
@@ -640,6 +659,8 @@ def _fam_intersection(spec, rng):
         if not green_now and D > 10.0:
             s = s_stop - 1.0 - L / 2 - rng.uniform(0.0, 1.0)
             v = 0.0
+            gap = s - L / 2 - (s0 + E.EGO_FRONT)
+            w.v0 = float(min(w.v0, np.sqrt(max(0.0, 4.0 * (gap - 3.0)))))
         else:
             gap = rng.uniform(max(6.0, v0), 30.0)
             s = s0 + E.EGO_FRONT + gap + L / 2
@@ -709,7 +730,9 @@ def _fam_intersection(spec, rng):
             w.fixed.append(pedestrian(p_start, direction, spd, delay, stop_after=wl + wr + 4.0 - start_in))
     mtxt = {"left": "turn left at the intersection", "right": "turn right at the intersection",
             "straight": "go straight through the intersection"}[movement]
-    w.text = f"{mtxt} in {language.round5(max(D, 0.0))} m, speed limit {language.kmh(limit)} km/h"
+    if D >= 3.0:
+        mtxt += f" in {language.round5(D)} m"
+    w.text = f"{mtxt}, speed limit {language.kmh(limit)} km/h"
     return w
 
 
@@ -772,29 +795,37 @@ def _simulate(w: World):
     return boxes, vel, types, valid, heights, prio, ex
 
 
+def _conflicts(boxes, valid, ex) -> np.ndarray:
+    """Agents [n] that come within ~0.3 m (front / rear) or 0.1 m (sides) of the expert's box."""
+    if len(boxes) == 0:
+        return np.zeros(0, bool)
+    eb = _ego_boxes(ex.pose[T_PAST:]).copy()                           # [41, 5]
+    eb[:, 3] += 0.6
+    eb[:, 4] += 0.2
+    return (boxes_overlap(eb[None], boxes) & valid).any(1)
+
+
 def _build(spec, family, rng):
-    """Draw a world, simulate it, sanity-check it; re-draw when a key agent conflicts with the expert."""
-    last = None
+    """Draw a world, simulate it, sanity-check it: re-draw (up to 6 times) while a key agent of the
+    family conflicts with the expert; then remove any other conflicting agent and re-plan without it."""
     for attempt in range(6):
         try:
             w = _BUILDERS[family](spec, rng)
         except _Retry:
             continue
-        boxes, vel, types, valid, heights, prio, ex = _simulate(w)
-        ego_fut = _ego_boxes(ex.pose[T_PAST:])                             # [41, 5]
-        if len(boxes):
-            # Slightly inflated ego box for the sanity test.
-            eb = ego_fut.copy()
-            eb[:, 3] += 0.3
-            eb[:, 4] += 0.2
-            hit = boxes_overlap(eb[None], boxes) & valid                   # [n, 41]
-            bad = hit.any(1)
-        else:
-            bad = np.zeros(0, bool)
-        last = (w, boxes, vel, types, valid, heights, prio, ex, bad)
-        if not (bad & (prio == 0)).any():
+        sim = _simulate(w)
+        bad = _conflicts(sim[0], sim[3], sim[6])
+        if not (bad & (sim[5] == 0)).any():
             break
-    w, boxes, vel, types, valid, heights, prio, ex, bad = last
+    for _ in range(4):
+        if not bad.any():
+            break
+        nv = len(w.vehicles)
+        w.vehicles = [v for i, v in enumerate(w.vehicles) if not bad[i]]
+        w.fixed = [f for i, f in enumerate(w.fixed) if not bad[nv + i]]
+        sim = _simulate(w)
+        bad = _conflicts(sim[0], sim[3], sim[6])
+    boxes, vel, types, valid, heights, prio, ex = sim
     keep = ~bad
     return w, boxes[keep], vel[keep], types[keep], valid[keep], heights[keep], prio[keep], ex
 
@@ -1004,3 +1035,35 @@ def generate_world(spec: SceneSpec, seed: int, index: int, split: str, family: O
     fam = family if family is not None else family_for(split, seed, index)
     rng = np.random.default_rng([int(seed), split_id, int(index)])
     return _build(spec, fam, rng)
+
+
+def _main(argv=None) -> None:
+    """Speed check: ``python -m irlvla_jax.world.generate [--config configs/tiny.py] [--n 180]``.
+    Prints one JSON line (wall and CPU ms per scene, scenes/s, family counts)."""
+    import argparse
+    import importlib.util
+    import json
+    import time
+    ap = argparse.ArgumentParser(description=_main.__doc__)
+    ap.add_argument("--config", default="configs/tiny.py")
+    ap.add_argument("--n", type=int, default=180)
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    sp = importlib.util.spec_from_file_location("world_speed_cfg", a.config)
+    mod = importlib.util.module_from_spec(sp)
+    sp.loader.exec_module(mod)
+    spec = SceneSpec.from_config(mod.get_config().scene)
+    generate_scene(spec, a.seed, 0, a.split)                       # warm caches
+    counts = {f: 0 for f in FAMILIES}
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(a.n):
+        counts[FAMILIES[int(generate_scene(spec, a.seed, i, a.split).family)]] += 1
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(json.dumps({"config": a.config, "scenes": a.n, "wall_ms_per_scene": round(1e3 * wall / a.n, 2),
+                      "cpu_ms_per_scene": round(1e3 * cpu / a.n, 2), "scenes_per_s": round(a.n / wall, 1),
+                      "families": counts}))
+
+
+if __name__ == "__main__":
+    _main()
