@@ -51,7 +51,6 @@ def _check_data(cfg) -> None:
         require(int(d.render_count) >= 1, "data.render_count", f"must be >= 1, got {d.render_count}")
 
 
-
 # ---- MODEL/IL helper: sections `model`, `il`, `train` ------------------------------------------------
 _MODEL_KEYS = {
     "": ("dim", "heads", "dtype", "perception", "semantic", "planner"),
@@ -131,6 +130,56 @@ def _check_train(cfg) -> None:
     require(int(t.max_to_keep) >= 1, "train.max_to_keep", "must be >= 1")
     require(int(t.log_every) >= 1, "train.log_every", "must be >= 1")
 # ---- end MODEL/IL helper -------------------------------------------------------------------------------
+
+
+# ---- RL helper: sections `rwm`, `ppo`, `pipeline` -------------------------------------------------------------------
+@checker("rwm")
+def _check_rwm(cfg) -> None:
+    r = cfg.rwm
+    for k in ("d_model", "num_layers", "num_heads", "ff_mult", "steps", "batch_size", "policy_samples",
+              "eval_scenes", "checkpoint_every"):
+        require(int(r[k]) >= 1, f"rwm.{k}", f"must be >= 1, got {r[k]}")
+    require(int(r.d_model) % int(r.num_heads) == 0, "rwm.d_model", "must be divisible by rwm.num_heads")
+    for k in ("noisy_chains", "expert_perturbations", "warmup_steps"):
+        require(int(r[k]) >= 0, f"rwm.{k}", f"must be >= 0, got {r[k]}")
+    for k in ("lr", "grad_clip"):
+        require(float(r[k]) > 0, f"rwm.{k}", f"must be > 0, got {r[k]}")
+    for k in ("noise_std", "epdms_weight", "weight_decay"):
+        require(float(r[k]) >= 0, f"rwm.{k}", f"must be >= 0, got {r[k]}")
+    require(r.eval_split in ("train", "val", "test", "hard"), "rwm.eval_split",
+            f"must be one of train/val/test/hard, got {r.eval_split!r}")
+
+
+@checker("ppo")
+def _check_ppo(cfg) -> None:
+    p = cfg.ppo
+    require(p.reward in ("rwm", "scorer"), "ppo.reward", f"must be 'rwm' or 'scorer', got {p.reward!r}")
+    for k in ("finetune_steps", "samples_per_scene", "updates", "batch_size", "epochs", "num_minibatches",
+              "value_hidden", "checkpoint_every"):
+        require(int(p[k]) >= 1, f"ppo.{k}", f"must be >= 1, got {p[k]}")
+    require(int(p.batch_size) % int(p.num_minibatches) == 0, "ppo.num_minibatches",
+            f"must divide ppo.batch_size={p.batch_size}")
+    if "model" in cfg and "planner" in cfg.model:
+        n = int(cfg.model.planner.ddim_steps)
+        require(int(p.finetune_steps) <= n, "ppo.finetune_steps",
+                f"must be <= model.planner.ddim_steps={n} (the denoising steps), got {p.finetune_steps}")
+    for k in ("lr", "clip_eps", "sigma_max", "sigma_min", "max_grad_norm"):
+        require(float(p[k]) > 0, f"ppo.{k}", f"must be > 0, got {p[k]}")
+    require(float(p.sigma_min) <= float(p.sigma_max), "ppo.sigma_min", "must be <= ppo.sigma_max")
+    for k in ("bc_weight", "vf_coef", "ent_coef", "log_std_bound"):
+        require(float(p[k]) >= 0, f"ppo.{k}", f"must be >= 0, got {p[k]}")
+    require(0 < float(p.gamma) <= 1 and 0 <= float(p.gae_lambda) <= 1, "ppo.gamma",
+            "gamma must be in (0, 1] and gae_lambda in [0, 1]")
+
+
+@checker("pipeline")
+def _check_pipeline(cfg) -> None:
+    p = cfg.pipeline
+    require(p.eval_split in ("train", "val", "test", "hard"), "pipeline.eval_split",
+            f"must be one of train/val/test/hard, got {p.eval_split!r}")
+    for k in ("eval_scenes", "eval_chunk", "best_of_samples"):
+        require(int(p[k]) >= 1, f"pipeline.{k}", f"must be >= 1, got {p[k]}")
+# ---- end RL helper ----------------------------------------------------------------------------------------
 
 
 def check(cfg) -> None:
