@@ -196,14 +196,14 @@ def load_split(config, split: str, *, data_dir: Optional[str] = None, limit: Opt
     """The whole split as one stacked numpy Scene [N, ...], sorted by scene_id (``limit``: first N of those)."""
     meta = open_dataset(config, data_dir)
     spec = SceneSpec.from_config(config.scene)
-    src = _RawSource(_data_source(meta, split), split)
-    ids = []
-    for i in range(len(src)):  # scene ids only (cheap) to pick and order the records
-        try:
-            ids.append(int(src._source[i]["scene_id"]))
-        except Exception:  # noqa: BLE001 - reported with the record index by the decode below
-            ids.append(-1)
-    order = np.argsort(np.asarray(ids), kind="stable")
+    source = _data_source(meta, split)
+    try:
+        examples = source.__getitems__(list(range(len(source))))
+    except Exception:  # noqa: BLE001 - fall back to one by one, which names the bad record
+        raw = _RawSource(source, split)
+        examples = [raw[i][1] for i in range(len(source))]
+    ids = np.asarray([int(e["scene_id"]) for e in examples])
+    order = np.argsort(ids, kind="stable")
     if limit is not None:
         order = order[: int(limit)]
     dec = _Decode(spec, split, check)
@@ -211,7 +211,7 @@ def load_split(config, split: str, *, data_dir: Optional[str] = None, limit: Opt
     if progress:
         from tqdm import tqdm
         it = tqdm(order, desc=f"load {split}", unit="scene")
-    scenes = [dec(src[int(i)]) for i in it]
+    scenes = [dec((int(i), examples[int(i)])) for i in it]
     if not scenes:
         raise DatasetError(f"split '{split}' of {meta['path']} is empty")
     return Scene(**{n: np.stack([s[n] for s in scenes]) for n in FIELDS})
