@@ -51,11 +51,12 @@ Conversion (as NAVSIM's metric cache builds its inputs)
   missing from a frame is green there, as NAVSIM's observation). Too many objects for the spec: on-route
   lanes first, then by distance; on-route lights first. Polygons with more vertices than the spec are
   reduced by Visvalingam-Whyatt area elimination; polylines are resampled by arc length.
-* Route centerline: NAVSIM's PDM-Closed runs a Dijkstra search over the route lanes. Here (no devkit):
-  the starting lane is the on-route lane holding the rear axle with the smallest heading error (else the
-  nearest on-route lane), then on-route successors are followed, preferring the roadblock that comes
-  next in ``roadblock_ids``; the centerline is cropped to ``route_behind`` m behind and ``route_ahead`` m
-  ahead of the ego. A provider may instead give the route centerline itself (``MapQuery.route``).
+* Route centerline, as NAVSIM's PDM-Closed: the starting lane is the on-route lane holding the rear axle
+  with the smallest heading error (else the nearest on-route lane); a shortest-path search over on-route
+  successors (cost = lane length) to the roadblock 29 places further along ``roadblock_ids`` (deepest
+  path if not reached); its lanes' centerlines concatenated, then cropped to ``route_behind`` m behind and
+  ``route_ahead`` m ahead of the ego. Not reproduced: nuPlan's route-roadblock correction (when the ego's
+  roadblock is not on the route). A provider may instead give the centerline itself (``MapQuery.route``).
 * Not filled (zeros): camera, lidar, bev_semantic, instruction. ``family`` is a heuristic
   (intersection if an on-route connector is in the crop, curve if the route turns > 0.5 rad ahead, else
   cruise_lead); ``meta_speed`` / ``meta_path`` come from the expert's speed and path like the world's
@@ -76,6 +77,7 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
+import heapq
 import io
 import json
 import os
@@ -250,7 +252,10 @@ class MapQuery:
 
 
 class MapLayers:
-    """Provider interface: ``query(map_name, x, y, radius, route_roadblock_ids) -> MapQuery`` (map frame)."""
+    """Provider interface: ``query(map_name, x, y, radius, route_roadblock_ids) -> MapQuery`` (map frame):
+    the lanes, roadblocks, intersections and car parks within ``radius`` m of (x, y), plus the lanes of the
+    route roadblocks wherever they are (only those within the radius become Scene lanes; the others serve
+    the route search)."""
 
     def query(self, map_name: str, x: float, y: float, radius: float,
               route_roadblock_ids: Sequence[str] = ()) -> MapQuery:
@@ -274,7 +279,8 @@ class DictMapLayers(MapLayers):
             "roadblocks" | "intersections" | "carparks": [{"id", "polygon"}, ...],
             "route": optional [[x, y], ...]}}
 
-    ``query`` returns the objects whose polygon comes within ``radius`` of (x, y).
+    ``query`` returns the objects whose polygon comes within ``radius`` of (x, y), plus every lane of
+    the route roadblocks (for the route search).
     """
 
     def __init__(self, maps: Mapping[str, Mapping[str, Any]]):
@@ -311,7 +317,8 @@ class DictMapLayers(MapLayers):
             raise KeyError(f"map '{map_name}' not in this DictMapLayers (has {sorted(self._maps)})")
         m, p = self._maps[map_name], np.array([x, y], np.float64)
         near = lambda poly: _point_polygon_distance(p, poly) <= radius  # noqa: E731
-        return MapQuery(lanes=[ln for ln in m["lanes"] if near(ln.polygon)],
+        route = set(str(r) for r in route_roadblock_ids)
+        return MapQuery(lanes=[ln for ln in m["lanes"] if ln.roadblock_id in route or near(ln.polygon)],
                         roadblocks=[a for a in m["roadblocks"] if near(a.polygon)],
                         intersections=[a for a in m["intersections"] if near(a.polygon)],
                         carparks=[a for a in m["carparks"] if near(a.polygon)], route=m["route"])
@@ -364,6 +371,17 @@ class DevkitMapLayers(MapLayers):
                     cl = np.asarray([[s.x, s.y] for s in e.baseline_path.discrete_path], np.float64)
                     lanes.append(MapLane(str(e.id), ring(e), cl, str(block.id), is_conn, e.speed_limit_mps,
                                          tuple(str(o.id) for o in e.outgoing_edges)))
+        seen = {ln.id for ln in lanes}
+        for rid in dict.fromkeys(str(r) for r in route_roadblock_ids):   # as NAVSIM's route dicts
+            block = api.get_map_object(rid, L.ROADBLOCK)
+            is_conn = block is None
+            block = block or api.get_map_object(rid, L.ROADBLOCK_CONNECTOR)
+            for e in (block.interior_edges if block is not None else []):
+                if str(e.id) not in seen:
+                    cl = np.asarray([[s.x, s.y] for s in e.baseline_path.discrete_path], np.float64)
+                    lanes.append(MapLane(str(e.id), ring(e), cl, str(block.id), is_conn, e.speed_limit_mps,
+                                         tuple(str(o.id) for o in e.outgoing_edges)))
+                    seen.add(str(e.id))
         area = lambda layer: [MapArea(str(o.id), ring(o)) for o in objs[layer]]  # noqa: E731
         return MapQuery(lanes, area(L.ROADBLOCK), area(L.INTERSECTION), area(L.CARPARK_AREA))
 
@@ -570,27 +588,44 @@ def _start_lane(cand: List[MapLane], ego_pose: np.ndarray) -> Optional[MapLane]:
 
 
 def _route_from_lanes(lanes: List[MapLane], on_route: Sequence[bool], route_ids: Sequence[str],
-                      ego_pose: np.ndarray) -> Optional[np.ndarray]:
-    """Route centerline [k, 2] (map frame) through on-route lanes, starting at the ego's lane."""
-    cand = [ln for ln, r in zip(lanes, on_route) if r and len(ln.centerline) >= 2]
-    best = _start_lane(cand, ego_pose)
-    if best is None:
+                      ego_pose: np.ndarray, search_depth: int = 30) -> Optional[np.ndarray]:
+    """Route centerline [k, 2] (map frame) through the on-route lanes, as NAVSIM's PDM-Closed finds it:
+    from the starting lane, a shortest-path search (cost = centerline length) over on-route lane successors
+    to any lane of the roadblock ``search_depth - 1`` places after the start's in ``route_ids`` (or the last
+    one); if that roadblock is not reached (e.g. it lies outside the lanes given), the deepest path, ties
+    broken by length. The lanes' centerlines are concatenated."""
+    cand = {ln.id: ln for ln, r in zip(lanes, on_route) if r and len(ln.centerline) >= 2}
+    start = _start_lane(list(cand.values()), ego_pose)
+    if start is None:
         return None
-    order = {rid: i for i, rid in enumerate(dict.fromkeys(route_ids))}
-    by_id = {ln.id: ln for ln in cand}
-    path, seen = [best], {best.id}
-    for _ in range(30):
-        cur = path[-1]
-        nxt = [by_id[s] for s in cur.successors if s in by_id and s not in seen]
-        if not nxt:
+    order = list(dict.fromkeys(str(r) for r in route_ids))
+    i0 = order.index(start.roadblock_id) if start.roadblock_id in order else 0
+    target = order[i0:i0 + search_depth][-1]
+    dist, depth, parent = {start.id: 1.0}, {start.id: 1}, {start.id: None}
+    heap, done, end = [(1.0, start.id)], [], None
+    while heap:
+        d, lid = heapq.heappop(heap)
+        if lid in done or d > dist[lid]:
+            continue
+        if cand[lid].roadblock_id == target:
+            end = lid
             break
-        ci = order.get(cur.roadblock_id, -1)
-        nxt.sort(key=lambda ln: (order.get(ln.roadblock_id, 1 << 30) <= ci, order.get(ln.roadblock_id, 1 << 30)))
-        path.append(nxt[0])
-        seen.add(nxt[0].id)
-    pts = [path[0].centerline]
-    for ln in path[1:]:
-        c = ln.centerline
+        done.append(lid)
+        for nid in cand[lid].successors:
+            if nid not in cand or nid in done:
+                continue
+            alt = d + float(_arclength(cand[nid].centerline)[-1])
+            if alt < dist.get(nid, np.inf):
+                dist[nid], depth[nid], parent[nid] = alt, depth[lid] + 1, lid
+                heapq.heappush(heap, (alt, nid))
+    if end is None:
+        end = min(done, key=lambda i: (-depth[i], dist[i], i))
+    path = [end]
+    while parent[path[-1]] is not None:
+        path.append(parent[path[-1]])
+    pts = [cand[path[-1]].centerline]
+    for lid in reversed(path[:-1]):
+        c = cand[lid].centerline
         pts.append(c[1:] if np.allclose(c[0], pts[-1][-1], atol=1e-3) else c)
     return np.concatenate(pts, 0)
 
@@ -675,7 +710,7 @@ def convert_scene(frames: Sequence[Mapping[str, Any]], spec: S.SceneSpec, maps: 
         map_name = str(_field(frames[t0], "map_location", token, t0))
         q = maps.query(map_name, float(origin[0]), float(origin[1]), float(map_radius), route_ids)
         lights_t = [_lights(frames[t0 + k], token, t0 + k) for k in range(S.N_LIGHT)]
-        route, fam = _fill_map(f, spec, q, route_ids, origin, lights_t, where)
+        route, fam = _fill_map(f, spec, q, route_ids, origin, lights_t, where, map_radius)
         s_ego, _ = _project(route, np.zeros(2)) if len(route) >= 2 else (0.0, 0.0)
         route = _crop_polyline(route, s_ego - route_behind, s_ego + route_ahead)
     f["route"][:], f["route_valid"][:] = S.pad_polyline(fit_polyline(route, spec.route_points),
@@ -686,7 +721,8 @@ def convert_scene(frames: Sequence[Mapping[str, Any]], spec: S.SceneSpec, maps: 
     return S.validate(S.Scene.from_dict(f, where), spec, where)
 
 
-def _fill_map(f, spec: S.SceneSpec, q: MapQuery, route_ids, origin, lights_t, where) -> Tuple[np.ndarray, str]:
+def _fill_map(f, spec: S.SceneSpec, q: MapQuery, route_ids, origin, lights_t, where,
+              map_radius: float) -> Tuple[np.ndarray, str]:
     """Write lanes, drivable polygons and lights of q (map frame) into f (t0 frame); return (route, family)."""
     route_set = set(route_ids)
     lanes = list(q.lanes)
@@ -694,7 +730,8 @@ def _fill_map(f, spec: S.SceneSpec, q: MapQuery, route_ids, origin, lights_t, wh
     lit = set().union(*lights_t)          # connectors with a state in any of the 9 frames
     ego = np.asarray(origin[:2])
     dist = [_point_polygon_distance(ego, ln.polygon) for ln in lanes]
-    order = sorted(range(len(lanes)), key=lambda i: (not on_route[i], lanes[i].id not in lit, dist[i], lanes[i].id))
+    near = [i for i in range(len(lanes)) if dist[i] <= map_radius]
+    order = sorted(near, key=lambda i: (not on_route[i], lanes[i].id not in lit, dist[i], lanes[i].id))
     lane_row: Dict[str, int] = {}
     for row, i in enumerate(order[:spec.num_lanes]):
         ln = lanes[i]
@@ -749,7 +786,7 @@ def _fill_map(f, spec: S.SceneSpec, q: MapQuery, route_ids, origin, lights_t, wh
     if start is not None:
         f["speed_limit"][...] = float(np.clip(start.speed_limit or 0.0, 0.0, 60.0))
     fam = "cruise_lead"
-    if any(on_route[i] and lanes[i].is_connector for i in range(len(lanes))):
+    if any(on_route[i] and lanes[i].is_connector for i in near):
         fam = "intersection"
     else:
         s_ego, _ = _project(route, np.zeros(2))
@@ -768,7 +805,8 @@ def convert_log(path: str, spec: S.SceneSpec, maps: Optional[MapLayers], *, num_
                 **kw) -> Tuple[List[str], S.Scene]:
     """Every scene of one log pickle -> (tokens, stacked Scene batch). ``tokens`` keeps only those."""
     scenes = split_log(load_log(path), num_history, num_future, frame_interval)
-    keep = [t for t in scenes if tokens is None or t in set(tokens)]
+    wanted = None if tokens is None else set(tokens)
+    keep = [t for t in scenes if wanted is None or t in wanted]
     if not keep:
         raise ValueError(f"{path}: no scene (of {len(scenes)}) left after the token filter")
     out = [convert_scene(scenes[t], spec, maps, num_history=num_history, **kw) for t in keep]

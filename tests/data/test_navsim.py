@@ -516,3 +516,39 @@ def test_light_first_seen_after_t0_is_kept(log_path):
     sc = N.convert_scene(frames, SPEC, N.DictMapLayers(map_dict()))
     assert sc.light_valid.sum() == 2 and sc.light_on_route[0]
     assert sc.light_red[0].tolist() == [False, False, True, True, True, True, True, True, True]
+
+
+def test_route_search_takes_shortest_path_then_deepest():
+    box = lambda x0, x1, y0, y1: np.array(_box(x0, x1, y0, y1), float)  # noqa: E731
+    lanes = [
+        N.MapLane("A", box(0, 10, -2, 2), np.array([[0, 0], [10, 0]], float), "R1", successors=("B1", "B2")),
+        N.MapLane("B1", box(10, 110, -2, 32), np.array([[10, 0], [60, 30], [110, 0]], float), "R2",
+                  successors=("C1",)),
+        N.MapLane("B2", box(10, 110, -2, 2), np.array([[10, 0], [110, 0]], float), "R2", successors=("C2",)),
+        N.MapLane("C1", box(110, 150, -2, 2), np.array([[110, 0], [150, 0]], float), "R3"),
+        N.MapLane("C2", box(110, 150, -2, 2), np.array([[110, 0], [150, 0]], float), "R3"),
+        N.MapLane("X", box(0, 10, 2, 6), np.array([[0, 4], [10, 4]], float), "R0"),   # not on the route
+    ]
+    for route in (["R1", "R2", "R3"], ["R1", "R2", "R3", "R9"]):       # target reached / not in the lanes
+        on = [ln.roadblock_id in route for ln in lanes]
+        r = N._route_from_lanes(lanes, on, route, np.array([2.0, 0.0, 0.0]))
+        assert np.abs(r[:, 1]).max() < 1e-9                            # B2 (100 m), not B1 (~117 m)
+        np.testing.assert_allclose([r[0, 0], r[-1, 0]], [0.0, 150.0])
+    # Target roadblock = the start's: the route is the start lane alone.
+    r = N._route_from_lanes(lanes, [True] * 5 + [False], ["R1"], np.array([2.0, 0.0, 0.0]))
+    np.testing.assert_allclose(r, [[0, 0], [10, 0]])
+
+
+def test_far_route_lanes_feed_the_route_but_not_scene_lanes(log_path):
+    m = map_dict()
+    far = dict(id="L4", polygon=_g(_box(250, 400, -1.8, 1.8)), centerline=_g([[250, 0], [400, 0]]),
+               roadblock_id="RB4", is_connector=False, speed_limit=15.0, successors=[])
+    m[MAP]["lanes"][5]["successors"] = ["L4"]
+    m[MAP]["lanes"].append(far)
+    frames = [dict(f, roadblock_ids=["RB1", "RBC1", "RB3", "RB4"]) for f in N.load_log(log_path)[:14]]
+    maps = N.DictMapLayers(m)
+    assert "L4" in [ln.id for ln in maps.query(MAP, *P0[:2], 100.0, ["RB4"]).lanes]
+    assert "L4" not in [ln.id for ln in maps.query(MAP, *P0[:2], 100.0, []).lanes]
+    sc = N.convert_scene(frames, SPEC, maps, route_ahead=400.0)
+    assert sc.lane_valid.sum() == 6                                     # L4 is 250 m away: not a Scene lane
+    assert sc.route[sc.route_valid][-1, 0] == pytest.approx(400.0, abs=1e-3)   # but the route reaches it
