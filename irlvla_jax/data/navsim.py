@@ -427,19 +427,22 @@ def _field(frame: Mapping[str, Any], key: str, token: str, idx: int, sub: Option
     return v
 
 
-def _numbers(frame, key, token, idx, shape_tail: Tuple[int, ...], sub: Optional[str] = None,
+def _numbers(frame, key, token, idx, shape: Optional[Tuple[Optional[int], ...]], sub: Optional[str] = None,
              finite: bool = True) -> np.ndarray:
+    """frame[key] (or frame[key][sub]) as float64, checked: ``shape`` (None = any size on that axis, or
+    no check at all) and finiteness. Errors name the token and ``frames[idx].key``."""
     name = f"frames[{idx}].{key}" + (f".{sub}" if sub else "")
     v = _field(frame, key, token, idx, sub)
     try:
         a = np.asarray(v, np.float64)
     except (TypeError, ValueError):
         raise S.SceneError(name, "numbers", f"{type(v).__name__}", f"NAVSIM scene {token}") from None
-    if sub is not None and a.size == 0:
-        a = a.reshape((0,) + shape_tail)
-    if a.shape[a.ndim - len(shape_tail):] != shape_tail or a.ndim < len(shape_tail):
-        raise S.SceneError(name, f"shape (..., {', '.join(map(str, shape_tail))})", f"shape {a.shape}",
-                           f"NAVSIM scene {token}")
+    if shape is not None:
+        if a.size == 0 and shape[0] is None:
+            a = a.reshape((0,) + tuple(shape[1:]))
+        if a.ndim != len(shape) or any(n is not None and n != m for n, m in zip(shape, a.shape)):
+            exp = "(" + ", ".join("N" if n is None else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+            raise S.SceneError(name, f"shape {exp}", f"shape {a.shape}", f"NAVSIM scene {token}")
     if finite and not np.all(np.isfinite(a)):
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
         raise S.SceneError(name, "finite values", f"{a[bad]} at index {bad}", f"NAVSIM scene {token}")
@@ -456,7 +459,7 @@ def _ego_pose(frame, token, idx) -> np.ndarray:
 
 
 def _command(frame, token, idx) -> np.ndarray:
-    c = _numbers(frame, "driving_command", token, idx, ())
+    c = _numbers(frame, "driving_command", token, idx, None)
     out = np.zeros(4, np.float32)
     if c.ndim == 0:
         k = int(c)
@@ -486,8 +489,8 @@ def _lights(frame, token, idx) -> Dict[str, bool]:
 
 
 def _annotations(frame, token, idx) -> Tuple[np.ndarray, List[str], np.ndarray, List[str]]:
-    boxes = _numbers(frame, "anns", token, idx, (7,), "gt_boxes").reshape(-1, 7)
-    vel = _numbers(frame, "anns", token, idx, (3,), "gt_velocity_3d", finite=False).reshape(-1, 3)
+    boxes = _numbers(frame, "anns", token, idx, (None, 7), "gt_boxes")
+    vel = _numbers(frame, "anns", token, idx, (None, 3), "gt_velocity_3d", finite=False)
     names = [str(n) for n in _field(frame, "anns", token, idx, "gt_names")]
     tracks = [str(n) for n in _field(frame, "anns", token, idx, "track_tokens")]
     n = len(boxes)
@@ -685,7 +688,7 @@ def convert_scene(frames: Sequence[Mapping[str, Any]], spec: S.SceneSpec, maps: 
     poses = np.stack([_ego_pose(frames[i], token, i) for i in idxs])
     origin = poses[3]
     rel = relative_pose(poses, origin)
-    dyn = np.stack([_numbers(frames[i], "ego_dynamic_state", token, i, (4,)).reshape(4) for i in idxs])
+    dyn = np.stack([_numbers(frames[i], "ego_dynamic_state", token, i, (4,)) for i in idxs])
     f["ego_state"][:] = [0.0, 0.0, 0.0, *dyn[3]]
     past = np.concatenate([rel[:4], dyn[:4]], -1)                        # t = -1.5, -1, -0.5, 0
     f["ego_past"][:] = _interp_states(np.arange(-3, 1) * FRAME_DT, past, np.arange(-15, 0) * S.DT)

@@ -342,6 +342,13 @@ def test_bad_records_name_token_and_field():
     f[4]["anns"] = dict(f[4]["anns"], gt_velocity_3d=vel)
     assert "frames[4].anns.gt_velocity_3d" in _err(f)
     f = [dict(x) for x in base]
+    f[7]["anns"] = dict(f[7]["anns"], gt_boxes=f[7]["anns"]["gt_boxes"][:, :6])
+    msg = _err(f)
+    assert "frames[7].anns.gt_boxes" in msg and "shape (N, 7)" in msg
+    f = [dict(x) for x in base]
+    f[2]["ego_dynamic_state"] = [1.0, 0.0, 0.0]
+    assert "frames[2].ego_dynamic_state" in _err(f) and "shape (4,)" in _err(f)
+    f = [dict(x) for x in base]
     f[3]["driving_command"] = [1, 1, 0, 0]
     assert "frames[3].driving_command" in _err(f)
     assert "frames" in _err(base[:10]) and "tok03abcdef" in _err(base[:10])   # too few frames
