@@ -5,13 +5,15 @@ Final signatures (contract 2 in notes/TEAM.md)::
     data_dir(config, workdir) -> str
         config.data.data_dir if set, else <workdir>/data. Commands resolve it once and store it back into
         config.data.data_dir (``resolve_data_dir``), so the functions below find it in the config.
-    make_loader(config, split, batch_size, *, shuffle=True, seed=0, num_epochs=None, data_dir=None,
+    make_loader(config, split, batch_size, *, shuffle=True, seed=None, num_epochs=None, data_dir=None,
                 num_threads=4, prefetch=None, check=True) -> grain DatasetIterator
         yields numpy ``Scene`` batches [batch_size, ...] of this process's shard only; the iterator has
         get_state() / set_state() (exact resume; saves with grain.checkpoint.CheckpointSave).
         num_epochs=None repeats forever (each epoch reshuffled); an int stops after that many epochs.
+        seed=None uses config.data.shuffle_seed.
     load_split(config, split, *, data_dir=None, limit=None) -> Scene
         the whole split (or its first ``limit`` scenes by scene id), stacked, sorted by scene_id.
+        Holds the whole split in memory (base spec: ~1.5 MB per scene): use ``limit`` or make_loader there.
     load_anchors(config, *, data_dir=None) -> np.ndarray [K, 8, 3] float32
     load_metadata(config, *, data_dir=None) -> dict  (the dataset's irlvla_dataset.json)
     to_global(batch, mesh, axis="data") -> Scene of jax.Arrays sharded over ``axis`` (multi-process safe)
@@ -152,13 +154,14 @@ def _to_scene(d: Dict[str, np.ndarray]) -> Scene:
     return Scene(**{n: d[n] for n in FIELDS})
 
 
-def make_loader(config, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+def make_loader(config, split: str, batch_size: int, *, shuffle: bool = True, seed: Optional[int] = None,
                 num_epochs: Optional[int] = None, data_dir: Optional[str] = None, num_threads: int = 4,
                 prefetch: Optional[int] = None, check: bool = True, process_index: Optional[int] = None,
                 process_count: Optional[int] = None):
     """A grain iterator of numpy Scene batches [batch_size, ...] (this process's shard). See module doc.
 
-    ``process_index`` / ``process_count`` default to ``jax.process_index()`` / ``jax.process_count()``.
+    ``seed`` None -> ``config.data.shuffle_seed``. ``process_index`` / ``process_count`` default to
+    ``jax.process_index()`` / ``jax.process_count()``.
     """
     import grain
     import jax
@@ -179,7 +182,7 @@ def make_loader(config, split: str, batch_size: int, *, shuffle: bool = True, se
                          f"(config.data.{'num_' + split})")
     ds = grain.MapDataset.source(src)
     if shuffle:
-        ds = ds.seed(int(seed)).shuffle()
+        ds = ds.seed(int(config.data.get("shuffle_seed", 0) if seed is None else seed)).shuffle()
     ds = ds[: per_process * pc][pi::pc]
     if num_epochs is None:
         ds = ds.repeat()
