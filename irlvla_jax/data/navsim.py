@@ -47,8 +47,9 @@ Conversion (as NAVSIM's metric cache builds its inputs)
   ``roadblock_ids``, as NAVSIM's route-lane dict), drivable polygons = roadblocks, intersections, car
   parks (in that order; roadblock *connector* polygons are not drivable area, as in NAVSIM), the route
   centerline, and lights: for each connector in the ``traffic_lights`` of frames t0 ... t0 + 4 s that is
-  in the map crop: its polygon, on-route flag and red state at t = 0, 0.5, ..., 4.0 s (from the 9 frames; a connector
-  missing from a frame is green there, as NAVSIM's observation). Too many objects for the spec: on-route
+  in the map crop: its polygon, on-route flag and red state at t = 0, 0.5, ..., 4.0 s (from the 9
+  frames; a connector missing from a frame is green there, as in NAVSIM's observation; NAVSIM holds each
+  2 Hz state for 0.5 s, which is exactly ``light_red``'s meaning). Too many objects for the spec: on-route
   lanes first, then by distance; on-route lights first. Polygons with more vertices than the spec are
   reduced by Visvalingam-Whyatt area elimination; polylines are resampled by arc length.
 * Route centerline, as NAVSIM's PDM-Closed: the starting lane is the on-route lane holding the rear axle
@@ -891,6 +892,19 @@ def _check_predictions(preds: Mapping[str, Any], what: str) -> Dict[str, _Trajec
             raise ValueError(f"{what}[{tok}]: poses must be finite, found {a[~np.isfinite(a)][:1]}")
         out[tok] = _trajectory(a)
     return out
+
+
+def predictions_from_batch(tokens: Sequence[str], trajectories) -> Dict[str, np.ndarray]:
+    """(tokens [B], trajectories [B, 8, 3] (x, y, heading; ego frame at t0, m / rad)) -> {token: poses}."""
+    traj = np.asarray(trajectories, np.float32)
+    tokens = [str(t) for t in tokens]
+    if traj.ndim != 3 or traj.shape[1:] != (S.N_POSES, 3) or len(traj) != len(tokens):
+        raise ValueError(f"trajectories: expected shape ({len(tokens)}, 8, 3) for {len(tokens)} tokens, "
+                         f"found {traj.shape}")
+    if len(set(tokens)) != len(tokens):
+        dup = next(t for t in tokens if tokens.count(t) > 1)
+        raise ValueError(f"tokens: each token once, found {dup!r} more than once")
+    return dict(zip(tokens, traj))
 
 
 def write_submission(path: str, predictions: Mapping[str, Any], *, team_name: str, authors: Any, email: str,

@@ -559,3 +559,13 @@ def test_far_route_lanes_feed_the_route_but_not_scene_lanes(log_path):
     sc = N.convert_scene(frames, SPEC, maps, route_ahead=400.0)
     assert sc.lane_valid.sum() == 6                                     # L4 is 250 m away: not a Scene lane
     assert sc.route[sc.route_valid][-1, 0] == pytest.approx(400.0, abs=1e-3)   # but the route reaches it
+
+
+def test_predictions_from_batch():
+    traj = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)
+    d = N.predictions_from_batch(["a", "b"], traj)
+    np.testing.assert_array_equal(d["b"], traj[1])
+    with pytest.raises(ValueError, match=r"\(3, 8, 3\)"):
+        N.predictions_from_batch(["a", "b", "c"], traj)
+    with pytest.raises(ValueError, match="'a' more than once"):
+        N.predictions_from_batch(["a", "a"], traj)
