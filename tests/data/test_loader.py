@@ -121,3 +121,18 @@ def test_batch_larger_than_shard_and_missing_data_dir(dataset):
     with pytest.raises(ValueError, match="config.data.data_dir is empty"):
         loader.load_anchors(c)
     assert loader.data_dir(c, "/w") == "/w/data"
+
+
+def test_iterator_state_saves_and_restores_through_orbax(dataset, tmp_path):
+    import grain
+    import orbax.checkpoint as ocp
+    cfg, _ = dataset
+    it = loader.make_loader(cfg, "train", 8, seed=4)
+    _ids(it, 3)
+    mngr = ocp.CheckpointManager(str(tmp_path / "ckpt"))
+    mngr.save(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+    mngr.wait_until_finished()
+    want = _ids(it, 4)
+    it2 = loader.make_loader(cfg, "train", 8, seed=4)
+    mngr.restore(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(it2)))
+    np.testing.assert_array_equal(np.stack(want), np.stack(_ids(it2, 4)))
