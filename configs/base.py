@@ -15,5 +15,26 @@ def get_config():
         name="irlvla_world_base", num_train=100000, num_val=4000, num_test=12000, num_hard=4000,
         num_anchors=20, batch_size=64, shuffle_seed=0, workers=16, data_dir="",
         render_split="val", render_count=8))
+    # VLA model (models/; MODEL/IL helper): tens of millions of parameters, 256x1024 camera.
+    c.model = ml_collections.ConfigDict(dict(
+        dim=256, heads=8, dtype="float32",
+        perception=dict(camera_channels=(32, 64, 128, 192, 256), lidar_channels=(64, 128), bev_stride=4,
+                        bev_tokens_side=8, num_objects=32, num_map_queries=32, heatmap_sigma=1.5),
+        semantic=dict(backbone="small", vocab_size=512, width=384, layers=6, heads=6, num_meta=8),
+        planner=dict(layers=4, heads=8, train_timesteps=1000, trunc_steps=50, ddim_steps=2,
+                     beta_start=1e-4, beta_end=0.02, eta=0.0, min_std=0.0,
+                     norm_offset=(20.0, 0.0, 0.0), norm_scale=(20.0, 8.0, 0.5))))
+
+    # Stage 1, imitation (train/imitation.py; MODEL/IL helper).
+    c.il = ml_collections.ConfigDict(dict(
+        steps=60000, batch_size=64, lr=3e-4, warmup_steps=2000, end_lr_ratio=0.02, weight_decay=1e-4,
+        grad_clip=1.0, w_traj=1.0, w_mode=0.5, w_det_heat=0.5, w_det_box=0.5, w_bev_seg=0.5,
+        w_map_line=0.2, w_map_exist=0.1, w_meta=0.2, val_every=2000, val_batches=16, epdms_scenes=1024,
+        checkpoint_every=2000))
+
+    # Training infrastructure shared by the stages (train/{mesh,checkpoint,logging}.py).
+    c.train = ml_collections.ConfigDict(dict(
+        num_devices=0, max_to_keep=3, async_checkpoint=True, log_every=50))
+
     c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True))
     return c

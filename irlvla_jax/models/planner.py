@@ -44,6 +44,7 @@ new parameters is ``gaussian_log_prob(x_{k+1}, step_mean(params', x_k, k), std_k
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -77,23 +78,34 @@ class Schedule:
     min_std: float = struct.field(pytree_node=False)
 
 
+def schedule_key(pcfg, ddim_steps: int | None = None, eta: float | None = None,
+                 min_std: float | None = None) -> tuple:
+    """Hashable tuple of everything that defines a :class:`Schedule` (stored on the module)."""
+    return (int(pcfg.train_timesteps), int(pcfg.trunc_steps), int(pcfg.ddim_steps if ddim_steps is None else ddim_steps),
+            float(pcfg.beta_start), float(pcfg.beta_end), tuple(float(v) for v in pcfg.norm_offset),
+            tuple(float(v) for v in pcfg.norm_scale), float(pcfg.eta if eta is None else eta),
+            float(pcfg.min_std if min_std is None else min_std))
+
+
 def make_schedule(pcfg, ddim_steps: int | None = None, eta: float | None = None,
                   min_std: float | None = None) -> Schedule:
     """Schedule from ``config.model.planner`` (overrides for ddim_steps / eta / min_std, e.g. by PPO)."""
-    T, trunc = int(pcfg.train_timesteps), int(pcfg.trunc_steps)
-    n = int(pcfg.ddim_steps if ddim_steps is None else ddim_steps)
+    return _schedule_from_key(schedule_key(pcfg, ddim_steps, eta, min_std))
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule_from_key(key: tuple) -> Schedule:
+    T, trunc, n, beta_start, beta_end, offset, scale, eta, min_std = key
     if not 1 <= trunc <= T:
         raise ValueError(f"config.model.planner.trunc_steps={trunc} must be in [1, train_timesteps={T}]")
     if not 1 <= n <= trunc:
         raise ValueError(f"config.model.planner.ddim_steps={n} must be in [1, trunc_steps={trunc}]")
-    betas = np.linspace(float(pcfg.beta_start), float(pcfg.beta_end), T, dtype=np.float64)
+    betas = np.linspace(beta_start, beta_end, T, dtype=np.float64)
     abar = np.cumprod(1.0 - betas).astype(np.float32)
     ts = np.floor(np.linspace(trunc - 1, 0, n + 1)).astype(np.int32)
     timesteps, prev = ts[:-1], np.concatenate([ts[1:-1], [-1]]).astype(np.int32)
-    return Schedule(abar=abar, timesteps=timesteps, prev=prev,
-                    offset=np.asarray(pcfg.norm_offset, np.float32), scale=np.asarray(pcfg.norm_scale, np.float32),
-                    trunc=trunc, eta=float(pcfg.eta if eta is None else eta),
-                    min_std=float(pcfg.min_std if min_std is None else min_std))
+    return Schedule(abar=abar, timesteps=timesteps, prev=prev, offset=np.asarray(offset, np.float32),
+                    scale=np.asarray(scale, np.float32), trunc=trunc, eta=eta, min_std=min_std)
 
 
 def _abar(sched: Schedule, t):
@@ -183,7 +195,7 @@ class Planner(nnx.Module):
         anchors = np.asarray(anchors, np.float32)
         if anchors.ndim != 3 or anchors.shape[1:] != (N_POSES, POSE_DIM):
             raise ValueError(f"anchors must have shape [K, 8, 3] (metres, radians), got {anchors.shape}")
-        self.sched = make_schedule(p)
+        self.sched_key = schedule_key(p)   # hashable static metadata; the Schedule itself is derived
         self.anchors = Anchors(jnp.asarray(anchors))
         self.num_layers = int(p.layers)
         self.t_mlp = MLP(D, D, D, rngs=rngs, dtype=dt)
@@ -194,6 +206,11 @@ class Planner(nnx.Module):
         self.pose_head = nnx.Linear(D, N_POSES * POSE_DIM, rngs=rngs, kernel_init=nnx.initializers.zeros)
         self.mode_head = nnx.Linear(D, 1, rngs=rngs)
         self.dim = D
+
+    @property
+    def sched(self) -> Schedule:
+        """The default schedule of this planner (from config.model.planner)."""
+        return _schedule_from_key(self.sched_key)
 
     # -- core --------------------------------------------------------------------------------------
     def denoise(self, tokens, x_t, t):

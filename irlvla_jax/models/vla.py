@@ -95,8 +95,16 @@ def split(model: VLA):
 
 
 def build(model_cfg, spec: SceneSpec, anchors, seed: int = 0):
-    """Construct a VLA and split it: -> (graphdef, params, consts)."""
-    return split(VLA(model_cfg, spec, anchors, nnx.Rngs(seed)))
+    """Construct a VLA and split it: -> (graphdef, params, consts). Initialisation runs as one jitted
+    computation (eager NNX init dispatches hundreds of tiny ops, each compiled separately)."""
+    graphdef = abstract(model_cfg, spec, anchors)[0]
+
+    @jax.jit
+    def init():
+        return split(VLA(model_cfg, spec, anchors, nnx.Rngs(jax.random.key(seed, impl="rbg"))))[1:]
+
+    params, consts = init()
+    return graphdef, params, consts
 
 
 def abstract(model_cfg, spec: SceneSpec, anchors):

@@ -93,3 +93,31 @@ class SyntheticIterator:
 
     def set_state(self, state):
         self.i = int(state["i"])
+
+
+def micro_config():
+    """The tiny config shrunk further (scene sizes and model widths) for fast tests and CPU benchmarks."""
+    import importlib.util
+    import os
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec_ = importlib.util.spec_from_file_location("irlvla_tiny_config", os.path.join(here, "configs", "tiny.py"))
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    c = mod.get_config()
+    c.scene.update(dict(num_agents=4, num_lanes=4, lane_vertices=8, lane_points=4, num_drivable=2,
+                        drivable_vertices=8, route_points=8, num_lights=2, light_vertices=8, instruction_tokens=6,
+                        camera_hw=(16, 32), lidar_hw=(16, 16), lidar_channels=2, bev_hw=(16, 16)))
+    c.data.num_anchors = 4
+    m = c.model
+    m.dim, m.heads = 16, 2
+    m.perception.update(dict(camera_channels=(8,), lidar_channels=(8,), bev_stride=4, bev_tokens_side=2,
+                             num_objects=4, num_map_queries=2))
+    m.semantic.update(dict(width=16, layers=1, heads=2, num_meta=2, vocab_size=128))
+    m.planner.update(dict(layers=1, heads=2))
+    # Trajectory + mode losses only: the random sensor/label content of synthetic scenes is not learnable,
+    # so the auxiliary heads would only add noise to the overfitting check.
+    c.il.update(dict(steps=200, batch_size=8, lr=3e-3, warmup_steps=20, end_lr_ratio=0.1, val_every=0,
+                     checkpoint_every=50, w_det_heat=0.0, w_det_box=0.0, w_bev_seg=0.0, w_map_line=0.0,
+                     w_map_exist=0.0, w_meta=0.0))
+    c.train.update(dict(num_devices=1, log_every=1, async_checkpoint=True))
+    return c

@@ -1,0 +1,134 @@
+"""Stage-1 training: overfitting, compile-once, 1 vs 8 devices, kill/resume, checkpoint mismatch errors."""
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from irlvla_jax.scene import SceneSpec
+from irlvla_jax.train import imitation, mesh as mesh_lib
+from irlvla_jax.train.checkpoint import CheckpointMismatch, Checkpointer
+from irlvla_jax.train.synthetic import SyntheticIterator, micro_config, random_anchors, random_scenes
+
+BS = 8
+
+
+@pytest.fixture(scope="module")
+def one_device():
+    """A compiled 1-device train step for the micro model (reused by several tests)."""
+    cfg = micro_config()   # 200 steps, trajectory + mode losses (the synthetic aux labels are random)
+    spec = SceneSpec.from_config(cfg.scene)
+    mesh = mesh_lib.make_mesh(1)
+    anchors = random_anchors(cfg.data.num_anchors)
+    graphdef, tx, sched, state = imitation.init_state(cfg, spec, anchors, mesh)
+    step = imitation.make_train_step(graphdef, tx, cfg.il, mesh, sched)
+    batch = random_scenes(spec, BS, seed=3)
+    return dict(cfg=cfg, spec=spec, anchors=anchors, graphdef=graphdef, tx=tx, sched=sched, state=state,
+                step=step, batch=batch)
+
+
+def test_overfit_small_batch_and_compile_once(one_device):
+    d = one_device
+    state = jax.tree.map(lambda x: x.copy(), d["state"])  # the step donates its input
+    batch = mesh_lib.shard_batch(d["batch"], mesh_lib.make_mesh(1))
+    losses = []
+    for _ in range(d["cfg"].il.steps):
+        state, m = d["step"](state, batch)
+        losses.append(float(m["loss"]))
+    first, last = np.mean(losses[:5]), np.mean(losses[-10:])
+    assert np.isfinite(losses).all()
+    assert last <= first / 10, (first, last)
+    assert int(state.step) == d["cfg"].il.steps
+    assert d["step"]._cache_size() == 1   # one compilation for all the steps
+
+
+def test_eight_devices_match_one(one_device):
+    d = one_device
+    assert len(jax.devices()) == 8
+    m1, m8 = mesh_lib.make_mesh(1), mesh_lib.make_mesh(8)
+    step8 = imitation.make_train_step(d["graphdef"], d["tx"], d["cfg"].il, m8, d["sched"])
+    s1 = mesh_lib.replicate(jax.device_get(d["state"]), m1)
+    s8 = mesh_lib.replicate(jax.device_get(d["state"]), m8)
+    b1, b8 = mesh_lib.shard_batch(d["batch"], m1), mesh_lib.shard_batch(d["batch"], m8)
+    assert len(b8.camera.sharding.device_set) == 8
+    n1, out1 = d["step"](s1, b1)
+    n8, out8 = step8(s8, b8)
+    assert float(out1["loss"]) == pytest.approx(float(out8["loss"]), rel=1e-4)
+    for k in imitation.LOSS_TERMS:
+        assert float(out1[k]) == pytest.approx(float(out8[k]), rel=1e-4, abs=1e-6), k
+    diff = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), n1.params, n8.params)
+    assert max(jax.tree.leaves(diff)) < 1e-4
+
+
+def _run(cfg, workdir, anchors, spec, **kw):
+    return imitation.train(cfg, str(workdir), None, train_iter=SyntheticIterator(spec, BS, seed=11),
+                           anchors=anchors, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    cfg = micro_config()   # 200 steps, checkpoint every 50 (same program as `one_device`: compile cache hit)
+    spec = SceneSpec.from_config(cfg.scene)
+    anchors = random_anchors(cfg.data.num_anchors)
+    a, b = tmp_path_factory.mktemp("full"), tmp_path_factory.mktemp("killed")
+    full = _run(cfg, a, anchors, spec)
+    killed = _run(cfg, b, anchors, spec, stop_at=120)      # crash after step 120; last checkpoint = step 100
+    assert killed["steps"] == 120
+    resumed = _run(cfg, b, anchors, spec)
+    init = imitation.init_state(cfg, spec, anchors, mesh_lib.make_mesh(1))[3].params
+    return dict(cfg=cfg, spec=spec, full=full, resumed=resumed, dir=b, init=init)
+
+
+def test_kill_and_resume_gives_same_parameters(resumed):
+    assert resumed["resumed"]["start"] == 100 and resumed["resumed"]["steps"] == 200
+    p_full = jax.device_get(resumed["full"]["state"].params)
+    p_res = jax.device_get(resumed["resumed"]["state"].params)
+    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), p_full, p_res))
+    assert max(diffs) == 0.0
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), p_full,
+                                         jax.device_get(resumed["init"])))
+    assert max(moved) > 1e-3   # training did change the parameters
+    assert int(resumed["resumed"]["state"].step) == 200
+
+
+def test_policy_from_checkpoint(resumed):
+    policy = imitation.load_policy(resumed["cfg"], str(resumed["dir"]), chunk=4)
+    scenes = random_scenes(resumed["spec"], 5, seed=5)
+    traj = policy(scenes)
+    assert traj.shape == (5, 1, 8, 3) and traj.dtype == np.float32 and np.isfinite(traj).all()
+    np.testing.assert_array_equal(policy(scenes), traj)   # deterministic
+
+
+def test_config_mismatch_names_the_key(resumed):
+    cfg = micro_config()
+    cfg.model.dim = 32
+    with pytest.raises(CheckpointMismatch, match=r"config\.model\.dim is 16 in the checkpoint but 32"):
+        imitation.load_policy(cfg, str(resumed["dir"]))
+
+
+def test_state_mismatch_names_the_entry(tmp_path):
+    ck = Checkpointer(str(tmp_path), async_save=False)
+    ck.save(1, {"params": {"planner": {"kernel": np.zeros((4, 3), np.float32)}}, "step": np.int32(1)})
+    ck.wait()
+    bad_shape = {"params": {"planner": {"kernel": jax.ShapeDtypeStruct((5, 3), np.float32)}},
+                 "step": jax.ShapeDtypeStruct((), np.int32)}
+    with pytest.raises(CheckpointMismatch, match=r"params/planner/kernel has shape \(4, 3\) in the checkpoint "
+                                                 r"but \(5, 3\) in the model"):
+        ck.restore(bad_shape)
+    missing = {"params": {"planner": {"kernel": jax.ShapeDtypeStruct((4, 3), np.float32),
+                                      "bias": jax.ShapeDtypeStruct((3,), np.float32)}},
+               "step": jax.ShapeDtypeStruct((), np.int32)}
+    with pytest.raises(CheckpointMismatch, match="params/planner/bias is missing"):
+        ck.restore(missing)
+    good = {"params": {"planner": {"kernel": jax.ShapeDtypeStruct((4, 3), np.float32)}},
+            "step": jax.ShapeDtypeStruct((), np.int32)}
+    state, step = ck.restore(good)
+    assert step == 1 and state["params"]["planner"]["kernel"].shape == (4, 3)
+
+
+def test_cli_stage_dispatch_errors():
+    from irlvla_jax.cli import UserError
+    from irlvla_jax.train import commands
+    with pytest.raises(UserError, match="--stage"):
+        commands.train(micro_config(), "/tmp", types.SimpleNamespace(stage="nope"))
+    assert commands.STAGES["il"] == "irlvla_jax.train.imitation"
