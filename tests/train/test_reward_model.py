@@ -106,3 +106,45 @@ def test_bad_inputs_raise_clear_errors(model):
     del tok["bev"]
     with pytest.raises(ValueError, match="lack field 'bev'"):
         model(tok, jnp.zeros((1, 2, 8, 3)))
+
+
+def test_report_metrics_against_scipy():
+    from scipy.stats import spearmanr
+    from irlvla_jax.train import reward as RW
+    # AUROC: perfect, reversed, and a hand-counted case with a tie.
+    assert RW.auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert RW.auroc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1])) == 0.0
+    # pos {0.5, 0.7}, neg {0.5, 0.1}: pairs (0.5>0.5 tie=.5, 0.5>0.1, 0.7>0.5, 0.7>0.1) -> 3.5/4
+    assert RW.auroc(np.array([0.5, 0.7, 0.5, 0.1]), np.array([1, 1, 0, 0])) == pytest.approx(0.875)
+    assert np.isnan(RW.auroc(np.array([0.3, 0.4]), np.array([1, 1])))
+    rng = np.random.default_rng(0)
+    pred = rng.normal(size=(5, 12))
+    true = np.round(pred + rng.normal(size=(5, 12)), 1)
+    true[:, :3] = true[:, 3:4]  # ties
+    rho = RW.within_scene_spearman(pred, true)
+    want = [spearmanr(p, t).statistic for p, t in zip(pred, true)]
+    np.testing.assert_allclose(rho, want, atol=1e-9)
+    assert np.isnan(RW.within_scene_spearman(pred[:1], np.ones((1, 12))))[0]
+    # Regret: RWM picks the true best in scene 0, a 0.5 candidate in scene 1 (best 1.0).
+    true2 = np.array([[0.2, 0.9, 0.5], [1.0, 0.5, 0.0]])
+    pred2 = np.array([[0.1, 0.8, 0.3], [0.2, 0.9, 0.1]])
+    labels = {k: np.ones_like(true2) for k in R.SUB_SCORES}
+    rep = RW.report({k: np.full_like(true2, 0.5) for k in R.SUB_SCORES}, pred2, labels, true2,
+                    np.array([0, 0, 1]), use_ec=False)
+    assert rep["regret"] == pytest.approx(0.25) and rep["epdms_rwm_top"] == pytest.approx(0.7)
+    assert rep["regret_policy_chains"] == pytest.approx(0.25)
+    assert rep["spearman_within_scene"] == pytest.approx(np.mean([1.0, 0.5]))
+
+
+def test_expert_perturbations_are_valid_and_varied():
+    from irlvla_jax.train.reward import perturb_expert
+    t = np.arange(1, 9, dtype=np.float32) * 0.5
+    expert = np.stack([8.0 * t, np.zeros(8), np.zeros(8)], -1)[None].astype(np.float32)  # 8 m/s straight
+    p = np.asarray(perturb_expert(jnp.asarray(expert), jax.random.PRNGKey(0), 64))
+    assert p.shape == (1, 64, 8, 3) and np.all(np.isfinite(p))
+    end = p[0, :, -1]
+    assert end[:, 0].std() > 1.0 and end[:, 1].std() > 0.5       # speed and lateral variation
+    assert np.any(np.all(np.abs(p[0] - expert[0]) < 1e-5, axis=(-2, -1)))  # some copies untouched
+    # At 0.5 s: lateral ramp <= 3.5 m / 8 plus rotation <= 0.25 rad of x <= 1.5 x 4 m -> |y| < 1.93 m.
+    assert np.all(np.abs(p[0, :, 0, 1]) < 0.4375 + 6.0 * np.sin(0.25) + 1e-4)
+    assert np.all(np.abs(p[0, :, :, 2]) < 0.25 + 3.5 * 0.25 / 8.0 + 1e-4)      # heading change bounded
