@@ -116,7 +116,8 @@ def _acc_model(v, vt, g, vl, p: ExpertParams, sq, al=0.0, coolness=0.99):
         a_cah = al - (max(v - vl, 0.0) ** 2) / (2.0 * g)
     if a_idm >= a_cah:
         return a_idm
-    return (1 - coolness) * a_idm + coolness * (a_cah + p.b * np.tanh((a_idm - a_cah) / p.b))
+    bw = 1.0          # how much harder than the CAH deceleration it may brake (m/s^2)
+    return (1 - coolness) * a_idm + coolness * (a_cah + bw * np.tanh((a_idm - a_cah) / bw))
 
 
 def plan(route: Path, s0: float, v0: float, v_limit: float, p: ExpertParams, d_of_s,
@@ -197,7 +198,7 @@ def plan(route: Path, s0: float, v0: float, v_limit: float, p: ExpertParams, d_o
     S, V, A = [s], [v], [a]
     for kk in range(T_FUT - 1):
         ac = command(kk, s, v)
-        jdn = p.jerk_dn if ac > -3.5 else 14.0
+        jdn = p.jerk_dn if ac > -3.5 else 8.0
         a = a + float(np.clip(ac - a, -jdn * DT, p.jerk_up * DT))
         vn = max(v + a * DT, 0.0)
         s = s + 0.5 * (v + vn) * DT

@@ -375,7 +375,10 @@ def _fam_blocked(spec, rng):
     ego_k = n_fwd - 1 if variant != "bypass" else int(rng.integers(0, n_fwd))
     limit = _kmh(rng, [30, 40, 50, 60])
     v0 = limit * rng.uniform(0.5, 0.95)
-    obs_gap = rng.uniform(max(15.0, 1.6 * v0), max(25.0, 3.5 * v0))
+    if variant == "bypass":      # room for an unhurried lane change before the obstacle
+        obs_gap = rng.uniform(max(30.0, 3.5 * v0) + 8.0, max(45.0, 5.0 * v0) + 8.0)
+    else:
+        obs_gap = rng.uniform(max(15.0, 1.6 * v0), max(25.0, 3.5 * v0))
     lane_change = None
     tgt = None
     command = "straight"

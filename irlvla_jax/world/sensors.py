@@ -302,18 +302,22 @@ def render_camera(spec, inp: SensorInput) -> np.ndarray:
     haze = np.clip((GX - 20.0) / 120.0, 0.0, 0.8)[..., None]
     ground = ground * (1 - haze) + _HAZE * haze
     img[rows] = ground
-    # Lane markings.
-    pts, sty = _marking_points(inp.markings, 0.25)
+    # Lane markings (0.15 m wide paint; thicker than a pixel near the camera).
+    pts, sty = _marking_points(inp.markings, 0.25 if W < 512 else 0.1)
     if len(pts):
         d = pts[:, 0] - CAM_X
         keep = (d > 1.0) & (d < 80.0)
-        pts, sty = pts[keep], sty[keep]
-        u = cx - f * pts[:, 1] / (pts[:, 0] - CAM_X)
-        v = cy + f * CAM_Z / (pts[:, 0] - CAM_X)
-        ui, vi = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-        ok = (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
+        pts, sty, d = pts[keep], sty[keep], d[keep]
+        u = cx - f * pts[:, 1] / d
+        v = cy + f * CAM_Z / d
+        wpx = np.clip(np.round(f * 0.15 / d).astype(np.int64), 1, 9)
         col = np.where((sty == 2)[:, None], np.array([230, 200, 40.0]), np.array([235, 235, 235.0]))
-        img[vi[ok], ui[ok]] = col[ok]
+        vi = np.floor(v).astype(np.int64)
+        for k in range(int(wpx.max()) if len(wpx) else 0):
+            sel = wpx > k
+            ui = np.floor(u[sel] - 0.5 * wpx[sel] + k + 0.5).astype(np.int64)
+            ok = (ui >= 0) & (ui < W) & (vi[sel] >= 0) & (vi[sel] < H)
+            img[vi[sel][ok], ui[ok]] = col[sel][ok]
     # Boxes, far to near.
     if len(inp.boxes):
         from irlvla_jax.world.traffic import box_corners
