@@ -37,4 +37,9 @@ def get_config():
         num_devices=0, max_to_keep=3, async_checkpoint=True, log_every=50))
 
     c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True))
+
+    # `irlvla evaluate` (evaluate.py; REFERENCE helper): splits scored, scenes per split (0 = all),
+    # scenes per scorer call, bootstrap resamples and seed of the 95% intervals.
+    c.evaluate = ml_collections.ConfigDict(dict(
+        splits=("val", "test", "hard"), max_scenes=0, chunk=128, bootstrap=1000, seed=0))
     return c

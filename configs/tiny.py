@@ -61,4 +61,9 @@ def get_config():
     # `irlvla pipeline` evaluation (pipeline.py; RL helper).
     c.pipeline = ml_collections.ConfigDict(dict(
         eval_split="test", eval_scenes=500, eval_chunk=32, best_of_samples=2))
+
+    # `irlvla evaluate` (evaluate.py; REFERENCE helper): splits scored, scenes per split (0 = all),
+    # scenes per scorer call, bootstrap resamples and seed of the 95% intervals.
+    c.evaluate = ml_collections.ConfigDict(dict(
+        splits=("val", "test", "hard"), max_scenes=64, chunk=32, bootstrap=1000, seed=0))
     return c

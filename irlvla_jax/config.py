@@ -181,6 +181,20 @@ def _check_pipeline(cfg) -> None:
         require(int(p[k]) >= 1, f"pipeline.{k}", f"must be >= 1, got {p[k]}")
 # ---- end RL helper ----------------------------------------------------------------------------------------
 
+# ---- REFERENCE helper: section `evaluate` (irlvla_jax/evaluate.py) ------------------------------------
+@checker("evaluate")
+def _check_evaluate(cfg) -> None:
+    from irlvla_jax.scene import SPLITS as _SPLITS
+    e = cfg.evaluate
+    _keys_exact(e, "evaluate", ("splits", "max_scenes", "chunk", "bootstrap", "seed"))
+    splits = tuple(e.splits)
+    require(len(splits) >= 1 and all(s in _SPLITS for s in splits), "evaluate.splits",
+            f"must be a non-empty subset of {_SPLITS}, got {splits!r}")
+    require(int(e.max_scenes) >= 0, "evaluate.max_scenes", f"must be >= 0 (0 = whole split), got {e.max_scenes}")
+    require(int(e.chunk) >= 1, "evaluate.chunk", f"must be >= 1 (scenes per scorer call), got {e.chunk}")
+    require(int(e.bootstrap) >= 100, "evaluate.bootstrap", f"must be >= 100 resamples, got {e.bootstrap}")
+    require(int(e.seed) >= 0, "evaluate.seed", f"must be >= 0, got {e.seed}")
+
 
 def check(cfg) -> None:
     """Validate every known section present in ``cfg``."""

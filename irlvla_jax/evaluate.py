@@ -1,0 +1,300 @@
+"""``irlvla evaluate``: policies -> trajectories -> EPDMS tables with bootstrap 95 % intervals.
+
+    irlvla evaluate --config configs/tiny.py --workdir DIR [--stage il,rl] [--config.evaluate.max_scenes=N]
+
+For every split in ``config.evaluate.splits`` (loaded whole with ``data.loader.load_split``), every policy
+proposes one plan per scene (``[B, 1, 8, 3]``: 8 poses (x, y, heading) at 0.5 ... 4.0 s, metres /
+radians, ego rear-axle frame at t0), the JAX scorer (``scoring.epdms.make_scorer``, mode
+``config.scoring.mode``, human filter ``config.scoring.human_filter``) scores them, and a table of EPDMS and
+its 9 sub-scores per policy is printed and written to ``<workdir>/eval/evaluate_<mode>.{json,md}``: the
+mean over scenes with a seeded percentile-bootstrap 95 % interval, for the whole split and per scenario
+family. TensorBoard scalars go to ``<workdir>/tb/eval``.
+
+Policies are a registry ``name -> fn(scenes: Scene [B]) -> trajectories [B, 1, 8, 3]``:
+* built in: ``constant_velocity`` (the ego's body-frame velocity held for 4 s, heading kept) and
+  ``expert`` (the logged plan; an upper reference, not a learned policy);
+* :func:`register_policy` adds any other (e.g. best-of-N by the true scorer);
+* trained stages: ``--stage il,rl`` loads the stages' latest checkpoints through the loaders in
+  ``STAGE_LOADERS`` (``loader(config, workdir) -> policy fn``); :func:`register_stage_loader` adds more.
+  ``--stage all`` loads every stage whose loader is importable and has a checkpoint.
+When both ``il`` and ``rl`` are evaluated, the paired difference RL - IL (per scene, same scenes) is
+reported with its bootstrap interval (:func:`paired_difference`).
+
+No previous-frame plans exist for dataset scenes, so EC = 1 and EPDMS uses the /14 denominator
+(shared/EPDMS.md); the tables say so.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from irlvla_jax import scene as S
+
+SUB_SCORES = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
+COLUMNS = ("EPDMS",) + SUB_SCORES
+PolicyFn = Callable[[S.Scene], np.ndarray]
+
+# ----------------------------------------------------------------------------------------------------
+# Policy registry.
+
+
+def constant_velocity(scenes: S.Scene) -> np.ndarray:
+    """[B, 1, 8, 3]: the ego's body-frame velocity (vx, vy) at t0 held for 4 s, heading 0."""
+    v = np.asarray(scenes.ego_state, np.float32)[:, 3:5]
+    t = (np.arange(1, S.N_POSES + 1, dtype=np.float32) * 0.5)
+    xy = v[:, None, :] * t[None, :, None]
+    return np.concatenate([xy, np.zeros_like(xy[..., :1])], -1)[:, None]
+
+
+def expert(scenes: S.Scene) -> np.ndarray:
+    """[B, 1, 8, 3]: the logged expert plan."""
+    return np.asarray(scenes.expert_future, np.float32)[:, None]
+
+
+_POLICIES: Dict[str, PolicyFn] = {"constant_velocity": constant_velocity, "expert": expert}
+
+# stage name -> "module:function" with function(config, workdir) -> PolicyFn
+STAGE_LOADERS: Dict[str, object] = {
+    "il": "irlvla_jax.train.imitation:load_policy",
+    "rl": "irlvla_jax.train.ppo:load_policy",
+}
+
+
+def register_policy(name: str, fn: PolicyFn, overwrite: bool = False) -> None:
+    """Add a policy ``fn(scenes [B]) -> [B, 1, 8, 3]`` under ``name`` (evaluated by :func:`main`)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_policy: name must be a non-empty string, got {name!r}")
+    if not callable(fn):
+        raise ValueError(f"register_policy: fn for {name!r} must be callable, got {type(fn).__name__}")
+    if name in _POLICIES and not overwrite:
+        raise ValueError(f"register_policy: a policy named {name!r} exists; pass overwrite=True to replace it")
+    _POLICIES[name] = fn
+
+
+def unregister_policy(name: str) -> None:
+    _POLICIES.pop(name, None)
+
+
+def policies() -> Dict[str, PolicyFn]:
+    return dict(_POLICIES)
+
+
+def register_stage_loader(stage: str, loader) -> None:
+    """``loader(config, workdir) -> PolicyFn`` (or a "module:function" string) for ``--stage <stage>``."""
+    STAGE_LOADERS[stage] = loader
+
+
+def _resolve_loader(stage: str):
+    if stage not in STAGE_LOADERS:
+        raise ValueError(f"--stage {stage!r}: unknown stage; known: {sorted(STAGE_LOADERS)} "
+                         "(add one with irlvla_jax.evaluate.register_stage_loader)")
+    ld = STAGE_LOADERS[stage]
+    if isinstance(ld, str):
+        mod, fn = ld.split(":")
+        ld = getattr(importlib.import_module(mod), fn)
+    return ld
+
+
+def load_stage_policies(config, workdir: str, stage_arg: Optional[str]) -> List[str]:
+    """Register the trained policies named by ``--stage`` (comma list, or ``all``); return their names."""
+    if not stage_arg:
+        return []
+    names = list(STAGE_LOADERS) if stage_arg == "all" else [s.strip() for s in stage_arg.split(",") if s.strip()]
+    loaded = []
+    for st in names:
+        try:
+            fn = _resolve_loader(st)(config, workdir)
+        except Exception as e:  # noqa: BLE001 - reported as one line; with "all" a missing stage is skipped
+            if stage_arg == "all":
+                print(f"evaluate: skipping stage {st!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+                continue
+            raise ValueError(f"--stage {st}: could not load its policy ({type(e).__name__}: {e}); "
+                             f"train it first: irlvla train --stage {st} ...") from e
+        register_policy(st, fn, overwrite=True)
+        loaded.append(st)
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------------------
+# Statistics.
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """Mean over axis 0 of ``values`` [n, ...] and its percentile-bootstrap (1 - alpha) interval.
+
+    Vectorised: one [n_boot, n] index draw, reused for every trailing column (so the intervals of
+    different columns come from the same resamples). Returns (mean, lo, hi), each of shape values.shape[1:].
+    """
+    x = np.asarray(values, np.float64)
+    n = x.shape[0]
+    if n == 0:
+        nan = np.full(x.shape[1:], np.nan)
+        return nan, nan, nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n), dtype=np.int32)
+    flat = x.reshape(n, -1)
+    means = np.empty((n_boot, flat.shape[1]))
+    step = max(1, int(2e7 // max(n * flat.shape[1], 1)))
+    for s0 in range(0, n_boot, step):  # bounded memory for big splits
+        means[s0:s0 + step] = flat[idx[s0:s0 + step]].mean(axis=1)
+    lo = np.percentile(means, 100 * alpha / 2, axis=0).reshape(x.shape[1:])
+    hi = np.percentile(means, 100 * (1 - alpha / 2), axis=0).reshape(x.shape[1:])
+    return flat.mean(0).reshape(x.shape[1:]), lo, hi
+
+
+def paired_difference(a, b, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> Dict[str, float]:
+    """Paired mean difference ``a - b`` over the same scenes with a bootstrap (1 - alpha) interval.
+
+    ``a``, ``b``: [n] per-scene scores (e.g. EPDMS of RL and of IL). Returns
+    ``{"mean", "lo", "hi", "n"}``; the interval excluding 0 means a significant difference.
+    """
+    a = np.asarray(a, np.float64).reshape(-1)
+    b = np.asarray(b, np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference: a and b must have the same length (paired scenes), "
+                         f"got {a.shape[0]} and {b.shape[0]}")
+    if a.size == 0:
+        raise ValueError("paired_difference: no scenes")
+    m, lo, hi = bootstrap_ci(a - b, n_boot=n_boot, seed=seed, alpha=alpha)
+    return {"mean": float(m), "lo": float(lo), "hi": float(hi), "n": int(a.size)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Scoring.
+
+
+def _check_trajectories(name: str, traj, b: int) -> np.ndarray:
+    t = np.asarray(traj, np.float32)
+    if t.ndim == 3:
+        t = t[:, None]
+    if t.shape != (b, 1, S.N_POSES, 3):
+        raise ValueError(f"policy {name!r} returned trajectories of shape {t.shape}; expected "
+                         f"({b}, 1, {S.N_POSES}, 3) (scenes, 1 plan, 8 poses, x/y/heading)")
+    if not np.isfinite(t).all():
+        raise ValueError(f"policy {name!r} returned non-finite poses; fix the policy (metres/radians, ego frame)")
+    return t
+
+
+def score_policy(scorer, scenes: S.Scene, traj: np.ndarray, chunk: int, desc: str = "") -> Dict[str, np.ndarray]:
+    """Per-scene scores {name: [B]} of one plan per scene, scored in fixed-size chunks (one compile)."""
+    from tqdm import tqdm
+    b = np.asarray(scenes.scene_id).shape[0]
+    out: Dict[str, List[np.ndarray]] = {k: [] for k in COLUMNS + ("progress",)}
+    for s0 in tqdm(range(0, b, chunk), desc=desc, leave=False, disable=b <= chunk):
+        idx = np.minimum(np.arange(s0, s0 + chunk), b - 1)
+        batch = S.index(scenes, idx)
+        r = scorer(batch, traj[idx])
+        m = min(chunk, b - s0)
+        for k in out:
+            out[k].append(np.asarray(getattr(r, k))[:m, 0])
+    return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
+
+
+def summarize(per_scene: Dict[str, np.ndarray], mask: np.ndarray, n_boot: int, seed: int) -> Dict[str, dict]:
+    vals = np.stack([per_scene[k][mask] for k in COLUMNS], -1)
+    m, lo, hi = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
+    return {k: {"mean": float(m[i]), "lo": float(lo[i]), "hi": float(hi[i])} for i, k in enumerate(COLUMNS)} | {
+        "n": int(mask.sum())}
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# EPDMS evaluation ({results['mode']} mode, human filter {results['human_filter']})", "",
+             "Mean over scenes, [bootstrap 95% interval]. No previous-frame plans: EC = 1, EPDMS uses /14.", ""]
+    for split, sres in results["splits"].items():
+        for group, pols in sres["groups"].items():
+            n = next(iter(pols.values()))["n"] if pols else 0
+            lines += [f"## {split} / {group} (n = {n})", "",
+                      "| policy | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+            for pol, r in pols.items():
+                cells = [f"{r[c]['mean']:.3f} [{r[c]['lo']:.3f}, {r[c]['hi']:.3f}]" if c == "EPDMS"
+                         else f"{r[c]['mean']:.3f}" for c in COLUMNS]
+                lines.append(f"| {pol} | " + " | ".join(cells) + " |")
+            lines.append("")
+        for name, d in sres.get("differences", {}).items():
+            lines.append(f"**{split}: {name}** EPDMS difference {d['mean']:+.4f} "
+                         f"[{d['lo']:+.4f}, {d['hi']:+.4f}] (n = {d['n']})")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = None,
+                    scenes_by_split: Optional[Dict[str, S.Scene]] = None, scorer=None) -> dict:
+    """Score every policy on every split; return the results dict (also the JSON written by :func:`main`)."""
+    ec = config.evaluate
+    mode, hf = str(config.scoring.mode), bool(config.scoring.human_filter)
+    pols = policies()
+    names = list(pols) if policy_names is None else list(policy_names)
+    missing = [n for n in names if n not in pols]
+    if missing:
+        raise ValueError(f"unknown policy {missing[0]!r}; registered: {sorted(pols)}")
+    if scorer is None:
+        from irlvla_jax.scoring import epdms
+        scorer = epdms.make_scorer(mode, hf)
+    writer = None
+    try:
+        from tensorboardX import SummaryWriter
+        writer = SummaryWriter(os.path.join(workdir, "tb", "eval"))
+    except Exception:  # noqa: BLE001 - TensorBoard is optional for evaluation
+        writer = None
+    results = {"mode": mode, "human_filter": hf, "bootstrap": int(ec.bootstrap), "seed": int(ec.seed),
+               "policies": names, "splits": {}}
+    splits = list(ec.splits) if scenes_by_split is None else list(scenes_by_split)
+    for split in splits:
+        if scenes_by_split is not None:
+            scenes = scenes_by_split[split]
+        else:
+            from irlvla_jax.data import loader as L
+            limit = int(ec.max_scenes) if int(ec.max_scenes) > 0 else None
+            scenes = L.load_split(config, split, data_dir=L.data_dir(config, workdir), limit=limit)
+        b = int(np.asarray(scenes.scene_id).shape[0])
+        fam = np.asarray(scenes.family).reshape(-1)
+        per_policy = {}
+        t0 = time.time()
+        for name in names:
+            traj = _check_trajectories(name, pols[name](scenes), b)
+            per_policy[name] = score_policy(scorer, scenes, traj, int(ec.chunk), desc=f"{split}/{name}")
+        groups = {"all": np.ones(b, bool)}
+        for fi in sorted(set(fam.tolist())):
+            groups[S.FAMILIES[fi]] = fam == fi
+        sres = {"num_scenes": b, "seconds": None, "groups": {}, "differences": {}}
+        for g, mask in groups.items():
+            sres["groups"][g] = {p: summarize(per_policy[p], mask, int(ec.bootstrap), int(ec.seed)) for p in names}
+        if "rl" in per_policy and "il" in per_policy:
+            sres["differences"]["rl - il"] = paired_difference(per_policy["rl"]["EPDMS"], per_policy["il"]["EPDMS"],
+                                                               n_boot=int(ec.bootstrap), seed=int(ec.seed))
+        sres["seconds"] = round(time.time() - t0, 2)
+        results["splits"][split] = sres
+        if writer is not None:
+            for p in names:
+                for c in COLUMNS:
+                    writer.add_scalar(f"{split}/{p}/{c}", sres["groups"]["all"][p][c]["mean"], 0)
+    if writer is not None:
+        writer.close()
+    return results
+
+
+def main(config, workdir, args):
+    """CLI entry: evaluate baselines (+ ``--stage`` policies), print and save the tables."""
+    loaded = load_stage_policies(config, workdir, getattr(args, "stage", None))
+    names = ["constant_velocity", "expert"] + [n for n in policies() if n not in ("constant_velocity", "expert")]
+    if getattr(args, "stage", None) and getattr(args, "stage") != "all":
+        names = ["constant_velocity", "expert"] + loaded
+    results = evaluate_splits(config, workdir, names)
+    out = os.path.join(workdir, "eval")
+    os.makedirs(out, exist_ok=True)
+    base = os.path.join(out, f"evaluate_{results['mode']}")
+    with open(base + ".json", "w") as f:
+        json.dump(results, f, indent=1)
+    md = markdown(results)
+    with open(base + ".md", "w") as f:
+        f.write(md + "\n")
+    print(md)
+    summary = {s: {p: round(r["groups"]["all"][p]["EPDMS"]["mean"], 4) for p in results["policies"]}
+               for s, r in results["splits"].items()}
+    print(json.dumps({"mode": results["mode"], "epdms": summary, "json": base + ".json", "markdown": base + ".md"}))
+    return results

@@ -1,0 +1,103 @@
+"""irlvla_jax.evaluate: bootstrap statistics, the policy registry and an end-to-end `evaluate` run."""
+from __future__ import annotations
+
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+
+from irlvla_jax import evaluate as E
+
+
+def test_bootstrap_ci_is_seeded_and_covers_the_mean():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.7, 0.2, size=(400, 3))
+    m, lo, hi = E.bootstrap_ci(x, n_boot=500, seed=3)
+    np.testing.assert_allclose(m, x.mean(0))
+    assert np.all(lo < m) and np.all(m < hi)
+    # about +-1.96 standard errors
+    se = x.std(0) / np.sqrt(len(x))
+    np.testing.assert_allclose(hi - lo, 2 * 1.96 * se, rtol=0.2)
+    m2, lo2, hi2 = E.bootstrap_ci(x, n_boot=500, seed=3)
+    assert np.array_equal(lo, lo2) and np.array_equal(hi, hi2)
+    _, lo_small, hi_small = E.bootstrap_ci(x[:25], n_boot=500, seed=3)
+    assert np.all(hi_small - lo_small > hi - lo)  # fewer scenes, wider interval
+
+
+def test_paired_difference():
+    rng = np.random.default_rng(1)
+    il = rng.uniform(0.3, 0.9, 300)
+    rl = il + 0.05 + rng.normal(0, 0.02, 300)
+    d = E.paired_difference(rl, il)
+    assert abs(d["mean"] - (rl - il).mean()) < 1e-12 and d["n"] == 300
+    assert 0.0 < d["lo"] < d["mean"] < d["hi"]          # significant improvement
+    same = E.paired_difference(il, il)
+    assert same["mean"] == same["lo"] == same["hi"] == 0.0
+    with pytest.raises(ValueError, match="same length"):
+        E.paired_difference(rl, il[:10])
+
+
+def test_policy_registry_and_trajectory_checks():
+    with pytest.raises(ValueError, match="exists"):
+        E.register_policy("expert", E.expert)
+    with pytest.raises(ValueError, match="callable"):
+        E.register_policy("x", 3)
+    with pytest.raises(ValueError, match="expected"):
+        E._check_trajectories("bad", np.zeros((4, 1, 6, 3)), 4)
+    with pytest.raises(ValueError, match="non-finite"):
+        E._check_trajectories("nan", np.full((2, 1, 8, 3), np.nan), 2)
+    with pytest.raises(ValueError, match="unknown stage"):
+        E.load_stage_policies(None, "/tmp", "nonsense")
+
+
+@pytest.fixture(scope="module")
+def world_dataset(tmp_path_factory):
+    pytest.importorskip("irlvla_jax.world.generate", reason="WORLD helper's generator not available")
+    from irlvla_jax.data.tfds_builder import generate_dataset
+    from tests.data.conftest import tiny_config
+    d = str(tmp_path_factory.mktemp("evaldata"))
+    c = tiny_config(data_dir=d, num_train=4, num_val=12, num_test=4, num_hard=4, num_anchors=2)
+    generate_dataset(c, d, generator="irlvla_jax.world.generate:generate_scene", workers=0, progress=False)
+    return c, str(tmp_path_factory.mktemp("evalwork"))
+
+
+def test_evaluate_end_to_end(world_dataset, capsys):
+    pytest.importorskip("irlvla_jax.scoring.epdms", reason="JAX scorer not available")
+    from irlvla_jax import config as C
+    c, wd = world_dataset
+    c.evaluate.splits = ("val",)
+    c.evaluate.chunk = 6
+    c.evaluate.bootstrap = 200
+    C.check(c)
+    # a registered extra policy (stand still) is evaluated next to the baselines
+    E.register_policy("stand_still", lambda s: np.zeros((np.asarray(s.scene_id).shape[0], 1, 8, 3)),
+                      overwrite=True)
+    try:
+        res = E.main(c, wd, types.SimpleNamespace(stage=None, predictions=None, mode=None, rest=[], seeds=None))
+    finally:
+        E.unregister_policy("stand_still")
+    out = capsys.readouterr().out
+    assert "| expert |" in out and "| constant_velocity |" in out
+    last = json.loads(out.strip().splitlines()[-1])
+    assert os.path.exists(last["json"]) and os.path.exists(last["markdown"])
+    with open(last["json"]) as f:
+        saved = json.load(f)
+    assert saved["mode"] == c.scoring.mode and saved["policies"] == ["constant_velocity", "expert", "stand_still"]
+    val = saved["splits"]["val"]
+    assert val["num_scenes"] == 12
+    allg = val["groups"]["all"]
+    for p in saved["policies"]:
+        for col in E.COLUMNS:
+            r = allg[p][col]
+            assert r["lo"] - 1e-9 <= r["mean"] <= r["hi"] + 1e-9 and 0.0 <= r["mean"] <= 1.0
+        # the "all" mean is the scene-weighted mean of the family groups
+        fam = [g for g in val["groups"] if g != "all"]
+        assert sum(val["groups"][g][p]["n"] for g in fam) == 12
+        weighted = sum(val["groups"][g][p]["EPDMS"]["mean"] * val["groups"][g][p]["n"] for g in fam) / 12
+        assert abs(weighted - allg[p]["EPDMS"]["mean"]) < 1e-9
+    # the logged expert beats standing still (EP = 0 wherever PDM-Closed drives > 5 m)
+    assert allg["expert"]["EPDMS"]["mean"] > allg["stand_still"]["EPDMS"]["mean"]
+    assert allg["stand_still"]["EP"]["mean"] < 0.5
+    assert allg["expert"]["EC"]["mean"] == 1.0  # no previous plans in datasets
