@@ -111,9 +111,12 @@ def _velocity_fit_matrix(num_poses: int = T) -> np.ndarray:
     for i in range(m):
         rows[i, 0] = DT
         rows[i, 1:i + 1] = DT ** 2
+    # NAVSIM quirk (named): its banded "difference" matrix is built with two assignments,
+    # ``B[:, 1:] = I`` then ``B[:, :-1] = -I``; the second overwrites most of the first, leaving -I plus a
+    # single +1 in the last column. The jerk penalty is therefore mostly an acceleration penalty.
     band = np.zeros((m - 2, m - 1))
-    band[:, 1:] += np.eye(m - 2)
-    band[:, :-1] -= np.eye(m - 2)
+    band[:, 1:] = np.eye(m - 2)
+    band[:, :-1] = -np.eye(m - 2)
     r = np.concatenate([np.zeros((m - 2, 1)), band], axis=1)
     normal = rows.T @ rows + JERK_PENALTY * r.T @ r
     return (np.linalg.pinv(normal) @ rows.T).astype(np.float32)

@@ -1,0 +1,260 @@
+"""PDM-Closed reference planner in JAX (the EP normaliser), after NAVSIM's metric-cache PDM-Closed.
+
+What it does, per scene (vmapped outside):
+
+1. Paths: the route centerline (each vertex takes its segment's heading, the last repeats the one
+   before) and two copies offset by -1 m and +1 m along heading + pi/2 -> 3 paths.
+2. Speeds: IDM (min gap 1 m, headway 1.5 s, a_max 1.5, b_max 3 m/s^2, exponent 10) with target speeds
+   0.2, 0.4, 0.6, 0.8, 1.0 x the speed limit of the starting lane (the on-route lane containing the rear
+   axle with the smallest heading error; unknown limit -> 15 m/s) -> 15 proposals, unrolled 4 s at 0.1 s
+   along each path.
+3. Observation: only the objects at t = 0 within 100 m, extrapolated at constant velocity and sampled
+   every 0.2 s (NAVSIM's observation_sample_res = 2); red lights of on-route connectors at t = 0, held.
+4. Leading agent: every second step, objects that intersect the path's driving corridor (the path
+   from the ego's projection, ``limit x 5 s`` ahead, taken vertex-wise, buffered by half the ego width
+   with square caps), project ahead of the ego, nearest by polygon distance.
+   NAVSIM quirks reproduced (named): at the first step the leading-agent record is still all zeros
+   (so the IDM brakes at up to 3 m/s^2 unless the ego is at rest); the record is one buffer reused
+   across the 5 speeds of a path within a step, so fields not written for one proposal leak from the
+   previous one (velocity of a red light, rear length after free driving).
+5. Each proposal is tracked by the LQR on the bicycle model, scored like the agent (NC, DAC, DDC, TLC,
+   TTC, LK and progress normalised among the 15; HC = 1 as there is no past), and the best (first
+   argmax of the PDM score) is returned as 41 reference poses (state 0 = the path point at the ego's
+   projection, as in NAVSIM).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from irlvla_jax import geometry as geo
+from irlvla_jax.scene import AGENT_STATIC
+from irlvla_jax.scoring import metrics, rollout
+
+SPEED_FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
+LATERAL_OFFSETS = (0.0, -1.0, 1.0)
+FALLBACK_SPEED = 15.0
+MIN_GAP, HEADWAY, A_MAX, B_MAX, EXPONENT = 1.0, 1.5, 1.5, 3.0, 10
+MAP_RADIUS = 100.0
+TRAJ_HORIZON_S = 5.0
+DT = rollout.DT
+T = rollout.T
+EGO_LENGTH = 2 * rollout.HALF_LENGTH
+
+
+def _vertex_headings(line, valid):
+    """Headings [R] of a padded polyline: each vertex its segment's, the last valid repeats the previous."""
+    seg = jnp.diff(line, axis=0)
+    seg_h = jnp.arctan2(seg[:, 1], seg[:, 0])                              # [R-1]
+    n = jnp.sum(valid)
+    idx = jnp.minimum(jnp.arange(line.shape[0]), n - 2)
+    return seg_h[idx]
+
+
+def _unwrap(h):
+    d = geo.normalize_angle(jnp.diff(h))
+    return jnp.concatenate([h[:1], h[0] + jnp.cumsum(d)])
+
+
+def _polygon_centroid(poly):
+    """Area centroid of polygons [..., V, 2] (padding repeats vertex 0, adding zero-area triangles)."""
+    p0, p1 = poly, jnp.roll(poly, -1, axis=-2)
+    cr = p0[..., 0] * p1[..., 1] - p1[..., 0] * p0[..., 1]
+    a = jnp.sum(cr, axis=-1) / 2.0
+    cx = jnp.sum((p0[..., 0] + p1[..., 0]) * cr, axis=-1) / (6.0 * a)
+    cy = jnp.sum((p0[..., 1] + p1[..., 1]) * cr, axis=-1) / (6.0 * a)
+    return jnp.stack([cx, cy], axis=-1)
+
+
+def _segments_to_polygon_distance(s0, s1, seg_ok, poly):
+    """Min distance between valid segments s0-s1 [K, 2] and polygon(s) [..., V, 2]; 0 when they touch."""
+    q0 = poly[..., None, :, :]
+    q1 = jnp.roll(poly, -1, axis=-2)[..., None, :, :]
+    a0, a1 = s0[:, None, :], s1[:, None, :]                                # [K, 1, 2]
+    d = jnp.minimum(jnp.minimum(geo.point_segment_distance(a0, q0, q1), geo.point_segment_distance(a1, q0, q1)),
+                    jnp.minimum(geo.point_segment_distance(q0, a0, a1), geo.point_segment_distance(q1, a0, a1)))
+    cross = geo.segments_intersect(a0, a1, q0, q1)
+    d = jnp.where(cross, 0.0, d)
+    d = jnp.min(d, axis=-1)                                                # [..., K]
+    inside = geo.points_in_polygon(s0, poly)                               # [..., K]
+    d = jnp.where(inside, 0.0, d)
+    return jnp.min(jnp.where(seg_ok, d, jnp.inf), axis=-1)
+
+
+def starting_speed_limit(scene):
+    """Speed limit of NAVSIM's starting lane (m/s; FALLBACK_SPEED when unknown)."""
+    origin = jnp.zeros((1, 2))
+    on = scene.lane_valid & scene.lane_on_route
+    contains = geo.points_in_polygon(origin[None], scene.lane_polygons)[:, 0] & on          # [L]
+    cl = scene.lane_centerlines                                                            # [L, P, 2]
+    heads = jax.vmap(_vertex_headings)(cl, scene.lane_point_valid)
+    d = jnp.linalg.norm(cl, axis=-1)
+    d = jnp.where(scene.lane_point_valid, d, jnp.inf)
+    herr = jnp.abs(geo.normalize_angle(jnp.take_along_axis(heads, jnp.argmin(d, axis=-1)[:, None], 1)[:, 0]))
+    # Fallback (no lane contains the rear axle): the on-route lane whose centerline passes nearest.
+    nearest = jnp.argmin(jnp.where(on, jnp.min(d, axis=-1), jnp.inf))
+    lane = jnp.where(jnp.any(contains), jnp.argmin(jnp.where(contains, herr, jnp.inf)), nearest)
+    lim = scene.lane_speed_limit[lane]
+    return jnp.where(lim > 0, lim, FALLBACK_SPEED)
+
+
+def _forecast_context(scene):
+    """The planner's observation as a metrics context: t0 objects at constant velocity, 0.2 s samples."""
+    boxes0 = scene.agent_boxes[:, 0]                                       # [A, 5]
+    static = scene.agent_type == AGENT_STATIC
+    vel = jnp.where(static[:, None], 0.0, scene.agent_velocity[:, 0])
+    # PDMObjectManager: objects move at their speed along their box heading (flipped when driving
+    # backwards), not along their velocity vector.
+    speed = jnp.linalg.norm(vel, axis=-1)
+    forward = jnp.abs(geo.normalize_angle(boxes0[:, 2] - jnp.arctan2(vel[:, 1], vel[:, 0]))) < jnp.pi / 2
+    th = jnp.where(forward, boxes0[:, 2], geo.normalize_angle(boxes0[:, 2] + jnp.pi))
+    v0 = speed[:, None] * jnp.stack([jnp.cos(th), jnp.sin(th)], axis=-1)
+    tk = (2 * (jnp.arange(T) // 2)) * DT                                   # sample time used at each step
+    centers = boxes0[:, None, :2] + v0[:, None, :] * tk[None, :, None]     # [A, T, 2]
+    corners = geo.box_corners(centers, boxes0[:, None, 2], boxes0[:, None, 3], boxes0[:, None, 4])
+    ego_c, _ = metrics.ego_boxes(rollout.ego_state_array(scene.ego_state))
+    ego_center = rollout.REAR_AXLE_TO_CENTER * jnp.array([1.0, 0.0])
+    near = jnp.linalg.norm(boxes0[:, :2] - ego_center, axis=-1) <= MAP_RADIUS
+    a_corners0 = geo.box_corners(boxes0[:, :2], boxes0[:, 2], boxes0[:, 3], boxes0[:, 4])
+    collided = geo.boxes_overlap(ego_c[None], a_corners0)
+    valid0 = scene.agent_valid[:, 0] & near & ~collided
+    stopped = static | (jnp.linalg.norm(scene.agent_velocity[:, 0], axis=-1) <= metrics.STOPPED_TRACK)
+    red0 = scene.light_red[:, 0] & scene.light_valid & scene.light_on_route
+    # A red light the ego is already entirely within counts as collided: ignored as a leading object
+    # (TLC still sees it).
+    within = jnp.all(geo.points_in_polygon(ego_c[None], scene.light_polygons), axis=-1)
+    return dict(lead_light=red0 & ~within, corners=corners, center=centers, valid=jnp.broadcast_to(valid0[:, None], centers.shape[:2]),
+                stopped=stopped, penalty=jnp.where(static, metrics.NC_STATIC_PENALTY, 0.0),
+                red=jnp.broadcast_to(red0[:, None], (red0.shape[0], T)), speed0=speed, heading0=boxes0[:, 2])
+
+
+def _path(route, valid, offset):
+    h = _vertex_headings(route, valid)
+    pts = route + offset * jnp.stack([jnp.cos(h + jnp.pi / 2), jnp.sin(h + jnp.pi / 2)], axis=-1)
+    pts = jnp.where(valid[:, None], pts, pts[jnp.sum(valid) - 1])
+    return pts, _unwrap(h), geo.polyline_arclength(pts)
+
+
+def _interp_pose(s, prog, pts, hun):
+    length = prog[-1]
+    s = jnp.clip(s, 1e-5, length)
+    x = jnp.interp(s, prog, pts[:, 0])
+    y = jnp.interp(s, prog, pts[:, 1])
+    h = geo.normalize_angle(jnp.interp(s, prog, hun))
+    return jnp.stack([x, y, h], axis=-1)
+
+
+def _unroll_path(scene, ctx, pts, hun, prog, targets):
+    """IDM unroll of the 5 speed proposals along one path -> reference poses [5, 41, 3]."""
+    n_prop = targets.shape[0]
+    length = prog[-1]
+    ego_s = geo.project_to_polyline(jnp.zeros((1, 2)), pts)[0][0]
+    v_ego = scene.ego_state[3]
+    # Driving corridor: path vertices with progress in [ego_s, ego_s + max target x 5 s], square caps.
+    s_end = ego_s + jnp.max(targets) * TRAJ_HORIZON_S
+    inside = (prog >= jnp.clip(ego_s, 0.0, length)) & (prog <= jnp.clip(s_end, 0.0, length))
+    seg_ok = inside[:-1] & inside[1:] & (prog[1:] > prog[:-1])
+    first = seg_ok & ~jnp.concatenate([jnp.zeros(1, bool), seg_ok[:-1]])
+    last = seg_ok & ~jnp.concatenate([seg_ok[1:], jnp.zeros(1, bool)])
+    a, b = pts[:-1], pts[1:]
+    u = (b - a) / jnp.maximum(jnp.linalg.norm(b - a, axis=-1, keepdims=True), 1e-9)
+    half_w = rollout.HALF_WIDTH
+    # Buffer with square caps = one rectangle per segment (the end segments lengthened by half the
+    # width) plus round joins (discs) at the interior vertices.
+    a = jnp.where(first[:, None], a - u * half_w, a)
+    b = jnp.where(last[:, None], b + u * half_w, b)
+    rect = geo.box_corners(0.5 * (a + b), jnp.arctan2(u[:, 1], u[:, 0]), jnp.linalg.norm(b - a, axis=-1),
+                           jnp.full(a.shape[:1], 2 * half_w))                                   # [K, 4, 2]
+    joint_ok = seg_ok & ~first                                                                 # disc at start of seg
+    joints = pts[:-1]
+
+    def in_corridor(poly):
+        """poly [..., V, 2] -> bool [...]: intersects the corridor."""
+        hit_rect = jnp.any(jax.vmap(lambda r: geo.box_polygon_overlap(r, poly), out_axes=-1)(rect) & seg_ok,
+                           axis=-1)
+        q0, q1 = poly[..., None, :, :], jnp.roll(poly, -1, axis=-2)[..., None, :, :]
+        dj = jnp.min(geo.point_segment_distance(joints[:, None, :], q0, q1), axis=-1)       # [..., K]
+        hit_disc = jnp.any(((dj <= half_w) | geo.points_in_polygon(joints, poly)) & joint_ok, axis=-1)
+        return hit_rect | hit_disc
+
+    a_valid0 = ctx["valid"][:, 0]
+    light_ok = ctx["lead_light"]
+    light_poly = scene.light_polygons
+    light_in_corr = in_corridor(light_poly)                                                    # [S]
+    light_prog = geo.project_to_polyline(_polygon_centroid(light_poly), pts)[0]               # [S]
+
+    def lead_candidates(t, poses_prev, s_prev):
+        """Leading-object record per proposal at step t: (found, progress, velocity, is_red) [5]."""
+        ac = ctx["corners"][:, t]                                                             # [A, 4, 2]
+        a_in = in_corridor(ac)
+        a_prog = geo.project_to_polyline(ctx["center"][:, t], pts)[0]                         # [A]
+        a_cand = a_in & a_valid0
+        l_cand = light_in_corr & light_ok
+        ego_corners, _ = metrics.ego_boxes(jnp.concatenate([poses_prev, jnp.zeros((n_prop, 8))], axis=-1))
+        d_a = jax.vmap(lambda e: geo.polygon_distance(e[None], ac))(ego_corners)               # [5, A]
+        d_l = jax.vmap(lambda e: geo.polygon_distance(e[None], light_poly))(ego_corners)       # [5, S]
+        ok_a = a_cand[None] & (a_prog[None] > s_prev[:, None])
+        ok_l = l_cand[None] & (light_prog[None] > s_prev[:, None])
+        # Objects come before lights in NAVSIM's token order (argmin takes the first minimum).
+        d_all = jnp.concatenate([jnp.where(ok_a, d_a, jnp.inf), jnp.where(ok_l, d_l, jnp.inf)], axis=-1)
+        k = jnp.argmin(d_all, axis=-1)
+        found = jnp.isfinite(jnp.min(d_all, axis=-1))
+        dist = jnp.min(d_all, axis=-1)
+        is_red = k >= ac.shape[0]
+        ka = jnp.minimum(k, ac.shape[0] - 1)
+        rel = geo.normalize_angle(ctx["heading0"][ka] - poses_prev[:, 2])
+        vel = jnp.where(scene.agent_type[ka] == AGENT_STATIC, 0.0, ctx["speed0"][ka] * jnp.cos(rel))
+        return found, s_prev + dist, vel, is_red
+
+    def step(carry, t):
+        s, v, poses, lead = carry                         # [5], [5], [5, 3], [5, 3]
+        found, lprog, lvel, is_red = lead_candidates(t, poses, s)
+        # NAVSIM quirk: one leading-agent buffer reused across the 5 proposals of a path.
+        buf = jnp.zeros(3)
+        recs = []
+        for j in range(n_prop):
+            buf = jnp.where(found[j],
+                            buf.at[0].set(lprog[j]).at[1].set(jnp.where(is_red[j], buf[1], lvel[j])),
+                            buf.at[0].set(length).at[2].set(EGO_LENGTH / 2))
+            recs.append(buf)
+        new_lead = jnp.stack(recs)
+        lead = jnp.where(t % 2 == 0, new_lead, lead)     # updated every second step only
+        x_lead, v_lead, lr = lead[:, 0], lead[:, 1], lead[:, 2]
+        s_star = MIN_GAP + v * HEADWAY + v * (v - v_lead) / (2 * np.sqrt(A_MAX * B_MAX))
+        s_alpha = jnp.maximum(x_lead - s - lr, MIN_GAP)
+        acc = A_MAX * (1 - (v / targets) ** EXPONENT - (s_star / s_alpha) ** 2)
+        acc = jnp.clip(acc, -B_MAX, A_MAX)
+        s_new = s + DT * v
+        v_new = v + DT * acc
+        poses_new = _interp_pose(s_new, prog, pts, hun)
+        return (s_new, v_new, poses_new, lead), poses_new
+
+    s0 = jnp.full((n_prop,), ego_s)
+    poses0 = jnp.broadcast_to(_interp_pose(ego_s, prog, pts, hun), (n_prop, 3))
+    init = (s0, jnp.full((n_prop,), v_ego), poses0, jnp.zeros((n_prop, 3)))
+    _, traj = jax.lax.scan(step, init, jnp.arange(1, T))
+    return jnp.concatenate([poses0[:, None], jnp.moveaxis(traj, 0, 1)], axis=1)
+
+
+def pdm_closed(scene, return_all: bool = False):
+    """Reference poses [41, 3] (t = 0..4 s, ego frame) of PDM-Closed for one scene."""
+    ctx = _forecast_context(scene)
+    limit = starting_speed_limit(scene)
+    targets = jnp.asarray(SPEED_FRACTIONS) * limit
+    refs = []
+    for off in LATERAL_OFFSETS:
+        pts, hun, prog = _path(scene.route, scene.route_valid, off)
+        refs.append(_unroll_path(scene, ctx, pts, hun, prog, targets))
+    refs = jnp.concatenate(refs, axis=0)                                       # [15, 41, 3]
+    init = rollout.ego_state_array(scene.ego_state)
+    states = rollout.rollout(refs, init, "tracked")
+    m = jax.vmap(lambda st: metrics.trajectory_metrics(scene, ctx, st))(states)
+    multi = m["NC"] * m["DAC"] * m["DDC"] * m["TLC"]
+    norm = jnp.max(m["progress"] * multi)
+    ep = jnp.where(norm > 5.0, jnp.clip(m["progress"] / jnp.where(norm > 0, norm, 1.0), 0.0, 1.0), 1.0)
+    total = multi * (5 * ep + 5 * m["TTC"] + 2 * m["LK"] + 2 * 1.0) / 14.0
+    best = jnp.argmax(total)
+    if return_all:
+        return refs[best], dict(refs=refs, total=total, best=best, metrics=m)
+    return refs[best]
