@@ -48,7 +48,7 @@ class ExpertParams:
 
 def sample_params(rng: np.random.Generator) -> ExpertParams:
     return ExpertParams(v_factor=rng.uniform(0.88, 1.0), a_max=rng.uniform(1.2, 1.9), b=rng.uniform(1.8, 2.6),
-                        headway=rng.uniform(1.1, 1.6), s_min=rng.uniform(2.0, 3.0), a_lat=rng.uniform(1.8, 2.5))
+                        headway=rng.uniform(1.1, 1.6), s_min=rng.uniform(2.5, 3.5), a_lat=rng.uniform(1.8, 2.5))
 
 
 @dataclasses.dataclass
@@ -110,10 +110,11 @@ def _acc_model(v, vt, g, vl, p: ExpertParams, sq, al=0.0, coolness=0.99):
     sstar = p.s_min + max(0.0, v * p.headway + v * (v - vl) / sq)
     a_idm = p.a_max * (1.0 - (v / vt) ** 4 - (sstar / g) ** 2)
     al = min(al, p.a_max)
-    if vl * (v - vl) <= -2.0 * g * al and vl ** 2 - 2.0 * g * al > 1e-6:
-        a_cah = v * v * al / (vl * vl - 2.0 * g * al)
+    gc = max(g - p.s_min, 0.1)        # the CAH aims at stopping s_min behind, not bumper to bumper
+    if vl * (v - vl) <= -2.0 * gc * al and vl ** 2 - 2.0 * gc * al > 1e-6:
+        a_cah = v * v * al / (vl * vl - 2.0 * gc * al)
     else:
-        a_cah = al - (max(v - vl, 0.0) ** 2) / (2.0 * g)
+        a_cah = al - (max(v - vl, 0.0) ** 2) / (2.0 * gc)
     if a_idm >= a_cah:
         return a_idm
     bw = 1.0          # how much harder than the CAH deceleration it may brake (m/s^2)

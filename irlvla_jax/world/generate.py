@@ -37,7 +37,7 @@ from irlvla_jax.world import expert as E
 from irlvla_jax.world import language
 from irlvla_jax.world import roads as R
 from irlvla_jax.world import sensors
-from irlvla_jax.world.traffic import (Fixed, Vehicle, box_corners, boxes_overlap, pedestrian, simulate_vehicles,
+from irlvla_jax.world.traffic import (Fixed, Vehicle, boxes_overlap, pedestrian, simulate_vehicles,
                                       static_object, vehicle_boxes)
 
 T7 = np.arange(71) * DT            # light schedules known to agents / the expert: t = 0 ... 7 s
@@ -156,7 +156,7 @@ def _corridor_base(spec, rng, n_fwd, n_back, ego_k, limit, curve=None, lane_chan
     ref = R.corridor_reference((-u_e, y_ref), 0.0, pieces)
     cor = R.Corridor(ref, w, n_fwd, n_back, 0.0, ref.length, limit)
     mb = R.MapBuilder(spec)
-    R.build_corridor(mb, cor, np.zeros(2))
+    R.build_corridor(mb, cor)
     for ln in mb.lanes:
         ln.on_route = ln.key.startswith("fwd")
     uu = np.arange(0.0, ref.length + 0.5, 1.0)
@@ -686,7 +686,6 @@ def _fam_intersection(spec, rng):
                 mv = str(rng.choice(mv_choices))
                 c = inter.connectors[(ai, k, mv)]
                 pin = mb.lane_paths[("in", ai, k)]
-                dst = {"straight": None}
                 travel = arm.phi + np.pi
                 if mv == "straight":
                     bi = R._arm_lookup(inter.arms, travel)
@@ -712,9 +711,7 @@ def _fam_intersection(spec, rng):
                 grp = ("in", ai, k)
                 if not placer.free(grp, s, L, 3.0):
                     continue
-                # keep the ego's own approach clear near the ego
                 placer.add(grp, s, L)
-                del dst
                 w.vehicles.append(Vehicle(path, s, v, limit * rng.uniform(0.8, 1.0), L, W_, H, group=grp,
                                           stop_s=stop, red=red, priority=1 if ai == 0 else 0))
     # Pedestrians on the crosswalk of the exit arm (they walk with the ego's phase for turns).

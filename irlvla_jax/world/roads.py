@@ -317,12 +317,15 @@ def corridor_reference(p0, h0, pieces: Sequence[Tuple[str, float, float]]) -> Pa
     return Path(np.concatenate(pts))
 
 
-def build_corridor(mb: MapBuilder, cor: Corridor, ego_xy: np.ndarray) -> None:
+def build_corridor(mb: MapBuilder, cor: Corridor) -> None:
     """Add the lanes, roadblocks and markings of a corridor road to ``mb``."""
     spec = mb.spec
     w = cor.widths
     n_tot = cor.n_fwd + cor.n_back
-    nseg = _lane_budget_segments(spec, n_tot, cor.u1 - cor.u0)
+    straight = float(np.ptp(cor.ref.h)) < 1e-6
+    # A straight road is exact with one segment per lane; a curved one is split (budget allowing) so
+    # that the arcs keep enough vertices. (Segment joins make the 'multiple lanes' test fire there.)
+    nseg = 1 if straight else _lane_budget_segments(spec, n_tot, cor.u1 - cor.u0)
     # Shared segment boundaries on the reference (equal adaptive cost).
     bounds = adaptive_params(cor.ref, cor.u0, cor.u1, nseg + 1)
     nv = spec.lane_vertices // 2
@@ -442,7 +445,7 @@ def build_intersection(mb: MapBuilder, centre, heading, n_main: int, n_cross: in
         Arm(heading + np.pi / 2, hy, arm_lengths[3], n_cross, n_cross, w_cross, 1),
     ]
     spec = mb.spec
-    nv, npnt, nd = spec.lane_vertices // 2, spec.lane_points, spec.drivable_vertices // 2
+    nv, npnt = spec.lane_vertices // 2, spec.lane_points
     # Arm lanes and roadblocks.
     for ai, arm in enumerate(arms):
         for k in range(arm.n_in):
@@ -457,8 +460,8 @@ def build_intersection(mb: MapBuilder, centre, heading, n_main: int, n_cross: in
         a0, a1 = c + e * arm.h, c + e * (arm.h + arm.length)
         rb_in = [a0, a1, a1 + n * (arm.n_in * arm.width + SHOULDER), a0 + n * (arm.n_in * arm.width + SHOULDER)]
         rb_out = [a0 - n * (arm.n_out * arm.width + SHOULDER), a1 - n * (arm.n_out * arm.width + SHOULDER), a1, a0]
-        mb.add_drivable(_densify(np.array(rb_in), nd * 2), 0)
-        mb.add_drivable(_densify(np.array(rb_out), nd * 2), 0)
+        mb.add_drivable(np.array(rb_in), 0)
+        mb.add_drivable(np.array(rb_out), 0)
         # Markings on the arm.
         um = np.linspace(0.0, arm.length, max(2, int(arm.length)))
         base = a0[None] + e[None] * um[:, None]
@@ -478,7 +481,7 @@ def build_intersection(mb: MapBuilder, centre, heading, n_main: int, n_cross: in
     # Intersection polygon (a rectangle in the road frame).
     ex, ey = arms[1].e, arms[3].e
     square = np.array([c - ex * hx - ey * hy, c + ex * hx - ey * hy, c + ex * hx + ey * hy, c - ex * hx + ey * hy])
-    mb.add_drivable(_densify(square, nd * 2), 1)
+    mb.add_drivable(square, 1)
     # Connectors.
     conns = {}
     for ai, arm in enumerate(arms):
@@ -516,13 +519,6 @@ def _straight_lane(p: Path, width: float, nv: int, npnt: int, limit: float, key:
     right = p.offset_points(uv, -width / 2)
     x, y, _ = p.at(up)
     return LaneRec(np.concatenate([right, left[::-1]]), np.stack([x, y], -1), False, limit, key=key)
-
-
-def _densify(poly: np.ndarray, n: int) -> np.ndarray:
-    """A closed polygon with few corners: return it as is if it fits in ``n`` vertices."""
-    if len(poly) > n:
-        raise ValueError("polygon too large for its budget")
-    return poly
 
 
 def carpark_polygon(ref: Path, u: float, side_offset: float, length: float, depth: float) -> np.ndarray:
