@@ -2,7 +2,9 @@
 
 A straight two-lane road along +x: the ego lane y in [-1.75, 1.75] (on route, route centreline y = 0)
 and a lane y in [1.75, 5.25] running the other way (not on route). Each lane has its roadblock.
-Everything can be overridden: lanes, drivable polygons, route, agents, lights, ego past.
+Everything can be overridden: lanes, drivable polygons, route, agents, lights, ego past, expert. The
+default expert stands still, which fails no rule in these scenes (so the human filter changes nothing
+unless a test gives the expert a failing plan).
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def make_scene(*, ego_v=0.0, ego_a=0.0, ego_ay=0.0, past=None, expert=None, lane
     d["ego_state"][:] = [0, 0, 0, ego_v, 0, ego_a, ego_ay]
     d["ego_past"][:] = const_accel_past(ego_v, 0.0) if past is None else past
     d["speed_limit"][()] = speed_limit
-    d["expert_future"][:] = const_velocity(ego_v) if expert is None else expert
+    d["expert_future"][:] = np.zeros((8, 3)) if expert is None else expert  # default: stand still
     for i, l in enumerate(default_lanes() if lanes is None else lanes):
         d["lane_polygons"][i], d["lane_vertex_valid"][i] = S.pad_polygon(l["polygon"], spec.lane_vertices)
         d["lane_centerlines"][i], d["lane_point_valid"][i] = S.pad_polyline(l["centerline"], spec.lane_points)
@@ -83,7 +85,12 @@ def make_scene(*, ego_v=0.0, ego_a=0.0, ego_ay=0.0, past=None, expert=None, lane
         d["drivable_kind"][i] = k
     r = [[-60.0, 0.0], [X1 - 1.0, 0.0]] if route is None else route
     d["route"][:], d["route_valid"][:] = S.pad_polyline(r, spec.route_points)
+    from shapely.geometry import Polygon
+    from tests.reference.epdms_ref import box_polygon, ego_corners
+    ego0 = Polygon(ego_corners(np.zeros(11)))
     for j, a in enumerate(agents):
+        if a["valid"][0] and box_polygon(*a["boxes"][0].astype(float)).intersects(ego0):
+            raise ValueError(f"agent {j} overlaps the ego box at t0 (such agents are ignored by the scorer)")
         d["agent_boxes"][j] = a["boxes"]
         d["agent_velocity"][j] = a["vel"]
         d["agent_type"][j] = a["kind"]
