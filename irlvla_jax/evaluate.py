@@ -17,8 +17,9 @@ Policies are a registry ``name -> fn(scenes: Scene [B]) -> trajectories [B, 1, 8
 * trained stages: ``--stage il,rl`` loads the stages' latest checkpoints through the loaders in
   ``STAGE_LOADERS`` (``loader(config, workdir) -> policy fn``); :func:`register_stage_loader` adds more.
   ``--stage all`` loads every stage whose loader is importable and has a checkpoint.
-When both ``il`` and ``rl`` are evaluated, the paired difference RL - IL (per scene, same scenes) is
-reported with its bootstrap interval (:func:`paired_difference`).
+Stages: ``il`` (imitation), ``rl`` (PPO, reward-world-model reward), ``rl_scorer`` (PPO ablation, true-scorer
+reward). When ``il`` and an RL stage are evaluated, the paired difference RL - IL (per scene, same scenes)
+is reported with its bootstrap interval (:func:`paired_difference`).
 
 No previous-frame plans exist for dataset scenes, so EC = 1 and EPDMS uses the /14 denominator
 (shared/EPDMS.md); the tables say so.
@@ -59,9 +60,16 @@ def expert(scenes: S.Scene) -> np.ndarray:
 _POLICIES: Dict[str, PolicyFn] = {"constant_velocity": constant_velocity, "expert": expert}
 
 # stage name -> "module:function" with function(config, workdir) -> PolicyFn
+def _rl_scorer_loader(config, workdir):
+    """The PPO ablation trained on the true scorer's reward (``ppo.reward = "scorer"``)."""
+    from irlvla_jax.train import ppo
+    return ppo.load_policy(config, workdir, reward="scorer")
+
+
 STAGE_LOADERS: Dict[str, object] = {
     "il": "irlvla_jax.train.imitation:load_policy",
-    "rl": "irlvla_jax.train.ppo:load_policy",
+    "rl": "irlvla_jax.train.ppo:load_policy",          # PPO with the reward-world-model reward
+    "rl_scorer": _rl_scorer_loader,                    # ablation: PPO with the true-scorer reward
 }
 
 
@@ -264,9 +272,10 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
         sres = {"num_scenes": b, "seconds": None, "groups": {}, "differences": {}}
         for g, mask in groups.items():
             sres["groups"][g] = {p: summarize(per_policy[p], mask, int(ec.bootstrap), int(ec.seed)) for p in names}
-        if "rl" in per_policy and "il" in per_policy:
-            sres["differences"]["rl - il"] = paired_difference(per_policy["rl"]["EPDMS"], per_policy["il"]["EPDMS"],
-                                                               n_boot=int(ec.bootstrap), seed=int(ec.seed))
+        for rl in ("rl", "rl_scorer"):
+            if rl in per_policy and "il" in per_policy:
+                sres["differences"][f"{rl} - il"] = paired_difference(
+                    per_policy[rl]["EPDMS"], per_policy["il"]["EPDMS"], n_boot=int(ec.bootstrap), seed=int(ec.seed))
         sres["seconds"] = round(time.time() - t0, 2)
         results["splits"][split] = sres
         if writer is not None:
