@@ -642,8 +642,8 @@ def pdm_closed_reference(world: World, scene, mode: str):
     """Plan with the PDM-Closed-like planner; return its simulated states [41, 11] (in ``mode``)."""
     ego_row = np.asarray(scene.ego_state, np.float64)
     speed_limit = _starting_lane_speed(world, ego_row)
-    if speed_limit is None:
-        speed_limit = float(scene.speed_limit) if float(scene.speed_limit) > 0 else PDM_FALLBACK_SPEED
+    if speed_limit is None:  # unknown limit of the starting lane: the planner's fallback target speed
+        speed_limit = PDM_FALLBACK_SPEED
     targets = np.array(IDM_FRACTIONS) * speed_limit
     center = _Path(world.route_xy)
     paths = [center] + [center.offset(o) for o in PDM_OFFSETS[1:]]
