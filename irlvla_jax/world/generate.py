@@ -324,10 +324,11 @@ def _fam_cruise(spec, rng, brake=False):
     w = _new_world(mb, route, s0, v0, limit, rng)
     if brake:
         gmin = max(8.0, 1.0 * v0)
-        _lead(rng, w, placer, (gmin, gmin + 15.0), (v_lead, v_lead), brake_t=rng.uniform(0.0, 1.5),
-              brake_a=rng.uniform(4.0, 8.0), v_des=v_lead)
-        if rng.random() < 0.5:   # the reason it brakes: a slower car further ahead
-            lead2 = _lead(rng, w, placer, (35.0, 55.0), (0.0, 2.0), priority=1)
+        lead = _lead(rng, w, placer, (gmin, gmin + 15.0), (v_lead, v_lead), brake_t=rng.uniform(0.0, 1.5),
+                     brake_a=rng.uniform(4.0, 8.0), v_des=v_lead)
+        if rng.random() < 0.5:   # the reason it brakes: a slow or stopped car further ahead
+            gap2 = lead.s0 + 0.5 * lead.length - (w.s0 + E.EGO_FRONT) + rng.uniform(12.0, 30.0)
+            lead2 = _lead(rng, w, placer, (gap2, gap2), (0.0, 2.0), priority=1)
             lead2.parked = lead2.v0 < 0.5
     else:
         gmin = max(6.0, 0.8 * v0)
