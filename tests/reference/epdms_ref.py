@@ -133,9 +133,14 @@ def _fit_profiles(poses: np.ndarray):
     A[:, 0] = cs * DT
     for i in range(m):
         A[2 * i:2 * i + 2, 1:i + 1] = cs[2 * i:2 * i + 2, None] * DT ** 2
+    # Devkit quirk: its "banded difference" matrix (m-2 rows over the m-1 accelerations) is filled by
+    # writing +1 on the upper diagonal and then -1 on the main diagonal of the leading square block, which
+    # wipes all upper +1 entries but the last row's. So the penalty is mostly on the accelerations
+    # themselves, not on their differences. Reproduced as is (the official numbers depend on it).
     Rj = np.zeros((m - 2, m))
     for i in range(m - 2):
-        Rj[i, i + 1], Rj[i, i + 2] = -1.0, 1.0
+        Rj[i, i + 1] = -1.0
+    Rj[m - 3, m - 1] = 1.0
     sol = np.linalg.pinv(A.T @ A + JERK_PENALTY * Rj.T @ Rj) @ A.T @ dxy.reshape(-1)
     vel = sol[0] + np.concatenate([[0.0], np.cumsum(sol[1:] * DT)])
     # heading_disp_i = dt * v_i * (k0 + dt * sum_{k<i} kr_k); unknowns [k0, kr_0..kr_{m-2}]
