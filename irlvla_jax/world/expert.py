@@ -1,7 +1,11 @@
 """The rule-based expert ("logged human") of the embedded world (numpy, world frame).
 
 It has full knowledge of the scene (every agent's logged future, every light's schedule) and drives the
-route centerline (plus a small human lateral offset and nudges) with a longitudinal IDM:
+route centerline (plus a small human lateral offset and nudges) with a longitudinal car-following model:
+IDM combined with the constant-acceleration heuristic (Treiber & Kesting's "ACC model"; it uses the
+leader's true acceleration, and its kinematic part aims at stopping ``s_min`` behind an obstacle), so a
+close cut-in by a car that is not slower causes no emergency brake, while a braking lead or a stopped
+obstacle is answered with at least the kinematically needed deceleration (at most 1 m/s^2 more):
 
 * desired speed = a human fraction of the speed limit, capped by a curvature profile
   (|lateral acceleration| <= a_lat, anticipated with a comfortable 1.5 m/s^2 deceleration);
@@ -11,7 +15,11 @@ route centerline (plus a small human lateral offset and nudges) with a longitudi
 * red lights: a stopped virtual leader at the stop line whenever the light is red now or will turn red
   before the ego has cleared the connector, as long as it can stop comfortably (<= 3 m/s^2); otherwise it
   commits and drives on (as humans do, so it can still get TLC = 0 on a light that turns red);
-* jerk-limited acceleration (comfortable unless it must brake hard).
+* jerk-limited acceleration: 2 m/s^3 up, 4 m/s^3 down, 8 m/s^3 when it must brake harder than 3.5 m/s^2;
+  acceleration in [-8, 2] m/s^2.
+
+Human-like variation per scene (:func:`sample_params`): desired speed 0.88-1.0 x limit, headway 1.1-1.6 s,
+standstill gap 2.5-3.5 m, comfortable lateral acceleration 1.8-2.5 m/s^2, IDM a/b.
 
 Output: 10 Hz states for t = -1.5 ... 4.0 s; the past is constant acceleration (a0 = the IDM command
 at t0, clipped so the past speed stays >= 0) along the same route, which makes the logged past and the
