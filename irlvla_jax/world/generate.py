@@ -599,7 +599,7 @@ def _fam_ped_crossing(spec, rng):
 def _fam_intersection(spec, rng):
     movement = str(rng.choice(["left", "straight", "right"], p=[0.35, 0.35, 0.3]))
     pattern = str(rng.choice(["green", "red", "turns_red", "turns_green"], p=[0.3, 0.25, 0.22, 0.23]))
-    n_m = int(rng.choice([1, 2], p=[0.45, 0.55]))
+    n_m = int(rng.choice([1, 2, 3], p=[0.4, 0.45, 0.15]))
     n_c = int(rng.choice([1, 2], p=[0.6, 0.4]))
     # Fit the lane budget: 4 arms x (in + out) lanes + connectors.
     while 2 * (2 * n_m + 2 * n_c) + 2 * (n_m + 2) + 2 * (n_c + 2) > spec.num_lanes and (n_m > 1 or n_c > 1):
