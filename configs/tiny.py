@@ -45,17 +45,17 @@ def get_config():
     c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True))
     # Stage 2, reward world model (train/reward.py; RL helper).
     c.rwm = ml_collections.ConfigDict(dict(
-        d_model=64, num_layers=2, num_heads=4, ff_mult=2, steps=600, batch_size=16, lr=1e-3,
+        d_model=64, num_layers=2, num_heads=4, ff_mult=2, steps=150, batch_size=8, lr=1e-3,
         warmup_steps=50, weight_decay=1e-4, grad_clip=1.0, policy_samples=1, noisy_chains=16,
         noise_std=0.3, expert_perturbations=24, use_anchors=True, use_ec=False, epdms_weight=2.0,
-        eval_split="val", eval_scenes=128, checkpoint_every=200))
+        eval_split="val", eval_scenes=128, checkpoint_every=50))
 
     # Stage 3, PPO over the denoising chain (train/ppo.py; RL helper).
     c.ppo = ml_collections.ConfigDict(dict(
         reward="rwm", bc_weight=0.05, finetune_steps=2, samples_per_scene=4, freeze_encoders=True,
-        updates=150, batch_size=16, epochs=2, num_minibatches=2, lr=1e-4, clip_eps=0.2, gamma=1.0,
-        gae_lambda=0.95, vf_coef=0.5, ent_coef=0.0, sigma_max=0.1, sigma_min=0.05, log_std_bound=1.0,
-        value_hidden=128, max_grad_norm=1.0, checkpoint_every=50, log_true_score=True,
+        updates=60, batch_size=8, epochs=2, num_minibatches=2, lr=2e-5, clip_eps=0.2, gamma=1.0,
+        gae_lambda=0.95, vf_coef=0.5, ent_coef=0.0, sigma_max=0.03, sigma_min=0.02, log_std_bound=1.0,
+        value_hidden=128, max_grad_norm=1.0, checkpoint_every=20, log_true_score=True,
         normalize_advantages=True))
 
     # `irlvla pipeline` evaluation (pipeline.py; RL helper).
