@@ -203,7 +203,7 @@ class Planner(nnx.Module):
         self.pose_pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (D,)))
         self.blocks = nnx.List([PlannerBlock(D, int(p.heads), rngs=rngs, dtype=dt) for _ in range(self.num_layers)])
         self.ln_out = nnx.LayerNorm(D, rngs=rngs, dtype=dt)
-        self.pose_head = nnx.Linear(D, N_POSES * POSE_DIM, rngs=rngs, kernel_init=nnx.initializers.zeros)
+        self.pose_head = nnx.Linear(D, N_POSES * POSE_DIM, rngs=rngs)
         self.mode_head = nnx.Linear(D, 1, rngs=rngs)
         self.dim = D
 
@@ -222,7 +222,7 @@ class Planner(nnx.Module):
         for blk in self.blocks:
             h = blk(h, ctx, cond)
         h = self.ln_out(h).astype(jnp.float32)
-        x0 = x_t + self.pose_head(h).reshape(B, C, N_POSES, POSE_DIM)
+        x0 = self.pose_head(h).reshape(B, C, N_POSES, POSE_DIM)          # direct x0 prediction
         return x0, self.mode_head(h)[..., 0]
 
     def anchors_norm(self):

@@ -41,7 +41,7 @@ from irlvla_jax.models.semantic import check_vocab
 from irlvla_jax.scene import Scene, SceneSpec, validate
 from irlvla_jax.train import mesh as mesh_lib
 from irlvla_jax.train.checkpoint import Checkpointer
-from irlvla_jax.train.logging import Logger
+from irlvla_jax.train.logging import Logger, quiet_libraries
 from irlvla_jax.train.state import TrainState, abstract_like
 
 LOSS_TERMS = ("traj_l1", "mode_ce", "det_heat", "det_box", "bev_seg", "map_line", "map_exist", "meta_speed",
@@ -161,7 +161,8 @@ def make_train_iter(config, workdir, batch_size: int):
 def load_val(config, workdir, n: int) -> Scene:
     from irlvla_jax.data import loader as L
     from irlvla_jax.scene import index
-    scenes = _call_loader(L.load_split, config, workdir, "val")
+    kw = {"limit": n} if "limit" in inspect.signature(L.load_split).parameters else {}
+    scenes = _call_loader(L.load_split, config, workdir, "val", **kw)
     n = min(n, int(np.asarray(scenes.scene_id).shape[0]))
     return index(scenes, slice(0, n))
 
@@ -229,6 +230,7 @@ def train(config, workdir: str, args=None, *, train_iter=None, val_scenes: Optio
     validation). ``train_iter`` / ``val_scenes`` / ``anchors`` override the dataset (tests, benchmarks);
     ``stop_at`` stops after that step without a final checkpoint (simulates a crash)."""
     il, spec = config.il, SceneSpec.from_config(config.scene)
+    quiet_libraries()
     mesh_lib.maybe_initialize_distributed()
     mesh = mesh or mesh_lib.make_mesh(int(config.train.num_devices))
     bs = int(il.batch_size)

@@ -14,6 +14,18 @@ import jax
 import numpy as np
 
 
+_SHOWN = ("loss", "traj_l1", "mode_acc", "ADE", "FDE", "EPDMS")
+
+
+def quiet_libraries() -> None:
+    """Orbax logs every save at INFO through absl; keep the console for progress bars and results."""
+    try:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:  # pragma: no cover
+        pass
+
+
 class Logger:
     def __init__(self, workdir: str, stage: str, total_steps: int = 0, initial: int = 0, enable_tqdm: bool = True):
         self.main = jax.process_index() == 0
@@ -37,7 +49,8 @@ class Logger:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": int(step), "time": time.time() - self.t0, **vals}) + "\n")
             if self.bar is not None:
-                shown = {k: f"{v:.3g}" for k, v in list(vals.items())[:4]}
+                pri = [k for k in vals if k.split("/")[-1] in _SHOWN] or list(vals)[:4]
+                shown = {k.split("/")[-1]: f"{vals[k]:.3g}" for k in pri}
                 self.bar.set_postfix(shown, refresh=False)
         return vals
 
