@@ -40,6 +40,7 @@ from irlvla_jax.world import sensors
 from irlvla_jax.world.traffic import (Fixed, Vehicle, boxes_overlap, pedestrian, simulate_vehicles,
                                       static_object, vehicle_boxes)
 
+SENSOR_RANGE = 120.0               # metres from the ego at t0: agents farther away are not observed
 T7 = np.arange(71) * DT            # light schedules known to agents / the expert: t = 0 ... 7 s
 _HARD_BLOCK = tuple(FAMILIES) + tuple(INTERACTIVE_FAMILIES)
 
@@ -913,7 +914,7 @@ def _pack(spec: SceneSpec, w: World, boxes, vel, types, valid, heights, prio, ex
         ov = boxes_overlap(ego0[None], boxes[:, 0]) & valid[:, 0]
         dist = np.hypot(boxes[:, 0, 0] - pose0[0], boxes[:, 0, 1] - pose0[1])
         order = np.lexsort((dist, prio))
-        order = [i for i in order if not ov[i] and dist[i] < 150.0][: spec.num_agents]
+        order = [i for i in order if not ov[i] and dist[i] < SENSOR_RANGE][: spec.num_agents]
     else:
         order = []
     na = len(order)
@@ -927,7 +928,9 @@ def _pack(spec: SceneSpec, w: World, boxes, vel, types, valid, heights, prio, ex
         d["agent_velocity"][:na, :, 0] = c * vv[..., 0] + s * vv[..., 1]
         d["agent_velocity"][:na, :, 1] = -s * vv[..., 0] + c * vv[..., 1]
         d["agent_type"][:na] = types[order]
-        d["agent_valid"][:na] = valid[order]
+        # Agents are observed while within SENSOR_RANGE of the ego's t0 position (some leave the range).
+        far = np.hypot(d["agent_boxes"][:na, :, 0], d["agent_boxes"][:na, :, 1]) > SENSOR_RANGE
+        d["agent_valid"][:na] = valid[order] & ~far
     # Lanes.
     lanes = w.mb.lanes
     ld = [float(np.min(np.hypot(ln.polygon[:, 0] - pose0[0], ln.polygon[:, 1] - pose0[1]))) for ln in lanes]
