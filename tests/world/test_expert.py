@@ -103,3 +103,18 @@ def test_expert_motion_is_plausible(family_scenes):
         assert step.max() / 0.5 < 1.15 * lim + 1.0                      # about the speed limit at most
         dh = np.abs(np.angle(np.exp(1j * np.diff(p[:, 2]))))
         assert dh.max() < 0.8                                            # < 1.6 rad/s yaw rate
+
+
+def test_expert_respects_lateral_acceleration_in_curves(family_scenes):
+    """Curve speed: |v * yaw rate| from the 2 Hz poses stays below 3.5 m/s^2 (the expert aims at
+    1.8-2.5), and the curve family really turns."""
+    worst, turned = 0.0, 0
+    for fam in ("curve", "intersection"):
+        for sc in family_scenes[fam]:
+            p = _poses(sc)
+            v = np.hypot(*np.diff(p[:, :2], axis=0).T) / 0.5
+            w = np.angle(np.exp(1j * np.diff(p[:, 2]))) / 0.5
+            worst = max(worst, float(np.max(np.abs(v * w))))
+            turned += fam == "curve" and abs(p[-1, 2]) > 0.2
+    assert worst < 3.5, worst
+    assert turned >= 8
