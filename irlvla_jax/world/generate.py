@@ -19,8 +19,28 @@ every split of >= 9 scenes); hard draws from blocks of 15 = the nine families + 
 families once more (``scene.INTERACTIVE_FAMILIES`` at 2x).
 
 Decisions: parked cars / cones that *block* a lane (blocked_lane) are AGENT_STATIC (NC 1/2, as the
-design asks); parked cars at the roadside elsewhere are stopped vehicles. Lane changes that the route
-needs (lane_change, and the lane bypass in blocked_lane) give the command left / right.
+design asks); parked cars at the roadside / in car parks elsewhere are stopped vehicles. Lane changes
+that the route needs (lane_change, and the lane bypass in blocked_lane) give the command left / right.
+Followers in the ego's lane react to the expert (so the log is plausible); every other agent ignores the
+ego; all of them are fixed log replay for whatever policy is evaluated. Agents are observed within
+``SENSOR_RANGE`` (120 m) of the ego at t0, so a few leave during the 4 s.
+
+Family variants: cruise_lead (straight or gentle curve, 1-3 lanes, one- or two-way); lead_brake (lead
+brakes at 4-8 m/s^2 from 0-1.5 s, sometimes because of a stopped car further ahead); cut_in (from either
+side, 0.5-12 m ahead, over 2-3.5 s); blocked_lane (bypass: the route changes lane before cones / barrier
+/ parked car; nudge: an object intrudes 0.1-0.9 m and the expert shifts <= 0.9 m; stop: the lane is
+blocked and the expert stops behind); intersection (1-3 x 1-2 lanes, left / straight / right, the ego's
+light green / red / turns red / turns green, ego approaching, queued, stopped at the line or already
+inside; queue, oncoming and crossing traffic obeying their lights, pedestrians on the exit crosswalk);
+pedestrian_crossing (1-3 pedestrians on a zebra crossing, other vehicles yield); curve (R 30-200 m,
+30-90°); lane_change (adjacent lane, 3-4.5 s, gap left in the target lane); oncoming (two-way road,
+close oncoming traffic, a cyclist or lead ahead). Any family may add neighbours, oncoming cars, a
+follower, sidewalk pedestrians, roadside parked cars or a car park with parked cars.
+
+Known simplifications: the camera skips boxes that reach behind its near plane; the LiDAR is a BEV
+histogram, not ray-cast points; curved lanes are split into segments (the scorer's "multiple lanes" test
+fires where the ego straddles a join); agents do not react to each other across lanes (the crosswalk
+and traffic lights excepted).
 """
 from __future__ import annotations
 
