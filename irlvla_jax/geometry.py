@@ -10,6 +10,7 @@ Every function is pure jnp, broadcasts over leading axes, and is safe under jit 
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 
@@ -76,18 +77,34 @@ def points_in_polygon(points, poly, vmask=None):
 
     Points exactly on the boundary may go either way (measure zero). ``vmask`` is unused because padded
     vertices equal vertex 0 and their zero-length edges never cross; it is accepted for clarity.
+    For large V the edges are visited in a loop (memory O(P) instead of O(P x V)).
     """
     del vmask
-    p = points[..., :, None, :]            # [..., P, 1, 2]
-    v0 = poly[..., None, :, :]             # [..., 1, V, 2]
-    v1 = jnp.roll(poly, -1, axis=-2)[..., None, :, :]
-    y0, y1 = v0[..., 1], v1[..., 1]
-    py, px = p[..., 1], p[..., 0]
-    straddle = (y0 > py) != (y1 > py)
-    dy = jnp.where(straddle, y1 - y0, 1.0)
-    xint = v0[..., 0] + (py - y0) * (v1[..., 0] - v0[..., 0]) / dy
-    cross = straddle & (px < xint)
-    return (jnp.sum(cross, axis=-1) % 2) == 1
+    px, py = points[..., :, 0], points[..., :, 1]
+    v = poly.shape[-2]
+
+    def crossing(x0, y0, x1, y1):  # edge coordinates [..., 1] -> bool [..., P]
+        straddle = (y0 > py) != (y1 > py)
+        dy = jnp.where(straddle, y1 - y0, 1.0)
+        return straddle & (px < x0 + (py - y0) * (x1 - x0) / dy)
+
+    nxt = jnp.roll(poly, -1, axis=-2)
+    if v <= 16:
+        x0, y0 = poly[..., None, :, 0], poly[..., None, :, 1]
+        x1, y1 = nxt[..., None, :, 0], nxt[..., None, :, 1]
+        pxx, pyy = px[..., :, None], py[..., :, None]
+        straddle = (y0 > pyy) != (y1 > pyy)
+        dy = jnp.where(straddle, y1 - y0, 1.0)
+        cross = straddle & (pxx < x0 + (pyy - y0) * (x1 - x0) / dy)
+        return (jnp.sum(cross, axis=-1) % 2) == 1
+    shape = jnp.broadcast_shapes(px.shape, poly.shape[:-2] + (1,))
+
+    def body(k, parity):
+        e0 = jax.lax.dynamic_index_in_dim(poly, k, axis=-2, keepdims=False)
+        e1 = jax.lax.dynamic_index_in_dim(nxt, k, axis=-2, keepdims=False)
+        return parity ^ crossing(e0[..., 0:1], e0[..., 1:2], e1[..., 0:1], e1[..., 1:2])
+
+    return jax.lax.fori_loop(0, v, body, jnp.zeros(shape, bool))
 
 
 def _orient(a, b, c):

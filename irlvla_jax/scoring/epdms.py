@@ -16,6 +16,7 @@ optionally shards the batch over the ``data`` axis of a mesh.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -62,47 +63,71 @@ def _normalised_progress(raw, multi, ref_raw, ref_multi):
 
 
 def _score_scene(scene, traj, prev, has_prev, ref_poses, mode, human_filter, return_flags):
-    """One scene: traj [N, 8, 3], prev [N, 8, 3], has_prev bool, ref_poses [41, 3] or None."""
-    ctx = metrics.scene_context(scene)
-    init = rollout.ego_state_array(scene.ego_state)
-    if ref_poses is None:
-        ref_poses = reference_planner.pdm_closed(scene)
+    """One scene: traj [N, 8, 3], prev [N, 8, 3] or None, has_prev bool, ref_poses [41, 3] or None.
+
+    One rollout call and one metrics call serve everything (compiled once): PDM-Closed's 15 proposals
+    (tracked, scored against its own constant-velocity forecast), the same proposals in ``mode``
+    (scored against the log), the N agent trajectories, the expert, and the N previous plans.
+    """
     n = traj.shape[0]
-    # Agent trajectories, the expert and PDM-Closed share one rollout call: [N + 2, 41, 3].
-    refs = jnp.concatenate([rollout.interpolate_poses(traj),
-                            rollout.interpolate_poses(scene.expert_future)[None],
-                            ref_poses[None]], axis=0)
-    states = rollout.rollout(refs, init, mode)
-    m = jax.vmap(lambda st: metrics.trajectory_metrics(scene, ctx, st))(states)
-    hc = comfort.history_comfort(states[:n], scene.ego_past)
-    multi = m["NC"] * m["DAC"] * m["DDC"] * m["TLC"]
-    ref_raw, ref_multi = m["progress"][n + 1], multi[n + 1]
-    ep = _normalised_progress(m["progress"][:n], multi[:n], ref_raw, ref_multi)
-    s = {k: m[k][:n] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK")}
-    s["EP"], s["HC"] = ep, hc
-    if human_filter:
-        # The expert alone: its EP is normalised by itself (never 0), its HC is 1 (no past).
-        h = {k: m[k][n] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK")}
-        for k, v in h.items():
-            s[k] = jnp.where(v == 0.0, 1.0, s[k])
+    ctx_log = metrics.scene_context(scene)
+    if ref_poses is None:
+        plan_refs, ctx_fc = reference_planner.proposals(scene)
+    else:
+        plan_refs, ctx_fc = jnp.broadcast_to(ref_poses, (15,) + ref_poses.shape), \
+            reference_planner._forecast_context(scene)
+    n_plan = plan_refs.shape[0]
+    init = rollout.ego_state_array(scene.ego_state)
+    refs = [plan_refs, rollout.interpolate_poses(traj), rollout.interpolate_poses(scene.expert_future)[None]]
+    inits = [jnp.broadcast_to(init, (n_plan + n + 1, 11))]
     if prev is not None:
-        # Previous plan: simulated from the ego state at -0.5 s, in that state's own frame (the comfort
-        # features are frame-invariant).
+        # Previous plans: simulated from the ego state at -0.5 s in that state's own frame (the comfort
+        # features compared by EC are frame-invariant).
         p = scene.ego_past[10]
         init_prev = rollout.ego_state_array(jnp.concatenate([jnp.zeros(3, p.dtype), p[3:]]))
-        prev_states = rollout.rollout(rollout.interpolate_poses(prev), init_prev, mode)
-        ec = comfort.extended_comfort(states[:n], prev_states)
+        refs.append(rollout.interpolate_poses(prev))
+        inits.append(jnp.broadcast_to(init_prev, (n, 11)))
+    refs, inits = jnp.concatenate(refs, axis=0), jnp.concatenate(inits, axis=0)
+    tracked = rollout.rollout(refs, inits, "tracked")
+    states = tracked if mode == "tracked" else rollout.rollout(refs, inits, "direct")
+    # Metrics: planner proposals (tracked) vs the forecast, then everything in `mode` vs the log. The
+    # expensive map flags are computed once per distinct state sequence (in tracked mode the planner's
+    # proposals are the same states in both parts).
+    k_sc = n_plan + n + 1
+    all_states = jnp.concatenate([tracked[:n_plan], states[:k_sc]], axis=0)
+    uniq = states[:k_sc] if mode == "tracked" else all_states
+    fl = jax.vmap(lambda st: metrics.trajectory_flags(scene, st))(uniq)
+    if mode == "tracked":
+        fl = jax.tree.map(lambda a: jnp.concatenate([a[:n_plan], a], axis=0), fl)
+    use_fc = jnp.arange(n_plan + k_sc) < n_plan
+    ctx_fc = {k: ctx_fc[k] for k in ctx_log}
+    m = jax.vmap(lambda st, f, fl1: metrics.trajectory_metrics(
+        scene, jax.tree.map(lambda a, b: jnp.where(f, a, b), ctx_fc, ctx_log), st, fl1))(all_states, use_fc, fl)
+    best, _ = reference_planner.select({k: v[:n_plan] for k, v in m.items()})
+    m = {k: v[n_plan:] for k, v in m.items()}
+    ag = slice(n_plan, n_plan + n)                       # agent rows in the second part
+    ex = n_plan + n                                      # expert row
+    s = {k: m[k][ag] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK")}
+    multi = m["NC"] * m["DAC"] * m["DDC"] * m["TLC"]
+    s["EP"] = _normalised_progress(m["progress"][ag], multi[ag], m["progress"][best], multi[best])
+    s["HC"] = comfort.history_comfort(states[ag], scene.ego_past)
+    if human_filter:
+        # The expert alone: its EP is normalised by itself (never 0), its HC is 1 (no past).
+        for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK"):
+            s[k] = jnp.where(m[k][ex] == 0.0, 1.0, s[k])
+    if prev is not None:
+        ec = comfort.extended_comfort(states[ag], states[k_sc:])
         s["EC"] = jnp.where(has_prev, ec, 1.0)
+        s["EPDMS"] = epdms_formula(s, has_prev)
     else:
-        s["EC"] = jnp.ones_like(ep)
-    s["EPDMS"] = epdms_formula(s, has_prev if prev is not None else False)
-    s["progress"] = m["progress"][:n]
+        s["EC"] = jnp.ones_like(s["EP"])
+        s["EPDMS"] = epdms_formula(s, False)
+    s["progress"] = m["progress"][ag]
     out = Scores(**{k: s[k].astype(jnp.float32) for k in Scores.__dataclass_fields__})
     if return_flags:
-        extra = dict(states=states, expert={k: m[k][n] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK", "progress")},
-                     reference={k: m[k][n + 1] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK", "progress")},
-                     reference_poses=ref_poses,
-                     flags={k: m[k][:n] for k in ("multiple_lanes", "non_drivable", "oncoming",
+        pick = lambda i: {k: m[k][i] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK", "progress")}
+        extra = dict(states=states[ag], expert=pick(ex), reference=pick(best), reference_poses=plan_refs[best],
+                     flags={k: m[k][ag] for k in ("multiple_lanes", "non_drivable", "oncoming",
                                                    "center_in_intersection")})
         return out, extra
     return out
@@ -140,23 +165,30 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
     return jax.vmap(one, in_axes=in_axes)(scenes, trajectories, prev_trajectories, has_prev, reference_poses)
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted(mode: str, human_filter: bool):
+    def fn(scenes, traj, prev=None, has_prev=None):
+        return score(scenes, traj, prev, mode=mode, human_filter=human_filter, has_prev=has_prev)
+    return jax.jit(fn)
+
+
 def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
     """Jitted scorer ``fn(scenes, traj, prev=None, has_prev=None) -> Scores``, compiled once per shape.
 
-    With ``mesh`` (a ``jax.sharding.Mesh`` with a ``data`` axis), inputs and outputs are sharded over
-    ``data`` along the scene axis (B must be a multiple of the axis size).
+    Without a mesh the same jitted function is returned for the same (mode, human_filter), so every
+    caller in a process shares its compilations. With ``mesh`` (a ``jax.sharding.Mesh`` with a ``data``
+    axis), inputs and outputs are sharded over ``data`` along the scene axis (B must be a multiple of
+    the axis size); the work is independent per scene, so no communication is needed.
     """
     if mode not in MODES:
         raise ValueError(f"scoring mode must be one of {MODES}, got {mode!r}")
-
-    def fn(scenes, traj, prev=None, has_prev=None):
-        return score(scenes, traj, prev, mode=mode, human_filter=human_filter, has_prev=has_prev)
-
+    jitted = _jitted(mode, bool(human_filter))
     if mesh is None:
-        return jax.jit(fn)
+        return jitted
     from jax.sharding import NamedSharding, PartitionSpec as P
+    if "data" not in mesh.axis_names:
+        raise ValueError(f"mesh has no 'data' axis (axes {mesh.axis_names})")
     shard = NamedSharding(mesh, P("data"))
-    jitted = jax.jit(fn, out_shardings=shard)
 
     def wrapped(scenes, traj, prev=None, has_prev=None):
         size = mesh.shape["data"]
@@ -164,7 +196,7 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
         if b % size:
             raise ValueError(f"batch of {b} scenes is not a multiple of the mesh 'data' axis ({size})")
         put = lambda x: None if x is None else jax.device_put(x, shard)
-        return jitted(jax.tree.map(lambda x: jax.device_put(x, shard), scenes), put(traj), put(prev), put(has_prev))
+        return jitted(jax.tree.map(put, scenes), put(traj), put(prev), put(has_prev))
 
     wrapped.jitted = jitted
     return wrapped

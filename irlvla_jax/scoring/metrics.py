@@ -25,6 +25,10 @@ DDC_WINDOW = 10                # steps before t, plus t: 11 steps
 DDC_OK, DDC_BAD = 2.0, 6.0
 LK_LIMIT, LK_STEPS = 0.5, 20
 NC_STATIC_PENALTY = 0.5
+# TLC tests the ego box only against the lights that are ever red on the route; at most this many
+# (a static subset, so the box-polygon tests stay cheap). Scenes with more are refused at conversion
+# (``irlvla_jax.data.vectors``) and counted by :func:`route_light_overflow`.
+MAX_ROUTE_LIGHTS = 8
 
 
 def ego_boxes(states):
@@ -48,8 +52,22 @@ def scene_context(scene):
     penalty = jnp.where(is_static, NC_STATIC_PENALTY, 0.0)
     light_red_t = jnp.repeat(scene.light_red, 5, axis=1)[:, :T]   # [S, 41], 2 Hz held for 5 steps
     red_route = light_red_t & (scene.light_valid & scene.light_on_route)[:, None]
+    light_poly, red = select_lights(scene.light_polygons, red_route)
     return dict(corners=corners, center=boxes[..., :2], valid=valid, stopped=stopped, penalty=penalty,
-                red=red_route)
+                red=red, light_poly=light_poly)
+
+
+def select_lights(polygons, red):
+    """The (at most MAX_ROUTE_LIGHTS) lights with any red step: (polygons [K, V, 2], red [K, T])."""
+    k = min(MAX_ROUTE_LIGHTS, polygons.shape[0])
+    order = jnp.argsort(~jnp.any(red, axis=-1), stable=True)[:k]
+    return polygons[order], red[order]
+
+
+def route_light_overflow(scene):
+    """Number of on-route lights beyond MAX_ROUTE_LIGHTS (must be 0 for exact TLC)."""
+    n = np.sum(np.asarray(scene.light_valid) & np.asarray(scene.light_on_route), axis=-1)
+    return np.maximum(n - MAX_ROUTE_LIGHTS, 0)
 
 
 def area_flags(scene, corners, center, rear):
@@ -94,15 +112,22 @@ def _segment_hits_box(p, q, box):
     return inside | jnp.any(cross, axis=-1)
 
 
-def trajectory_metrics(scene, ctx, states):
-    """Sub-scores of one trajectory ``states [41, 11]`` in one scene.
+def trajectory_flags(scene, states):
+    """Per-step area flags of one trajectory ``states [41, 11]`` (the expensive, object-free part)."""
+    corners, center = ego_boxes(states)
+    return area_flags(scene, corners, center, states[:, :2])
+
+
+def trajectory_metrics(scene, ctx, states, fl=None):
+    """Sub-scores of one trajectory ``states [41, 11]`` in one scene (``fl``: precomputed flags).
 
     Returns dict: NC, DAC, DDC, TLC, TTC, LK (float), progress (raw, m, >= 0), and the per-step flags.
     """
     corners, center = ego_boxes(states)                                   # [T, 4, 2], [T, 2]
     rear, heading = states[:, :2], states[:, 2]
     speed = jnp.hypot(states[:, 3], states[:, 4])
-    fl = area_flags(scene, corners, center, rear)
+    if fl is None:
+        fl = area_flags(scene, corners, center, rear)
     multi_or_off = fl["multiple_lanes"] | fl["non_drivable"]
 
     # --- NC -------------------------------------------------------------------------------------
@@ -131,7 +156,7 @@ def trajectory_metrics(scene, ctx, states):
     ddc = jnp.where(m < DDC_OK, 1.0, jnp.where(m < DDC_BAD, 0.5, 0.0))
 
     # --- TLC -----------------------------------------------------------------------------------
-    hit = geo.box_polygon_overlap(corners[None], scene.light_polygons[:, None])         # [S, T]
+    hit = geo.box_polygon_overlap(corners[None], ctx["light_poly"][:, None])            # [K, T]
     tlc = 1.0 - jnp.any(hit & ctx["red"]).astype(jnp.float32)
 
     # --- TTC -----------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ TRAJ_HORIZON_S = 5.0
 DT = rollout.DT
 T = rollout.T
 EGO_LENGTH = 2 * rollout.HALF_LENGTH
+MAX_LIGHTS = 4
 
 
 def _vertex_headings(line, valid):
@@ -124,9 +125,12 @@ def _forecast_context(scene):
     # A red light the ego is already entirely within counts as collided: ignored as a leading object
     # (TLC still sees it).
     within = jnp.all(geo.points_in_polygon(ego_c[None], scene.light_polygons), axis=-1)
-    return dict(lead_light=red0 & ~within, corners=corners, center=centers, valid=jnp.broadcast_to(valid0[:, None], centers.shape[:2]),
-                stopped=stopped, penalty=jnp.where(static, metrics.NC_STATIC_PENALTY, 0.0),
-                red=jnp.broadcast_to(red0[:, None], (red0.shape[0], T)), speed0=speed, heading0=boxes0[:, 2])
+    red_t = jnp.broadcast_to(red0[:, None], (red0.shape[0], T))
+    light_poly, red = metrics.select_lights(scene.light_polygons, red_t)
+    return dict(lead_light=red0 & ~within, corners=corners, center=centers,
+                valid=jnp.broadcast_to(valid0[:, None], centers.shape[:2]), stopped=stopped,
+                penalty=jnp.where(static, metrics.NC_STATIC_PENALTY, 0.0), red=red, light_poly=light_poly,
+                speed0=speed, heading0=boxes0[:, 2])
 
 
 def _path(route, valid, offset):
@@ -179,82 +183,105 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets):
         return hit_rect | hit_disc
 
     a_valid0 = ctx["valid"][:, 0]
-    light_ok = ctx["lead_light"]
-    light_poly = scene.light_polygons
-    light_in_corr = in_corridor(light_poly)                                                    # [S]
-    light_prog = geo.project_to_polyline(_polygon_centroid(light_poly), pts)[0]               # [S]
+    # Only the MAX_LIGHTS red on-route lights nearest ahead along the path are considered (a static
+    # subset: exact whenever at most MAX_LIGHTS such connectors lie ahead).
+    light_prog_all = geo.project_to_polyline(_polygon_centroid(scene.light_polygons), pts)[0]      # [S]
+    key = jnp.where(ctx["lead_light"], jnp.where(light_prog_all > ego_s - 1.0, light_prog_all, 1e6), jnp.inf)
+    kl = min(MAX_LIGHTS, key.shape[0])
+    order = jnp.argsort(key)[:kl]
+    sel_poly, sel_prog = scene.light_polygons[order], light_prog_all[order]
+    sel_ok = ctx["lead_light"][order] & in_corridor(sel_poly)
 
-    def lead_candidates(t, poses_prev, s_prev):
-        """Leading-object record per proposal at step t: (found, progress, velocity, is_red) [5]."""
+    def lead_update(t, poses_prev, s_prev, buf_init):
+        """NAVSIM's leading-agent search at step t (even): records [5, 3] (progress, velocity, rear length)."""
         ac = ctx["corners"][:, t]                                                             # [A, 4, 2]
-        a_in = in_corridor(ac)
         a_prog = geo.project_to_polyline(ctx["center"][:, t], pts)[0]                         # [A]
-        a_cand = a_in & a_valid0
-        l_cand = light_in_corr & light_ok
+        a_cand = in_corridor(ac) & a_valid0
         ego_corners, _ = metrics.ego_boxes(jnp.concatenate([poses_prev, jnp.zeros((n_prop, 8))], axis=-1))
         d_a = jax.vmap(lambda e: geo.polygon_distance(e[None], ac))(ego_corners)               # [5, A]
-        d_l = jax.vmap(lambda e: geo.polygon_distance(e[None], light_poly))(ego_corners)       # [5, S]
+        d_l = jax.vmap(lambda e: geo.polygon_distance(e[None], sel_poly))(ego_corners)         # [5, kl]
         ok_a = a_cand[None] & (a_prog[None] > s_prev[:, None])
-        ok_l = l_cand[None] & (light_prog[None] > s_prev[:, None])
+        ok_l = sel_ok[None] & (sel_prog[None] > s_prev[:, None])
         # Objects come before lights in NAVSIM's token order (argmin takes the first minimum).
         d_all = jnp.concatenate([jnp.where(ok_a, d_a, jnp.inf), jnp.where(ok_l, d_l, jnp.inf)], axis=-1)
         k = jnp.argmin(d_all, axis=-1)
-        found = jnp.isfinite(jnp.min(d_all, axis=-1))
         dist = jnp.min(d_all, axis=-1)
+        found = jnp.isfinite(dist)
         is_red = k >= ac.shape[0]
         ka = jnp.minimum(k, ac.shape[0] - 1)
         rel = geo.normalize_angle(ctx["heading0"][ka] - poses_prev[:, 2])
-        vel = jnp.where(scene.agent_type[ka] == AGENT_STATIC, 0.0, ctx["speed0"][ka] * jnp.cos(rel))
-        return found, s_prev + dist, vel, is_red
-
-    def step(carry, t):
-        s, v, poses, lead = carry                         # [5], [5], [5, 3], [5, 3]
-        found, lprog, lvel, is_red = lead_candidates(t, poses, s)
-        # NAVSIM quirk: one leading-agent buffer reused across the 5 proposals of a path.
-        buf = jnp.zeros(3)
+        lvel = jnp.where(scene.agent_type[ka] == AGENT_STATIC, 0.0, ctx["speed0"][ka] * jnp.cos(rel))
+        lprog = s_prev + dist
+        # NAVSIM quirk: one leading-agent buffer reused across the 5 proposals of a path, so fields
+        # not written for one proposal leak from the previous one.
+        buf = buf_init
         recs = []
         for j in range(n_prop):
             buf = jnp.where(found[j],
                             buf.at[0].set(lprog[j]).at[1].set(jnp.where(is_red[j], buf[1], lvel[j])),
                             buf.at[0].set(length).at[2].set(EGO_LENGTH / 2))
             recs.append(buf)
-        new_lead = jnp.stack(recs)
-        lead = jnp.where(t % 2 == 0, new_lead, lead)     # updated every second step only
+        return jnp.stack(recs)
+
+    def idm(s, v, lead):
         x_lead, v_lead, lr = lead[:, 0], lead[:, 1], lead[:, 2]
         s_star = MIN_GAP + v * HEADWAY + v * (v - v_lead) / (2 * np.sqrt(A_MAX * B_MAX))
         s_alpha = jnp.maximum(x_lead - s - lr, MIN_GAP)
-        acc = A_MAX * (1 - (v / targets) ** EXPONENT - (s_star / s_alpha) ** 2)
-        acc = jnp.clip(acc, -B_MAX, A_MAX)
-        s_new = s + DT * v
-        v_new = v + DT * acc
-        poses_new = _interp_pose(s_new, prog, pts, hun)
-        return (s_new, v_new, poses_new, lead), poses_new
+        acc = jnp.clip(A_MAX * (1 - (v / targets) ** EXPONENT - (s_star / s_alpha) ** 2), -B_MAX, A_MAX)
+        s_new, v_new = s + DT * v, v + DT * acc
+        return s_new, v_new, _interp_pose(s_new, prog, pts, hun)
 
     s0 = jnp.full((n_prop,), ego_s)
     poses0 = jnp.broadcast_to(_interp_pose(ego_s, prog, pts, hun), (n_prop, 3))
-    init = (s0, jnp.full((n_prop,), v_ego), poses0, jnp.zeros((n_prop, 3)))
-    _, traj = jax.lax.scan(step, init, jnp.arange(1, T))
-    return jnp.concatenate([poses0[:, None], jnp.moveaxis(traj, 0, 1)], axis=1)
+    # t = 1: NAVSIM quirk, the leading-agent record is still the all-zero one of t = 0.
+    s1, v1, p1 = idm(s0, jnp.full((n_prop,), v_ego), jnp.zeros((n_prop, 3)))
+
+    def double_step(carry, t):
+        s, v, poses = carry                                   # state at t - 1 (t even)
+        lead = lead_update(t, poses, s, jnp.zeros(3))
+        s_a, v_a, p_a = idm(s, v, lead)                       # step t
+        s_b, v_b, p_b = idm(s_a, v_a, lead)                   # step t + 1 reuses the record
+        return (s_b, v_b, p_b), (p_a, p_b)
+
+    ts = jnp.arange(2, T - 1, 2)                              # 2, 4, ..., 38 -> steps 2..39
+    (s39, v39, p39), (pa, pb) = jax.lax.scan(double_step, (s1, v1, p1), ts)
+    lead40 = lead_update(T - 1, p39, s39, jnp.zeros(3))
+    _, _, p40 = idm(s39, v39, lead40)
+    mid = jnp.stack([pa, pb], axis=1).reshape(-1, n_prop, 3)  # steps 2..39
+    traj = jnp.concatenate([poses0[None], p1[None], mid, p40[None]], axis=0)       # [41, 5, 3]
+    return jnp.moveaxis(traj, 0, 1)
 
 
-def pdm_closed(scene, return_all: bool = False):
-    """Reference poses [41, 3] (t = 0..4 s, ego frame) of PDM-Closed for one scene."""
-    ctx = _forecast_context(scene)
+def proposals(scene, ctx=None):
+    """PDM-Closed's 15 reference proposals [15, 41, 3] (3 paths x 5 speeds, path-major) and its context."""
+    ctx = _forecast_context(scene) if ctx is None else ctx
     limit = starting_speed_limit(scene)
     targets = jnp.asarray(SPEED_FRACTIONS) * limit
-    refs = []
-    for off in LATERAL_OFFSETS:
+
+    def one_path(off):
         pts, hun, prog = _path(scene.route, scene.route_valid, off)
-        refs.append(_unroll_path(scene, ctx, pts, hun, prog, targets))
-    refs = jnp.concatenate(refs, axis=0)                                       # [15, 41, 3]
-    init = rollout.ego_state_array(scene.ego_state)
-    states = rollout.rollout(refs, init, "tracked")
-    m = jax.vmap(lambda st: metrics.trajectory_metrics(scene, ctx, st))(states)
+        return _unroll_path(scene, ctx, pts, hun, prog, targets)
+
+    return jax.vmap(one_path)(jnp.asarray(LATERAL_OFFSETS)).reshape(-1, T, 3), ctx
+
+
+def select(m):
+    """Index of PDM-Closed's choice from the metrics of its 15 tracked proposals (first argmax of its
+    PDM score: EP normalised among the 15, HC = 1, no EC)."""
     multi = m["NC"] * m["DAC"] * m["DDC"] * m["TLC"]
     norm = jnp.max(m["progress"] * multi)
     ep = jnp.where(norm > 5.0, jnp.clip(m["progress"] / jnp.where(norm > 0, norm, 1.0), 0.0, 1.0), 1.0)
     total = multi * (5 * ep + 5 * m["TTC"] + 2 * m["LK"] + 2 * 1.0) / 14.0
-    best = jnp.argmax(total)
+    return jnp.argmax(total), total
+
+
+def pdm_closed(scene, return_all: bool = False):
+    """Reference poses [41, 3] (t = 0..4 s, ego frame) of PDM-Closed for one scene (standalone; the
+    scorer fuses these steps with its own rollout and metrics calls)."""
+    refs, ctx = proposals(scene)
+    states = rollout.rollout(refs, rollout.ego_state_array(scene.ego_state), "tracked")
+    m = jax.vmap(lambda st: metrics.trajectory_metrics(scene, ctx, st))(states)
+    best, total = select(m)
     if return_all:
         return refs[best], dict(refs=refs, total=total, best=best, metrics=m)
     return refs[best]

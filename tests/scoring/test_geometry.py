@@ -1,0 +1,98 @@
+"""geometry.py against shapely on random inputs (boxes, non-convex padded polygons, polylines)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from shapely.geometry import LineString, Point, Polygon
+
+from irlvla_jax import geometry as G
+from irlvla_jax.scene import pad_polygon
+
+RNG = np.random.default_rng(0)
+
+
+def _box(c, h, l, w):
+    return np.asarray(G.box_corners(jnp.asarray(c), jnp.asarray(h), jnp.asarray(l), jnp.asarray(w)))
+
+
+def _star(n, rng, center=(0.0, 0.0)):
+    """A random non-convex (star-shaped) polygon with n vertices."""
+    ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+    rad = rng.uniform(2.0, 8.0, n)
+    return np.stack([center[0] + rad * np.cos(ang), center[1] + rad * np.sin(ang)], -1)
+
+
+def test_box_corners_order_and_size():
+    c = _box([1.0, 2.0], np.pi / 2, 4.0, 2.0)
+    # heading +y: front-left is at +y (front) and -x (left of +y).
+    np.testing.assert_allclose(c, [[0.0, 4.0], [0.0, 0.0], [2.0, 0.0], [2.0, 4.0]], atol=1e-6)
+    assert Polygon(c).area == pytest.approx(8.0, rel=1e-5)
+
+
+def test_boxes_overlap_matches_shapely():
+    n = 400
+    ca, cb = RNG.uniform(-4, 4, (n, 2)), RNG.uniform(-4, 4, (n, 2))
+    ha, hb = RNG.uniform(-np.pi, np.pi, n), RNG.uniform(-np.pi, np.pi, n)
+    la, lb = RNG.uniform(0.5, 5, n), RNG.uniform(0.5, 5, n)
+    wa, wb = RNG.uniform(0.5, 2.5, n), RNG.uniform(0.5, 2.5, n)
+    a = G.box_corners(jnp.asarray(ca), jnp.asarray(ha), jnp.asarray(la), jnp.asarray(wa))
+    b = G.box_corners(jnp.asarray(cb), jnp.asarray(hb), jnp.asarray(lb), jnp.asarray(wb))
+    got = np.asarray(jax.jit(G.boxes_overlap)(a, b))
+    want = np.array([Polygon(np.asarray(a[i])).intersects(Polygon(np.asarray(b[i]))) for i in range(n)])
+    assert 0.2 < want.mean() < 0.8
+    assert (got == want).mean() >= 0.995
+
+
+@pytest.mark.parametrize("nv,pad", [(9, 16), (40, 64)])  # both code paths (broadcast, edge loop)
+def test_points_in_polygon_padded_nonconvex(nv, pad):
+    poly = _star(nv, RNG)
+    padded, mask = pad_polygon(poly, pad)
+    pts = RNG.uniform(-9, 9, (500, 2)).astype(np.float32)
+    got = np.asarray(G.points_in_polygon(jnp.asarray(pts), jnp.asarray(padded)))
+    sp = Polygon(poly)
+    want = np.array([sp.contains(Point(p)) for p in pts])
+    assert want.any() and (~want).any()
+    assert (got == want).mean() >= 0.998
+
+
+def test_box_polygon_overlap_and_distance_match_shapely():
+    poly = _star(12, RNG)
+    padded, _ = pad_polygon(poly, 20)
+    sp = Polygon(poly)
+    n = 300
+    boxes = G.box_corners(jnp.asarray(RNG.uniform(-11, 11, (n, 2))), jnp.asarray(RNG.uniform(-3, 3, n)),
+                          jnp.full(n, 3.0), jnp.full(n, 1.5))
+    ov = np.asarray(G.box_polygon_overlap(boxes, jnp.asarray(padded)[None]))
+    dist = np.asarray(G.polygon_distance(boxes, jnp.asarray(padded)[None]))
+    want_ov = np.array([Polygon(np.asarray(b)).intersects(sp) for b in boxes])
+    want_d = np.array([Polygon(np.asarray(b)).distance(sp) for b in boxes])
+    assert want_ov.any() and (~want_ov).any()
+    assert (ov == want_ov).mean() >= 0.995
+    np.testing.assert_allclose(dist, want_d, atol=1e-4)
+
+
+def test_project_to_polyline_matches_shapely():
+    line = np.cumsum(RNG.uniform(0.5, 3.0, (12, 2)) * [1.0, 0.3], axis=0)
+    line = np.concatenate([line, np.repeat(line[-1:], 4, 0)])           # padding repeats the last point
+    pts = RNG.uniform(line.min(0) - 3, line.max(0) + 3, (200, 2))
+    arc, lat, dist = (np.asarray(x) for x in G.project_to_polyline(jnp.asarray(pts), jnp.asarray(line)))
+    ls = LineString(line[:12])
+    np.testing.assert_allclose(arc, [ls.project(Point(p)) for p in pts], atol=2e-4)
+    np.testing.assert_allclose(dist, [ls.distance(Point(p)) for p in pts], atol=2e-4)
+    np.testing.assert_allclose(np.abs(lat), dist, atol=1e-6)
+    # Sign: left of the driving direction is positive.
+    a2, l2, _ = G.project_to_polyline(jnp.asarray([[1.0, 1.0], [1.0, -1.0]]), jnp.asarray([[0.0, 0.0], [5.0, 0.0]]))
+    assert float(l2[0]) > 0 > float(l2[1])
+
+
+def test_se2_roundtrip_and_angle_wrap():
+    o = jnp.asarray([3.0, -2.0, 2.5])
+    p = jnp.asarray(RNG.uniform(-5, 5, (10, 3)))
+    back = G.se2_to_local(o, G.se2_to_global(o, p))
+    np.testing.assert_allclose(np.asarray(back[:, :2]), np.asarray(p[:, :2]), atol=1e-5)
+    np.testing.assert_allclose(np.cos(back[:, 2] - p[:, 2]), 1.0, atol=1e-5)
+    w = np.asarray(G.wrap_angle(jnp.asarray([3 * np.pi, -3 * np.pi + 0.1, 0.5])))
+    assert np.all((w >= -np.pi) & (w < np.pi))
+    np.testing.assert_allclose(w[2], 0.5)
