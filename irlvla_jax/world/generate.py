@@ -108,6 +108,8 @@ class World:
     lc_grid: Optional[np.ndarray] = None   # route offset relative to the start lane (lane changes)
     approach_lights: Optional[list] = None  # [(point, heading, red71)] lights facing the ego
     a0: Optional[float] = None
+    attempts: int = 1                  # draws needed (a key agent conflicting with the expert re-draws)
+    dropped: int = 0                   # agents removed by the sanity pass (conflicting with the expert)
 
     def d_of_s(self, s):
         return np.interp(s, self.route.s, self.d_grid)
@@ -476,7 +478,8 @@ def _fam_curve(spec, rng):
     width = rng.uniform(3.5, 3.9) if rad < 60 else None
     mb, cor, route, s0, lc = _corridor_base(spec, rng, n_fwd, n_back, ego_k, limit, (cu, rad, ang), width=width)
     v_curve = np.sqrt(2.2 * rad)
-    v0 = float(min(limit, v_curve * 1.2) * rng.uniform(0.7, 1.0)) if cu > 0 else float(min(limit, v_curve) * rng.uniform(0.75, 1.0))
+    v_reach = np.sqrt(v_curve ** 2 + 2.0 * 1.5 * max(cu, 0.0))     # can still slow down for the curve
+    v0 = float(min(limit, v_reach) * rng.uniform(0.75, 1.0))
     w = _new_world(mb, route, s0, v0, limit, rng)
     # keep the human offset small in tight curves
     if rad < 80:
@@ -637,7 +640,7 @@ def _fam_intersection(spec, rng):
     green_now = not red_a[0]
     # Ego start: distance D of its front from the stop line (negative: already inside, green only), speed.
     r_turn = {"left": n_m * w_m + margin, "straight": 1e3, "right": 0.5 * w_m + margin}[movement]
-    v_turn = np.sqrt(2.0 * r_turn)
+    v_turn = np.sqrt(2.0 * r_turn)        # nominal, for the start inside the intersection
     if pattern in ("red", "turns_green"):
         D = rng.uniform(2.0, 30.0)
         vmax = np.sqrt(2 * 2.0 * max(D - 1.0, 0.0))
@@ -664,6 +667,9 @@ def _fam_intersection(spec, rng):
     p_out = mb.lane_paths[("out", exit_arm, k_out)]
     full = R.Path(np.concatenate([p_in.xy, conn.xy[1:], p_out.xy[1:]]))
     D = max(D, -0.7 * conn.length)
+    # A human approaching a turn is already slow enough to take it at <= 2 m/s^2 lateral acceleration.
+    v_turn = np.sqrt(2.0 / max(float(np.abs(E.smooth(conn.k, 7)).max()), 1e-3))
+    v0 = float(min(v0, np.sqrt(v_turn ** 2 + 2.0 * 1.5 * max(D, 0.0))))
     s_e = p_in.length - E.EGO_FRONT - D
     route = full.sub(s_e - 60.0, full.length, 1.0)
     s0 = 60.0
@@ -839,9 +845,11 @@ def _build(spec, family, rng):
         bad = _conflicts(sim[0], sim[3], sim[6])
         if not (bad & (sim[5] == 0)).any():
             break
+    w.attempts = attempt + 1
     for _ in range(4):
         if not bad.any():
             break
+        w.dropped += int(bad.sum())
         nv = len(w.vehicles)
         w.vehicles = [v for i, v in enumerate(w.vehicles) if not bad[i]]
         w.fixed = [f for i, f in enumerate(w.fixed) if not bad[nv + i]]
