@@ -181,6 +181,7 @@ def _check_pipeline(cfg) -> None:
         require(int(p[k]) >= 1, f"pipeline.{k}", f"must be >= 1, got {p[k]}")
 # ---- end RL helper ----------------------------------------------------------------------------------------
 
+
 # ---- REFERENCE helper: section `evaluate` (irlvla_jax/evaluate.py) ------------------------------------
 @checker("evaluate")
 def _check_evaluate(cfg) -> None:
@@ -194,6 +195,14 @@ def _check_evaluate(cfg) -> None:
     require(int(e.chunk) >= 1, "evaluate.chunk", f"must be >= 1 (scenes per scorer call), got {e.chunk}")
     require(int(e.bootstrap) >= 100, "evaluate.bootstrap", f"must be >= 100 resamples, got {e.bootstrap}")
     require(int(e.seed) >= 0, "evaluate.seed", f"must be >= 0, got {e.seed}")
+
+
+# ---- scoring (SCORER helper) -------------------------------------------------------------------------
+@checker("scoring")
+def _check_scoring(cfg) -> None:
+    s = cfg.scoring
+    require(s.mode in ("tracked", "direct"), "scoring.mode", f"must be 'tracked' or 'direct', got {s.mode!r}")
+    require(isinstance(s.human_filter, bool), "scoring.human_filter", f"must be True or False, got {s.human_filter!r}")
 
 
 def check(cfg) -> None:
