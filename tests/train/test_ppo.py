@@ -52,13 +52,10 @@ CHAIN_ADAPTER = P.PolicyAdapter(
 
 
 def _reward(static, batch, tokens, traj):
+    """static["poison"] (bool) puts one NaN into the rewards (same compiled function for every test)."""
     r = -jnp.mean((traj - batch["target"][:, None]) ** 2, axis=(-2, -1)) / 10.0
+    r = jnp.where(static["poison"], r.at[1, 2].set(jnp.nan), r)
     return r, {"dist": -r}
-
-
-def _nan_reward(static, batch, tokens, traj):
-    r, info = _reward(static, batch, tokens, traj)
-    return r.at[1, 2].set(jnp.nan), info
 
 
 HP = P.PPOHyper(samples_per_scene=M, finetune_steps=T, epochs=2, num_minibatches=2, ent_coef=0.01,
@@ -75,7 +72,7 @@ def _setup(seed=0):
     vgd, vstate = nnx.split(vh)
     tx = P.make_optimizer(3e-3, 1.0)
     state = P.init_state(policy, vstate, T, tx, k[4])
-    static = {"frozen": None, "ref": policy}
+    static = {"frozen": None, "ref": policy, "poison": jnp.array(False)}
     return vgd, tx, state, static, batch
 
 
@@ -159,12 +156,11 @@ def test_first_minibatch_ratio_is_one_and_learning_happens(setup, update_fn):
     assert moved["w"] > 0 and moved["enc"] == 0.0   # frozen encoder: no gradient path
 
 
-def test_ppo_improves_toy_reward():
+def test_ppo_improves_toy_reward(update_fn):
     vgd, tx, state, static, batch = _setup(seed=1)
-    upd = jax.jit(P.make_update(ADAPTER, vgd, _reward, HP, tx, SIGMAS))
     rewards = []
     for _ in range(25):
-        state, m = upd(state, static, batch)
+        state, m = update_fn(state, static, batch)
         rewards.append(float(m["reward_mean"]))
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.05, rewards
 
@@ -186,9 +182,10 @@ def test_sharded_update_matches_single_device(setup, update_fn):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
-def test_nan_reward_stops_training_before_saving(setup):
+def test_nan_reward_stops_training_before_saving(setup, update_fn):
     vgd, tx, state, static, batch = setup
-    upd = jax.jit(P.make_update(ADAPTER, vgd, _nan_reward, HP, tx, SIGMAS))
+    static = dict(static, poison=jnp.array(True))
+    upd = update_fn
     saved = []
     with pytest.raises(P.NonFiniteRewardError, match=r"update 0: 1 non-finite reward.*'rwm'.*no checkpoint"):
         P.ppo_loop(upd, state, static, lambda u: batch, 3, reward_source="rwm",
