@@ -53,10 +53,10 @@ def get_config():
     # Stage 3, PPO over the denoising chain (train/ppo.py; RL helper).
     c.ppo = ml_collections.ConfigDict(dict(
         reward="rwm", bc_weight=0.05, finetune_steps=2, samples_per_scene=4, freeze_encoders=True,
-        updates=60, batch_size=8, epochs=2, num_minibatches=2, lr=2e-5, clip_eps=0.2, gamma=1.0,
+        updates=60, batch_size=8, epochs=2, num_minibatches=2, lr=5e-6, clip_eps=0.2, gamma=1.0,
         gae_lambda=0.95, vf_coef=0.5, ent_coef=0.0, sigma_max=0.03, sigma_min=0.02, log_std_bound=1.0,
         value_hidden=128, max_grad_norm=1.0, checkpoint_every=20, log_true_score=True,
-        normalize_advantages=True))
+        normalize_advantages=True, target_kl=0.05))
 
     # `irlvla pipeline` evaluation (pipeline.py; RL helper).
     c.pipeline = ml_collections.ConfigDict(dict(

@@ -166,7 +166,7 @@ def _check_ppo(cfg) -> None:
     for k in ("lr", "clip_eps", "sigma_max", "sigma_min", "max_grad_norm"):
         require(float(p[k]) > 0, f"ppo.{k}", f"must be > 0, got {p[k]}")
     require(float(p.sigma_min) <= float(p.sigma_max), "ppo.sigma_min", "must be <= ppo.sigma_max")
-    for k in ("bc_weight", "vf_coef", "ent_coef", "log_std_bound"):
+    for k in ("bc_weight", "vf_coef", "ent_coef", "log_std_bound", "target_kl"):
         require(float(p[k]) >= 0, f"ppo.{k}", f"must be >= 0, got {p[k]}")
     require(0 < float(p.gamma) <= 1 and 0 <= float(p.gae_lambda) <= 1, "ppo.gamma",
             "gamma must be in (0, 1] and gae_lambda in [0, 1]")

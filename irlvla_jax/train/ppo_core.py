@@ -195,6 +195,7 @@ class PPOHyper:
     log_std_bound: float = 1.0
     freeze_encoders: bool = True
     normalize_advantages: bool = True
+    target_kl: float = 0.0          # > 0: skip a minibatch step once its approx KL exceeds this
 
     @classmethod
     def from_config(cls, c) -> "PPOHyper":
@@ -350,10 +351,16 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
             idx, key = inp
             mb = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
             grads, m = jax.grad(loss_fn, has_aux=True)(p, static, mb, key)
-            upd, o = tx.update(grads, o, p)
-            p = optax.apply_updates(p, upd)
+            upd, o_new = tx.update(grads, o, p)
+            p_new = optax.apply_updates(p, upd)
+            if hp.target_kl > 0:  # PPO early stop: the policy already moved too far from the rollout's
+                go = m["approx_kl"] <= hp.target_kl
+                p_new, o_new = jax.tree.map(lambda a, b: jnp.where(go, a, b), (p_new, o_new), (p, o))
+                m["skipped"] = 1.0 - go.astype(jnp.float32)
+            else:
+                m["skipped"] = jnp.zeros(())
             m["grad_norm"] = optax.global_norm(grads)
-            return (p, o), m
+            return (p_new, o_new), m
 
         def epoch(carry, key):
             kp, kb = jax.random.split(key)
