@@ -7,6 +7,8 @@ mode) to stay fast; run this file as a script for all 1,080 proposals:
 
 "Equal" means identical for the discrete sub-scores and |delta| <= 0.01 for EP (a continuous ratio).
 Targets (shared/EPDMS.md): each sub-score equal for >= 99 % of proposals, mean |delta EPDMS| < 0.01.
+Full run (all 60 scenes, 1,080 proposals), 2026-11-25: every sub-score equal for 100 % of proposals in
+both modes, mean |delta EPDMS| < 5e-6 (tracked ~0.09 s, direct ~0.04 s per proposal on a shared core).
 """
 from __future__ import annotations
 
