@@ -124,20 +124,54 @@ def segments_intersect(p1, p2, q1, q2):
     return proper & bx
 
 
-def box_polygon_overlap(box, poly):
-    """Overlap of a box ``[..., 4, 2]`` with a (possibly non-convex) polygon ``[..., V, 2]`` -> bool [...].
+def _box_frame(box):
+    """Rectangle corners [..., 4, 2] (FL, RL, RR, FR) -> centre [..., 2], unit axes u (forward), w (left),
+    half length, half width."""
+    c = 0.25 * jnp.sum(box, axis=-2)
+    fwd = box[..., 0, :] - box[..., 1, :]
+    left = box[..., 0, :] - box[..., 3, :]
+    hl = 0.5 * jnp.linalg.norm(fwd, axis=-1)
+    hw = 0.5 * jnp.linalg.norm(left, axis=-1)
+    u = fwd / jnp.maximum(2 * hl, 1e-12)[..., None]
+    w = left / jnp.maximum(2 * hw, 1e-12)[..., None]
+    return c, u, w, hl, hw
 
-    True if a box corner lies in the polygon, a polygon vertex lies in the box, or an edge pair crosses.
+
+def _to_box(points, c, u, w):
+    """Points [..., V, 2] in the frame of a box (c, u, w [..., 2]) -> (lx, ly) [..., V]."""
+    d = points - c[..., None, :]
+    return jnp.sum(d * u[..., None, :], -1), jnp.sum(d * w[..., None, :], -1)
+
+
+def _segments_hit_box(x0, y0, x1, y1, hl, hw):
+    """Liang-Barsky: segments (box-frame coordinates [..., V]) touch the rectangle |x|<=hl, |y|<=hw."""
+    t0 = jnp.zeros_like(x0)
+    t1 = jnp.ones_like(x0)
+    ok = jnp.ones(x0.shape, bool)
+    for a, da, h in ((x0, x1 - x0, hl[..., None]), (y0, y1 - y0, hw[..., None])):
+        flat = jnp.abs(da) < 1e-12
+        safe = jnp.where(flat, 1.0, da)
+        ta, tb = (-h - a) / safe, (h - a) / safe
+        lo, hi = jnp.minimum(ta, tb), jnp.maximum(ta, tb)
+        ok = ok & jnp.where(flat, jnp.abs(a) <= h, True)
+        t0 = jnp.where(flat, t0, jnp.maximum(t0, lo))
+        t1 = jnp.where(flat, t1, jnp.minimum(t1, hi))
+    return ok & (t0 <= t1)
+
+
+def box_polygon_overlap(box, poly):
+    """Overlap of a rectangle ``box [..., 4, 2]`` with a (possibly non-convex) polygon ``[..., V, 2]`` -> bool.
+
+    True if a polygon edge touches the rectangle (this includes a polygon vertex inside it) or a box
+    corner lies inside the polygon (the box entirely inside). Edges are tested in the box frame
+    (Liang-Barsky clipping), O(V) per pair.
     """
+    c, u, w, hl, hw = _box_frame(box)
+    lx, ly = _to_box(poly, c, u, w)
+    nx, ny = jnp.roll(lx, -1, axis=-1), jnp.roll(ly, -1, axis=-1)
+    hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
     corner_in = jnp.any(points_in_polygon(box, poly), axis=-1)
-    vert_in = jnp.any(points_in_polygon(poly, box), axis=-1)
-    b0 = box[..., :, None, :]
-    b1 = jnp.roll(box, -1, axis=-2)[..., :, None, :]
-    q0 = poly[..., None, :, :]
-    q1 = jnp.roll(poly, -1, axis=-2)[..., None, :, :]
-    nonzero = jnp.any(q0 != q1, axis=-1)
-    cross = segments_intersect(b0, b1, q0, q1) & nonzero
-    return corner_in | vert_in | jnp.any(cross, axis=(-1, -2))
+    return hit | corner_in
 
 
 def point_segment_distance(p, a, b):
@@ -150,15 +184,20 @@ def point_segment_distance(p, a, b):
 
 
 def polygon_distance(box, poly):
-    """Euclidean distance between a box ``[..., 4, 2]`` and a polygon ``[..., V, 2]`` (0 when they overlap)."""
-    b0 = box[..., :, None, :]
-    b1 = jnp.roll(box, -1, axis=-2)[..., :, None, :]
+    """Euclidean distance between a rectangle ``box [..., 4, 2]`` and a polygon ``[..., V, 2]`` (0 when
+    they overlap): min of (polygon vertices to the box) and (box corners to the polygon edges)."""
+    c, u, w, hl, hw = _box_frame(box)
+    lx, ly = _to_box(poly, c, u, w)
+    dx = jnp.maximum(jnp.abs(lx) - hl[..., None], 0.0)
+    dy = jnp.maximum(jnp.abs(ly) - hw[..., None], 0.0)
+    d_vert = jnp.min(jnp.sqrt(dx * dx + dy * dy), axis=-1)
     q0 = poly[..., None, :, :]
     q1 = jnp.roll(poly, -1, axis=-2)[..., None, :, :]
-    d = jnp.minimum(jnp.minimum(point_segment_distance(b0, q0, q1), point_segment_distance(b1, q0, q1)),
-                    jnp.minimum(point_segment_distance(q0, b0, b1), point_segment_distance(q1, b0, b1)))
-    d = jnp.min(d, axis=(-1, -2))
-    return jnp.where(box_polygon_overlap(box, poly), 0.0, d)
+    d_corner = jnp.min(point_segment_distance(box[..., :, None, :], q0, q1), axis=(-1, -2))
+    nx, ny = jnp.roll(lx, -1, axis=-1), jnp.roll(ly, -1, axis=-1)
+    hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
+    overlap = hit | jnp.any(points_in_polygon(box, poly), axis=-1)
+    return jnp.where(overlap, 0.0, jnp.minimum(d_vert, d_corner))
 
 
 def polyline_arclength(line):

@@ -125,6 +125,11 @@ def convert_scene(d: Dict, spec: S.SceneSpec = VECTOR_SPEC, where: str = "") -> 
         f["light_on_route"][i] = f["lane_on_route"][j]
         f["light_red"][i] = red[::5]
 
+    from irlvla_jax.scoring.metrics import MAX_ROUTE_LIGHTS
+    n_route = int(np.sum(f["light_valid"] & f["light_on_route"]))
+    if n_route > MAX_ROUTE_LIGHTS:
+        raise S.SceneError("traffic_lights", f"at most {MAX_ROUTE_LIGHTS} lights on route connectors", f"{n_route}",
+                           where)
     scene = S.Scene.from_dict(f, where)
     S.validate(scene, spec, where)
     props = np.asarray(d["proposals"], np.float32)

@@ -37,18 +37,18 @@ def score_vectors(folder: str, modes=("tracked",), chunk: int = 6):
     from irlvla_jax.scoring import epdms
 
     names, scenes, props, prevs, has = vectors.load_vectors(folder)
-    out = {}
-    for mode in modes:
-        fn = epdms.make_scorer(mode, True)
-        parts: Dict[str, List[np.ndarray]] = {}
-        b = len(names)
-        for s0 in range(0, b, chunk):
-            idx = np.asarray([min(i, b - 1) for i in range(s0, s0 + chunk)])  # fixed shape: one compile
-            r = fn(S.index(scenes, idx), props[idx], prevs[idx], has[idx])
-            n = min(chunk, b - s0)
+    modes = tuple(modes)
+    fn = epdms.make_scorer(modes, True)            # all modes in one pass, one compilation
+    parts: Dict[str, Dict[str, List[np.ndarray]]] = {md: {} for md in modes}
+    b = len(names)
+    for s0 in range(0, b, chunk):
+        idx = np.asarray([min(i, b - 1) for i in range(s0, s0 + chunk)])  # fixed shape: one compile
+        res = fn(S.index(scenes, idx), props[idx], prevs[idx], has[idx])
+        n = min(chunk, b - s0)
+        for md in modes:
             for k in SUB + ("EPDMS", "progress"):
-                parts.setdefault(k, []).append(np.asarray(getattr(r, k))[:n])
-        out[mode] = {k: np.concatenate(v, 0) for k, v in parts.items()}
+                parts[md].setdefault(k, []).append(np.asarray(getattr(res[md], k))[:n])
+    out = {md: {k: np.concatenate(v, 0) for k, v in parts[md].items()} for md in modes}
     return names, out, has
 
 

@@ -62,12 +62,13 @@ def _normalised_progress(raw, multi, ref_raw, ref_multi):
     return jnp.where(n > PROGRESS_THRESHOLD, jnp.clip(raw / jnp.where(n > 0, n, 1.0), 0.0, 1.0), 1.0)
 
 
-def _score_scene(scene, traj, prev, has_prev, ref_poses, mode, human_filter, return_flags):
+def _score_scene(scene, traj, prev, has_prev, ref_poses, modes, human_filter, return_flags):
     """One scene: traj [N, 8, 3], prev [N, 8, 3] or None, has_prev bool, ref_poses [41, 3] or None.
 
     One rollout call and one metrics call serve everything (compiled once): PDM-Closed's 15 proposals
-    (tracked, scored against its own constant-velocity forecast), the same proposals in ``mode``
-    (scored against the log), the N agent trajectories, the expert, and the N previous plans.
+    (tracked, scored against its own constant-velocity forecast), the same proposals in each mode of
+    ``modes`` (scored against the log), the N agent trajectories, the expert, and the N previous plans.
+    Returns {mode: Scores (or (Scores, extras) with return_flags)}.
     """
     n = traj.shape[0]
     ctx_log = metrics.scene_context(scene)
@@ -89,48 +90,57 @@ def _score_scene(scene, traj, prev, has_prev, ref_poses, mode, human_filter, ret
         inits.append(jnp.broadcast_to(init_prev, (n, 11)))
     refs, inits = jnp.concatenate(refs, axis=0), jnp.concatenate(inits, axis=0)
     tracked = rollout.rollout(refs, inits, "tracked")
-    states = tracked if mode == "tracked" else rollout.rollout(refs, inits, "direct")
-    # Metrics: planner proposals (tracked) vs the forecast, then everything in `mode` vs the log. The
-    # expensive map flags are computed once per distinct state sequence (in tracked mode the planner's
-    # proposals are the same states in both parts).
+    by_mode = {md: (tracked if md == "tracked" else rollout.rollout(refs, inits, "direct")) for md in modes}
+    # Metrics: planner proposals (tracked) vs the forecast, then everything in each mode vs the log. The
+    # expensive map flags are computed once per distinct state sequence (the tracked planner proposals
+    # serve both the planner's own scoring and the tracked-mode reference).
     k_sc = n_plan + n + 1
-    all_states = jnp.concatenate([tracked[:n_plan], states[:k_sc]], axis=0)
-    uniq = states[:k_sc] if mode == "tracked" else all_states
-    fl = jax.vmap(lambda st: metrics.trajectory_flags(scene, st))(uniq)
-    if mode == "tracked":
-        fl = jax.tree.map(lambda a: jnp.concatenate([a[:n_plan], a], axis=0), fl)
-    use_fc = jnp.arange(n_plan + k_sc) < n_plan
-    ctx_fc = {k: ctx_fc[k] for k in ctx_log}
-    m = jax.vmap(lambda st, f, fl1: metrics.trajectory_metrics(
-        scene, jax.tree.map(lambda a, b: jnp.where(f, a, b), ctx_fc, ctx_log), st, fl1))(all_states, use_fc, fl)
-    best, _ = reference_planner.select({k: v[:n_plan] for k, v in m.items()})
-    m = {k: v[n_plan:] for k, v in m.items()}
-    ag = slice(n_plan, n_plan + n)                       # agent rows in the second part
-    ex = n_plan + n                                      # expert row
-    s = {k: m[k][ag] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK")}
-    multi = m["NC"] * m["DAC"] * m["DDC"] * m["TLC"]
-    s["EP"] = _normalised_progress(m["progress"][ag], multi[ag], m["progress"][best], multi[best])
-    s["HC"] = comfort.history_comfort(states[ag], scene.ego_past)
-    if human_filter:
-        # The expert alone: its EP is normalised by itself (never 0), its HC is 1 (no past).
-        for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK"):
-            s[k] = jnp.where(m[k][ex] == 0.0, 1.0, s[k])
-    if prev is not None:
-        ec = comfort.extended_comfort(states[ag], states[k_sc:])
-        s["EC"] = jnp.where(has_prev, ec, 1.0)
-        s["EPDMS"] = epdms_formula(s, has_prev)
+    parts = [tracked[:n_plan]] + [by_mode[md][:k_sc] for md in modes]
+    all_states = jnp.concatenate(parts, axis=0)
+    if "tracked" in modes:
+        uniq = jnp.concatenate([by_mode[md][:k_sc] for md in modes], axis=0)
+        fl = jax.vmap(lambda st: metrics.trajectory_flags(scene, st))(uniq)
+        ti = modes.index("tracked") * k_sc
+        fl = jax.tree.map(lambda a: jnp.concatenate([a[ti:ti + n_plan], a], axis=0), fl)
     else:
-        s["EC"] = jnp.ones_like(s["EP"])
-        s["EPDMS"] = epdms_formula(s, False)
-    s["progress"] = m["progress"][ag]
-    out = Scores(**{k: s[k].astype(jnp.float32) for k in Scores.__dataclass_fields__})
-    if return_flags:
-        pick = lambda i: {k: m[k][i] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK", "progress")}
-        extra = dict(states=states[ag], expert=pick(ex), reference=pick(best), reference_poses=plan_refs[best],
-                     flags={k: m[k][ag] for k in ("multiple_lanes", "non_drivable", "oncoming",
-                                                   "center_in_intersection")})
-        return out, extra
-    return out
+        fl = jax.vmap(lambda st: metrics.trajectory_flags(scene, st))(all_states)
+    use_fc = jnp.arange(all_states.shape[0]) < n_plan
+    ctx_fc = {k: ctx_fc[k] for k in ctx_log}
+    m_all = jax.vmap(lambda st, f, fl1: metrics.trajectory_metrics(
+        scene, jax.tree.map(lambda a, b: jnp.where(f, a, b), ctx_fc, ctx_log), st, fl1))(all_states, use_fc, fl)
+    best, _ = reference_planner.select({k: v[:n_plan] for k, v in m_all.items()})
+    results = {}
+    for i, md in enumerate(modes):
+        states = by_mode[md]
+        off = n_plan + i * k_sc
+        m = {k: v[off:off + k_sc] for k, v in m_all.items()}
+        ag = slice(n_plan, n_plan + n)                       # agent rows
+        ex = n_plan + n                                      # expert row
+        sc = {k: m[k][ag] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK")}
+        multi = m["NC"] * m["DAC"] * m["DDC"] * m["TLC"]
+        sc["EP"] = _normalised_progress(m["progress"][ag], multi[ag], m["progress"][best], multi[best])
+        sc["HC"] = comfort.history_comfort(states[ag], scene.ego_past)
+        if human_filter:
+            # The expert alone: its EP is normalised by itself (never 0), its HC is 1 (no past).
+            for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK"):
+                sc[k] = jnp.where(m[k][ex] == 0.0, 1.0, sc[k])
+        if prev is not None:
+            ec = comfort.extended_comfort(states[ag], states[k_sc:])
+            sc["EC"] = jnp.where(has_prev, ec, 1.0)
+            sc["EPDMS"] = epdms_formula(sc, has_prev)
+        else:
+            sc["EC"] = jnp.ones_like(sc["EP"])
+            sc["EPDMS"] = epdms_formula(sc, False)
+        sc["progress"] = m["progress"][ag]
+        out = Scores(**{k: sc[k].astype(jnp.float32) for k in Scores.__dataclass_fields__})
+        if return_flags:
+            pick = lambda j, m=m: {k: m[k][j] for k in ("NC", "DAC", "DDC", "TLC", "TTC", "LK", "progress")}
+            extra = dict(states=states[ag], expert=pick(ex), reference=pick(best), reference_poses=plan_refs[best],
+                         flags={k: m[k][ag] for k in ("multiple_lanes", "non_drivable", "oncoming",
+                                                       "center_in_intersection")})
+            out = (out, extra)
+        results[md] = out
+    return results
 
 
 def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked", human_filter: bool = True,
@@ -141,10 +151,13 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
     in the ego frame at -0.5 s (for EC). ``has_prev`` [B] bool (optional): which scenes have a previous
     plan (others get EC = 1 and the /14 denominator). ``reference_poses`` [B, 41, 3] (optional): replace
     the built-in PDM-Closed reference (for tests). Returns :class:`Scores` (each [B, N]); with
-    ``return_flags`` also a dict of per-trajectory states and flags.
+    ``return_flags`` also a dict of per-trajectory states and flags. ``mode`` may also be a tuple of
+    modes: then a dict {mode: Scores}, computed in one pass (the planner and the tracked rollout are
+    shared), which is how the test vectors are checked in both modes at the cost of one compilation.
     """
-    if mode not in MODES:
-        raise ValueError(f"scoring mode must be one of {MODES}, got {mode!r}")
+    for md in ((mode,) if isinstance(mode, str) else mode):
+        if md not in MODES:
+            raise ValueError(f"scoring mode must be one of {MODES}, got {md!r}")
     trajectories = jnp.asarray(trajectories, jnp.float32)
     if trajectories.ndim != 4 or trajectories.shape[-2:] != (8, 3):
         raise ValueError(f"trajectories: expected shape [B, N, 8, 3], got {tuple(trajectories.shape)}")
@@ -158,11 +171,14 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
     else:
         has_prev = jnp.zeros((b,), bool)
 
+    modes = (mode,) if isinstance(mode, str) else tuple(mode)
+
     def one(scene, traj, prev, hp, ref):
-        return _score_scene(scene, traj, prev, hp, ref, mode, human_filter, return_flags)
+        return _score_scene(scene, traj, prev, hp, ref, modes, human_filter, return_flags)
 
     in_axes = (0, 0, None if prev_trajectories is None else 0, 0, None if reference_poses is None else 0)
-    return jax.vmap(one, in_axes=in_axes)(scenes, trajectories, prev_trajectories, has_prev, reference_poses)
+    res = jax.vmap(one, in_axes=in_axes)(scenes, trajectories, prev_trajectories, has_prev, reference_poses)
+    return res[mode] if isinstance(mode, str) else res
 
 
 @functools.lru_cache(maxsize=None)
@@ -180,9 +196,10 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
     axis), inputs and outputs are sharded over ``data`` along the scene axis (B must be a multiple of
     the axis size); the work is independent per scene, so no communication is needed.
     """
-    if mode not in MODES:
-        raise ValueError(f"scoring mode must be one of {MODES}, got {mode!r}")
-    jitted = _jitted(mode, bool(human_filter))
+    for md in ((mode,) if isinstance(mode, str) else mode):
+        if md not in MODES:
+            raise ValueError(f"scoring mode must be one of {MODES}, got {md!r}")
+    jitted = _jitted(mode if isinstance(mode, str) else tuple(mode), bool(human_filter))
     if mesh is None:
         return jitted
     from jax.sharding import NamedSharding, PartitionSpec as P

@@ -1,0 +1,108 @@
+"""Aggregation, human filter, EC handling, compile-once behaviour and input validation of the scorer."""
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from irlvla_jax import scene as S
+from irlvla_jax.data import vectors as V
+from irlvla_jax.scoring import commands as C
+from irlvla_jax.scoring import epdms as E
+from tests.scoring.vector_data import vectors_dir
+
+B = 15  # the batch shape test_vectors compiles (shared jitted function, see epdms.make_scorer)
+
+
+def test_formula_and_ec_denominator():
+    s = {k: jnp.asarray([1.0, 1.0]) for k in E.SUB_SCORES}
+    s["EP"] = jnp.asarray([0.5, 0.5])
+    s["EC"] = jnp.asarray([0.0, 0.0])
+    no_ec = np.asarray(E.epdms_formula(s, False))
+    with_ec = np.asarray(E.epdms_formula(s, True))
+    np.testing.assert_allclose(no_ec, (5 * 0.5 + 5 + 2 + 2) / 14)
+    np.testing.assert_allclose(with_ec, (5 * 0.5 + 5 + 2 + 2 + 0) / 16)
+    s["NC"] = jnp.asarray([0.5, 0.0])
+    np.testing.assert_allclose(np.asarray(E.epdms_formula(s, False)), [0.5 * no_ec[0], 0.0])
+
+
+@pytest.fixture(scope="module")
+def batches():
+    names, scenes, props, prevs, has = V.load_vectors(vectors_dir())
+    return names, scenes, props, prevs, has
+
+
+def test_compiles_once_and_filter_recomputes_product(batches):
+    names, scenes, props, prevs, has = batches
+    modes = ("tracked", "direct")               # the function test_vectors compiles
+    fn = E.make_scorer(modes, True)
+    assert fn is E.make_scorer(modes, True)
+    outs = []
+    for s0 in (0, B):
+        idx = np.arange(s0, s0 + B)
+        outs.append(fn(S.index(scenes, idx), props[idx], prevs[idx], has[idx]))
+    assert fn._cache_size() == 1, "the scorer recompiled for a batch of the same shape"
+    a, b = outs[0]["direct"], outs[1]["tracked"]
+    assert not np.allclose(np.asarray(a.EPDMS), np.asarray(b.EPDMS))
+    for out, s0 in ((a, 0), (b, B)):
+        d = {k: np.asarray(getattr(out, k)) for k in E.SUB_SCORES}
+        hp = has[s0:s0 + B][:, None]
+        np.testing.assert_allclose(np.asarray(out.EPDMS), np.asarray(E.epdms_formula(d, hp)), atol=1e-6)
+        assert np.all(d["EC"][~has[s0:s0 + B]] == 1.0)
+        for k in E.SUB_SCORES:
+            assert np.all((d[k] >= 0) & (d[k] <= 1)), k
+    # scene_0000: the expert runs a light that turns red; the filter sets every proposal's TLC to 1,
+    # and EPDMS is recomputed from the filtered product (the v2.2 fix: never 0 with all sub-scores 1).
+    assert names[0] == "scene_0000.json"
+    tlc0 = np.asarray(a.TLC)[0]
+    assert np.all(tlc0 == 1.0)
+    all_one = np.all(np.stack([np.asarray(getattr(a, k))[0] for k in E.SUB_SCORES if k != "EP"]) == 1.0, axis=0)
+    assert np.all(np.asarray(a.EPDMS)[0][all_one] > 0.0)
+
+
+def test_bad_inputs_raise_clear_errors(batches):
+    _, scenes, props, prevs, has = batches
+    sc = S.index(scenes, np.arange(2))
+    with pytest.raises(ValueError, match=r"trajectories: expected shape \[B, N, 8, 3\]"):
+        E.score(sc, props[:2, :, :7], None)
+    with pytest.raises(ValueError, match="prev_trajectories"):
+        E.score(sc, props[:2], prevs[:2, :3])
+    with pytest.raises(ValueError, match="scoring mode"):
+        E.make_scorer("open_loop")
+    from jax.sharding import Mesh
+    mesh = Mesh(np.asarray(jax.devices()[:4]), ("data",))
+    with pytest.raises(ValueError, match="multiple of the mesh 'data' axis"):
+        E.make_scorer("direct", True, mesh=mesh)(sc, props[:2][:1].repeat(3, 0), None)
+
+
+def test_two_stage_weights():
+    so, sp = jnp.asarray([1.0]), jnp.asarray([0.5])
+    sn, sq = jnp.asarray([[1.0, 0.0]]), jnp.asarray([[0.0, 1.0]])
+    end = jnp.asarray([[10.0, 0.0]])
+    start_n = jnp.asarray([[[10.0, 0.0], [30.0, 0.0]]])     # the first follow-up starts where o ends
+    got = float(E.two_stage(so, sp, sn, sq, end, start_n, end, start_n)[0])
+    assert got == pytest.approx(0.5 * (1.0 * 1.0 + 0.5 * 0.0), abs=1e-6)
+    far = jnp.asarray([[[900.0, 0.0], [950.0, 0.0]]])       # weights ~0 -> uniform
+    got = float(E.two_stage(so, sp, sn, sq, end, far, end, far)[0])
+    assert got == pytest.approx(0.5 * (0.5 + 0.5 * 0.5), abs=1e-6)
+
+
+def test_read_predictions_refuses_bad_files(tmp_path, batches):
+    _, scenes, _, _, _ = batches
+    good = {"1": np.zeros((8, 3)).tolist()}
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(good))
+    assert C.read_predictions(str(p))[1].shape == (8, 3)
+    p.write_text(json.dumps({"1": np.zeros((7, 3)).tolist()}))
+    with pytest.raises(ValueError, match=r"scene 1: field 'trajectory' must have shape \(8, 3\)"):
+        C.read_predictions(str(p))
+    bad = np.zeros((8, 3))
+    bad[2, 1] = np.nan
+    p.write_text(json.dumps({"5": bad.tolist()}).replace("NaN", "NaN"))
+    with pytest.raises(ValueError, match="scene 5: field 'trajectory' has a non-finite value .* pose 2, y"):
+        C.read_predictions(str(p))
+    with pytest.raises(ValueError, match="scene 123456 is not in the split"):
+        C.score_predictions(S.index(scenes, np.arange(2)), {123456: np.zeros((8, 3), np.float32)}, "direct")
