@@ -64,7 +64,8 @@ def bench(name, batch, steps, peak, baseline):
     ca = compiled.cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) else ca
     flops = float(ca.get("flops", float("nan"))) if ca else float("nan")
-    holder = {"s": state}
+    n_params = count_params(state.params)
+    holder = {"s": state}   # the step donates its input state: always use the latest one
 
     def one():
         holder["s"], m = compiled(holder["s"], b)
@@ -72,11 +73,11 @@ def bench(name, batch, steps, peak, baseline):
 
     one()
     step_s = _time(one, steps)
-    out = dict(params=count_params(state.params), batch=batch, compile_s=round(compile_s, 2),
+    out = dict(params=n_params, batch=batch, compile_s=round(compile_s, 2),
                step_s=step_s, samples_per_s=batch / step_s, flops_per_step=flops,
                achieved_tflops=flops / step_s / 1e12, peak_fraction=flops / step_s / 1e12 / peak)
     if baseline:
-        model = nnx.merge(graphdef, jax.device_get(state.params), jax.device_get(state.consts))
+        model = nnx.merge(graphdef, jax.device_get(holder["s"].params), jax.device_get(holder["s"].consts))
         opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
         w = imitation.loss_weights(cfg.il)
 

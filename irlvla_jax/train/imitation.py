@@ -202,19 +202,23 @@ def validate_model(eval_fn, state, val: Scene, bs: int, mesh, epdms_fn=None) -> 
     n = (int(np.asarray(val.scene_id).shape[0]) // bs) * bs
     if n == 0:
         return {}
+    from irlvla_jax.scene import index
+    pid, npr = jax.process_index(), jax.process_count()
+    lb = mesh_lib.local_batch_size(bs)
     rows, trajs, ades, fdes = [], [], [], []
     for i in range(0, n, bs):
-        from irlvla_jax.scene import index
-        b = index(val, slice(i, i + bs))
+        b = index(val, slice(i + pid * lb, i + (pid + 1) * lb))          # this process's rows
         terms, traj, ade, fde = eval_fn(state.params, state.consts, mesh_lib.shard_batch(b, mesh),
                                         jax.random.key(i))
+        if npr > 1:
+            from jax.experimental import multihost_utils
+            traj, ade, fde = multihost_utils.process_allgather((traj, ade, fde), tiled=True)
         rows.append({k: float(v) for k, v in terms.items()})
         trajs.append(np.asarray(traj)); ades.append(np.asarray(ade)); fdes.append(np.asarray(fde))
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out["ADE"] = float(np.mean(np.concatenate(ades)))
     out["FDE"] = float(np.mean(np.concatenate(fdes)))
     if epdms_fn is not None:
-        from irlvla_jax.scene import index
         out["EPDMS"] = epdms_fn(index(val, slice(0, n)), np.concatenate(trajs)[:, None])
     return out
 
