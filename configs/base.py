@@ -15,6 +15,7 @@ def get_config():
         name="irlvla_world_base", num_train=100000, num_val=4000, num_test=12000, num_hard=4000,
         num_anchors=20, batch_size=64, shuffle_seed=0, workers=16, data_dir="",
         render_split="val", render_count=8))
+    c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True))
     # VLA model (models/; MODEL/IL helper): tens of millions of parameters, 256x1024 camera.
     c.model = ml_collections.ConfigDict(dict(
         dim=256, heads=8, dtype="float32",
@@ -35,8 +36,6 @@ def get_config():
     # Training infrastructure shared by the stages (train/{mesh,checkpoint,logging}.py).
     c.train = ml_collections.ConfigDict(dict(
         num_devices=0, max_to_keep=3, async_checkpoint=True, log_every=50))
-
-    c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True))
 
     # Stage 2, reward world model (train/reward.py; RL helper).
     c.rwm = ml_collections.ConfigDict(dict(
