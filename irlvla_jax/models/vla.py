@@ -96,7 +96,8 @@ def split(model: VLA):
 
 def build(model_cfg, spec: SceneSpec, anchors, seed: int = 0):
     """Construct a VLA and split it: -> (graphdef, params, consts). Initialisation runs as one jitted
-    computation (eager NNX init dispatches hundreds of tiny ops, each compiled separately)."""
+    computation (eager NNX init dispatches hundreds of tiny ops, each compiled separately) with the
+    'rbg' PRNG, whose initialisers compile ~2x faster than threefry's; deterministic per seed and backend."""
     graphdef = abstract(model_cfg, spec, anchors)[0]
 
     @jax.jit
