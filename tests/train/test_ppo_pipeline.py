@@ -67,3 +67,50 @@ def test_bad_seeds_flag(tmp_path):
     cfg = ml_collections.ConfigDict(dict(seed=0, data=dict(data_dir=str(tmp_path))))
     with pytest.raises(ValueError, match="--seeds must be comma-separated integers"):
         PL.main(cfg, str(tmp_path), types.SimpleNamespace(seeds="0,x"))
+
+
+def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
+    """Stage order, per-seed run directories sharing one dataset, and resume after a crash (stages
+    replaced by recorders; the real stages are exercised by their own tests and the CLI)."""
+    import ml_collections
+    from irlvla_jax.data import commands as data_commands
+    from irlvla_jax.train import imitation, ppo, reward
+    calls = []
+    crash = {"on": True}
+
+    def rec(name):
+        def f(config, workdir, *a, **kw):
+            tag = name + (f":{kw['reward']}" if "reward" in kw else "")
+            if tag == "ppo:scorer" and crash["on"]:
+                crash["on"] = False
+                raise RuntimeError("killed")
+            calls.append((tag, os.path.basename(workdir), int(config.seed), config.data.data_dir))
+            return {"ok": 1}
+        return f
+    monkeypatch.setattr(data_commands, "generate", rec("generate"))
+    monkeypatch.setattr(imitation, "train", rec("il"))
+    monkeypatch.setattr(reward, "train", rec("rwm"))
+    monkeypatch.setattr(ppo, "train", rec("ppo"))
+    row = {c: 0.5 for c in ("EPDMS",) + PL.SUBS}
+
+    def fake_eval(config, workdir, seed):
+        calls.append(("evaluate", os.path.basename(workdir), seed, config.data.data_dir))
+        return dict(seed=seed, split="test", scenes=1, scoring_mode="direct", best_of_n_candidates=4,
+                    table={k: dict(row) for k in PL.POLICIES},
+                    differences={"rl_rwm - il": dict(mean=0.0, lo=0.0, hi=0.0)})
+    monkeypatch.setattr(PL, "evaluate_run", fake_eval)
+    monkeypatch.setattr(PL, "make_figure", lambda *a, **k: "fig.png")
+    cfg = ml_collections.ConfigDict(dict(seed=0, data=dict(data_dir="")))
+    args = types.SimpleNamespace(seeds="0,1")
+    with pytest.raises(RuntimeError, match="killed"):
+        PL.main(cfg, str(tmp_path), args)
+    done = [c[0] for c in calls]
+    assert done == ["generate", "il", "rwm", "ppo:rwm"]
+    calls.clear()
+    PL.main(cfg, str(tmp_path), args)                     # resume: finished stages are skipped
+    assert [(c[0], c[1], c[2]) for c in calls] == [
+        ("ppo:scorer", "seed_0", 0), ("evaluate", "seed_0", 0),
+        ("il", "seed_1", 1), ("rwm", "seed_1", 1), ("ppo:rwm", "seed_1", 1), ("ppo:scorer", "seed_1", 1),
+        ("evaluate", "seed_1", 1)]
+    assert {c[3] for c in calls} == {str(tmp_path / "data")}   # one shared dataset
+    assert "mean +- std over seeds 0,1" in (tmp_path / "results.md").read_text()
