@@ -162,15 +162,17 @@ def _segments_hit_box(x0, y0, x1, y1, hl, hw):
 def box_polygon_overlap(box, poly):
     """Overlap of a rectangle ``box [..., 4, 2]`` with a (possibly non-convex) polygon ``[..., V, 2]`` -> bool.
 
-    True if a polygon edge touches the rectangle (this includes a polygon vertex inside it) or a box
-    corner lies inside the polygon (the box entirely inside). Edges are tested in the box frame
+    True if a polygon edge touches the rectangle (this includes a polygon vertex inside it) or the box
+    lies entirely inside the polygon (tested with one corner). Edges are tested in the box frame
     (Liang-Barsky clipping), O(V) per pair.
     """
     c, u, w, hl, hw = _box_frame(box)
     lx, ly = _to_box(poly, c, u, w)
     nx, ny = jnp.roll(lx, -1, axis=-1), jnp.roll(ly, -1, axis=-1)
     hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
-    corner_in = jnp.any(points_in_polygon(box, poly), axis=-1)
+    # Without boundary contact the box is either entirely inside the polygon or apart from it: one
+    # corner decides.
+    corner_in = points_in_polygon(box[..., :1, :], poly)[..., 0]
     return hit | corner_in
 
 
@@ -196,7 +198,7 @@ def polygon_distance(box, poly):
     d_corner = jnp.min(point_segment_distance(box[..., :, None, :], q0, q1), axis=(-1, -2))
     nx, ny = jnp.roll(lx, -1, axis=-1), jnp.roll(ly, -1, axis=-1)
     hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
-    overlap = hit | jnp.any(points_in_polygon(box, poly), axis=-1)
+    overlap = hit | points_in_polygon(box[..., :1, :], poly)[..., 0]
     return jnp.where(overlap, 0.0, jnp.minimum(d_vert, d_corner))
 
 

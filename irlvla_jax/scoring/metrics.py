@@ -28,7 +28,7 @@ NC_STATIC_PENALTY = 0.5
 # TLC tests the ego box only against the lights that are ever red on the route; at most this many
 # (a static subset, so the box-polygon tests stay cheap). Scenes with more are refused at conversion
 # (``irlvla_jax.data.vectors``) and counted by :func:`route_light_overflow`.
-MAX_ROUTE_LIGHTS = 8
+MAX_ROUTE_LIGHTS = 4
 
 
 def ego_boxes(states):
