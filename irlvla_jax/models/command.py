@@ -8,11 +8,12 @@ vx, vy, ax, ay at -1.5, -1.0, -0.5, 0.0 s; metres, radians, m/s, m/s^2, ego fram
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from irlvla_jax.models.layers import MLP, dtype_of
 
-_SCALE = jnp.array([10.0, 10.0, 1.0, 10.0, 10.0, 3.0, 3.0], jnp.float32)
+_SCALE = np.array([10.0, 10.0, 1.0, 10.0, 10.0, 3.0, 3.0], np.float32)
 
 
 class CommandEncoder(nnx.Module):
