@@ -185,6 +185,25 @@ def point_segment_distance(p, a, b):
     return jnp.sqrt(jnp.sum(d * d, axis=-1))
 
 
+def points_to_edges_distance(points, poly):
+    """Min distance from ``points [..., P, 2]`` to the edges of ``poly [..., V, 2]`` -> [..., P].
+
+    For large V the edges are visited in a loop (memory O(P) instead of O(P x V))."""
+    nxt = jnp.roll(poly, -1, axis=-2)
+    v = poly.shape[-2]
+    if v <= 16:
+        return jnp.min(point_segment_distance(points[..., :, None, :], poly[..., None, :, :], nxt[..., None, :, :]),
+                       axis=-1)
+    shape = jnp.broadcast_shapes(points.shape[:-1], poly.shape[:-2] + (1,))
+
+    def body(k, best):
+        e0 = jax.lax.dynamic_index_in_dim(poly, k, axis=-2, keepdims=True)
+        e1 = jax.lax.dynamic_index_in_dim(nxt, k, axis=-2, keepdims=True)
+        return jnp.minimum(best, point_segment_distance(points, e0, e1))
+
+    return jax.lax.fori_loop(0, v, body, jnp.full(shape, jnp.inf, points.dtype))
+
+
 def polygon_distance(box, poly):
     """Euclidean distance between a rectangle ``box [..., 4, 2]`` and a polygon ``[..., V, 2]`` (0 when
     they overlap): min of (polygon vertices to the box) and (box corners to the polygon edges)."""
@@ -193,9 +212,7 @@ def polygon_distance(box, poly):
     dx = jnp.maximum(jnp.abs(lx) - hl[..., None], 0.0)
     dy = jnp.maximum(jnp.abs(ly) - hw[..., None], 0.0)
     d_vert = jnp.min(jnp.sqrt(dx * dx + dy * dy), axis=-1)
-    q0 = poly[..., None, :, :]
-    q1 = jnp.roll(poly, -1, axis=-2)[..., None, :, :]
-    d_corner = jnp.min(point_segment_distance(box[..., :, None, :], q0, q1), axis=(-1, -2))
+    d_corner = jnp.min(points_to_edges_distance(box, poly), axis=-1)
     nx, ny = jnp.roll(lx, -1, axis=-1), jnp.roll(ly, -1, axis=-1)
     hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
     overlap = hit | points_in_polygon(box[..., :1, :], poly)[..., 0]

@@ -177,9 +177,9 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets):
         """poly [..., V, 2] -> bool [...]: intersects the corridor."""
         hit_rect = jnp.any(jax.vmap(lambda r: geo.box_polygon_overlap(r, poly), out_axes=-1)(rect) & seg_ok,
                            axis=-1)
-        q0, q1 = poly[..., None, :, :], jnp.roll(poly, -1, axis=-2)[..., None, :, :]
-        dj = jnp.min(geo.point_segment_distance(joints[:, None, :], q0, q1), axis=-1)       # [..., K]
-        hit_disc = jnp.any(((dj <= half_w) | geo.points_in_polygon(joints, poly)) & joint_ok, axis=-1)
+        # A joint inside the polygon is already inside its segment's rectangle (hit_rect).
+        dj = geo.points_to_edges_distance(joints, poly)                                       # [..., K]
+        hit_disc = jnp.any((dj <= half_w) & joint_ok, axis=-1)
         return hit_rect | hit_disc
 
     a_valid0 = ctx["valid"][:, 0]
