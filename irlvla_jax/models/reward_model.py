@@ -42,7 +42,7 @@ TERNARY_VALUES = (0.0, 0.5, 1.0)
 _HEAD_DIM = 3 + 3 + len(BINARY) + 1
 
 # Pose normalisation for the trajectory encoder (metres): 4 s at up to ~20 m/s forward.
-_POS_SCALE = jnp.array([40.0, 10.0], jnp.float32)
+_POS_SCALE = (40.0, 10.0)  # metres; a tuple, not a device array: nothing may touch a device at import (multi-host)
 
 
 @struct.dataclass
@@ -77,7 +77,7 @@ def token_groups(tokens) -> tuple:
 
 def pose_features(traj):
     """[..., 8, 3] poses -> [..., 8, 5] features (x/40, y/10, cos h, sin h, t/4)."""
-    xy = traj[..., :2] / _POS_SCALE
+    xy = traj[..., :2] / jnp.asarray(_POS_SCALE, traj.dtype)
     h = traj[..., 2:3]
     t = jnp.broadcast_to((jnp.arange(1, 9, dtype=jnp.float32) / 8.0)[:, None], traj.shape[:-1] + (1,))
     return jnp.concatenate([xy, jnp.cos(h), jnp.sin(h), t], axis=-1)
