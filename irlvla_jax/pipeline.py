@@ -127,19 +127,10 @@ def best_of_n(config, workdir, scenes, chunk: int, samples: int, seed: int = 0):
 
 
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0):
-    """Paired mean difference a - b with a percentile bootstrap 95% interval."""
-    try:
-        from irlvla_jax.evaluate import paired_difference
-        r = paired_difference(a, b)
-        if isinstance(r, dict):
-            return float(r.get("mean", r.get("diff"))), float(r.get("lo", r.get("low"))), float(r.get("hi", r.get("high")))
-        return tuple(float(x) for x in r)[:3]
-    except Exception:  # noqa: BLE001 - evaluate.py missing or a different signature: local bootstrap
-        pass
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
-    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+    """Paired mean difference a - b with a bootstrap 95% interval: (mean, lo, hi)."""
+    from irlvla_jax.evaluate import paired_difference
+    r = paired_difference(a, b, n_boot=n_boot, seed=seed)
+    return r["mean"], r["lo"], r["hi"]
 
 
 def format_table(rows: Dict[str, Dict[str, float]], title: str) -> str:
@@ -170,6 +161,8 @@ def evaluate_run(config, workdir: str, seed: int) -> Dict[str, Any]:
     for k in ("rl_rwm", "rl_scorer", "best_of_n"):
         m, lo, hi = bootstrap_diff(per_scene[k]["EPDMS"][:, 0], il)
         diffs[f"{k} - il"] = dict(mean=m, lo=lo, hi=hi)
+    m, lo, hi = bootstrap_diff(il, per_scene["constant_velocity"]["EPDMS"][:, 0])
+    diffs["il - constant_velocity"] = dict(mean=m, lo=lo, hi=hi)
     return dict(seed=seed, split=str(pc.eval_split), scenes=int(il.shape[0]), scoring_mode=str(config.scoring.mode),
                 best_of_n_candidates=int(n_cand), table=rows, differences=diffs,
                 per_scene_epdms={k: v["EPDMS"][:, 0].tolist() for k, v in per_scene.items()})
