@@ -3,6 +3,12 @@
 18 proposals per scene (previous plans included for EC). Compilation is excluded (timed separately).
 
     python benchmarks/scoring.py [--mode tracked|direct] [--scenes 30] [--ref-scenes 2] [--chunk 15]
+    python benchmarks/scoring.py --source world [--scenes 256] [--traj 64] [--chunk 32] [--ref-scenes 2]
+
+``--source vectors`` (default) uses the official vector scenes (large maps: up to 224-vertex polygons,
+18 proposals per scene). ``--source world`` uses tiny-spec embedded-world scenes with ``--traj``
+trajectories per scene (4 x the 16-plan set of tests/reference/trajectories.py, each set from its own
+rng): the issue's "256 scenes x 64 trajectories" setting.
 
 Prints one JSON line: trajectories/s of both, their ratio, and the compile time.
 """
@@ -25,6 +31,8 @@ def main():
     ap.add_argument("--scenes", type=int, default=30, help="scenes scored by the JAX scorer (timed)")
     ap.add_argument("--ref-scenes", type=int, default=2, help="scenes scored by the reference (timed)")
     ap.add_argument("--chunk", type=int, default=15, help="scenes per jitted call")
+    ap.add_argument("--source", default="vectors", choices=["vectors", "world"])
+    ap.add_argument("--traj", type=int, default=64, help="trajectories per scene (--source world)")
     a = ap.parse_args()
 
     import jax
@@ -32,8 +40,11 @@ def main():
     from irlvla_jax import scene as S
     from irlvla_jax.data import vectors as V
     from irlvla_jax.scoring import epdms
-    from tests.scoring.vector_data import vectors_dir
-    names, scenes, props, prevs, has = V.load_vectors(vectors_dir())
+    if a.source == "vectors":
+        from tests.scoring.vector_data import vectors_dir
+        names, scenes, props, prevs, has = V.load_vectors(vectors_dir())
+    else:
+        names, scenes, props, prevs, has = _world_inputs(a.scenes, a.traj)
     n_traj = props.shape[1]
 
     fn = epdms.make_scorer(a.mode, True)
@@ -64,12 +75,34 @@ def main():
             n_ref += 1
     ref_s = time.perf_counter() - t0
     ref_rate = n_ref / ref_s
-    print(json.dumps({"benchmark": "scoring", "mode": a.mode, "device": jax.devices()[0].platform,
+    print(json.dumps({"benchmark": "scoring", "source": a.source, "mode": a.mode, "device": jax.devices()[0].platform,
                       "jax_traj_per_s": round(jax_rate, 2), "reference_traj_per_s": round(ref_rate, 3),
                       "ratio": round(jax_rate / ref_rate, 1), "jax_trajectories": n_calls * a.chunk * n_traj,
                       "reference_trajectories": n_ref, "compile_s": round(compile_s, 1),
                       "official_devkit_traj_per_s_reported": 8.0,
                       "ratio_vs_official_reported": round(jax_rate / 8.0, 1)}))
+
+
+def _world_inputs(n_scenes: int, n_traj: int):
+    """Tiny-spec world scenes with n_traj plans each (multiple of 16) and previous plans on odd scenes."""
+    from irlvla_jax import scene as S
+    from irlvla_jax.config import scene_spec
+    from irlvla_jax.world.generate import generate_scene
+    from tests.reference import trajectories as TR
+    from configs import tiny
+    if n_traj % 16:
+        raise SystemExit(f"--traj {n_traj}: must be a multiple of 16")
+    spec = scene_spec(tiny.get_config())
+    scenes, trajs, prevs = [], [], []
+    for i in range(n_scenes):
+        sc = generate_scene(spec, 0, i, "test")
+        sets = [TR.trajectory_set(sc, np.random.default_rng([0, 7, i, r])) for r in range(n_traj // 16)]
+        tr = np.concatenate(sets, 0)
+        scenes.append(sc)
+        trajs.append(tr)
+        prevs.append(TR.previous_plans(sc, tr, np.random.default_rng([0, 8, i])))
+    has = np.arange(n_scenes) % 2 == 1
+    return [str(i) for i in range(n_scenes)], S.stack(scenes), np.stack(trajs), np.stack(prevs), has
 
 
 if __name__ == "__main__":
