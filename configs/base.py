@@ -59,5 +59,5 @@ def get_config():
     # `irlvla evaluate` (evaluate.py; REFERENCE helper): splits scored, scenes per split (0 = all),
     # scenes per scorer call, bootstrap resamples and seed of the 95% intervals.
     c.evaluate = ml_collections.ConfigDict(dict(
-        splits=("val", "test", "hard"), max_scenes=0, chunk=128, bootstrap=1000, seed=0))
+        splits=("val", "test", "hard"), max_scenes=0, chunk=128, bootstrap=1000, seed=0, renders=3))
     return c

@@ -65,5 +65,5 @@ def get_config():
     # `irlvla evaluate` (evaluate.py; REFERENCE helper): splits scored, scenes per split (0 = all),
     # scenes per scorer call, bootstrap resamples and seed of the 95% intervals.
     c.evaluate = ml_collections.ConfigDict(dict(
-        splits=("val", "test", "hard"), max_scenes=64, chunk=32, bootstrap=1000, seed=0))
+        splits=("val", "test", "hard"), max_scenes=64, chunk=32, bootstrap=1000, seed=0, renders=3))
     return c

@@ -187,7 +187,8 @@ def _check_pipeline(cfg) -> None:
 def _check_evaluate(cfg) -> None:
     from irlvla_jax.scene import SPLITS as _SPLITS
     e = cfg.evaluate
-    _keys_exact(e, "evaluate", ("splits", "max_scenes", "chunk", "bootstrap", "seed"))
+    _keys_exact(e, "evaluate", ("splits", "max_scenes", "chunk", "bootstrap", "seed", "renders"))
+    require(int(e.renders) >= 0, "evaluate.renders", f"must be >= 0 (PNG renders per split), got {e.renders}")
     splits = tuple(e.splits)
     require(len(splits) >= 1 and all(s in _SPLITS for s in splits), "evaluate.splits",
             f"must be a non-empty subset of {_SPLITS}, got {splits!r}")

@@ -272,12 +272,18 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
         sres = {"num_scenes": b, "seconds": None, "groups": {}, "differences": {}}
         for g, mask in groups.items():
             sres["groups"][g] = {p: summarize(per_policy[p], mask, int(ec.bootstrap), int(ec.seed)) for p in names}
-        for rl in ("rl", "rl_scorer"):
-            if rl in per_policy and "il" in per_policy:
-                sres["differences"][f"{rl} - il"] = paired_difference(
-                    per_policy[rl]["EPDMS"], per_policy["il"]["EPDMS"], n_boot=int(ec.bootstrap), seed=int(ec.seed))
+        pairs = [(rl, "il") for rl in ("rl", "rl_scorer")]
+        pairs += [(p, "constant_velocity") for p in names if p not in ("constant_velocity", "expert")]
+        for a, b_ in pairs:
+            if a in per_policy and b_ in per_policy:
+                sres["differences"][f"{a} - {b_}"] = paired_difference(
+                    per_policy[a]["EPDMS"], per_policy[b_]["EPDMS"], n_boot=int(ec.bootstrap), seed=int(ec.seed))
         sres["seconds"] = round(time.time() - t0, 2)
         results["splits"][split] = sres
+        n_render = int(ec.get("renders", 0))
+        if n_render > 0:
+            sres["renders"] = render_examples(scenes, {p: pols[p] for p in names}, per_policy, split,
+                                              os.path.join(workdir, "eval", "renders"), n_render)
         if writer is not None:
             for p in names:
                 for c in COLUMNS:
@@ -285,6 +291,28 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
     if writer is not None:
         writer.close()
     return results
+
+
+def render_examples(scenes: S.Scene, pols: Dict[str, PolicyFn], per_policy: Dict[str, Dict[str, np.ndarray]],
+                    split: str, out_dir: str, n: int) -> List[str]:
+    """PNG renders of the first ``n`` scenes of a split with every policy's trajectory and its EPDMS."""
+    from irlvla_jax import viz
+    os.makedirs(out_dir, exist_ok=True)
+    b = int(np.asarray(scenes.scene_id).shape[0])
+    idx = np.arange(min(n, b))
+    sub = S.index(scenes, idx)
+    trajs = {p: np.asarray(fn(sub), np.float32)[:, 0] for p, fn in pols.items()}
+    paths = []
+    for j, i in enumerate(idx):
+        names = list(trajs)
+        scores = [float(per_policy[p]["EPDMS"][i]) for p in names]
+        labels = [f"{p} (EPDMS {sc:.2f})" for p, sc in zip(names, scores)]
+        sid = int(np.asarray(scenes.scene_id)[i])
+        path = os.path.join(out_dir, f"{split}_{sid}.png")
+        viz.render_scene(S.index(scenes, i), path, trajectories=np.stack([trajs[p][j] for p in names]),
+                         labels=labels, scores=scores, title=f"{split} scene {sid}: policies by true EPDMS")
+        paths.append(path)
+    return paths
 
 
 def main(config, workdir, args):

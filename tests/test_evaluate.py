@@ -101,3 +101,11 @@ def test_evaluate_end_to_end(world_dataset, capsys):
     assert allg["expert"]["EPDMS"]["mean"] > allg["stand_still"]["EPDMS"]["mean"]
     assert allg["stand_still"]["EP"]["mean"] < 0.5
     assert allg["expert"]["EC"]["mean"] == 1.0  # no previous plans in datasets
+    # every trained/extra policy gets its paired difference against constant velocity
+    d = val["differences"]["stand_still - constant_velocity"]
+    assert d["n"] == 12 and d["lo"] <= d["mean"] <= d["hi"]
+    # renders: one PNG per requested scene, with every policy drawn
+    assert len(val["renders"]) == min(int(c.evaluate.renders), 12)
+    for p in val["renders"]:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
