@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from irlvla_jax.scene import index
+from irlvla_jax.scene import index, padded_chunks
 
 SUBS = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
 POLICIES = ("constant_velocity", "expert", "il", "rl_rwm", "rl_scorer", "best_of_n")
@@ -85,15 +85,10 @@ def _score_all(config, scenes, traj: np.ndarray, chunk: int) -> Dict[str, np.nda
     """Score trajectories [B, N, 8, 3] in fixed-size chunks (one compile) -> dict of [B, N] arrays."""
     from irlvla_jax.scoring.epdms import make_scorer
     scorer = make_scorer(config.scoring.mode, bool(config.scoring.human_filter))
-    n = traj.shape[0]
     outs = []
-    for i in range(0, n, chunk):
-        b = index(scenes, slice(i, min(i + chunk, n)))
-        t = traj[i:i + chunk]
-        m = t.shape[0]
-        if m < chunk:
-            b = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], chunk - m, 0)]), b)
-            t = np.concatenate([t, np.repeat(t[-1:], chunk - m, 0)])
+    for i, b, m in padded_chunks(scenes, chunk):
+        t = traj[i:i + m]
+        t = np.concatenate([t, np.repeat(t[-1:], chunk - m, 0)])
         s = jax.device_get(scorer(b, t))
         outs.append({k: np.asarray(getattr(s, k))[:m] for k in SUBS + ("EPDMS",)})
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
@@ -112,14 +107,7 @@ def best_of_n(config, workdir, scenes, chunk: int, samples: int, seed: int = 0):
         _, allx, _ = model.sample(model.encode(scene), rng, samples, return_scores=True)
         return allx.reshape(allx.shape[0], -1, 8, 3)
 
-    n = int(np.asarray(scenes.scene_id).shape[0])
-    cands = []
-    for i in range(0, n, chunk):
-        b = index(scenes, slice(i, min(i + chunk, n)))
-        m = int(np.asarray(b.scene_id).shape[0])
-        if m < chunk:
-            b = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], chunk - m, 0)]), b)
-        cands.append(np.asarray(run(b, jax.random.key(seed + i)))[:m])
+    cands = [np.asarray(run(b, jax.random.key(seed + i)))[:m] for i, b, m in padded_chunks(scenes, chunk)]
     cands = np.concatenate(cands)
     s = _score_all(config, scenes, cands, chunk)
     best = np.argmax(s["EPDMS"], -1)

@@ -412,3 +412,16 @@ def pad_polyline(points, n: int, field: str = "polyline") -> Tuple[np.ndarray, n
     mask = np.zeros(n, bool)
     mask[: len(p)] = True
     return out, mask
+
+
+def padded_chunks(scenes: Scene, chunk: int):
+    """Yield ``(start, batch, m)``: consecutive chunks of a batched numpy scene, each padded to exactly
+    ``chunk`` scenes (by repeating the last one) so a jitted function sees one shape; ``m`` real scenes."""
+    n = int(np.asarray(scenes.scene_id).shape[0])
+    for i in range(0, n, chunk):
+        b = index(scenes, slice(i, min(i + chunk, n)))
+        m = int(np.asarray(b.scene_id).shape[0])
+        if m < chunk:
+            b = Scene(**{f: np.concatenate([getattr(b, f), np.repeat(getattr(b, f)[-1:], chunk - m, 0)])
+                         for f in FIELDS})
+        yield i, b, m

@@ -321,16 +321,10 @@ def load_policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = N
         return model.sample(model.encode(scene), rng, 1)
 
     def policy(scenes: Scene) -> np.ndarray:
-        from irlvla_jax.scene import index
-        n = int(np.asarray(scenes.scene_id).shape[0])
+        from irlvla_jax.scene import padded_chunks
         check_vocab(np.asarray(scenes.instruction), int(config.model.semantic.vocab_size))
-        outs = []
-        for i in range(0, n, chunk):
-            b = index(scenes, slice(i, min(i + chunk, n)))
-            m = int(np.asarray(b.scene_id).shape[0])
-            if m < chunk:
-                b = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], chunk - m, 0)]), b)
-            outs.append(np.asarray(run(params, consts, b, jax.random.key(seed + i)))[:m])
+        outs = [np.asarray(run(params, consts, b, jax.random.key(seed + i)))[:m]
+                for i, b, m in padded_chunks(scenes, chunk)]
         return np.concatenate(outs).astype(np.float32)
 
     return policy

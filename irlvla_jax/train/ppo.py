@@ -253,7 +253,7 @@ def train(config, workdir: str, *, reward: Optional[str] = None, train_iter=None
 def load_policy(config, workdir: str, reward: str = "rwm", *, seed: int = 0, chunk: Optional[int] = None):
     """Restore the IL checkpoint and the latest PPO checkpoint -> ``policy(scenes) -> [B, 1, 8, 3]``
     (metres, radians, ego frame; deterministic DDIM, the top-scored anchor chain, like the IL policy)."""
-    from irlvla_jax.scene import index
+    from irlvla_jax.scene import padded_chunks
     from irlvla_jax.train.checkpoint import Checkpointer
     mesh = mesh_lib.make_mesh(1)
     graphdef, params, consts = _restore_il(config, workdir, mesh)
@@ -273,14 +273,8 @@ def load_policy(config, workdir: str, reward: str = "rwm", *, seed: int = 0, chu
         return model.sample(model.encode(scene), rng, 1)
 
     def policy(scenes) -> np.ndarray:
-        n = int(np.asarray(scenes.scene_id).shape[0])
-        outs = []
-        for i in range(0, n, chunk):
-            b = index(scenes, slice(i, min(i + chunk, n)))
-            m = int(np.asarray(b.scene_id).shape[0])
-            if m < chunk:
-                b = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], chunk - m, 0)]), b)
-            outs.append(np.asarray(run(full, b, jax.random.key(seed + i)))[:m])
+        outs = [np.asarray(run(full, b, jax.random.key(seed + i)))[:m]
+                for i, b, m in padded_chunks(scenes, chunk)]
         return np.concatenate(outs).astype(np.float32)
 
     return policy
