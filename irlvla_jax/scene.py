@@ -53,6 +53,21 @@ COMMANDS = ("left", "straight", "right", "unknown")
 # Meta-action vocabularies.
 META_SPEED = ("accelerate", "keep", "decelerate", "stop")
 META_PATH = ("straight", "left", "right", "lane_change_left", "lane_change_right")
+
+
+def meta_speed_label(v0: float, v4: float, vmin: float) -> int:
+    """Expert speed meta-action (index into META_SPEED) from its speed at t0, at 4 s and its minimum, m/s:
+    stop if it ends below 0.3 m/s (or dips below 0.2 m/s and ends below 1 m/s); accelerate / decelerate if
+    the 4 s speed change exceeds +1 / -1 m/s; keep otherwise. Shared by the world and the NAVSIM adapter."""
+    if v4 < 0.3 or (vmin < 0.2 and v4 < 1.0):
+        return META_SPEED.index("stop")
+    if v4 - v0 > 1.0:
+        return META_SPEED.index("accelerate")
+    if v4 - v0 < -1.0:
+        return META_SPEED.index("decelerate")
+    return META_SPEED.index("keep")
+
+
 # BEV semantic classes (priority: later classes overwrite earlier ones when rasterised).
 BEV_CLASSES = ("background", "drivable", "lane_line", "vehicle", "pedestrian", "static")
 # Splits and scenario families.

@@ -635,14 +635,7 @@ def _route_from_lanes(lanes: List[MapLane], on_route: Sequence[bool], route_ids:
 
 
 def _meta_labels(ego_xyh_future: np.ndarray, v0: float, v4: float, vmin: float) -> Tuple[int, int]:
-    if v4 < 0.3 or (vmin < 0.2 and v4 < 1.0):
-        sp = "stop"
-    elif v4 - v0 > 1.0:
-        sp = "accelerate"
-    elif v4 - v0 < -1.0:
-        sp = "decelerate"
-    else:
-        sp = "keep"
+    sp = S.meta_speed_label(v0, v4, vmin)
     dh = float(_wrap(ego_xyh_future[-1, 2]))
     lat = float(ego_xyh_future[-1, 1])
     if dh > 0.3:
@@ -653,7 +646,7 @@ def _meta_labels(ego_xyh_future: np.ndarray, v0: float, v4: float, vmin: float) 
         path = "lane_change_left" if lat > 0 else "lane_change_right"
     else:
         path = "straight"
-    return S.META_SPEED.index(sp), S.META_PATH.index(path)
+    return sp, S.META_PATH.index(path)
 
 
 def scene_id_of(token: str) -> int:

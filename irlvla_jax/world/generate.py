@@ -889,15 +889,7 @@ def _route_points(route: R.Path, n: int) -> np.ndarray:
 
 def _meta(w: World, ex: E.ExpertResult) -> tuple:
     v = ex.v[T_PAST:]
-    v0, v4 = v[0], v[-1]
-    if v4 < 0.3 or (v.min() < 0.2 and v4 < 1.0):
-        sp = "stop"
-    elif v4 - v0 > 1.0:
-        sp = "accelerate"
-    elif v4 - v0 < -1.0:
-        sp = "decelerate"
-    else:
-        sp = "keep"
+    sp = S.meta_speed_label(v[0], v[-1], v.min())
     path = "straight"
     if w.lc_grid is not None:
         seg = np.interp([ex.s[T_PAST], ex.s[-1]], w.route.s, w.lc_grid)
@@ -910,7 +902,7 @@ def _meta(w: World, ex: E.ExpertResult) -> tuple:
             path = "left"
         elif dh < -0.3:
             path = "right"
-    return S.META_SPEED.index(sp), S.META_PATH.index(path)
+    return sp, S.META_PATH.index(path)
 
 
 _COLORS = np.array([[200, 40, 40], [40, 70, 180], [230, 230, 230], [40, 40, 40], [150, 150, 160],
