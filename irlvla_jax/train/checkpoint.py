@@ -165,6 +165,17 @@ class Checkpointer:
         compare_trees(_metadata_entries(md), tree_entries(abstract_state), where)
         return step
 
+    def resume(self, state, data_iter=None, name: str = "train", unit: str = "step"):
+        """Resume from the latest checkpoint if there is one: -> (state, start step); (state, 0) otherwise.
+
+        ``state`` (concrete) gives the expected structure; the data iterator is restored in place."""
+        if self.latest_step() is None:
+            return state, 0
+        from irlvla_jax.train.state import abstract_like
+        state, start = self.restore(abstract_like(state), data_iter=data_iter)
+        print(f"{name}: resumed from {unit} {start}")
+        return state, start
+
     def restore(self, abstract_state, step: Optional[int] = None, data_iter=None):
         """Validate, then restore the state (and the data iterator in place). -> (state, step)."""
         step = self.validate(abstract_state, step)

@@ -42,7 +42,7 @@ from irlvla_jax.scene import Scene, SceneSpec, validate
 from irlvla_jax.train import mesh as mesh_lib
 from irlvla_jax.train.checkpoint import Checkpointer
 from irlvla_jax.train.logging import Logger, quiet_libraries
-from irlvla_jax.train.state import TrainState, abstract_like
+from irlvla_jax.train.state import TrainState
 
 LOSS_TERMS = ("traj_l1", "mode_ce", "det_heat", "det_box", "bev_seg", "map_line", "map_exist", "meta_speed",
               "meta_path")
@@ -252,10 +252,7 @@ def train(config, workdir: str, args=None, *, train_iter=None, val_scenes: Optio
     n_params = count_params(state.params)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "il"), config=config,
                         max_to_keep=int(config.train.max_to_keep), async_save=bool(config.train.async_checkpoint))
-    start = 0
-    if ckpt.latest_step() is not None:
-        state, start = ckpt.restore(abstract_like(state), data_iter=train_iter)
-        print(f"il: resumed from step {start}")
+    state, start = ckpt.resume(state, data_iter=train_iter, name="il")
     step_fn = make_train_step(graphdef, tx, il, mesh, sched)
     eval_fn = make_eval_fn(graphdef, il, mesh) if val_scenes is not None else None
     epdms_fn = _make_epdms(config, mesh) if val_scenes is not None else None

@@ -191,7 +191,6 @@ def train(config, workdir: str, *, reward: Optional[str] = None, train_iter=None
     from irlvla_jax.train.checkpoint import Checkpointer
     from irlvla_jax.train.imitation import make_train_iter
     from irlvla_jax.train.logging import Logger
-    from irlvla_jax.train.state import abstract_like
     pc = config.ppo
     reward = reward or pc.reward
     mesh_lib.maybe_initialize_distributed()
@@ -212,10 +211,7 @@ def train(config, workdir: str, *, reward: Optional[str] = None, train_iter=None
     name = f"ppo_{reward}"
     ckpt = Checkpointer(checkpoint_dir(workdir, reward), config=config, max_to_keep=int(config.train.max_to_keep),
                         async_save=bool(config.train.async_checkpoint))
-    start = 0
-    if ckpt.latest_step() is not None:
-        state, start = ckpt.restore(abstract_like(state), data_iter=train_iter)
-        print(f"{name}: resumed from update {start}")
+    state, start = ckpt.resume(state, data_iter=train_iter, name=name, unit="update")
     total = int(num_updates if num_updates is not None else pc.updates)
     update = jax.jit(upd, donate_argnums=(0,))
     log = Logger(workdir, name, total, start, enable_tqdm=progress)

@@ -316,7 +316,7 @@ def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: 
     from irlvla_jax.train.imitation import make_train_iter
     from irlvla_jax.train.logging import Logger
     from irlvla_jax.train.ppo import _restore_il
-    from irlvla_jax.train.state import TrainState, abstract_like
+    from irlvla_jax.train.state import TrainState
     rc = config.rwm
     mesh_lib.maybe_initialize_distributed()
     mesh = mesh or mesh_lib.make_mesh(int(config.train.num_devices))
@@ -330,10 +330,7 @@ def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: 
         train_iter = make_train_iter(config, workdir, mesh_lib.local_batch_size(bs))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "rwm"), config=config,
                         max_to_keep=int(config.train.max_to_keep), async_save=bool(config.train.async_checkpoint))
-    start = 0
-    if ckpt.latest_step() is not None:
-        state, start = ckpt.restore(abstract_like(state), data_iter=train_iter)
-        print(f"rwm: resumed from step {start}")
+    state, start = ckpt.resume(state, data_iter=train_iter, name="rwm")
     train_step, eval_step = make_fns(config, vla_gd, rwm_gd, tx)
     step_fn = jax.jit(train_step, donate_argnums=(0,))
     total = int(num_steps if num_steps is not None else rc.steps)
