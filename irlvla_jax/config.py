@@ -142,6 +142,10 @@ def _check_rwm(cfg) -> None:
     require(int(r.d_model) % int(r.num_heads) == 0, "rwm.d_model", "must be divisible by rwm.num_heads")
     for k in ("noisy_chains", "expert_perturbations", "warmup_steps"):
         require(int(r[k]) >= 0, f"rwm.{k}", f"must be >= 0, got {r[k]}")
+    require(int(r.get("inner_steps", 1)) >= 1, "rwm.inner_steps", f"must be >= 1, got {r.get('inner_steps')}")
+    for k in ("rank_weight", "policy_rank_boost"):
+        require(float(r.get(k, 0.0)) >= 0, f"rwm.{k}", f"must be >= 0, got {r.get(k)}")
+    require(float(r.get("rank_scale", 10.0)) > 0, "rwm.rank_scale", f"must be > 0, got {r.get('rank_scale')}")
     for k in ("lr", "grad_clip"):
         require(float(r[k]) > 0, f"rwm.{k}", f"must be > 0, got {r[k]}")
     for k in ("noise_std", "epdms_weight", "weight_decay"):
@@ -154,7 +158,19 @@ def _check_rwm(cfg) -> None:
 def _check_ppo(cfg) -> None:
     p = cfg.ppo
     require(p.reward in ("rwm", "scorer"), "ppo.reward", f"must be 'rwm' or 'scorer', got {p.reward!r}")
-    for k in ("finetune_steps", "samples_per_scene", "updates", "batch_size", "epochs", "num_minibatches",
+    if "noise" in p:
+        require(p.noise in ("white", "smooth"), "ppo.noise", f"must be 'white' or 'smooth', got {p.noise!r}")
+    if "choice_temperature" in p:
+        require(float(p.choice_temperature) > 0, "ppo.choice_temperature",
+                f"must be > 0, got {p.choice_temperature}")
+    if "advantage" in p:
+        require(p.advantage in ("gae", "group"), "ppo.advantage",
+                f"must be 'gae' (value head) or 'group' (per-scene baseline), got {p.advantage!r}")
+        require(p.advantage != "group" or int(p.samples_per_scene) >= 2, "ppo.samples_per_scene",
+                f"must be >= 2 with ppo.advantage='group', got {p.samples_per_scene}")
+    require(int(p.finetune_steps) >= 0, "ppo.finetune_steps",
+            f"must be >= 0 (0 = train only the chain choice), got {p.finetune_steps}")
+    for k in ("samples_per_scene", "updates", "batch_size", "epochs", "num_minibatches",
               "value_hidden", "checkpoint_every"):
         require(int(p[k]) >= 1, f"ppo.{k}", f"must be >= 1, got {p[k]}")
     require(int(p.batch_size) % int(p.num_minibatches) == 0, "ppo.num_minibatches",

@@ -21,7 +21,9 @@ The M = ``samples_per_scene`` samples of a scene are independent (tokens repeate
 
 Ablation switches (config section ``ppo``): reward ("rwm" | "scorer"), bc_weight (behaviour cloning
 toward the expert: the planner's imitation loss, weights ``il.w_traj`` / ``il.w_mode``), finetune_steps
-(the last n of the DDIM steps are policy steps; earlier ones use the frozen IL planner),
+(the last n of the DDIM steps are policy steps; earlier ones use the frozen IL planner; 0 = only the chain
+choice is a policy step and only the planner's mode head is trained, so every candidate trajectory stays
+exactly the IL planner's and RL re-ranks them),
 samples_per_scene, freeze_encoders (True: only the planner is trained and the scene tokens are those of
 the IL encoders, exactly what the RWM was trained on; False: the whole VLA is trained and the RWM still
 reads the IL encoders' tokens).
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -53,13 +55,39 @@ REWARD_SOURCES = ("rwm", "scorer")
 # --------------------------------------------------------------------------------------------------
 # The VLA as a PolicyAdapter.
 
-def split_trainable(params: Dict[str, Any], freeze_encoders: bool):
-    """-> (trainable, frozen): the planner sub-tree only, or everything."""
-    if freeze_encoders:
-        if "planner" not in params:
-            raise ValueError(f"VLA params have no 'planner' entry (keys {sorted(params)}); cannot freeze encoders")
-        return params["planner"], {k: v for k, v in params.items() if k != "planner"}
-    return params, None
+def trainable_path(config) -> Tuple[str, ...]:
+    """Where the PPO-trained sub-tree sits in the VLA params: ``("planner", "mode_head")`` when
+    ``ppo.finetune_steps == 0`` (only the chain choice is trained, so every trajectory stays exactly the
+    IL planner's), ``("planner",)`` with ``ppo.freeze_encoders``, else ``()`` (everything)."""
+    if int(config.ppo.finetune_steps) == 0:
+        return ("planner", "mode_head")
+    return ("planner",) if bool(config.ppo.freeze_encoders) else ()
+
+
+def split_trainable(params: Dict[str, Any], path: Tuple[str, ...]):
+    """-> (trainable sub-tree at ``path``, the rest (None for path ``()``))."""
+    if not path:
+        return params, None
+    node = params
+    for i, name in enumerate(path):
+        if not isinstance(node, dict) or name not in node:
+            raise ValueError(f"VLA params have no entry {'/'.join(path[:i + 1])!r} "
+                             f"(keys {sorted(node) if isinstance(node, dict) else type(node)}); cannot train "
+                             f"only that part")
+        node = node[name]
+    return node, _put(params, path, None)
+
+
+def _put(tree: Dict[str, Any], path: Tuple[str, ...], value):
+    """Copy of the nested dict ``tree`` with ``tree[path] = value`` (path non-empty)."""
+    out = dict(tree)
+    out[path[0]] = value if len(path) == 1 else _put(tree[path[0]], path[1:], value)
+    return out
+
+
+def merge_trainable(frozen, path: Tuple[str, ...], trainable):
+    """Inverse of :func:`split_trainable`: the full VLA params."""
+    return _put(frozen, path, trainable) if path else trainable
 
 
 def pooled_features(tokens):
@@ -69,7 +97,7 @@ def pooled_features(tokens):
 
 
 def make_vla_adapter(graphdef, consts, config) -> core.PolicyAdapter:
-    freeze = bool(config.ppo.freeze_encoders)
+    path = trainable_path(config)
     sched = planner_lib.make_schedule(config.model.planner)
     n_steps = len(sched.timesteps)
     K = int(config.model.planner.num_anchors) if "num_anchors" in config.model.planner else int(config.data.num_anchors)
@@ -77,8 +105,7 @@ def make_vla_adapter(graphdef, consts, config) -> core.PolicyAdapter:
 
     def merge(pp):
         trainable, frozen = pp
-        params = dict(frozen, planner=trainable) if freeze else trainable
-        return nnx.merge(graphdef, params, consts)
+        return nnx.merge(graphdef, merge_trainable(frozen, path, trainable), consts)
 
     def encode(pp, batch):
         return merge(pp).encode(batch)
@@ -156,7 +183,7 @@ def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, 
     adapter = make_vla_adapter(graphdef, consts, config)
     sigmas = core.std_schedule(adapter.num_steps, float(pc.sigma_max), float(pc.sigma_min))
     core.finetuned_ks(adapter.num_steps, hp.finetune_steps)  # validates finetune_steps
-    trainable, frozen = split_trainable(params, hp.freeze_encoders)
+    trainable, frozen = split_trainable(params, trainable_path(config))
     trainable = jax.tree.map(jnp.copy, trainable)  # the state is donated: never alias the caller's arrays
     D = int(config.model.dim)
     vh = core.ValueHead(5 * D, adapter.num_steps, int(pc.value_hidden), rngs=nnx.Rngs(seed + 17),
@@ -174,9 +201,7 @@ def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, 
 
 def merged_params(config, params, trainable):
     """Full VLA params with the PPO-trained part put back."""
-    if bool(config.ppo.freeze_encoders):
-        return dict(params, planner=trainable)
-    return trainable
+    return merge_trainable(params, trainable_path(config), trainable)
 
 
 def checkpoint_dir(workdir: str, reward: str) -> str:

@@ -7,7 +7,9 @@ once, at the chain's end (reward of the trajectory x_0), so with gamma = 1 every
 final reward; GAE (gamma, lambda) over the denoising steps with a learned value V(scene, x_k, k) reduces
 variance. Only the last ``finetune_steps`` denoising steps are policy steps being fine-tuned; earlier
 steps use the frozen reference (IL) parameters and are not part of the objective (DPPO's "fine-tune the
-last K' steps").
+last K' steps"). A policy with C jointly denoised chains ends with one more step: the categorical choice
+of the executed chain (its own ratio; the value of that step is V(scene, x_1, k=0)). With
+``finetune_steps = 0`` only that choice is trained.
 
 Everything a policy must provide is a :class:`PolicyAdapter` (static functions), so this module is
 tested with a toy denoiser and used with the VLA's planner (irlvla_jax/train/ppo.py builds the adapter).
@@ -60,12 +62,39 @@ def std_schedule(num_steps: int, sigma_max: float, sigma_min: float) -> np.ndarr
     return np.geomspace(sigma_max, sigma_min, num_steps).astype(np.float32)
 
 
-def gaussian_log_prob(x, mean, std, event_ndim: int = 2):
-    """log N(x; mean, std^2 I) summed over the last ``event_ndim`` axes (default the pose axes [8, 3]);
-    std broadcasts to x. Natural log, normalised units."""
+def noise_factor(kind: str, num_poses: int = 8) -> np.ndarray:
+    """[P, P] lower-triangular factor L of the exploration noise over the pose axis: a step samples
+    x = mean + std * L @ z (z ~ N(0, I), per coordinate column), i.e. covariance std^2 L L^T.
+
+    "white": L = I (independent poses; a 0.4 m kick between consecutive 0.5 s poses is a jerk far past
+    the comfort bounds, so every explored plan fails HC). "smooth": L = double cumulative sum (an
+    acceleration kick per 0.5 s interval, integrated twice), scaled so the RMS pose std is ``std``: the
+    first pose moves least (std 0.12 x), the last most (1.74 x), and perturbations are as smooth as
+    the motion itself, so exploration (and the policy-gradient directions it produces) keep HC intact."""
+    if kind == "white":
+        return np.eye(num_poses, dtype=np.float32)
+    if kind == "smooth":
+        i, j = np.meshgrid(np.arange(num_poses), np.arange(num_poses), indexing="ij")
+        L = np.where(j <= i, i - j + 1, 0).astype(np.float64)
+        return (L / np.sqrt(np.mean(np.sum(L * L, 1)))).astype(np.float32)
+    raise ValueError(f"ppo.noise must be 'white' or 'smooth', got {kind!r}")
+
+
+def gaussian_log_prob(x, mean, std, event_ndim: int = 2, factor=None):
+    """log N(x; mean, std^2 L L^T) summed over the last ``event_ndim`` axes (default the pose axes
+    [8, 3]); L = ``factor`` [P, P] acts on the pose axis (-2; None = identity); std broadcasts to x.
+    Natural log, normalised units."""
     std = jnp.broadcast_to(std, x.shape)
-    z = (x - mean) / std
-    return -0.5 * jnp.sum(z * z + 2.0 * jnp.log(std) + LOG_2PI, axis=tuple(range(-event_ndim, 0)))
+    d = x - mean
+    logdet = 0.0
+    if factor is not None:
+        f = np.asarray(factor, np.float64)
+        d = jnp.einsum("ij,...jc->...ic", jnp.asarray(np.linalg.inv(f), jnp.float32), d)
+        # log|det L| per coordinate column; there are prod(event) / P columns.
+        cols = int(np.prod(x.shape[x.ndim - event_ndim:])) // f.shape[0]
+        logdet = cols * float(np.sum(np.log(np.abs(np.diag(f)))))
+    z = d / std
+    return -0.5 * jnp.sum(z * z + 2.0 * jnp.log(std) + LOG_2PI, axis=tuple(range(-event_ndim, 0))) - logdet
 
 
 def gaussian_entropy(std, dim: int = POSE_DIM):
@@ -103,6 +132,15 @@ def gae(rewards, values, dones, last_value, gamma: float, lam: float):
     _, adv = jax.lax.scan(body, (jnp.zeros_like(last_value), last_value), (r, v, d), reverse=True)
     adv = jnp.moveaxis(adv, 0, -1)
     return adv, adv + values
+
+
+def group_advantage(reward):
+    """reward [B, M] -> [B, M]: reward minus the mean of the scene's other M - 1 samples (leave-one-out
+    baseline: unbiased, and scene difficulty cancels)."""
+    M = reward.shape[-1]
+    if M < 2:
+        raise ValueError("ppo.advantage='group' needs ppo.samples_per_scene >= 2")
+    return (reward - reward.mean(-1, keepdims=True)) * (M / (M - 1.0))
 
 
 def clipped_surrogate(logp_new, logp_old, adv, clip_eps: float):
@@ -195,6 +233,10 @@ class PPOHyper:
     log_std_bound: float = 1.0
     freeze_encoders: bool = True
     normalize_advantages: bool = True
+    noise: str = "white"            # exploration noise over the poses: "white" | "smooth" (noise_factor)
+    choice_temperature: float = 1.0  # the choice is c ~ softmax(logits / temperature) (argmax unchanged)
+    advantage: str = "gae"          # "gae": GAE over the steps with the value head; "group": every step of a
+                                    # sample gets its reward minus the mean over the scene's M samples
     target_kl: float = 0.0          # > 0: skip a minibatch step once its approx KL exceeds this
 
     @classmethod
@@ -209,76 +251,126 @@ class PPOHyper:
 @struct.dataclass
 class Chain:
     """x_in [B,M,T,*E] states x_k of the fine-tuned steps; x_out [B,M,T,*E] sampled x_{k-1};
-    logp [B,M,T] log pi(x_out | x_in) (the last step also holds the chain choice's log-prob);
-    x0 [B,M,*E] the chain's end (= x_out[:, :, -1]); choice [B,M] int (0 when no choice)."""
+    logp [B,M,T] log pi(x_out | x_in) of the Gaussian denoising steps; x0 [B,M,*E] the chain's end;
+    choice [B,M] int the executed chain (0 when the policy has no choice); choice_state [B,M,*E] the
+    input of the last denoising step (the mode logits are computed there); choice_logp [B,M]
+    log softmax(logits)[choice] (0 without choices).
+
+    With C > 0 choices the MDP has S = T + 1 policy steps: the T Gaussian denoising steps, then the
+    categorical choice, each with its own PPO ratio (a 384-dimensional Gaussian ratio would otherwise
+    swamp the choice's). T may be 0: then only the choice is trained and the chain is the reference's."""
     x_in: Any
     x_out: Any
     logp: Any
     x0: Any
     choice: Any
+    choice_state: Any = None
+    choice_logp: Any = None
 
 
 def finetuned_ks(num_steps: int, finetune_steps: int) -> np.ndarray:
-    """[T] the k of each fine-tuned step (the last T of K): T, T-1, ..., 1."""
-    if not 1 <= finetune_steps <= num_steps:
-        raise ValueError(f"ppo.finetune_steps must be in [1, {num_steps}] (denoising steps), "
-                         f"got {finetune_steps}")
+    """[T] the k of each fine-tuned step (the last T of K): T, T-1, ..., 1 (empty for T = 0: only the
+    chain choice is a policy step, see :class:`Chain`)."""
+    if not 0 <= finetune_steps <= num_steps:
+        raise ValueError(f"ppo.finetune_steps must be in [0, {num_steps}] (denoising steps; 0 = train only "
+                         f"the chain choice), got {finetune_steps}")
     return np.arange(finetune_steps, 0, -1, dtype=np.int32)
 
 
 def step_stds(sigmas, log_std, bound):
     """[T] std of the fine-tuned steps: schedule (last T entries) x exp(clip(log_std))."""
-    T = log_std.shape[0]
-    return jnp.asarray(sigmas)[-T:] * jnp.exp(jnp.clip(log_std, -bound, bound))
+    T = log_std.shape[0]   # (with finetune_steps = 0 the one unused entry is never read)
+    sig = jnp.asarray(sigmas)
+    return sig[sig.shape[0] - T:] * jnp.exp(jnp.clip(log_std, -bound, bound))   # (not [-T:]: T may be 0)
 
 
 def rollout(adapter: PolicyAdapter, pp, ref_pp, tokens, batch, rng, hp: PPOHyper, sigmas, log_std) -> Chain:
     """Sample M chains per scene: frozen prefix steps with ``ref_pp``, fine-tuned steps with ``pp``.
 
-    The K denoising steps are a static Python loop (K is small: 2 DDIM steps by default)."""
+    Frozen steps add their schedule noise except the very last denoising step (T = 0), whose output is
+    the executed trajectory and stays the reference's deterministic mean, as at evaluation. The K
+    denoising steps are a static Python loop (K is small: 2 DDIM steps by default)."""
     K, T, M = adapter.num_steps, hp.finetune_steps, hp.samples_per_scene
     keys = jax.random.split(rng, K + 2)
     x = adapter.init_noise(pp, tokens, batch, keys[0], M)
     ev = x.ndim - 2
     stds = step_stds(sigmas, log_std, hp.log_std_bound)
+    factor = noise_factor(hp.noise, x.shape[-2])
     xs_in, xs_out, logps = [], [], []
-    logits = None
+    logits, x_last_in = None, x
     for j in range(K):
         k = K - j
+        x_last_in = x
         if j < K - T:
-            mean, _ = adapter.denoise_mean(ref_pp, tokens, x, k)
-            x = mean + float(sigmas[j]) * jax.random.normal(keys[j + 1], x.shape)
+            mean, logits = adapter.denoise_mean(ref_pp, tokens, x, k)
+            if j == K - 1:
+                if adapter.num_choices:  # T = 0: the choice's logits come from the trained policy
+                    logits = adapter.denoise_mean(pp, tokens, x, k)[1]
+                x = mean
+            else:
+                x = mean + float(sigmas[j]) * jax.random.normal(keys[j + 1], x.shape)
             continue
         s = stds[j - (K - T)]
         mean, logits = adapter.denoise_mean(pp, tokens, x, k)
-        x_next = mean + s * jax.random.normal(keys[j + 1], x.shape)
-        xs_in.append(x); xs_out.append(x_next); logps.append(gaussian_log_prob(x_next, mean, s, ev))
+        x_next = mean + s * jnp.einsum("ij,...jc->...ic", factor, jax.random.normal(keys[j + 1], x.shape))
+        xs_in.append(x); xs_out.append(x_next); logps.append(gaussian_log_prob(x_next, mean, s, ev, factor))
         x = x_next
     B = x.shape[0]
     if adapter.num_choices:
+        logits = logits / hp.choice_temperature
         choice = jax.random.categorical(keys[-1], logits, axis=-1)
-        logps[-1] = logps[-1] + categorical_log_prob(logits, choice)
+        choice_logp = categorical_log_prob(logits, choice)
     else:
         choice = jnp.zeros((B, M), jnp.int32)
-    st = lambda v: jnp.stack(v, 2)  # noqa: E731  T x [B, M, ...] -> [B, M, T, ...]
-    return Chain(x_in=st(xs_in), x_out=st(xs_out), logp=st(logps), x0=x, choice=choice)
+        choice_logp = jnp.zeros((B, M), jnp.float32)
+    if T:
+        st = lambda v: jnp.stack(v, 2)  # noqa: E731  T x [B, M, ...] -> [B, M, T, ...]
+        x_in, x_out, logp = st(xs_in), st(xs_out), st(logps)
+    else:
+        x_in = x_out = jnp.zeros((B, M, 0) + x.shape[2:], x.dtype)
+        logp = jnp.zeros((B, M, 0), jnp.float32)
+    return Chain(x_in=x_in, x_out=x_out, logp=logp, x0=x, choice=choice, choice_state=x_last_in,
+                 choice_logp=choice_logp)
 
 
 def chain_log_prob(adapter: PolicyAdapter, pp, tokens, chain: Chain, hp: PPOHyper, sigmas, log_std):
-    """Recompute log pi(x_out | x_in) [B, M, T] (plus the choice at the last step) under ``pp``.
-    Also returns the mean categorical entropy of the choice (0 without choices)."""
+    """Recompute the log-probs [B, M, S] of the S policy steps under ``pp``: the T Gaussian denoising
+    steps, then (with choices) the categorical choice. Also returns the mean categorical entropy of the
+    choice (0 without choices)."""
     ks = finetuned_ks(adapter.num_steps, hp.finetune_steps)
     stds = step_stds(sigmas, log_std, hp.log_std_bound)
     ev = chain.x_in.ndim - 3
-    out, ent = [], jnp.zeros(())
+    factor = noise_factor(hp.noise, chain.x_in.shape[-2])
+    out, ent, logits = [], jnp.zeros(()), None
     for t, k in enumerate(ks):
         mean, logits = adapter.denoise_mean(pp, tokens, chain.x_in[:, :, t], int(k))
-        lp = gaussian_log_prob(chain.x_out[:, :, t], mean, stds[t], ev)
-        if adapter.num_choices and t == len(ks) - 1:
-            lp = lp + categorical_log_prob(logits, chain.choice)
-            ent = jnp.mean(categorical_entropy(logits))
-        out.append(lp)
+        out.append(gaussian_log_prob(chain.x_out[:, :, t], mean, stds[t], ev, factor))
+    if adapter.num_choices:
+        if not len(ks):  # T = 0: the logits of the (frozen) last step's input under pp
+            logits = adapter.denoise_mean(pp, tokens, chain.choice_state, 1)[1]
+        logits = logits / hp.choice_temperature
+        out.append(categorical_log_prob(logits, chain.choice))
+        ent = jnp.mean(categorical_entropy(logits))
     return jnp.stack(out, 2), ent
+
+
+def step_log_probs(chain: Chain, num_choices: int):
+    """The rollout's log-probs of the S policy steps [B, M, S] (Gaussian steps, then the choice)."""
+    if num_choices:
+        return jnp.concatenate([chain.logp, chain.choice_logp[:, :, None]], 2)
+    return chain.logp
+
+
+def step_states(chain: Chain, num_choices: int):
+    """States [B, M, S, *E] the value head reads: the choice step's is ``choice_state``."""
+    if num_choices:
+        return jnp.concatenate([chain.x_in, chain.choice_state[:, :, None]], 2)
+    return chain.x_in
+
+
+def step_ks(ks, num_choices: int) -> np.ndarray:
+    """[S] the k of each policy step: the fine-tuned denoising steps' ``ks``, then 0 for the choice."""
+    return np.concatenate([ks, [0]]).astype(np.int32) if num_choices else np.asarray(ks, np.int32)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,6 +389,19 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
     if len(sigmas) != adapter.num_steps:
         raise ValueError(f"std schedule has {len(sigmas)} entries, the planner {adapter.num_steps} steps")
     ks_np = finetuned_ks(adapter.num_steps, hp.finetune_steps)
+    T, C = hp.finetune_steps, adapter.num_choices
+    if hp.advantage not in ("gae", "group"):
+        raise ValueError(f"ppo.advantage must be 'gae' or 'group', got {hp.advantage!r}")
+    if T == 0 and not C:
+        raise ValueError("ppo.finetune_steps=0 trains only the chain choice, but this policy has no choice "
+                         "(num_choices=0); set ppo.finetune_steps >= 1")
+
+    ks_all = step_ks(ks_np, C)
+
+    def gauss_entropy(log_std, event_size):
+        if T == 0:
+            return jnp.zeros(())
+        return jnp.mean(gaussian_entropy(step_stds(sigmas, log_std, hp.log_std_bound), event_size))
 
     def value_apply(vstate, feats, x, ks):
         return nnx.merge(value_graphdef, vstate)(feats, x, ks)
@@ -304,20 +409,25 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
     def loss_fn(params, static, mb, rng):
         pp = (params["policy"], static["frozen"])
         tokens = mb["tokens"] if hp.freeze_encoders else adapter.encode(pp, mb["batch"])
-        chain = Chain(x_in=mb["x_in"], x_out=mb["x_out"], logp=mb["logp"], x0=None, choice=mb["choice"])
+        chain = Chain(x_in=mb["x_in"], x_out=mb["x_out"], logp=None, x0=None, choice=mb["choice"],
+                      choice_state=mb["choice_state"])
         logp, cat_ent = chain_log_prob(adapter, pp, tokens, chain, hp, sigmas, params["log_std"])
         pg_loss, ratio, clipfrac = clipped_surrogate(logp, mb["logp"], mb["adv"], hp.clip_eps)
         feats = jax.lax.stop_gradient(adapter.features(tokens))
-        v = value_apply(params["value"], feats, mb["x_in"], jnp.asarray(ks_np))
+        v = value_apply(params["value"], feats, mb["states"], jnp.asarray(ks_all))
         v_loss = 0.5 * jnp.mean((v - mb["ret"]) ** 2)
-        ent = jnp.mean(gaussian_entropy(step_stds(sigmas, params["log_std"], hp.log_std_bound),
-                                        int(np.prod(mb["x_in"].shape[3:])))) + cat_ent
+        ent = gauss_entropy(params["log_std"], int(np.prod(mb["x_in"].shape[3:]))) + cat_ent
         bc = adapter.bc_loss(pp, tokens, mb["batch"], rng) if hp.bc_weight > 0 else jnp.zeros(())
         total = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bc_weight * bc
         log_ratio = logp - mb["logp"]
-        approx_kl = jnp.mean((jnp.exp(log_ratio) - 1.0) - log_ratio)
-        return total, dict(loss=total, pg_loss=pg_loss, v_loss=v_loss, entropy=ent, bc_loss=bc,
-                           ratio=jnp.mean(ratio), clipfrac=clipfrac, approx_kl=approx_kl)
+        kl = (jnp.exp(log_ratio) - 1.0) - log_ratio                     # [b, M, S] per-step estimate
+        approx_kl = jnp.mean(kl)
+        out = dict(loss=total, pg_loss=pg_loss, v_loss=v_loss, entropy=ent, bc_loss=bc,
+                   ratio=jnp.mean(ratio), clipfrac=clipfrac, approx_kl=approx_kl)
+        if C:
+            out["choice_approx_kl"] = jnp.mean(kl[..., -1])
+            out["choice_entropy"] = cat_ent
+        return total, out
 
     def update(state: PPOState, static, batch):
         rng, r_roll, r_perm, r_bc = jax.random.split(state.rng, 4)
@@ -333,18 +443,22 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
         finite = jnp.all(jnp.isfinite(reward))
         safe_reward = jnp.where(jnp.isfinite(reward), reward, 0.0)
         feats = adapter.features(tokens)
-        values = value_apply(params["value"], feats, chain.x_in, jnp.asarray(ks_np))   # [B, M, T]
+        states = step_states(chain, C)
+        values = value_apply(params["value"], feats, states, jnp.asarray(ks_all))       # [B, M, S]
         rewards = jnp.zeros_like(values).at[..., -1].set(safe_reward)
         dones = jnp.zeros_like(values).at[..., -1].set(1.0)
         adv, ret = gae(rewards, values, dones, jnp.zeros_like(safe_reward), hp.gamma, hp.gae_lambda)
+        if hp.advantage == "group":  # per-scene baseline (RLOO/GRPO-style); the value head still fits ret
+            adv = jnp.broadcast_to(group_advantage(safe_reward)[..., None], values.shape)
         if hp.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-6)
         B = reward.shape[0]
         nmb = hp.num_minibatches
         if B % nmb:
             raise ValueError(f"PPO: batch of {B} scenes is not divisible by ppo.num_minibatches={nmb}")
-        data = dict(batch=batch, tokens=tokens, x_in=chain.x_in, x_out=chain.x_out, logp=chain.logp,
-                    choice=chain.choice, adv=adv, ret=ret)
+        data = dict(batch=batch, tokens=tokens, x_in=chain.x_in, x_out=chain.x_out,
+                    logp=step_log_probs(chain, C), choice=chain.choice, choice_state=chain.choice_state,
+                    states=states, adv=adv, ret=ret)
 
         def mb_step(carry, inp):
             p, o = carry
@@ -377,7 +491,8 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
         metrics.update(reward_mean=jnp.mean(safe_reward), reward_std=jnp.std(safe_reward),
                        reward_nonfinite=jnp.sum(~jnp.isfinite(reward)), reward_finite=finite,
                        value_mean=jnp.mean(values), adv_raw_std=jnp.std(ret - values),
-                       std_last=step_stds(sigmas, params["log_std"], hp.log_std_bound)[-1])
+                       std_last=(step_stds(sigmas, params["log_std"], hp.log_std_bound)[-1] if T
+                                 else jnp.zeros(())))
         for k, v in info.items():
             metrics[f"rollout_{k}"] = jnp.mean(v)
         return new_state, metrics
@@ -396,8 +511,9 @@ def check_finite(metrics, update_index: int, reward_source: str) -> None:
 
 
 def init_state(policy_params, value_state, finetune_steps: int, tx, rng) -> PPOState:
+    # log_std [max(T, 1)]: with T = 0 one unused entry (Orbax cannot save zero-size arrays).
     params = {"policy": policy_params, "value": value_state,
-              "log_std": jnp.zeros((finetune_steps,), jnp.float32)}
+              "log_std": jnp.zeros((max(finetune_steps, 1),), jnp.float32)}
     return PPOState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), rng=rng)
 
 

@@ -124,22 +124,72 @@ def test_log_prob_of_stored_chain_matches_recomputation(setup):
     np.testing.assert_allclose(chain.logp[:, :, 0], ref, rtol=1e-5, atol=1e-3)
 
 
+def test_smooth_noise_log_prob_matches_scipy():
+    """ppo.noise='smooth': x = mean + std L z; the log-prob is the multivariate normal's with covariance
+    std^2 L L^T over the pose axis, independently per coordinate column."""
+    from scipy.stats import multivariate_normal
+    L = P.noise_factor("smooth")
+    assert np.allclose(np.triu(L, 1), 0) and np.sqrt(np.mean(np.sum(L * L, 1))) == pytest.approx(1.0, rel=1e-5)
+    rng = np.random.default_rng(0)
+    mean, std = rng.normal(size=(2, 5, 8, 3)).astype(np.float32), 0.3
+    x = mean + std * np.einsum("ij,...jc->...ic", L, rng.normal(size=mean.shape)).astype(np.float32)
+    got = np.asarray(P.gaussian_log_prob(jnp.asarray(x), jnp.asarray(mean), std, 3, L))
+    cov = std ** 2 * (L.astype(np.float64) @ L.T.astype(np.float64))
+    ref = sum(multivariate_normal(mean[0, :, :, c][k], cov).logpdf(x[0, :, :, c][k])
+              for k in range(5) for c in range(3))
+    assert got.shape == (2,) and got[0] == pytest.approx(ref, rel=1e-4)
+    # Smooth samples are smoother: mean squared second difference over the poses is far smaller.
+    z = rng.normal(size=(4000, 8))
+    white, smooth = 0.1 * z, 0.1 * z @ L.T
+    assert np.mean(np.diff(smooth, 2, 1) ** 2) < 0.1 * np.mean(np.diff(white, 2, 1) ** 2)
+
+
 def test_log_prob_with_chain_choice(setup):
-    """Jointly denoised chains + a categorical choice at the end: the last step's log-prob includes
-    log softmax(logits)[choice]; recomputation and scipy agree."""
+    """Jointly denoised chains + a categorical choice at the end: the choice is its own policy step
+    (log softmax(logits)[choice] at the last denoising step's input); recomputation and scipy agree."""
     _, _, state, _, batch = setup
     pp = (state.params["policy"], None)
     tokens = _encode(pp, batch)
     chain = P.rollout(CHAIN_ADAPTER, pp, pp, tokens, batch, jax.random.PRNGKey(5), HP, SIGMAS, state.params["log_std"])
     assert chain.x_in.shape == (B, M, T, 3, 8, 3) and chain.choice.shape == (B, M)
+    np.testing.assert_array_equal(chain.choice_state, chain.x_in[:, :, -1])
     re, ent = P.chain_log_prob(CHAIN_ADAPTER, pp, tokens, chain, HP, SIGMAS, state.params["log_std"])
-    np.testing.assert_allclose(re, chain.logp, rtol=1e-5, atol=1e-3)
+    assert re.shape == (B, M, T + 1)
+    np.testing.assert_allclose(re, P.step_log_probs(chain, 3), rtol=1e-5, atol=1e-3)
     mean, logits = _mean_chains(pp, tokens, chain.x_in[:, :, -1], 1)
     lse = np.log(np.exp(np.asarray(logits, np.float64)).sum(-1))
     cat = np.take_along_axis(np.asarray(logits), np.asarray(chain.choice)[..., None], -1)[..., 0] - lse
-    ref = norm.logpdf(np.asarray(chain.x_out[:, :, -1]), np.asarray(mean), SIGMAS[-1]).sum((-3, -2, -1)) + cat
+    ref = norm.logpdf(np.asarray(chain.x_out[:, :, -1]), np.asarray(mean), SIGMAS[-1]).sum((-3, -2, -1))
     np.testing.assert_allclose(chain.logp[:, :, -1], ref, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(chain.choice_logp, cat, rtol=1e-5, atol=1e-5)
     assert 0.0 < float(ent) <= np.log(3) + 1e-6
+
+
+def test_choice_only_policy(setup):
+    """finetune_steps = 0: the chain is the reference's, deterministic after the noisy prefix (the last
+    step adds no noise), only the choice is a policy step, and the update runs (ratio 1 at first)."""
+    vgd, _, state, static, batch = setup
+    hp0 = P.PPOHyper(samples_per_scene=M, finetune_steps=0, epochs=1, num_minibatches=2, sigma_max=0.3,
+                     sigma_min=0.1)
+    pp = (state.params["policy"], None)
+    tokens = _encode(pp, batch)
+    chain = P.rollout(CHAIN_ADAPTER, pp, pp, tokens, batch, jax.random.PRNGKey(7), hp0, SIGMAS, jnp.zeros((0,)))
+    assert chain.x_in.shape == (B, M, 0, 3, 8, 3) and chain.logp.shape == (B, M, 0)
+    mean_last, logits = _mean_chains(pp, tokens, chain.choice_state, 1)
+    np.testing.assert_allclose(chain.x0, mean_last, rtol=1e-6, atol=1e-6)      # no noise on the output
+    re, _ = P.chain_log_prob(CHAIN_ADAPTER, pp, tokens, chain, hp0, SIGMAS, jnp.zeros((0,)))
+    assert re.shape == (B, M, 1)
+    np.testing.assert_allclose(re[..., 0], jax.nn.log_softmax(logits)[
+        jnp.arange(B)[:, None], jnp.arange(M)[None], chain.choice], rtol=1e-5, atol=1e-5)
+    tx = P.make_optimizer(1e-2, 1.0)
+    cgd, cstate = nnx.split(P.ValueHead(8, K, 16, rngs=nnx.Rngs(1), event_size=3 * 24))
+    st = P.init_state(state.params["policy"], cstate, 0, tx, jax.random.PRNGKey(2))
+    upd = jax.jit(P.make_update(CHAIN_ADAPTER, cgd, _reward, hp0, tx, SIGMAS))
+    new, m = upd(st, static, batch)
+    assert np.isfinite(float(m["loss"])) and float(m["mb_ratio"][0, 0]) == pytest.approx(1.0, abs=1e-5)
+    assert float(m["choice_entropy"]) > 0
+    with pytest.raises(ValueError, match="finetune_steps=0"):
+        P.make_update(ADAPTER, vgd, _reward, hp0, tx, SIGMAS)
 
 
 def test_first_minibatch_ratio_is_one_and_learning_happens(setup, update_fn):
