@@ -83,6 +83,87 @@ def pose_features(traj):
     return jnp.concatenate([xy, jnp.cos(h), jnp.sin(h), t], axis=-1)
 
 
+_DT = 0.5  # seconds between plan poses
+
+
+def _wrap(a):
+    """Angle(s) wrapped to [-pi, pi)."""
+    return (a + jnp.pi) % (2.0 * jnp.pi) - jnp.pi
+
+
+def ego_inputs(scenes):
+    """Scene batch -> [B, 16, 7] ego past (-1.5 ... -0.1 s) followed by the current ego state: (x, y, heading,
+    vx, vy, ax, ay) with poses in the ego frame at t0 and dynamics in the body frame (scene.py units)."""
+    return jnp.concatenate([jnp.asarray(scenes.ego_past, jnp.float32),
+                            jnp.asarray(scenes.ego_state, jnp.float32)[..., None, :]], axis=-2)
+
+
+KINEMATIC_NAMES = ("v_lon", "v_lat", "acc_lon", "jerk_lon", "yaw_rate", "yaw_acc", "acc_lat")
+_KIN_SCALE = (10.0, 2.0, 4.0, 8.0, 1.0, 2.0, 5.0)  # rough comfort-bound magnitudes (m/s, m/s^2, ...)
+
+
+def kinematic_features(traj, ego=None):
+    """Finite-difference kinematics of plans, in each segment's own heading frame.
+
+    traj [..., N, 8, 3] poses at 0.5 ... 4.0 s (metres / radians, ego frame at t0; the pose at t = 0 is the
+    origin by construction). ``ego`` [..., 16, 7] (:func:`ego_inputs`, leading dims = traj's minus N) or None.
+    Returns a dict of [..., N, 8] arrays (SI units), index i describing the segment ending at pose i:
+      v_lon, v_lat  mean longitudinal / lateral velocity over segment i (m/s) = velocity at its midpoint
+                    (exact for constant acceleration), in the frame of the segment's mean heading;
+      yaw_rate      heading change over segment i / 0.5 s (rad/s);
+      acc_lon       (v_lon[i] - v_lon[i-1]) / 0.5 s (m/s^2); for i = 0 against the current speed ego vx
+                    over 0.25 s (without ``ego``: a constant-acceleration extrapolation, = acc_lon[1]);
+      jerk_lon      (acc_lon[i] - acc_lon[i-1]) / 0.5 s (m/s^3); i = 0 against ego ax (else 0);
+      yaw_acc       (yaw_rate[i] - yaw_rate[i-1]) / 0.5 s (rad/s^2); i = 0 against the ego's yaw rate
+                    over its last 0.1 s of history (else 0);
+      acc_lat       v_lon * yaw_rate (m/s^2).
+    """
+    zero = jnp.zeros(traj.shape[:-2] + (1, 3), traj.dtype)
+    p = jnp.concatenate([zero, traj], axis=-2)                                 # [..., N, 9, 3]
+    d = p[..., 1:, :] - p[..., :-1, :]
+    dh = _wrap(d[..., 2])
+    hm = p[..., :-1, 2] + 0.5 * dh
+    c, s = jnp.cos(hm), jnp.sin(hm)
+    v_lon = (d[..., 0] * c + d[..., 1] * s) / _DT
+    v_lat = (-d[..., 0] * s + d[..., 1] * c) / _DT
+    yr = dh / _DT
+    acc_rest = (v_lon[..., 1:] - v_lon[..., :-1]) / _DT                        # [..., N, 7]
+    if ego is None:
+        acc0 = acc_rest[..., :1]
+        jerk0 = jnp.zeros_like(acc0)
+        yacc0 = jnp.zeros_like(acc0)
+    else:
+        e = ego[..., None, :, :]                                               # [..., 1, 16, 7]
+        vx0, ax0 = e[..., -1, 3:4], e[..., -1, 5:6]
+        yr0 = _wrap(e[..., -1, 2:3] - e[..., -2, 2:3]) / 0.1
+        acc0 = (v_lon[..., :1] - vx0) / (0.5 * _DT)
+        jerk0 = (acc0 - ax0) / (0.75 * _DT)
+        yacc0 = (yr[..., :1] - yr0) / (0.5 * _DT)
+    acc = jnp.concatenate([acc0, acc_rest], axis=-1)
+    jerk = jnp.concatenate([jerk0, (acc[..., 1:] - acc[..., :-1]) / _DT], axis=-1)
+    yacc = jnp.concatenate([yacc0, (yr[..., 1:] - yr[..., :-1]) / _DT], axis=-1)
+    return {"v_lon": v_lon, "v_lat": v_lat, "acc_lon": acc, "jerk_lon": jerk, "yaw_rate": yr,
+            "yaw_acc": yacc, "acc_lat": v_lon * yr}
+
+
+def _kin_inputs(traj, ego):
+    """-> (per-pose features [..., N, 8, 7], per-plan summary [..., N, 10]), scaled to O(1)."""
+    k = kinematic_features(traj, ego)
+    per = jnp.clip(jnp.stack([k[n] / sc for n, sc in zip(KINEMATIC_NAMES, _KIN_SCALE)], axis=-1), -10.0, 10.0)
+    a = k["acc_lon"]
+    summ = [jnp.max(a, -1) / 2.4, jnp.min(a, -1) / 4.05, jnp.max(jnp.abs(a), -1) / 4.0,
+            jnp.max(jnp.abs(k["jerk_lon"]), -1) / 8.37, jnp.max(jnp.abs(k["yaw_rate"]), -1) / 0.95,
+            jnp.max(jnp.abs(k["yaw_acc"]), -1) / 1.93, jnp.max(jnp.abs(k["acc_lat"]), -1) / 4.89,
+            jnp.max(jnp.abs(k["v_lat"]), -1) / 2.0, jnp.max(k["v_lon"], -1) / 10.0, jnp.min(k["v_lon"], -1) / 10.0]
+    return per, jnp.clip(jnp.stack(summ, -1), -10.0, 10.0)
+
+
+def _ego_summary(ego):
+    """[B, 16, 7] -> [B, 35]: (heading, vx, vy, ax, ay) at -1.5, -1.0, -0.5, -0.3, -0.2, -0.1, 0 s, scaled."""
+    sel = ego[..., (0, 5, 10, 12, 13, 14, 15), 2:7] / jnp.asarray((0.5, 10.0, 2.0, 3.0, 3.0), ego.dtype)
+    return sel.reshape(sel.shape[:-2] + (35,))
+
+
 class _Block(nnx.Module):
     """Self-attention per candidate, cross-attention to 4 token groups in order, FFN (pre-LN)."""
 
@@ -109,18 +190,29 @@ class _Block(nnx.Module):
 
 
 class RewardWorldModel(nnx.Module):
-    """RWM(cfg, token_dim, rngs); ``model(tokens, traj) -> RWMOutput``.
+    """RWM(cfg, token_dim, rngs); ``model(tokens, traj, ego=None) -> RWMOutput``.
 
-    cfg: ``d_model``, ``num_layers``, ``num_heads``, ``ff_mult`` (config section ``rwm``).
+    cfg: ``d_model``, ``num_layers``, ``num_heads``, ``ff_mult`` (config section ``rwm``), and optionally
+    ``kinematic_features`` (bool: feed :func:`kinematic_features` of each plan to the trajectory encoder)
+    and ``ego_features`` (bool: the model then needs ``ego`` [B, 16, 7] = :func:`ego_inputs` (scenes),
+    the ego's recent past and current dynamics, which history comfort depends on).
     token_dim: width Dt of the VLA's scene tokens.
     """
 
     def __init__(self, cfg, token_dim: int, *, rngs: nnx.Rngs):
         d = int(cfg.d_model)
         self.d = d
+        self.use_kin = bool(cfg.get("kinematic_features", False))
+        self.use_ego = bool(cfg.get("ego_features", False))
         self.tok_proj = nnx.List([nnx.Linear(token_dim, d, rngs=rngs) for _ in range(4)])
-        self.pose_in = nnx.Linear(5, d, rngs=rngs)
+        self.pose_in = nnx.Linear(5 + (len(KINEMATIC_NAMES) if self.use_kin else 0), d, rngs=rngs)
         self.pose_hidden = nnx.Linear(d, d, rngs=rngs)
+        if self.use_kin:
+            self.kin_in = nnx.Linear(10, d, rngs=rngs)
+            self.kin_hidden = nnx.Linear(d, d, rngs=rngs)
+        if self.use_ego:
+            self.ego_in = nnx.Linear(35, d, rngs=rngs)
+            self.ego_hidden = nnx.Linear(d, d, rngs=rngs)
         self.time_emb = nnx.Param(0.02 * jax.random.normal(rngs.params(), (8, d)))
         self.summary = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, d)))
         self.blocks = nnx.List([_Block(d, int(cfg.num_heads), int(cfg.ff_mult) * d, rngs)
@@ -129,16 +221,32 @@ class RewardWorldModel(nnx.Module):
         self.head_hidden = nnx.Linear(d, d, rngs=rngs)
         self.head = nnx.Linear(d, _HEAD_DIM, rngs=rngs)
 
-    def __call__(self, tokens, traj) -> RWMOutput:
+    def __call__(self, tokens, traj, ego=None) -> RWMOutput:
         if traj.ndim != 4 or traj.shape[-2:] != (8, 3):
             raise ValueError(f"RWM trajectories: expected [B, N, 8, 3] (x, y, heading), found {traj.shape}")
         groups = [p(g) for p, g in zip(self.tok_proj, token_groups(tokens))]
         if groups[0].shape[0] != traj.shape[0]:
             raise ValueError(f"RWM: tokens have batch {groups[0].shape[0]} but trajectories {traj.shape[0]}")
         B, N = traj.shape[:2]
-        e = self.pose_hidden(jax.nn.gelu(self.pose_in(pose_features(traj)))) + self.time_emb[...]
+        if self.use_ego:
+            if ego is None:
+                raise ValueError("RWM was built with rwm.ego_features=True: pass ego=reward_model.ego_inputs(scenes) "
+                                 "([B, 16, 7] ego past + state)")
+            if ego.shape != (B, 16, 7):
+                raise ValueError(f"RWM ego: expected [B, 16, 7] = ego_inputs(scenes) with B={B}, found {ego.shape}")
+        elif ego is not None:
+            ego = None  # a model without the ego pathway ignores it (callers may always pass it)
+        feats = pose_features(traj)
+        if self.use_kin:
+            per, summ = _kin_inputs(traj, ego)
+            feats = jnp.concatenate([feats, per], axis=-1)
+        e = self.pose_hidden(jax.nn.gelu(self.pose_in(feats))) + self.time_emb[...]
         s = jnp.broadcast_to(self.summary[...], (B, N, 1, self.d))
+        if self.use_kin:
+            s = s + self.kin_hidden(jax.nn.gelu(self.kin_in(summ)))[:, :, None]
         h = jnp.concatenate([s, e], axis=2)  # [B, N, 9, d]
+        if self.use_ego:
+            h = h + self.ego_hidden(jax.nn.gelu(self.ego_in(_ego_summary(ego))))[:, None, None]
         for blk in self.blocks:
             h = blk(h, groups)
         out = self.head(jax.nn.gelu(self.head_hidden(self.ln_out(h[:, :, 0]))))  # [B, N, 13]
@@ -176,14 +284,31 @@ def ternary_index(v):
     return jnp.clip(jnp.round(v * 2.0), 0, 2).astype(jnp.int32)
 
 
+def pairwise_rank_loss(pred, true, *, scale: float = 10.0, min_gap: float = 0.02, pair_weight=None):
+    """Within-scene pairwise logistic ranking loss on the predicted reward.
+
+    pred, true [B, N]; over every ordered pair (i, j) of one scene's candidates with true_i > true_j + min_gap,
+    softplus(-scale (pred_i - pred_j)) weighted by (true_i - true_j) (x ``pair_weight`` [N, N] if given);
+    returns the weighted mean (0 when no pair qualifies).
+    """
+    dt = true[:, :, None] - true[:, None, :]
+    w = jnp.where(dt > min_gap, dt, 0.0)
+    if pair_weight is not None:
+        w = w * pair_weight
+    l = jax.nn.softplus(-scale * (pred[:, :, None] - pred[:, None, :]))
+    return jnp.sum(w * l) / jnp.maximum(jnp.sum(w), 1e-6)
+
+
 def rwm_losses(out: RWMOutput, labels: Dict[str, Any], true_epdms, *, use_ec: bool,
-               epdms_weight: float = 1.0, weight=None) -> Dict[str, Any]:
+               epdms_weight: float = 1.0, weight=None, rank_weight: float = 0.0, rank_scale: float = 10.0,
+               pair_weight=None) -> Dict[str, Any]:
     """Per-head losses against scorer labels (each label [B, N]); returns a dict with 'total'.
 
     CE for NC/DDC, BCE for the binary heads (EC only when ``use_ec``), BCE with a soft target for EP
     (a proper regression loss on [0, 1]), plus ``epdms_weight`` x squared error of the predicted reward
-    vs the true EPDMS (it aligns the ranking of candidates with the score actually used). ``weight``
-    [B, N] optionally masks candidates.
+    vs the true EPDMS (it aligns the ranking of candidates with the score actually used), plus
+    ``rank_weight`` x :func:`pairwise_rank_loss` of the predicted reward within each scene (``pair_weight``
+    [N, N] weights candidate pairs). ``weight`` [B, N] optionally masks candidates (not the ranking term).
     """
     w = jnp.ones_like(true_epdms) if weight is None else weight
     wsum = jnp.maximum(w.sum(), 1.0)
@@ -200,7 +325,11 @@ def rwm_losses(out: RWMOutput, labels: Dict[str, Any], true_epdms, *, use_ec: bo
     t = jnp.clip(labels["EP"], 0.0, 1.0)
     losses["EP"] = mean(-(t * jnp.log(ep) + (1 - t) * jnp.log(1 - ep)) +
                         (t * jnp.log(jnp.maximum(t, 1e-6)) + (1 - t) * jnp.log(jnp.maximum(1 - t, 1e-6))))
-    losses["EPDMS"] = mean((predicted_reward(out, use_ec) - true_epdms) ** 2)
+    pred = predicted_reward(out, use_ec)
+    losses["EPDMS"] = mean((pred - true_epdms) ** 2)
     total = sum(v for k, v in losses.items() if k != "EPDMS") + epdms_weight * losses["EPDMS"]
+    if rank_weight > 0:
+        losses["rank"] = pairwise_rank_loss(pred, true_epdms, scale=rank_scale, pair_weight=pair_weight)
+        total = total + rank_weight * losses["rank"]
     losses["total"] = total
     return losses

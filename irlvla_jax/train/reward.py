@@ -206,8 +206,8 @@ def build_rwm(config, seed: int = 0):
 
 
 def make_optimizer(rc):
-    steps = max(int(rc.steps), 1)
-    warm = min(int(rc.warmup_steps), steps - 1) if steps > 1 else 0
+    steps = max(int(rc.steps) * int(rc.get("inner_steps", 1)), 1)
+    warm = min(int(rc.warmup_steps) * int(rc.get("inner_steps", 1)), steps - 1) if steps > 1 else 0
     sched = optax.warmup_cosine_decay_schedule(0.0, float(rc.lr), max(warm, 1), steps, float(rc.lr) * 0.05)
     return optax.chain(optax.clip_by_global_norm(float(rc.grad_clip)),
                        optax.adamw(sched, weight_decay=float(rc.weight_decay)))
@@ -222,6 +222,13 @@ def make_fns(config, vla_gd, rwm_gd, tx):
     mode, hf = config.scoring.mode, bool(config.scoring.human_filter)
     sched = planner_lib.make_schedule(config.model.planner)
 
+    inner = int(rc.get("inner_steps", 1))
+    rank_w, rank_scale = float(rc.get("rank_weight", 0.0)), float(rc.get("rank_scale", 10.0))
+    src_np = candidate_sources(config)
+    pol = np.isin(src_np, (0, 1)).astype(np.float32)
+    pair_w = 1.0 + float(rc.get("policy_rank_boost", 0.0)) * np.outer(pol, pol)  # [N, N]
+    use_ego = bool(rc.get("ego_features", False))
+
     def prepare(vla_params, vla_consts, scenes, key):
         vla = nnx.merge(vla_gd, vla_params, vla_consts)
         tokens = jax.lax.stop_gradient(vla.encode(scenes))
@@ -230,28 +237,40 @@ def make_fns(config, vla_gd, rwm_gd, tx):
         s = score(scenes, cands, mode=mode, human_filter=hf)
         return tokens, cands, src, s
 
+    def apply(p, tokens, cands, scenes):
+        return nnx.merge(rwm_gd, p)(tokens, cands, ego=R.ego_inputs(scenes) if use_ego else None)
+
     def train_step(state, vla_params, vla_consts, scenes):
+        """One labelled batch (candidates + scorer labels), then ``rwm.inner_steps`` AdamW updates on it."""
         key, nxt = state.next_rng()
         tokens, cands, _, s = prepare(vla_params, vla_consts, scenes, key)
         labels = labels_of(s)
 
         def lf(p):
-            out = nnx.merge(rwm_gd, p)(tokens, cands)
-            losses = R.rwm_losses(out, labels, s.EPDMS, use_ec=use_ec, epdms_weight=float(rc.epdms_weight))
+            out = apply(p, tokens, cands, scenes)
+            losses = R.rwm_losses(out, labels, s.EPDMS, use_ec=use_ec, epdms_weight=float(rc.epdms_weight),
+                                  rank_weight=rank_w, rank_scale=rank_scale, pair_weight=jnp.asarray(pair_w))
             return losses["total"], (losses, out)
 
-        (loss, (losses, out)), grads = jax.value_and_grad(lf, has_aux=True)(state.params)
-        upd, opt = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, upd)
+        def update(carry, _):
+            params, opt = carry
+            (_, (losses, out)), grads = jax.value_and_grad(lf, has_aux=True)(params)
+            upd, opt = tx.update(grads, opt, params)
+            return (optax.apply_updates(params, upd), opt), (losses, out, optax.global_norm(grads))
+
+        (params, opt), (losses, out, gnorm) = jax.lax.scan(update, (state.params, state.opt_state), None,
+                                                           length=inner)
+        losses = jax.tree.map(lambda x: x[-1], losses)
+        out = jax.tree.map(lambda x: x[0], out)          # predictions before this batch's updates
         pred = R.predicted_reward(out, use_ec)
         m = {f"loss_{k}": v for k, v in losses.items()}
-        m.update(grad_norm=optax.global_norm(grads), true_epdms=jnp.mean(s.EPDMS),
+        m.update(grad_norm=gnorm[-1], true_epdms=jnp.mean(s.EPDMS),
                  reward_mae=jnp.mean(jnp.abs(pred - s.EPDMS)))
         return state.replace(params=params, opt_state=opt, step=state.step + 1, rng=nxt), m
 
     def eval_step(params, vla_params, vla_consts, scenes, rng):
         tokens, cands, src, s = prepare(vla_params, vla_consts, scenes, rng)
-        out = nnx.merge(rwm_gd, params)(tokens, cands)
+        out = apply(params, tokens, cands, scenes)
         return R.expectations(out), R.predicted_reward(out, use_ec), labels_of(s), s.EPDMS, cands
 
     return train_step, eval_step

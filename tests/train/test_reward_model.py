@@ -148,3 +148,78 @@ def test_expert_perturbations_are_valid_and_varied():
     # At 0.5 s: lateral ramp <= 3.5 m / 8 plus rotation <= 0.25 rad of x <= 1.5 x 4 m -> |y| < 1.93 m.
     assert np.all(np.abs(p[0, :, 0, 1]) < 0.4375 + 6.0 * np.sin(0.25) + 1e-4)
     assert np.all(np.abs(p[0, :, :, 2]) < 0.25 + 3.5 * 0.25 / 8.0 + 1e-4)      # heading change bounded
+
+
+def _const_accel_plan(v0=5.0, a=1.0):
+    t = np.arange(1, 9, dtype=np.float64) * 0.5
+    x = v0 * t + 0.5 * a * t ** 2
+    return np.stack([x, np.zeros(8), np.zeros(8)], -1)[None, None].astype(np.float32), t
+
+
+def _ego(vx=0.0, ax=0.0, yaw_rate=0.0):
+    """[1, 16, 7] ego past + state with the given current dynamics (heading at -0.1 s set from yaw_rate)."""
+    e = np.zeros((1, 16, 7), np.float32)
+    e[0, :, 3], e[0, :, 5] = vx, ax
+    e[0, 14, 2] = -0.1 * yaw_rate
+    return jnp.asarray(e)
+
+
+def test_kinematic_features_of_constant_acceleration_plan():
+    """x = v0 t + a t^2 / 2: segment velocities are v(t_mid) exactly, acceleration a, zero jerk and yaw."""
+    traj, t = _const_accel_plan(5.0, 1.0)
+    k = {n: np.asarray(v)[0, 0] for n, v in R.kinematic_features(jnp.asarray(traj), _ego(5.0, 1.0)).items()}
+    np.testing.assert_allclose(k["v_lon"], 5.0 + 1.0 * (t - 0.25), atol=1e-4)
+    np.testing.assert_allclose(k["acc_lon"], 1.0, atol=1e-3)
+    np.testing.assert_allclose(k["jerk_lon"], 0.0, atol=1e-2)
+    for n in ("v_lat", "yaw_rate", "yaw_acc", "acc_lat"):
+        np.testing.assert_allclose(k[n], 0.0, atol=1e-5)
+    # A plan that brakes hard from the ego's 10 m/s to 5 m/s shows it at the first segment only with ego.
+    k_slow = R.kinematic_features(jnp.asarray(traj), _ego(10.0, 0.0))
+    assert float(k_slow["acc_lon"][0, 0, 0]) == pytest.approx((5.25 - 10.0) / 0.25, abs=1e-3)
+    assert float(k_slow["jerk_lon"][0, 0, 0]) == pytest.approx((5.25 - 10.0) / 0.25 / 0.375, abs=1e-2)
+    k_none = R.kinematic_features(jnp.asarray(traj), None)   # no ego: extrapolated, still a
+    np.testing.assert_allclose(np.asarray(k_none["acc_lon"])[0, 0], 1.0, atol=1e-3)
+
+
+def test_kinematic_features_of_constant_turn():
+    """Constant speed v on a circle at yaw rate w: yaw_rate = w, acc_lat = chord speed x w, no slip."""
+    v, w = 8.0, 0.3
+    t = np.arange(1, 9) * 0.5
+    R_ = v / w
+    traj = np.stack([R_ * np.sin(w * t), R_ * (1 - np.cos(w * t)), w * t], -1)[None, None].astype(np.float32)
+    k = {n: np.asarray(x)[0, 0] for n, x in R.kinematic_features(jnp.asarray(traj), _ego(v, 0.0, w)).items()}
+    chord = 2 * R_ * np.sin(w * 0.25) / 0.5
+    np.testing.assert_allclose(k["yaw_rate"], w, atol=1e-4)
+    np.testing.assert_allclose(k["v_lon"], chord, atol=1e-3)
+    np.testing.assert_allclose(k["v_lat"], 0.0, atol=1e-3)
+    np.testing.assert_allclose(k["acc_lat"], chord * w, atol=1e-3)
+    np.testing.assert_allclose(k["yaw_acc"], 0.0, atol=1e-2)
+    np.testing.assert_allclose(k["acc_lon"][1:], 0.0, atol=1e-3)
+
+
+def test_ego_pathway_and_errors():
+    cfg = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2,
+                                         kinematic_features=True, ego_features=True))
+    m = R.RewardWorldModel(cfg, 12, rngs=nnx.Rngs(0))
+    traj, _ = _const_accel_plan()
+    traj = jnp.asarray(np.repeat(traj, 3, axis=1))
+    with pytest.raises(ValueError, match="ego_features"):
+        m(_tokens(1), traj)
+    with pytest.raises(ValueError, match=r"\[B, 16, 7\]"):
+        m(_tokens(1), traj, ego=jnp.zeros((1, 4, 7)))
+    r_slow = R.predicted_reward(m(_tokens(1), traj, ego=_ego(5.0)), False)
+    r_fast = R.predicted_reward(m(_tokens(1), traj, ego=_ego(15.0, 2.0)), False)
+    assert r_slow.shape == (1, 3) and float(jnp.max(jnp.abs(r_slow - r_fast))) > 1e-6   # the ego state is used
+
+
+def test_pairwise_rank_loss():
+    true = jnp.array([[0.9, 0.5, 0.1, 0.5]])
+    good = R.pairwise_rank_loss(jnp.array([[0.8, 0.4, 0.0, 0.4]]), true)
+    bad = R.pairwise_rank_loss(jnp.array([[0.0, 0.4, 0.8, 0.4]]), true)
+    assert float(good) < float(bad)
+    # Hand value: pairs (0,1) gap .4, (0,2) .8, (0,3) .4, (1,2) .4, (3,2) .4; all pred gaps equal the true ones.
+    gaps = np.array([0.4, 0.8, 0.4, 0.4, 0.4])
+    want = np.sum(gaps * np.log1p(np.exp(-10 * gaps))) / gaps.sum()
+    np.testing.assert_allclose(float(good), want, rtol=1e-5)
+    # Ties (the two 0.5s) never form a pair; constant labels give 0.
+    assert float(R.pairwise_rank_loss(jnp.zeros((1, 4)), jnp.full((1, 4), 0.7))) == 0.0
