@@ -58,18 +58,28 @@ def boxes_overlap(a, b):
     """Separating-axis test for two convex quadrilaterals ``a, b [..., 4, 2]`` -> bool [...].
 
     Touching boxes (zero-area contact) count as overlapping, like shapely's ``intersects``.
+    Written as unrolled elementwise arithmetic (no small einsums / size-4 reductions, which XLA:CPU
+    runs as slow batched dots): the axes are the normals of edges 0-1 and 1-2 of each box.
     """
-    def axes(c):
-        e = jnp.roll(c, -1, axis=-2) - c  # [..., 4, 2]
-        return jnp.stack([-e[..., 1], e[..., 0]], axis=-1)
+    ax, ay, bx, by = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
+    a_pts = [(ax[..., i], ay[..., i]) for i in range(4)]
+    b_pts = [(bx[..., i], by[..., i]) for i in range(4)]
 
-    shape = jnp.broadcast_shapes(a.shape, b.shape)
-    a, b = jnp.broadcast_to(a, shape), jnp.broadcast_to(b, shape)
-    ax = jnp.concatenate([axes(a)[..., :2, :], axes(b)[..., :2, :]], axis=-2)  # [..., 4, 2]
-    pa = jnp.einsum("...kd,...vd->...kv", ax, a)
-    pb = jnp.einsum("...kd,...vd->...kv", ax, b)
-    sep = (pa.max(-1) < pb.min(-1)) | (pb.max(-1) < pa.min(-1))
-    return ~jnp.any(sep, axis=-1)
+    def normals(p):
+        return [(-(p[k + 1][1] - p[k][1]), p[k + 1][0] - p[k][0]) for k in range(2)]
+
+    def span(n, pts):
+        pr = [n[0] * x + n[1] * y for x, y in pts]
+        return (jnp.minimum(jnp.minimum(pr[0], pr[1]), jnp.minimum(pr[2], pr[3])),
+                jnp.maximum(jnp.maximum(pr[0], pr[1]), jnp.maximum(pr[2], pr[3])))
+
+    sep = None
+    for n in normals(a_pts) + normals(b_pts):
+        lo_a, hi_a = span(n, a_pts)
+        lo_b, hi_b = span(n, b_pts)
+        s = (hi_a < lo_b) | (hi_b < lo_a)
+        sep = s if sep is None else sep | s
+    return ~sep
 
 
 def points_in_polygon(points, poly, vmask=None):
@@ -127,11 +137,11 @@ def segments_intersect(p1, p2, q1, q2):
 def _box_frame(box):
     """Rectangle corners [..., 4, 2] (FL, RL, RR, FR) -> centre [..., 2], unit axes u (forward), w (left),
     half length, half width."""
-    c = 0.25 * jnp.sum(box, axis=-2)
+    c = 0.25 * (box[..., 0, :] + box[..., 1, :] + box[..., 2, :] + box[..., 3, :])
     fwd = box[..., 0, :] - box[..., 1, :]
     left = box[..., 0, :] - box[..., 3, :]
-    hl = 0.5 * jnp.linalg.norm(fwd, axis=-1)
-    hw = 0.5 * jnp.linalg.norm(left, axis=-1)
+    hl = 0.5 * jnp.sqrt(fwd[..., 0] ** 2 + fwd[..., 1] ** 2)
+    hw = 0.5 * jnp.sqrt(left[..., 0] ** 2 + left[..., 1] ** 2)
     u = fwd / jnp.maximum(2 * hl, 1e-12)[..., None]
     w = left / jnp.maximum(2 * hw, 1e-12)[..., None]
     return c, u, w, hl, hw
@@ -139,41 +149,62 @@ def _box_frame(box):
 
 def _to_box(points, c, u, w):
     """Points [..., V, 2] in the frame of a box (c, u, w [..., 2]) -> (lx, ly) [..., V]."""
-    d = points - c[..., None, :]
-    return jnp.sum(d * u[..., None, :], -1), jnp.sum(d * w[..., None, :], -1)
+    dx = points[..., 0] - c[..., None, 0]
+    dy = points[..., 1] - c[..., None, 1]
+    return dx * u[..., None, 0] + dy * u[..., None, 1], dx * w[..., None, 0] + dy * w[..., None, 1]
 
 
 def _segments_hit_box(x0, y0, x1, y1, hl, hw):
-    """Liang-Barsky: segments (box-frame coordinates [..., V]) touch the rectangle |x|<=hl, |y|<=hw."""
-    t0 = jnp.zeros_like(x0)
-    t1 = jnp.ones_like(x0)
-    ok = jnp.ones(x0.shape, bool)
-    for a, da, h in ((x0, x1 - x0, hl[..., None]), (y0, y1 - y0, hw[..., None])):
-        flat = jnp.abs(da) < 1e-12
-        safe = jnp.where(flat, 1.0, da)
-        ta, tb = (-h - a) / safe, (h - a) / safe
-        lo, hi = jnp.minimum(ta, tb), jnp.maximum(ta, tb)
-        ok = ok & jnp.where(flat, jnp.abs(a) <= h, True)
-        t0 = jnp.where(flat, t0, jnp.maximum(t0, lo))
-        t1 = jnp.where(flat, t1, jnp.minimum(t1, hi))
-    return ok & (t0 <= t1)
+    """Segments (box-frame coordinates [..., V]) touch the rectangle |x| <= hl, |y| <= hw [...].
+
+    Separating-axis test with the three candidate axes (x, y and the segment's normal), division-free:
+    the bounding boxes overlap and the rectangle's corners are not all strictly on one side of the
+    segment's line (|cross(d, -p0)| <= |dx| hw + |dy| hl). A zero-length segment reduces to a point test.
+    """
+    hl, hw = hl[..., None], hw[..., None]
+    bbox = ((jnp.minimum(x0, x1) <= hl) & (jnp.maximum(x0, x1) >= -hl)
+            & (jnp.minimum(y0, y1) <= hw) & (jnp.maximum(y0, y1) >= -hw))
+    dx, dy = x1 - x0, y1 - y0
+    return bbox & (jnp.abs(dy * x0 - dx * y0) <= jnp.abs(dx) * hw + jnp.abs(dy) * hl)
+
+
+def _crossings(px, py, x0, y0, x1, y1):
+    """Crossing-number parity contributions: edges (x0, y0)-(x1, y1) [..., V] crossed by the ray from
+    (px, py) [..., 1] towards +x. Division-free form of ``px < x0 + (py - y0)(x1 - x0) / (y1 - y0)``."""
+    straddle = (y0 > py) != (y1 > py)
+    dy = y1 - y0
+    lhs = (px - x0) * dy
+    rhs = (py - y0) * (x1 - x0)
+    return straddle & jnp.where(dy > 0, lhs < rhs, lhs > rhs)
+
+
+def _box_polygon_local(box, poly):
+    """Shared part of the box-polygon tests: (overlap bool [...], lx, ly [..., V], hl, hw)."""
+    c, u, w, hl, hw = _box_frame(box)
+    lx, ly = _to_box(poly, c, u, w)
+    nx, ny = jnp.roll(lx, -1, axis=-1), jnp.roll(ly, -1, axis=-1)
+    hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
+    # Without boundary contact the box is either entirely inside the polygon or apart from it: one
+    # corner (front-left, (hl, hw) in the box frame) decides, by the crossing number in the box frame.
+    par = jnp.sum(_crossings(hl[..., None], hw[..., None], lx, ly, nx, ny).astype(jnp.int32), axis=-1)
+    return hit | (par % 2 == 1), lx, ly, hl, hw
+
+
+def segment_box_overlap(p, q, box):
+    """Segment p-q ``[..., 2]`` touches the rectangle ``box [..., 4, 2]`` (containment included) -> bool [...]."""
+    c, u, w, hl, hw = _box_frame(box)
+    lx, ly = _to_box(jnp.stack([p, q], axis=-2), c, u, w)                  # [..., 2]
+    return _segments_hit_box(lx[..., :1], ly[..., :1], lx[..., 1:], ly[..., 1:], hl, hw)[..., 0]
 
 
 def box_polygon_overlap(box, poly):
     """Overlap of a rectangle ``box [..., 4, 2]`` with a (possibly non-convex) polygon ``[..., V, 2]`` -> bool.
 
     True if a polygon edge touches the rectangle (this includes a polygon vertex inside it) or the box
-    lies entirely inside the polygon (tested with one corner). Edges are tested in the box frame
-    (Liang-Barsky clipping), O(V) per pair.
+    lies entirely inside the polygon (tested with one corner). Edges are tested in the box frame, O(V)
+    per pair, division-free.
     """
-    c, u, w, hl, hw = _box_frame(box)
-    lx, ly = _to_box(poly, c, u, w)
-    nx, ny = jnp.roll(lx, -1, axis=-1), jnp.roll(ly, -1, axis=-1)
-    hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
-    # Without boundary contact the box is either entirely inside the polygon or apart from it: one
-    # corner decides.
-    corner_in = points_in_polygon(box[..., :1, :], poly)[..., 0]
-    return hit | corner_in
+    return _box_polygon_local(box, poly)[0]
 
 
 def point_segment_distance(p, a, b):
@@ -207,15 +238,11 @@ def points_to_edges_distance(points, poly):
 def polygon_distance(box, poly):
     """Euclidean distance between a rectangle ``box [..., 4, 2]`` and a polygon ``[..., V, 2]`` (0 when
     they overlap): min of (polygon vertices to the box) and (box corners to the polygon edges)."""
-    c, u, w, hl, hw = _box_frame(box)
-    lx, ly = _to_box(poly, c, u, w)
+    overlap, lx, ly, hl, hw = _box_polygon_local(box, poly)
     dx = jnp.maximum(jnp.abs(lx) - hl[..., None], 0.0)
     dy = jnp.maximum(jnp.abs(ly) - hw[..., None], 0.0)
     d_vert = jnp.min(jnp.sqrt(dx * dx + dy * dy), axis=-1)
     d_corner = jnp.min(points_to_edges_distance(box, poly), axis=-1)
-    nx, ny = jnp.roll(lx, -1, axis=-1), jnp.roll(ly, -1, axis=-1)
-    hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
-    overlap = hit | points_in_polygon(box[..., :1, :], poly)[..., 0]
     return jnp.where(overlap, 0.0, jnp.minimum(d_vert, d_corner))
 
 
@@ -225,32 +252,42 @@ def polyline_arclength(line):
     return jnp.concatenate([jnp.zeros_like(seg[..., :1]), jnp.cumsum(seg, axis=-1)], axis=-1)
 
 
+def _polyline_d2(points, line):
+    """Squared distances [..., P, R-1] of ``points [..., P, 2]`` to the segments of ``line [..., R, 2]``
+    (inf for zero-length padding segments), with the clipped segment parameters t and segment data."""
+    ax, ay = line[..., None, :-1, 0], line[..., None, :-1, 1]
+    abx, aby = line[..., None, 1:, 0] - ax, line[..., None, 1:, 1] - ay
+    px, py = points[..., :, None, 0], points[..., :, None, 1]
+    den = abx * abx + aby * aby
+    valid = den > 0
+    apx, apy = px - ax, py - ay
+    t = jnp.clip((apx * abx + apy * aby) / jnp.where(valid, den, 1.0), 0.0, 1.0)
+    fx, fy = px - (ax + t * abx), py - (ay + t * aby)      # p - foot, the same rounding as before
+    d2 = jnp.where(valid, fx * fx + fy * fy, jnp.inf)
+    return d2, t, den, abx * apy - aby * apx
+
+
+def polyline_distance(points, line):
+    """Distance ``[..., P]`` from ``points [..., P, 2]`` to a polyline ``[..., R, 2]`` (padding repeats the
+    last point); equal to the ``dist`` of :func:`project_to_polyline`, without the projection."""
+    return jnp.sqrt(jnp.min(_polyline_d2(points, line)[0], axis=-1))
+
+
 def project_to_polyline(points, line):
     """Project ``points [..., P, 2]`` onto a polyline ``[..., R, 2]`` (padding repeats the last point).
 
     Returns (arc length of the nearest point [..., P], signed lateral offset [..., P] (left of the
     driving direction positive), distance [..., P]). Like shapely's ``project``, ties go to the first
-    segment; zero-length (padding) segments are ignored.
+    segment; zero-length (padding) segments are ignored. Gather-free (one-hot selects).
     """
-    a = line[..., None, :-1, :]
-    b = line[..., None, 1:, :]
-    p = points[..., :, None, :]
-    ab = b - a
-    den = jnp.sum(ab * ab, axis=-1)
-    valid = den > 0
-    t = jnp.clip(jnp.sum((p - a) * ab, axis=-1) / jnp.where(valid, den, 1.0), 0.0, 1.0)
-    foot = a + t[..., None] * ab
-    d2 = jnp.sum((p - foot) ** 2, axis=-1)
-    d2 = jnp.where(valid, d2, jnp.inf)
+    d2, t, den, cross = _polyline_d2(points, line)
     k = jnp.argmin(d2, axis=-1)
-    s = polyline_arclength(line)
-    seglen = jnp.sqrt(den)
-    take = lambda x: jnp.take_along_axis(x, k[..., None], axis=-1)[..., 0]
-    s_k = jnp.take_along_axis(jnp.broadcast_to(s[..., None, :-1], d2.shape), k[..., None], axis=-1)[..., 0]
-    arc = s_k + take(t) * take(jnp.broadcast_to(seglen, d2.shape))
-    cross = ab[..., 0] * (p[..., 1] - a[..., 1]) - ab[..., 1] * (p[..., 0] - a[..., 0])
+    pick = jnp.arange(d2.shape[-1]) == k[..., None]
+    s = polyline_arclength(line)[..., None, :-1]
+    take = lambda x: jnp.sum(jnp.where(pick, x, 0.0), axis=-1)
+    arc = take(s + t * jnp.sqrt(den))
     side = jnp.sign(take(cross))
-    dist = jnp.sqrt(take(d2))
+    dist = jnp.sqrt(jnp.min(d2, axis=-1))
     return arc, side * dist, dist
 
 

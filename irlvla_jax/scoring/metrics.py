@@ -106,10 +106,7 @@ def _exclusive_any_before(events, axis=-1):
 
 def _segment_hits_box(p, q, box):
     """Segment p-q [..., 2] intersects box [..., 4, 2] (incl. containment)."""
-    inside = jnp.any(geo.points_in_polygon(jnp.stack([p, q], axis=-2), box), axis=-1)
-    b0, b1 = box, jnp.roll(box, -1, axis=-2)
-    cross = geo.segments_intersect(p[..., None, :], q[..., None, :], b0, b1)
-    return inside | jnp.any(cross, axis=-1)
+    return geo.segment_box_overlap(p, q, box)
 
 
 def trajectory_flags(scene, states):
@@ -180,7 +177,9 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     ttc = 1.0 - jnp.any(ev_fault & ~_exclusive_any_before(ev_excuse, axis=1)).astype(jnp.float32)
 
     # --- LK, progress --------------------------------------------------------------------------
-    arc, _, dist = geo.project_to_polyline(center, scene.route)
+    # Distances of every step to the route; the arc length (a projection) only at the two ends.
+    dist = geo.polyline_distance(center, scene.route)
+    arc = geo.project_to_polyline(center[jnp.asarray([0, T - 1])], scene.route)[0]
     exceed = dist > LK_LIMIT
     skip = fl["center_in_intersection"]
 
@@ -191,6 +190,6 @@ def trajectory_metrics(scene, ctx, states, fl=None):
 
     _, fails = jax.lax.scan(lk_step, jnp.int32(0), (exceed, skip))
     lk = 1.0 - jnp.any(fails).astype(jnp.float32)
-    progress = jnp.maximum(arc[-1] - arc[0], 0.0)
+    progress = jnp.maximum(arc[1] - arc[0], 0.0)
     del ahead
     return dict(NC=nc, DAC=dac, DDC=ddc, TLC=tlc, TTC=ttc, LK=lk, progress=progress, **fl)
