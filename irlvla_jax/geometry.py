@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def wrap_angle(a):
@@ -299,3 +300,23 @@ def interpolate_polyline(line, s):
         raise ValueError("interpolate_polyline expects an unbatched line [R, 2]; vmap it for batches")
     y = jnp.interp(s, arc, line[..., 1])
     return jnp.stack([x, y], axis=-1)
+
+
+def interp(x, xp, fp):
+    """``jnp.interp(x, xp, fp[..., c])`` for every channel c at once: ``x [...]``, ``xp [R]`` sorted,
+    ``fp [R, C]`` -> ``[..., C]``. The same formula as ``jnp.interp`` (constant extrapolation), with a
+    compare-all search and one-hot selects instead of a binary-search loop and gathers (cheap on CPU
+    for short ``xp``)."""
+    r = xp.shape[0]
+    i = jnp.clip(jnp.sum(xp <= x[..., None], axis=-1), 1, r - 1)                 # searchsorted 'right'
+    iota = jnp.arange(r)
+    hi, lo = (iota == i[..., None]), (iota == (i - 1)[..., None])               # [..., R]
+    take = lambda oh, v: jnp.sum(jnp.where(oh[..., None], v, 0.0), axis=-2)      # [..., C]
+    take1 = lambda oh, v: jnp.sum(jnp.where(oh, v, 0.0), axis=-1)
+    f_hi, f_lo = take(hi, fp), take(lo, fp)
+    x_hi, x_lo = take1(hi, xp), take1(lo, xp)
+    df, dx, delta = f_hi - f_lo, (x_hi - x_lo)[..., None], (x - x_lo)[..., None]
+    dx0 = jnp.abs(dx) <= np.spacing(np.finfo(xp.dtype).eps)
+    f = jnp.where(dx0, f_lo, f_lo + (delta / jnp.where(dx0, 1.0, dx)) * df)
+    f = jnp.where((x < xp[0])[..., None], fp[0], f)
+    return jnp.where((x > xp[-1])[..., None], fp[-1], f)

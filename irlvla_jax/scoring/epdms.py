@@ -104,10 +104,13 @@ def _score_scene(scene, traj, prev, has_prev, ref_poses, modes, human_filter, re
         fl = jax.tree.map(lambda a: jnp.concatenate([a[ti:ti + n_plan], a], axis=0), fl)
     else:
         fl = jax.vmap(lambda st: metrics.trajectory_flags(scene, st))(all_states)
-    use_fc = jnp.arange(all_states.shape[0]) < n_plan
+    # Two calls with an unbatched context each (planner rows vs its forecast, the rest vs the log), so
+    # that every object-only quantity is computed once per scene, not once per trajectory.
     ctx_fc = {k: ctx_fc[k] for k in ctx_log}
-    m_all = jax.vmap(lambda st, f, fl1: metrics.trajectory_metrics(
-        scene, jax.tree.map(lambda a, b: jnp.where(f, a, b), ctx_fc, ctx_log), st, fl1))(all_states, use_fc, fl)
+    met = lambda ctx: jax.vmap(lambda st, fl1: metrics.trajectory_metrics(scene, ctx, st, fl1))
+    fl_fc, fl_log = (jax.tree.map(lambda a: a[sl], fl) for sl in (slice(0, n_plan), slice(n_plan, None)))
+    m_all = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0),
+                         met(ctx_fc)(all_states[:n_plan], fl_fc), met(ctx_log)(all_states[n_plan:], fl_log))
     best, _ = reference_planner.select({k: v[:n_plan] for k, v in m_all.items()})
     results = {}
     for i, md in enumerate(modes):

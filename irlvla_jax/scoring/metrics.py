@@ -99,9 +99,16 @@ def _angle_cos(rear, heading, target):
 
 
 def _exclusive_any_before(events, axis=-1):
-    """True where some event happened strictly earlier along ``axis``."""
-    c = jnp.cumsum(events.astype(jnp.int32), axis=axis) - events.astype(jnp.int32)
-    return c > 0
+    """True where some event happened strictly earlier along ``axis``.
+
+    Via the index of the first event (a min-reduction, O(n)) rather than a cumulative sum, which
+    XLA:CPU lowers to an O(n^2) reduce-window."""
+    n = events.shape[axis]
+    shape = [1] * events.ndim
+    shape[axis] = n
+    idx = jnp.arange(n).reshape(shape)
+    first = jnp.min(jnp.where(events, idx, n), axis=axis, keepdims=True)
+    return idx > first
 
 
 def _segment_hits_box(p, q, box):

@@ -143,10 +143,8 @@ def _path(route, valid, offset):
 def _interp_pose(s, prog, pts, hun):
     length = prog[-1]
     s = jnp.clip(s, 1e-5, length)
-    x = jnp.interp(s, prog, pts[:, 0])
-    y = jnp.interp(s, prog, pts[:, 1])
-    h = geo.normalize_angle(jnp.interp(s, prog, hun))
-    return jnp.stack([x, y, h], axis=-1)
+    xyh = geo.interp(s, prog, jnp.concatenate([pts, hun[:, None]], axis=-1))   # == jnp.interp per channel
+    return jnp.concatenate([xyh[..., :2], geo.normalize_angle(xyh[..., 2:])], axis=-1)
 
 
 def _unroll_path(scene, ctx, pts, hun, prog, targets):
@@ -192,11 +190,17 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets):
     sel_poly, sel_prog = scene.light_polygons[order], light_prog_all[order]
     sel_ok = ctx["lead_light"][order] & in_corridor(sel_poly)
 
+    # The forecast objects do not depend on the proposals: their corridor tests and path progress at
+    # every leading-agent step (t = 2, 4, ..., 40) are computed up front, outside the unroll loop.
+    t_lead = jnp.arange(2, T, 2)
+    cand_all = in_corridor(ctx["corners"][:, t_lead]) & a_valid0[:, None]                    # [A, 20]
+    prog_all = geo.project_to_polyline(ctx["center"][:, t_lead], pts)[0]                     # [A, 20]
+
     def lead_update(t, poses_prev, s_prev, buf_init):
         """NAVSIM's leading-agent search at step t (even): records [5, 3] (progress, velocity, rear length)."""
         ac = ctx["corners"][:, t]                                                             # [A, 4, 2]
-        a_prog = geo.project_to_polyline(ctx["center"][:, t], pts)[0]                         # [A]
-        a_cand = in_corridor(ac) & a_valid0
+        a_prog = prog_all[:, t // 2 - 1]                                                      # [A]
+        a_cand = cand_all[:, t // 2 - 1]
         ego_corners, _ = metrics.ego_boxes(jnp.concatenate([poses_prev, jnp.zeros((n_prop, 8))], axis=-1))
         d_a = jax.vmap(lambda e: geo.polygon_distance(e[None], ac))(ego_corners)               # [5, A]
         d_l = jax.vmap(lambda e: geo.polygon_distance(e[None], sel_poly))(ego_corners)         # [5, kl]
