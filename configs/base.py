@@ -44,7 +44,7 @@ def get_config():
         noise_std=0.3, expert_perturbations=24, use_anchors=True, use_ec=False, epdms_weight=2.0,
         eval_split="val", eval_scenes=2048, checkpoint_every=1000,
         kinematic_features=False, ego_features=False, rank_weight=0.0, rank_scale=10.0, policy_rank_boost=0.0,
-        inner_steps=1))
+        inner_steps=1, smooth_noise_frac=0.0, scene_features=False))
 
     # Stage 3, PPO over the denoising chain (train/ppo.py; RL helper).
     c.ppo = ml_collections.ConfigDict(dict(
@@ -52,7 +52,8 @@ def get_config():
         updates=2000, batch_size=64, epochs=2, num_minibatches=2, lr=5e-6, clip_eps=0.2, gamma=1.0,
         gae_lambda=0.95, vf_coef=0.5, ent_coef=0.0, sigma_max=0.03, sigma_min=0.02, log_std_bound=1.0,
         value_hidden=256, max_grad_norm=1.0, checkpoint_every=250, log_true_score=True,
-        normalize_advantages=True, target_kl=0.05, advantage="gae", noise="white", choice_temperature=1.0))
+        normalize_advantages=True, target_kl=0.05, advantage="gae", noise="white", choice_temperature=1.0, kl_ref_coef=0.0,
+        choice_objective="sampled"))
 
     # `irlvla pipeline` evaluation (pipeline.py; RL helper).
     c.pipeline = ml_collections.ConfigDict(dict(

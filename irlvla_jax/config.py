@@ -145,6 +145,8 @@ def _check_rwm(cfg) -> None:
     require(int(r.get("inner_steps", 1)) >= 1, "rwm.inner_steps", f"must be >= 1, got {r.get('inner_steps')}")
     for k in ("rank_weight", "policy_rank_boost"):
         require(float(r.get(k, 0.0)) >= 0, f"rwm.{k}", f"must be >= 0, got {r.get(k)}")
+    require(0.0 <= float(r.get("smooth_noise_frac", 0.0)) <= 1.0, "rwm.smooth_noise_frac",
+            f"must be in [0, 1], got {r.get('smooth_noise_frac')}")
     require(float(r.get("rank_scale", 10.0)) > 0, "rwm.rank_scale", f"must be > 0, got {r.get('rank_scale')}")
     for k in ("lr", "grad_clip"):
         require(float(r[k]) > 0, f"rwm.{k}", f"must be > 0, got {r[k]}")
@@ -158,6 +160,8 @@ def _check_rwm(cfg) -> None:
 def _check_ppo(cfg) -> None:
     p = cfg.ppo
     require(p.reward in ("rwm", "scorer"), "ppo.reward", f"must be 'rwm' or 'scorer', got {p.reward!r}")
+    if "kl_ref_coef" in p:
+        require(float(p.kl_ref_coef) >= 0, "ppo.kl_ref_coef", f"must be >= 0, got {p.kl_ref_coef}")
     if "noise" in p:
         require(p.noise in ("white", "smooth"), "ppo.noise", f"must be 'white' or 'smooth', got {p.noise!r}")
     if "choice_temperature" in p:

@@ -233,8 +233,12 @@ class PPOHyper:
     log_std_bound: float = 1.0
     freeze_encoders: bool = True
     normalize_advantages: bool = True
+    kl_ref_coef: float = 0.0        # > 0: + coef * KL(pi || pi_ref) of the Gaussian steps (mean shift vs the
+                                    # frozen IL planner at the rollout states, per chain, in nats)
     noise: str = "white"            # exploration noise over the poses: "white" | "smooth" (noise_factor)
     choice_temperature: float = 1.0  # the choice is c ~ softmax(logits / temperature) (argmax unchanged)
+    choice_objective: str = "sampled"  # "expected": every chain of a sample is rewarded and the choice's
+                                       # clipped surrogate is averaged over c ~ pi_old exactly
     advantage: str = "gae"          # "gae": GAE over the steps with the value head; "group": every step of a
                                     # sample gets its reward minus the mean over the scene's M samples
     target_kl: float = 0.0          # > 0: skip a minibatch step once its approx KL exceeds this
@@ -266,6 +270,7 @@ class Chain:
     choice: Any
     choice_state: Any = None
     choice_logp: Any = None
+    choice_logits: Any = None     # [B, M, C] the (tempered) logits the choice was drawn from
 
 
 def finetuned_ks(num_steps: int, finetune_steps: int) -> np.ndarray:
@@ -288,8 +293,12 @@ def rollout(adapter: PolicyAdapter, pp, ref_pp, tokens, batch, rng, hp: PPOHyper
     """Sample M chains per scene: frozen prefix steps with ``ref_pp``, fine-tuned steps with ``pp``.
 
     Frozen steps add their schedule noise except the very last denoising step (T = 0), whose output is
-    the executed trajectory and stays the reference's deterministic mean, as at evaluation. The K
-    denoising steps are a static Python loop (K is small: 2 DDIM steps by default)."""
+    the executed trajectory and stays the reference's deterministic mean, as at evaluation. With
+    choices, the last fine-tuned step first draws the executed chain c (logits at its input), then noise
+    only for that chain (the others' outputs are discarded, so they stay at their means): its Gaussian
+    log-prob covers one chain's 24 coordinates, not all C x 24 (whose noise would be irrelevant to the
+    reward and only add variance to the ratio). The K denoising steps are a static Python loop (K is
+    small: 2 DDIM steps by default)."""
     K, T, M = adapter.num_steps, hp.finetune_steps, hp.samples_per_scene
     keys = jax.random.split(rng, K + 2)
     x = adapter.init_noise(pp, tokens, batch, keys[0], M)
@@ -297,7 +306,8 @@ def rollout(adapter: PolicyAdapter, pp, ref_pp, tokens, batch, rng, hp: PPOHyper
     stds = step_stds(sigmas, log_std, hp.log_std_bound)
     factor = noise_factor(hp.noise, x.shape[-2])
     xs_in, xs_out, logps = [], [], []
-    logits, x_last_in = None, x
+    logits, x_last_in, choice = None, x, None
+    C = adapter.num_choices
     for j in range(K):
         k = K - j
         x_last_in = x
@@ -312,12 +322,21 @@ def rollout(adapter: PolicyAdapter, pp, ref_pp, tokens, batch, rng, hp: PPOHyper
             continue
         s = stds[j - (K - T)]
         mean, logits = adapter.denoise_mean(pp, tokens, x, k)
-        x_next = mean + s * jnp.einsum("ij,...jc->...ic", factor, jax.random.normal(keys[j + 1], x.shape))
-        xs_in.append(x); xs_out.append(x_next); logps.append(gaussian_log_prob(x_next, mean, s, ev, factor))
+        if C and j == K - 1:   # the executed chain first; noise for it alone
+            choice = jax.random.categorical(keys[-1], logits / hp.choice_temperature, axis=-1)
+            eps = jnp.einsum("ij,...jc->...ic", factor, jax.random.normal(keys[j + 1], x.shape[:2] + x.shape[3:]))
+            x_next = mean + s * jax.nn.one_hot(choice, C)[..., None, None] * eps[:, :, None]
+            lp = gaussian_log_prob(chosen(x_next, choice), chosen(mean, choice), s, 2, factor)
+        else:
+            x_next = mean + s * jnp.einsum("ij,...jc->...ic", factor, jax.random.normal(keys[j + 1], x.shape))
+            lp = gaussian_log_prob(x_next, mean, s, ev, factor)
+        xs_in.append(x); xs_out.append(x_next); logps.append(lp)
         x = x_next
     B = x.shape[0]
-    if adapter.num_choices:
+    if C:
         logits = logits / hp.choice_temperature
+        if choice is None:   # T = 0
+            choice = jax.random.categorical(keys[-1], logits, axis=-1)
         choice = jax.random.categorical(keys[-1], logits, axis=-1)
         choice_logp = categorical_log_prob(logits, choice)
     else:
@@ -330,13 +349,19 @@ def rollout(adapter: PolicyAdapter, pp, ref_pp, tokens, batch, rng, hp: PPOHyper
         x_in = x_out = jnp.zeros((B, M, 0) + x.shape[2:], x.dtype)
         logp = jnp.zeros((B, M, 0), jnp.float32)
     return Chain(x_in=x_in, x_out=x_out, logp=logp, x0=x, choice=choice, choice_state=x_last_in,
-                 choice_logp=choice_logp)
+                 choice_logp=choice_logp, choice_logits=logits if C else None)
+
+
+def chosen(x, choice):
+    """x [B, M, C, ...], choice [B, M] int -> [B, M, ...] the selected chain."""
+    idx = choice.reshape(choice.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, idx, axis=2)[:, :, 0]
 
 
 def chain_log_prob(adapter: PolicyAdapter, pp, tokens, chain: Chain, hp: PPOHyper, sigmas, log_std):
     """Recompute the log-probs [B, M, S] of the S policy steps under ``pp``: the T Gaussian denoising
     steps, then (with choices) the categorical choice. Also returns the mean categorical entropy of the
-    choice (0 without choices)."""
+    choice (0 without choices) and the tempered choice logits [B, M, C] (None without choices)."""
     ks = finetuned_ks(adapter.num_steps, hp.finetune_steps)
     stds = step_stds(sigmas, log_std, hp.log_std_bound)
     ev = chain.x_in.ndim - 3
@@ -344,14 +369,18 @@ def chain_log_prob(adapter: PolicyAdapter, pp, tokens, chain: Chain, hp: PPOHype
     out, ent, logits = [], jnp.zeros(()), None
     for t, k in enumerate(ks):
         mean, logits = adapter.denoise_mean(pp, tokens, chain.x_in[:, :, t], int(k))
-        out.append(gaussian_log_prob(chain.x_out[:, :, t], mean, stds[t], ev, factor))
+        if adapter.num_choices and t == len(ks) - 1:   # only the executed chain is an action (rollout)
+            out.append(gaussian_log_prob(chosen(chain.x_out[:, :, t], chain.choice), chosen(mean, chain.choice),
+                                         stds[t], 2, factor))
+        else:
+            out.append(gaussian_log_prob(chain.x_out[:, :, t], mean, stds[t], ev, factor))
     if adapter.num_choices:
         if not len(ks):  # T = 0: the logits of the (frozen) last step's input under pp
             logits = adapter.denoise_mean(pp, tokens, chain.choice_state, 1)[1]
         logits = logits / hp.choice_temperature
         out.append(categorical_log_prob(logits, chain.choice))
         ent = jnp.mean(categorical_entropy(logits))
-    return jnp.stack(out, 2), ent
+    return jnp.stack(out, 2), ent, logits
 
 
 def step_log_probs(chain: Chain, num_choices: int):
@@ -397,11 +426,29 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
                          "(num_choices=0); set ppo.finetune_steps >= 1")
 
     ks_all = step_ks(ks_np, C)
+    expected = hp.choice_objective == "expected"
+    if hp.choice_objective not in ("sampled", "expected"):
+        raise ValueError(f"ppo.choice_objective must be 'sampled' or 'expected', got {hp.choice_objective!r}")
+    if expected and not C:
+        raise ValueError("ppo.choice_objective='expected' needs a policy with a chain choice (num_choices > 0)")
 
     def gauss_entropy(log_std, event_size):
         if T == 0:
             return jnp.zeros(())
         return jnp.mean(gaussian_entropy(step_stds(sigmas, log_std, hp.log_std_bound), event_size))
+
+    def ref_kl(pp, ref_pp, tokens, x_in, log_std):
+        """KL(N(mu, s^2 LL^T) || N(mu_ref, s^2 LL^T)) = |L^-1 (mu - mu_ref)|^2 / (2 s^2), per chain
+        (summed over its 8 x 3 coordinates), averaged over scenes, samples, steps and chains."""
+        stds = step_stds(sigmas, log_std, hp.log_std_bound)
+        linv = jnp.asarray(np.linalg.inv(noise_factor(hp.noise, x_in.shape[-2]).astype(np.float64)), jnp.float32)
+        kls = []
+        for t, k in enumerate(ks_np):
+            mu = adapter.denoise_mean(pp, tokens, x_in[:, :, t], int(k))[0]
+            mu_ref = jax.lax.stop_gradient(adapter.denoise_mean(ref_pp, tokens, x_in[:, :, t], int(k))[0])
+            d = jnp.einsum("ij,...jc->...ic", linv, mu - mu_ref) / jax.lax.stop_gradient(stds[t])
+            kls.append(0.5 * jnp.mean(jnp.sum(d * d, (-2, -1))))
+        return jnp.mean(jnp.stack(kls)) if kls else jnp.zeros(())
 
     def value_apply(vstate, feats, x, ks):
         return nnx.merge(value_graphdef, vstate)(feats, x, ks)
@@ -411,20 +458,38 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
         tokens = mb["tokens"] if hp.freeze_encoders else adapter.encode(pp, mb["batch"])
         chain = Chain(x_in=mb["x_in"], x_out=mb["x_out"], logp=None, x0=None, choice=mb["choice"],
                       choice_state=mb["choice_state"])
-        logp, cat_ent = chain_log_prob(adapter, pp, tokens, chain, hp, sigmas, params["log_std"])
-        pg_loss, ratio, clipfrac = clipped_surrogate(logp, mb["logp"], mb["adv"], hp.clip_eps)
+        logp, cat_ent, logits = chain_log_prob(adapter, pp, tokens, chain, hp, sigmas, params["log_std"])
+        if expected:
+            # Gaussian steps: sampled surrogate; the choice: E_{c ~ pi_old}[clipped surrogate] exactly.
+            if T:
+                g_loss, ratio, clipfrac = clipped_surrogate(logp[..., :T], mb["logp"][..., :T], mb["adv"][..., :T],
+                                                            hp.clip_eps)
+            else:
+                g_loss, ratio, clipfrac = jnp.zeros(()), jnp.ones(()), jnp.zeros(())
+            lp_new, lp_old = jax.nn.log_softmax(logits, -1), jax.nn.log_softmax(mb["choice_logits"], -1)
+            r_c = jnp.exp(lp_new - lp_old)
+            a_c = mb["choice_adv"]
+            surr = jnp.minimum(r_c * a_c, jnp.clip(r_c, 1.0 - hp.clip_eps, 1.0 + hp.clip_eps) * a_c)
+            pg_loss = g_loss - jnp.mean(jnp.sum(jnp.exp(lp_old) * surr, -1))
+        else:
+            pg_loss, ratio, clipfrac = clipped_surrogate(logp, mb["logp"], mb["adv"], hp.clip_eps)
         feats = jax.lax.stop_gradient(adapter.features(tokens))
         v = value_apply(params["value"], feats, mb["states"], jnp.asarray(ks_all))
         v_loss = 0.5 * jnp.mean((v - mb["ret"]) ** 2)
         ent = gauss_entropy(params["log_std"], int(np.prod(mb["x_in"].shape[3:]))) + cat_ent
         bc = adapter.bc_loss(pp, tokens, mb["batch"], rng) if hp.bc_weight > 0 else jnp.zeros(())
-        total = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bc_weight * bc
+        kl_ref = (ref_kl(pp, (static["ref"], static["frozen"]), tokens, mb["x_in"], params["log_std"])
+                  if hp.kl_ref_coef > 0 else jnp.zeros(()))
+        total = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bc_weight * bc + hp.kl_ref_coef * kl_ref
         log_ratio = logp - mb["logp"]
         kl = (jnp.exp(log_ratio) - 1.0) - log_ratio                     # [b, M, S] per-step estimate
         approx_kl = jnp.mean(kl)
-        out = dict(loss=total, pg_loss=pg_loss, v_loss=v_loss, entropy=ent, bc_loss=bc,
+        out = dict(loss=total, pg_loss=pg_loss, v_loss=v_loss, entropy=ent, bc_loss=bc, kl_ref=kl_ref,
                    ratio=jnp.mean(ratio), clipfrac=clipfrac, approx_kl=approx_kl)
-        if C:
+        if expected:
+            out["choice_approx_kl"] = jnp.mean(jnp.sum(jnp.exp(lp_old) * (lp_old - lp_new), -1))   # exact KL
+            out["choice_entropy"] = cat_ent
+        elif C:
             out["choice_approx_kl"] = jnp.mean(kl[..., -1])
             out["choice_entropy"] = cat_ent
         return total, out
@@ -437,9 +502,18 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
         tokens = jax.lax.stop_gradient(adapter.encode(pp, batch))
         chain = rollout(adapter, pp, ref_pp, tokens, batch, r_roll, hp, sigmas, params["log_std"])
         chain = jax.lax.stop_gradient(chain)
-        traj = adapter.to_traj(chain.x0, chain.choice if adapter.num_choices else None, batch)
-        reward, info = reward_fn(static, batch, tokens, traj)
-        reward = reward.astype(jnp.float32)
+        if expected:   # reward every chain of every sample: [B, M * C] trajectories
+            Bn, Mn = chain.choice.shape
+            x_all = chain.x0.reshape((Bn, Mn * C, 1) + chain.x0.shape[3:])
+            traj = adapter.to_traj(x_all, jnp.zeros((Bn, Mn * C), jnp.int32), batch)
+            r_all, info = reward_fn(static, batch, tokens, traj)
+            r_all = r_all.astype(jnp.float32).reshape(Bn, Mn, C)
+            info = {k: chosen(v.reshape(Bn, Mn, C), chain.choice) for k, v in info.items()}
+            reward = chosen(r_all, chain.choice)
+        else:
+            traj = adapter.to_traj(chain.x0, chain.choice if adapter.num_choices else None, batch)
+            reward, info = reward_fn(static, batch, tokens, traj)
+            reward = reward.astype(jnp.float32)
         finite = jnp.all(jnp.isfinite(reward))
         safe_reward = jnp.where(jnp.isfinite(reward), reward, 0.0)
         feats = adapter.features(tokens)
@@ -452,13 +526,21 @@ def make_update(adapter: PolicyAdapter, value_graphdef, reward_fn: Callable, hp:
             adv = jnp.broadcast_to(group_advantage(safe_reward)[..., None], values.shape)
         if hp.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-6)
+        extra = {}
+        if expected:   # A_c = R_c - E_{pi_old}[R], per sample
+            r_all = jnp.where(jnp.isfinite(r_all), r_all, 0.0)
+            pi_old = jax.nn.softmax(chain.choice_logits, -1)
+            a_c = r_all - jnp.sum(pi_old * r_all, -1, keepdims=True)
+            if hp.normalize_advantages:
+                a_c = a_c / (jnp.sqrt(jnp.sum(pi_old * a_c ** 2, -1).mean()) + 1e-6)
+            extra = dict(choice_adv=a_c, choice_logits=chain.choice_logits)
         B = reward.shape[0]
         nmb = hp.num_minibatches
         if B % nmb:
             raise ValueError(f"PPO: batch of {B} scenes is not divisible by ppo.num_minibatches={nmb}")
         data = dict(batch=batch, tokens=tokens, x_in=chain.x_in, x_out=chain.x_out,
                     logp=step_log_probs(chain, C), choice=chain.choice, choice_state=chain.choice_state,
-                    states=states, adv=adv, ret=ret)
+                    states=states, adv=adv, ret=ret, **extra)
 
         def mb_step(carry, inp):
             p, o = carry

@@ -116,7 +116,7 @@ def test_log_prob_of_stored_chain_matches_recomputation(setup):
     assert chain.x_in.shape == (B, M, T, 8, 3) and chain.logp.shape == (B, M, T)
     np.testing.assert_array_equal(chain.x0, chain.x_out[:, :, -1])
     np.testing.assert_array_equal(chain.x_in[:, :, 1], chain.x_out[:, :, 0])   # a chain, not samples
-    re, _ = P.chain_log_prob(ADAPTER, pp, tokens, chain, HP, SIGMAS, state.params["log_std"])
+    re, _, _ = P.chain_log_prob(ADAPTER, pp, tokens, chain, HP, SIGMAS, state.params["log_std"])
     np.testing.assert_allclose(re, chain.logp, rtol=1e-5, atol=1e-4)
     # Independent check with scipy on one step: k of step t=0 is T, std = last-T schedule entry.
     mean = np.asarray(_mean(pp, tokens, chain.x_in[:, :, 0], T)[0])
@@ -153,13 +153,19 @@ def test_log_prob_with_chain_choice(setup):
     chain = P.rollout(CHAIN_ADAPTER, pp, pp, tokens, batch, jax.random.PRNGKey(5), HP, SIGMAS, state.params["log_std"])
     assert chain.x_in.shape == (B, M, T, 3, 8, 3) and chain.choice.shape == (B, M)
     np.testing.assert_array_equal(chain.choice_state, chain.x_in[:, :, -1])
-    re, ent = P.chain_log_prob(CHAIN_ADAPTER, pp, tokens, chain, HP, SIGMAS, state.params["log_std"])
+    re, ent, _ = P.chain_log_prob(CHAIN_ADAPTER, pp, tokens, chain, HP, SIGMAS, state.params["log_std"])
     assert re.shape == (B, M, T + 1)
     np.testing.assert_allclose(re, P.step_log_probs(chain, 3), rtol=1e-5, atol=1e-3)
     mean, logits = _mean_chains(pp, tokens, chain.x_in[:, :, -1], 1)
     lse = np.log(np.exp(np.asarray(logits, np.float64)).sum(-1))
     cat = np.take_along_axis(np.asarray(logits), np.asarray(chain.choice)[..., None], -1)[..., 0] - lse
-    ref = norm.logpdf(np.asarray(chain.x_out[:, :, -1]), np.asarray(mean), SIGMAS[-1]).sum((-3, -2, -1))
+    # The last step: noise only on the executed chain; its log-prob covers that chain alone.
+    c = np.asarray(chain.choice)
+    out, mean = np.asarray(chain.x_out[:, :, -1]), np.asarray(mean)
+    pick = lambda a: np.take_along_axis(a, c[:, :, None, None, None], 2)[:, :, 0]  # noqa: E731
+    others = np.arange(3)[None, None] != c[..., None]
+    np.testing.assert_allclose(out[others], mean[others], rtol=1e-5, atol=1e-5)
+    ref = norm.logpdf(pick(out), pick(mean), SIGMAS[-1]).sum((-2, -1))
     np.testing.assert_allclose(chain.logp[:, :, -1], ref, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(chain.choice_logp, cat, rtol=1e-5, atol=1e-5)
     assert 0.0 < float(ent) <= np.log(3) + 1e-6
@@ -177,7 +183,7 @@ def test_choice_only_policy(setup):
     assert chain.x_in.shape == (B, M, 0, 3, 8, 3) and chain.logp.shape == (B, M, 0)
     mean_last, logits = _mean_chains(pp, tokens, chain.choice_state, 1)
     np.testing.assert_allclose(chain.x0, mean_last, rtol=1e-6, atol=1e-6)      # no noise on the output
-    re, _ = P.chain_log_prob(CHAIN_ADAPTER, pp, tokens, chain, hp0, SIGMAS, jnp.zeros((0,)))
+    re, _, _ = P.chain_log_prob(CHAIN_ADAPTER, pp, tokens, chain, hp0, SIGMAS, jnp.zeros((0,)))
     assert re.shape == (B, M, 1)
     np.testing.assert_allclose(re[..., 0], jax.nn.log_softmax(logits)[
         jnp.arange(B)[:, None], jnp.arange(M)[None], chain.choice], rtol=1e-5, atol=1e-5)
@@ -245,3 +251,34 @@ def test_nan_reward_stops_training_before_saving(setup, update_fn):
     assert not bool(m["reward_finite"]) and int(new.step) == 0
     for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_expected_choice_objective_improves_the_greedy_choice(setup):
+    """choice_objective='expected': all C chains are rewarded and the choice's surrogate is averaged over
+    c ~ pi_old exactly. On the toy (T = 0: chains fixed; reward = mean forward position, which the
+    toy's linear logits can rank) the probability of each sample's best chain rises."""
+    _, _, state, static, batch = setup
+    hp = P.PPOHyper(samples_per_scene=2, finetune_steps=0, epochs=2, num_minibatches=2, sigma_max=0.3,
+                    sigma_min=0.1, choice_objective="expected", advantage="group")
+    cgd, cstate = nnx.split(P.ValueHead(8, K, 16, rngs=nnx.Rngs(1), event_size=3 * 24))
+    tx = P.make_optimizer(3e-2, 1.0)
+    # The chains come from the frozen reference (static["ref"]); only the choice is a policy step.
+    st = P.init_state(state.params["policy"], cstate, 0, tx, jax.random.PRNGKey(4))
+    reward = lambda static, batch, tokens, traj: (jnp.mean(traj[..., 0], -1) / 10.0, {})  # noqa: E731
+    upd = jax.jit(P.make_update(CHAIN_ADAPTER, cgd, reward, hp, tx, SIGMAS))
+
+    def p_best(s):
+        pp = (s.params["policy"], None)
+        tokens = _encode(pp, batch)
+        ch = P.rollout(CHAIN_ADAPTER, pp, (static["ref"], None), tokens, batch, jax.random.PRNGKey(9), hp, SIGMAS,
+                       jnp.zeros((1,)))
+        r = jnp.mean(ch.x0[..., 0], -1)                                                     # [B, M, C]
+        return float(jnp.mean(jnp.take_along_axis(jax.nn.softmax(ch.choice_logits, -1),
+                                                  jnp.argmax(r, -1)[..., None], -1)))
+    before = p_best(st)
+    for _ in range(15):
+        st, m = upd(st, static, batch)
+    assert float(m["choice_approx_kl"]) >= 0 and np.isfinite(float(m["loss"]))
+    assert p_best(st) > before + 0.05, (before, p_best(st))
+    with pytest.raises(ValueError, match="choice_objective"):
+        P.make_update(ADAPTER, cgd, _reward, P.PPOHyper(finetune_steps=1, choice_objective="expected"), tx, SIGMAS)
