@@ -164,6 +164,85 @@ def _ego_summary(ego):
     return sel.reshape(sel.shape[:-2] + (35,))
 
 
+# Ego box (shared/EPDMS.md): length, width, centre ahead of the rear axle (metres).
+_EGO_LEN, _EGO_WID, _EGO_CENTRE = 5.176, 2.297, 1.461
+SCENE_FEATURE_NAMES = ("corners_off_road", "boundary_dist", "route_lateral", "off_route_lane", "in_red_light",
+                       "gap_any", "gap_moving", "gap_ahead")
+
+
+def scene_features(scenes, traj):
+    """Per-pose plan-vs-scene geometry from what is observable at t0 (map, route, lights, agents' current
+    boxes and velocities extrapolated at constant velocity; never the agents' logged futures).
+
+    scenes: Scene batch [B]; traj [B, N, 8, 3] (metres / radians, ego frame at t0). Returns [B, N, 8, 8]
+    (order of ``SCENE_FEATURE_NAMES``), each O(1):
+      corners_off_road  fraction of the ego box's 4 corners outside every drivable polygon (DAC);
+      boundary_dist     box-centre distance to the nearest drivable edge / 5 m, negative off-road, in [-1, 1];
+      route_lateral     signed lateral offset of the box centre from the route centerline / 2 m, in [-3, 3] (LK);
+      off_route_lane    1 if the box centre is in no on-route lane polygon (oncoming, DDC);
+      in_red_light      1 if the box centre is in an on-route light polygon that is red then (TLC);
+      gap_any / gap_moving / gap_ahead  separation (m, / 5, in [-1, 3]) between the ego box and the nearest
+                        agent box (all / non-static / ahead within 30 deg of the pose heading) by
+                        axis-aligned extents in the pose frame (<= 0: the boxes overlap) (NC, TTC).
+    """
+    from irlvla_jax import geometry as G
+    B, N = traj.shape[:2]
+    f32 = jnp.float32
+    h = traj[..., 2]
+    ctr = traj[..., :2] + _EGO_CENTRE * jnp.stack([jnp.cos(h), jnp.sin(h)], -1)           # [B, N, 8, 2]
+    corners = G.box_corners(ctr, h, jnp.full_like(h, _EGO_LEN), jnp.full_like(h, _EGO_WID))  # [B,N,8,4,2]
+    # Drivable area.
+    dpoly = jnp.asarray(scenes.drivable_polygons, f32)                                   # [B, G, V, 2]
+    dval = jnp.asarray(scenes.drivable_valid, bool)
+    cin = G.points_in_polygon(corners.reshape(B, 1, -1, 2), dpoly) & dval[..., None]      # [B, G, N*8*4]
+    off = 1.0 - jnp.any(cin, 1).reshape(B, N, 8, 4).astype(f32).mean(-1)
+    pc = ctr.reshape(B, 1, -1, 2)
+    inside = jnp.any(G.points_in_polygon(pc, dpoly) & dval[..., None], 1)                 # [B, N*8]
+    dist = jnp.min(jnp.where(dval[..., None], G.points_to_edges_distance(pc, dpoly), 1e3), 1)
+    bdist = jnp.clip(jnp.where(inside, dist, -dist) / 5.0, -1.0, 1.0).reshape(B, N, 8)
+    # Route centerline.
+    _, lat, _ = G.project_to_polyline(ctr.reshape(B, -1, 2), jnp.asarray(scenes.route, f32))
+    lat = jnp.clip(lat / 2.0, -3.0, 3.0).reshape(B, N, 8)
+    # On-route lanes.
+    lval = jnp.asarray(scenes.lane_valid, bool) & jnp.asarray(scenes.lane_on_route, bool)
+    inl = G.points_in_polygon(pc, jnp.asarray(scenes.lane_polygons, f32)) & lval[..., None]
+    off_lane = 1.0 - jnp.any(inl, 1).astype(f32).reshape(B, N, 8)
+    # Red lights on the route: pose i (t = 0.5 (i + 1) s) uses 2 Hz sample i + 1.
+    sval = jnp.asarray(scenes.light_valid, bool) & jnp.asarray(scenes.light_on_route, bool)
+    ins = G.points_in_polygon(pc, jnp.asarray(scenes.light_polygons, f32)).reshape(B, -1, N, 8)  # [B, S, N, 8]
+    red = jnp.asarray(scenes.light_red, bool)[:, :, 1:9] & sval[..., None]               # [B, S, 8]
+    in_red = jnp.any(ins & red[:, :, None, :], 1).astype(f32)
+    # Agents at t0, constant velocity.
+    box0 = jnp.asarray(scenes.agent_boxes, f32)[:, :, 0]                                  # [B, A, 5]
+    vel0 = jnp.asarray(scenes.agent_velocity, f32)[:, :, 0]                               # [B, A, 2]
+    aval = jnp.asarray(scenes.agent_valid, bool)[:, :, 0]
+    moving = aval & (jnp.asarray(scenes.agent_type) != 3) & (jnp.linalg.norm(vel0, axis=-1) > 0.05)
+    t = jnp.arange(1, 9, dtype=f32) * 0.5
+    apos = box0[:, None, :, :2] + vel0[:, None] * t[None, :, None, None]                   # [B, 8, A, 2]
+    rel = apos[:, None] - ctr[:, :, :, None]                                               # [B, N, 8, A, 2]
+    c, s_ = jnp.cos(h)[..., None], jnp.sin(h)[..., None]
+    dx = rel[..., 0] * c + rel[..., 1] * s_
+    dy = -rel[..., 0] * s_ + rel[..., 1] * c
+    dh = box0[:, None, None, :, 2] - h[..., None]
+    hl, hw = 0.5 * box0[:, None, None, :, 3], 0.5 * box0[:, None, None, :, 4]
+    ex = jnp.abs(hl * jnp.cos(dh)) + jnp.abs(hw * jnp.sin(dh))
+    ey = jnp.abs(hl * jnp.sin(dh)) + jnp.abs(hw * jnp.cos(dh))
+    gap = jnp.maximum(jnp.abs(dx) - 0.5 * _EGO_LEN - ex, jnp.abs(dy) - 0.5 * _EGO_WID - ey)  # [B, N, 8, A]
+    ahead = (dx > 0) & (jnp.abs(jnp.arctan2(dy, jnp.maximum(dx, 1e-6))) < jnp.deg2rad(30.0))
+    big = 15.0
+    mg = lambda m: jnp.clip(jnp.min(jnp.where(m, gap, big), -1) / 5.0, -1.0, 3.0)  # noqa: E731
+    av = aval[:, None, None, :]
+    return jnp.stack([off, bdist, lat, off_lane, in_red, mg(av), mg(av & moving[:, None, None, :]),
+                      mg(av & ahead)], -1)
+
+
+def _scene_summary(sf):
+    """[B, N, 8, 8] scene features -> [B, N, 8] per-plan extremes (the sub-scores are min/any over time)."""
+    return jnp.stack([jnp.max(sf[..., 0], -1), jnp.min(sf[..., 1], -1), jnp.max(jnp.abs(sf[..., 2]), -1),
+                      jnp.mean((jnp.abs(sf[..., 2]) > 0.25).astype(sf.dtype), -1), jnp.max(sf[..., 3], -1),
+                      jnp.max(sf[..., 4], -1), jnp.min(sf[..., 5], -1), jnp.min(sf[..., 7], -1)], -1)
+
+
 class _Block(nnx.Module):
     """Self-attention per candidate, cross-attention to 4 token groups in order, FFN (pre-LN)."""
 
@@ -190,12 +269,13 @@ class _Block(nnx.Module):
 
 
 class RewardWorldModel(nnx.Module):
-    """RWM(cfg, token_dim, rngs); ``model(tokens, traj, ego=None) -> RWMOutput``.
+    """RWM(cfg, token_dim, rngs); ``model(tokens, traj, scenes=None) -> RWMOutput``.
 
     cfg: ``d_model``, ``num_layers``, ``num_heads``, ``ff_mult`` (config section ``rwm``), and optionally
-    ``kinematic_features`` (bool: feed :func:`kinematic_features` of each plan to the trajectory encoder)
-    and ``ego_features`` (bool: the model then needs ``ego`` [B, 16, 7] = :func:`ego_inputs` (scenes),
-    the ego's recent past and current dynamics, which history comfort depends on).
+    ``kinematic_features`` (bool: feed :func:`kinematic_features` of each plan to the trajectory encoder),
+    ``ego_features`` (bool: the ego's recent past and current dynamics, which history comfort depends on)
+    and ``scene_features`` (bool: :func:`scene_features`, plan-vs-map/agents geometry at t0). With either
+    of the last two the model needs ``scenes``, the [B] Scene batch the tokens were encoded from.
     token_dim: width Dt of the VLA's scene tokens.
     """
 
@@ -204,11 +284,13 @@ class RewardWorldModel(nnx.Module):
         self.d = d
         self.use_kin = bool(cfg.get("kinematic_features", False))
         self.use_ego = bool(cfg.get("ego_features", False))
+        self.use_scene = bool(cfg.get("scene_features", False))
         self.tok_proj = nnx.List([nnx.Linear(token_dim, d, rngs=rngs) for _ in range(4)])
-        self.pose_in = nnx.Linear(5 + (len(KINEMATIC_NAMES) if self.use_kin else 0), d, rngs=rngs)
+        n_in = 5 + (len(KINEMATIC_NAMES) if self.use_kin else 0) + (len(SCENE_FEATURE_NAMES) if self.use_scene else 0)
+        self.pose_in = nnx.Linear(n_in, d, rngs=rngs)
         self.pose_hidden = nnx.Linear(d, d, rngs=rngs)
         if self.use_kin:
-            self.kin_in = nnx.Linear(10, d, rngs=rngs)
+            self.kin_in = nnx.Linear(10 + (8 if self.use_scene else 0), d, rngs=rngs)
             self.kin_hidden = nnx.Linear(d, d, rngs=rngs)
         if self.use_ego:
             self.ego_in = nnx.Linear(35, d, rngs=rngs)
@@ -221,25 +303,31 @@ class RewardWorldModel(nnx.Module):
         self.head_hidden = nnx.Linear(d, d, rngs=rngs)
         self.head = nnx.Linear(d, _HEAD_DIM, rngs=rngs)
 
-    def __call__(self, tokens, traj, ego=None) -> RWMOutput:
+    def __call__(self, tokens, traj, scenes=None) -> RWMOutput:
         if traj.ndim != 4 or traj.shape[-2:] != (8, 3):
             raise ValueError(f"RWM trajectories: expected [B, N, 8, 3] (x, y, heading), found {traj.shape}")
         groups = [p(g) for p, g in zip(self.tok_proj, token_groups(tokens))]
         if groups[0].shape[0] != traj.shape[0]:
             raise ValueError(f"RWM: tokens have batch {groups[0].shape[0]} but trajectories {traj.shape[0]}")
         B, N = traj.shape[:2]
-        if self.use_ego:
-            if ego is None:
-                raise ValueError("RWM was built with rwm.ego_features=True: pass ego=reward_model.ego_inputs(scenes) "
-                                 "([B, 16, 7] ego past + state)")
-            if ego.shape != (B, 16, 7):
-                raise ValueError(f"RWM ego: expected [B, 16, 7] = ego_inputs(scenes) with B={B}, found {ego.shape}")
-        elif ego is not None:
-            ego = None  # a model without the ego pathway ignores it (callers may always pass it)
+        ego = None
+        if self.use_ego or self.use_scene:
+            if scenes is None:
+                raise ValueError("RWM was built with rwm.ego_features / rwm.scene_features: call it as "
+                                 "model(tokens, traj, scenes=<the Scene batch the tokens come from>)")
+            if int(jnp.shape(scenes.ego_state)[0]) != B:
+                raise ValueError(f"RWM scenes: batch {jnp.shape(scenes.ego_state)[0]} but trajectories {B}")
+            if self.use_ego:
+                ego = ego_inputs(scenes)
         feats = pose_features(traj)
         if self.use_kin:
             per, summ = _kin_inputs(traj, ego)
             feats = jnp.concatenate([feats, per], axis=-1)
+        if self.use_scene:
+            sf = scene_features(scenes, traj)
+            feats = jnp.concatenate([feats, sf], axis=-1)
+            if self.use_kin:
+                summ = jnp.concatenate([summ, _scene_summary(sf)], axis=-1)
         e = self.pose_hidden(jax.nn.gelu(self.pose_in(feats))) + self.time_emb[...]
         s = jnp.broadcast_to(self.summary[...], (B, N, 1, self.d))
         if self.use_kin:

@@ -6,8 +6,9 @@ Per training scene, the jitted step builds N candidate trajectories [B, N, 8, 3]
 frame at t0):
   * policy: ``rwm.policy_samples`` samples of the IL policy, *all* K anchor chains of each (the set the
     PPO policy chooses from), deterministic DDIM as in evaluation;
-  * noisy policy: ``rwm.noisy_chains`` of those chains plus i.i.d. Gaussian noise in the planner's
-    normalised space with std ~ U(0, ``rwm.noise_std``) (what PPO exploration produces);
+  * noisy policy: ``rwm.noisy_chains`` of those chains plus Gaussian noise in the planner's normalised
+    space with std ~ U(0, ``rwm.noise_std``) (what PPO exploration produces): i.i.d. over poses, or for
+    a fraction ``rwm.smooth_noise_frac`` of them smooth (:func:`smooth_factor`, PPO's "smooth" noise);
   * perturbed expert: ``rwm.expert_perturbations`` copies of the expert plan, each with (independently
     switched on with probability 1/2) a time warp (speed x U(0.4, 1.5)), a lateral offset ramping to
     U(-3.5, 3.5) m at 4 s, a longitudinal offset ramping to U(-4, 4) m, and a rotation about the ego by
@@ -82,6 +83,15 @@ def perturb_expert(expert, rng, num: int):
     return jnp.stack([x, y, h + a[..., None]], -1)
 
 
+def smooth_factor(num_poses: int = 8) -> np.ndarray:
+    """[P, P] lower-triangular double-cumulative-sum matrix scaled to unit RMS row norm: L @ z with
+    z ~ N(0, I) over the pose axis is an acceleration kick per 0.5 s integrated twice (a smooth
+    perturbation, the kind of exploration noise a PPO policy with smooth noise produces)."""
+    i, j = np.meshgrid(np.arange(num_poses), np.arange(num_poses), indexing="ij")
+    L = np.where(j <= i, i - j + 1, 0).astype(np.float64)
+    return (L / np.sqrt(np.mean(np.sum(L * L, 1)))).astype(np.float32)
+
+
 def make_candidates(model, tokens, scenes, rng, rc, sched):
     """-> (candidates [B, N, 8, 3] metres/radians, source id [N] int (index into SOURCES)).
 
@@ -97,7 +107,12 @@ def make_candidates(model, tokens, scenes, rng, rc, sched):
         pick = jax.random.randint(k2, (B, n_noisy), 0, pol.shape[1])
         base = planner_lib.normalise(jnp.take_along_axis(pol, pick[..., None, None], 1), sched)
         std = jax.random.uniform(k3, (B, n_noisy, 1, 1), maxval=float(rc.noise_std))
-        noisy = planner_lib.denormalise(base + std * jax.random.normal(k4, base.shape), sched)
+        z = jax.random.normal(k4, base.shape)
+        n_smooth = int(round(n_noisy * float(rc.get("smooth_noise_frac", 0.0))))
+        if n_smooth:  # the last n_smooth chains: smooth noise L z over the pose axis (see smooth_factor)
+            zs = jnp.einsum("ij,bnjc->bnic", jnp.asarray(smooth_factor(8)), z)
+            z = jnp.where((jnp.arange(n_noisy) >= n_noisy - n_smooth)[None, :, None, None], zs, z)
+        noisy = planner_lib.denormalise(base + std * z, sched)
         parts.append(noisy); src.append(np.full(n_noisy, 1))
     expert = scenes.expert_future.astype(jnp.float32)
     n_pert = int(rc.expert_perturbations)
@@ -227,7 +242,7 @@ def make_fns(config, vla_gd, rwm_gd, tx):
     src_np = candidate_sources(config)
     pol = np.isin(src_np, (0, 1)).astype(np.float32)
     pair_w = 1.0 + float(rc.get("policy_rank_boost", 0.0)) * np.outer(pol, pol)  # [N, N]
-    use_ego = bool(rc.get("ego_features", False))
+    use_scenes = bool(rc.get("ego_features", False)) or bool(rc.get("scene_features", False))
 
     def prepare(vla_params, vla_consts, scenes, key):
         vla = nnx.merge(vla_gd, vla_params, vla_consts)
@@ -238,7 +253,7 @@ def make_fns(config, vla_gd, rwm_gd, tx):
         return tokens, cands, src, s
 
     def apply(p, tokens, cands, scenes):
-        return nnx.merge(rwm_gd, p)(tokens, cands, ego=R.ego_inputs(scenes) if use_ego else None)
+        return nnx.merge(rwm_gd, p)(tokens, cands, scenes=scenes if use_scenes else None)
 
     def train_step(state, vla_params, vla_consts, scenes):
         """One labelled batch (candidates + scorer labels), then ``rwm.inner_steps`` AdamW updates on it."""

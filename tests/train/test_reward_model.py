@@ -197,19 +197,57 @@ def test_kinematic_features_of_constant_turn():
     np.testing.assert_allclose(k["acc_lon"][1:], 0.0, atol=1e-3)
 
 
-def test_ego_pathway_and_errors():
+def _scenes(b=1, vx=0.0, ax=0.0):
+    from irlvla_jax.scene import SceneSpec, empty_scene, stack
+    from configs.tiny import get_config
+    sc = empty_scene(SceneSpec.from_config(get_config().scene))
+    sc = sc.replace(ego_state=np.array([0, 0, 0, vx, 0, ax, 0], np.float32),
+                    ego_past=np.tile(np.array([0, 0, 0, vx, 0, ax, 0], np.float32), (15, 1)))
+    return stack([sc] * b)
+
+
+def test_ego_and_scene_pathways_and_errors():
     cfg = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2,
-                                         kinematic_features=True, ego_features=True))
+                                         kinematic_features=True, ego_features=True, scene_features=True))
     m = R.RewardWorldModel(cfg, 12, rngs=nnx.Rngs(0))
     traj, _ = _const_accel_plan()
     traj = jnp.asarray(np.repeat(traj, 3, axis=1))
-    with pytest.raises(ValueError, match="ego_features"):
+    with pytest.raises(ValueError, match="scenes="):
         m(_tokens(1), traj)
-    with pytest.raises(ValueError, match=r"\[B, 16, 7\]"):
-        m(_tokens(1), traj, ego=jnp.zeros((1, 4, 7)))
-    r_slow = R.predicted_reward(m(_tokens(1), traj, ego=_ego(5.0)), False)
-    r_fast = R.predicted_reward(m(_tokens(1), traj, ego=_ego(15.0, 2.0)), False)
+    with pytest.raises(ValueError, match="batch 2"):
+        m(_tokens(1), traj, scenes=_scenes(2))
+    r_slow = R.predicted_reward(m(_tokens(1), traj, scenes=_scenes(1, 5.0)), False)
+    r_fast = R.predicted_reward(m(_tokens(1), traj, scenes=_scenes(1, 15.0, 2.0)), False)
     assert r_slow.shape == (1, 3) and float(jnp.max(jnp.abs(r_slow - r_fast))) > 1e-6   # the ego state is used
+    np.testing.assert_allclose(np.asarray(R.ego_inputs(_scenes(2, 7.0)))[:, :, 3], 7.0)
+
+
+def test_scene_features_hand_built():
+    """One square drivable polygon, a route along +x, one agent 20 m ahead moving at 5 m/s like the ego."""
+    sc = _scenes(1)
+    dp = np.zeros_like(sc.drivable_polygons)
+    dp[0, 0] = np.array([[-10, -5], [100, -5], [100, 5], [-10, 5]], np.float32)[np.minimum(np.arange(dp.shape[2]), 4) % 4]
+    dv = np.zeros_like(sc.drivable_valid); dv[0, 0] = True
+    route = np.stack([np.linspace(-10, 100, sc.route.shape[1]), np.zeros(sc.route.shape[1])], -1)[None]
+    boxes = np.zeros_like(sc.agent_boxes); boxes[0, 0, :, :] = [20.0 + 1.461, 0, 0, 5.0, 2.0]
+    vel = np.zeros_like(sc.agent_velocity); vel[0, 0, :, 0] = 5.0
+    av = np.zeros_like(sc.agent_valid); av[0, 0] = True
+    sc = sc.replace(drivable_polygons=dp, drivable_valid=dv, route=route.astype(np.float32),
+                    route_valid=np.ones_like(sc.route_valid), agent_boxes=boxes, agent_velocity=vel, agent_valid=av)
+    t = np.arange(1, 9) * 0.5
+    straight = np.stack([5.0 * t, np.zeros(8), np.zeros(8)], -1)             # keeps the 20 m gap
+    left = np.stack([5.0 * t, 1.5 * t, np.zeros(8)], -1)                     # drifts off the road (|y| > 5)
+    f = np.asarray(R.scene_features(sc, jnp.asarray(np.stack([straight, left])[None], jnp.float32)))[0]
+    names = R.SCENE_FEATURE_NAMES
+    col = lambda n: f[..., names.index(n)]  # noqa: E731
+    np.testing.assert_allclose(col("corners_off_road")[0], 0.0)
+    assert col("corners_off_road")[1, -1] == 0.5 and col("boundary_dist")[1, -1] < 0   # y = 6: 2 corners out
+    np.testing.assert_allclose(col("boundary_dist")[0], 1.0)                  # 5 m from the edge, clipped
+    np.testing.assert_allclose(col("route_lateral")[0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(col("route_lateral")[1], np.minimum(1.5 * t / 2.0, 3.0), atol=1e-4)
+    # Gap ahead = 20 m - (5.176 + 5.0) / 2 at every pose (agent and ego at the same speed), / 5.
+    np.testing.assert_allclose(col("gap_ahead")[0], (20.0 - (5.176 + 5.0) / 2) / 5.0, atol=1e-4)
+    np.testing.assert_allclose(col("gap_any")[0], col("gap_moving")[0])
 
 
 def test_pairwise_rank_loss():
