@@ -111,6 +111,15 @@ def _exclusive_any_before(events, axis=-1):
     return idx > first
 
 
+def _first_before(a, b):
+    """Per row of ``a, b [R, n]`` (disjoint events): some ``a`` event occurs with no ``b`` event before it,
+    i.e. the first ``a`` comes before the first ``b`` -> bool [R]. The same as
+    ``any(a & ~_exclusive_any_before(b))`` with two O(n) min-reductions."""
+    n = a.shape[-1]
+    idx = jnp.arange(n)
+    return jnp.min(jnp.where(a, idx, n), axis=-1) < jnp.min(jnp.where(b, idx, n), axis=-1)
+
+
 def _segment_hits_box(p, q, box):
     """Segment p-q [..., 2] intersects box [..., 4, 2] (incl. containment)."""
     return geo.segment_box_overlap(p, q, box)
@@ -145,9 +154,10 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     at_fault = ~ego_stopped & (ctx["stopped"][:, None] | (~behind & (front | multi_or_off[None])))
     fault_ev = overlap & at_fault
     excuse_ev = overlap & ~at_fault
-    # Objects excused once stay excused (proposal_collided_track_ids).
-    counted = fault_ev & ~_exclusive_any_before(excuse_ev, axis=1)
-    nc = jnp.min(jnp.where(counted, ctx["penalty"][:, None], 1.0))
+    # Objects excused once stay excused (proposal_collided_track_ids): an object counts iff its first
+    # at-fault step comes before its first excused step.
+    counted = _first_before(fault_ev, excuse_ev)                                        # [A]
+    nc = jnp.min(jnp.where(counted, ctx["penalty"], 1.0))
 
     # --- DAC, DDC ------------------------------------------------------------------------------
     dac = 1.0 - jnp.any(fl["non_drivable"]).astype(jnp.float32)
@@ -181,7 +191,7 @@ def trajectory_metrics(scene, ctx, states, fl=None):
         ev_excuse.append(ov & ~infr)
     ev_fault = jnp.stack(ev_fault, axis=-1).reshape(a_valid.shape[0], -1)               # [A, n*4], (t, d) order
     ev_excuse = jnp.stack(ev_excuse, axis=-1).reshape(a_valid.shape[0], -1)
-    ttc = 1.0 - jnp.any(ev_fault & ~_exclusive_any_before(ev_excuse, axis=1)).astype(jnp.float32)
+    ttc = 1.0 - jnp.any(_first_before(ev_fault, ev_excuse)).astype(jnp.float32)
 
     # --- LK, progress --------------------------------------------------------------------------
     # Distances of every step to the route; the arc length (a projection) only at the two ends.

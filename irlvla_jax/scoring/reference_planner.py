@@ -133,6 +133,36 @@ def _forecast_context(scene):
                 speed0=speed, heading0=boxes0[:, 2])
 
 
+def _boxes_in_corridor(center, heading, hl, hw, a, b, u, seg_ok, joints, joint_ok, half_w):
+    """Object boxes (centre [..., 2], heading, half length, half width [...]) touching the corridor.
+
+    The same set as ``in_corridor`` (rectangles per segment from a to b along u, of half width
+    ``half_w``, plus discs of radius ``half_w`` at the valid joints) for rectangular objects, with the
+    separating-axis test of two rectangles in centre-extent form and the disc test as the distance from
+    the joint to the object rectangle (0 inside; a joint inside an object also touches its segment's
+    rectangle, so counting it here changes nothing). -> bool [...].
+    """
+    th = jnp.arctan2(u[:, 1], u[:, 0])
+    ur = jnp.stack([jnp.cos(th), jnp.sin(th)], axis=-1)                     # as box_corners builds it
+    cr, hl_r = 0.5 * (a + b), 0.5 * jnp.linalg.norm(b - a, axis=-1)          # [K, 2], [K]
+    ca, sa = jnp.cos(heading)[..., None], jnp.sin(heading)[..., None]       # [..., 1]
+    hl_a, hw_a = hl[..., None], hw[..., None]
+    dx, dy = center[..., None, 0] - cr[:, 0], center[..., None, 1] - cr[:, 1]   # [..., K]
+    c_d = ur[:, 0] * ca + ur[:, 1] * sa                                      # cos of the relative heading
+    s_d = ur[:, 0] * sa - ur[:, 1] * ca
+    ac, as_ = jnp.abs(c_d), jnp.abs(s_d)
+    sep = ((jnp.abs(dx * ur[:, 0] + dy * ur[:, 1]) > hl_r + hl_a * ac + hw_a * as_)
+           | (jnp.abs(-dx * ur[:, 1] + dy * ur[:, 0]) > half_w + hl_a * as_ + hw_a * ac)
+           | (jnp.abs(dx * ca + dy * sa) > hl_a + hl_r * ac + half_w * as_)
+           | (jnp.abs(-dx * sa + dy * ca) > hw_a + hl_r * as_ + half_w * ac))
+    hit_rect = jnp.any(~sep & seg_ok, axis=-1)
+    jx, jy = joints[:, 0] - center[..., None, 0], joints[:, 1] - center[..., None, 1]
+    lx = jnp.maximum(jnp.abs(jx * ca + jy * sa) - hl_a, 0.0)
+    ly = jnp.maximum(jnp.abs(-jx * sa + jy * ca) - hw_a, 0.0)
+    hit_disc = jnp.any((lx * lx + ly * ly <= half_w * half_w) & joint_ok, axis=-1)
+    return hit_rect | hit_disc
+
+
 def _path(route, valid, offset):
     h = _vertex_headings(route, valid)
     pts = route + offset * jnp.stack([jnp.cos(h + jnp.pi / 2), jnp.sin(h + jnp.pi / 2)], axis=-1)
@@ -193,7 +223,9 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets):
     # The forecast objects do not depend on the proposals: their corridor tests and path progress at
     # every leading-agent step (t = 2, 4, ..., 40) are computed up front, outside the unroll loop.
     t_lead = jnp.arange(2, T, 2)
-    cand_all = in_corridor(ctx["corners"][:, t_lead]) & a_valid0[:, None]                    # [A, 20]
+    cand_all = _boxes_in_corridor(ctx["center"][:, t_lead], ctx["heading0"][:, None],
+                                  0.5 * scene.agent_boxes[:, 0, 3:4], 0.5 * scene.agent_boxes[:, 0, 4:5],
+                                  a, b, u, seg_ok, joints, joint_ok, half_w) & a_valid0[:, None]  # [A, 20]
     prog_all = geo.project_to_polyline(ctx["center"][:, t_lead], pts)[0]                     # [A, 20]
 
     def lead_update(t, poses_prev, s_prev, buf_init):
