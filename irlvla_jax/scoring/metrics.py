@@ -91,11 +91,13 @@ def area_flags(scene, corners, center, rear):
                 rear_in_intersection=jnp.any(in_drv[..., 5] & inter, axis=0))
 
 
-def _angle_cos(rear, heading, target):
-    """cos of the angle between the heading and the vector rear -> target."""
+def _angle_cos(rear, heading, target, cos_sin=None):
+    """cos of the angle between the heading and the vector rear -> target (``cos_sin``: precomputed
+    (cos, sin) of the heading)."""
     d = target - rear
     n = jnp.linalg.norm(d, axis=-1)
-    return (jnp.cos(heading) * d[..., 0] + jnp.sin(heading) * d[..., 1]) / jnp.where(n > 0, n, 1.0)
+    c, s = (jnp.cos(heading), jnp.sin(heading)) if cos_sin is None else cos_sin
+    return (c * d[..., 0] + s * d[..., 1]) / jnp.where(n > 0, n, 1.0)
 
 
 def _exclusive_any_before(events, axis=-1):
@@ -139,6 +141,11 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     corners, center = ego_boxes(states)                                   # [T, 4, 2], [T, 2]
     rear, heading = states[:, :2], states[:, 2]
     speed = jnp.hypot(states[:, 3], states[:, 4])
+    # Materialise the per-step ego quantities (and the scene context): otherwise XLA fuses their
+    # cos / sin into every per-object consumer and recomputes them once per object.
+    cos_h, sin_h = jnp.cos(heading), jnp.sin(heading)
+    corners, center, speed, cos_h, sin_h, ctx = jax.lax.optimization_barrier(
+        (corners, center, speed, cos_h, sin_h, ctx))
     if fl is None:
         fl = area_flags(scene, corners, center, rear)
     multi_or_off = fl["multiple_lanes"] | fl["non_drivable"]
@@ -146,7 +153,7 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     # --- NC -------------------------------------------------------------------------------------
     a_corners, a_center, a_valid = ctx["corners"], ctx["center"], ctx["valid"]           # [A, T, ...]
     overlap = geo.boxes_overlap(corners[None], a_corners) & a_valid                     # [A, T]
-    cos_a = _angle_cos(rear[None], heading[None], a_center)                              # [A, T]
+    cos_a = _angle_cos(rear[None], heading[None], a_center, (cos_h[None], sin_h[None]))  # [A, T]
     behind = cos_a < np.cos(np.deg2rad(BEHIND_DEG))
     ahead = cos_a > np.cos(np.deg2rad(AHEAD_DEG))
     front = _segment_hits_box(corners[None, :, 0], corners[None, :, 3], a_corners)      # FL-FR edge
@@ -174,24 +181,27 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     tlc = 1.0 - jnp.any(hit & ctx["red"]).astype(jnp.float32)
 
     # --- TTC -----------------------------------------------------------------------------------
+    # All look-aheads at once: [A, 4 (delta), 32 (t)] without concatenations (whose fusions XLA:CPU
+    # evaluates element by element); events are ordered by (t, delta) through their index 4 t + d.
     n_eval = TTC_LAST + 1
-    ev_fault, ev_excuse = [], []
-    dirv = jnp.stack([jnp.cos(heading), jnp.sin(heading)], axis=-1) * speed[:, None]   # [T, 2]
-    for d in TTC_STEPS:
-        moved = corners[:n_eval] + (dirv[:n_eval] * (d * 0.1))[:, None, :]               # [n, 4, 2]
-        ac = a_corners[:, d:d + n_eval]
-        ov = geo.boxes_overlap(moved[None], ac) & a_valid[:, d:d + n_eval]
-        ov = ov & (speed[:n_eval] >= STOPPED_EGO_TTC)[None]
-        cs = _angle_cos(rear[None, :n_eval], heading[None, :n_eval], a_center[:, d:d + n_eval])
-        ahead_d = cs > np.cos(np.deg2rad(AHEAD_DEG))
-        behind_d = cs < np.cos(np.deg2rad(BEHIND_DEG))
-        area = (multi_or_off | fl["rear_in_intersection"])[None, :n_eval]
-        infr = ahead_d | (area & ~behind_d)
-        ev_fault.append(ov & infr)
-        ev_excuse.append(ov & ~infr)
-    ev_fault = jnp.stack(ev_fault, axis=-1).reshape(a_valid.shape[0], -1)               # [A, n*4], (t, d) order
-    ev_excuse = jnp.stack(ev_excuse, axis=-1).reshape(a_valid.shape[0], -1)
-    ttc = 1.0 - jnp.any(_first_before(ev_fault, ev_excuse)).astype(jnp.float32)
+    ds = np.asarray(TTC_STEPS)
+    stack_d = lambda x: jnp.stack([x[:, d:d + n_eval] for d in TTC_STEPS], axis=1)      # per scene
+    ac, a_val, a_cen = stack_d(a_corners), stack_d(a_valid), stack_d(a_center)          # [A, 4, n, ...]
+    dirv = jnp.stack([cos_h, sin_h], axis=-1) * speed[:, None]                         # [T, 2]
+    shift = dirv[None, :n_eval] * jnp.asarray(ds * 0.1, dirv.dtype)[:, None, None]      # [4, n, 2]
+    moved = jax.lax.optimization_barrier(corners[None, :n_eval] + shift[:, :, None, :])  # [4, n, 4, 2]
+    ov = geo.boxes_overlap(moved[None], ac) & a_val & (speed[:n_eval] >= STOPPED_EGO_TTC)[None, None]
+    cs = _angle_cos(rear[None, None, :n_eval], heading[None, None, :n_eval], a_cen,
+                    (cos_h[None, None, :n_eval], sin_h[None, None, :n_eval]))            # [A, 4, n]
+    ahead_d = cs > np.cos(np.deg2rad(AHEAD_DEG))
+    behind_d = cs < np.cos(np.deg2rad(BEHIND_DEG))
+    area = (multi_or_off | fl["rear_in_intersection"])[None, None, :n_eval]
+    infr = ahead_d | (area & ~behind_d)
+    order = jnp.asarray(np.arange(n_eval)[None, :] * len(ds) + np.arange(len(ds))[:, None])  # [4, n]
+    big = n_eval * len(ds)
+    first_f = jnp.min(jnp.where(ov & infr, order, big), axis=(1, 2))
+    first_e = jnp.min(jnp.where(ov & ~infr, order, big), axis=(1, 2))
+    ttc = 1.0 - jnp.any(first_f < first_e).astype(jnp.float32)
 
     # --- LK, progress --------------------------------------------------------------------------
     # Distances of every step to the route; the arc length (a projection) only at the two ends.
