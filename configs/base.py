@@ -53,7 +53,7 @@ def get_config():
         gae_lambda=0.95, vf_coef=0.5, ent_coef=0.0, sigma_max=0.03, sigma_min=0.02, log_std_bound=1.0,
         value_hidden=256, max_grad_norm=1.0, checkpoint_every=250, log_true_score=True,
         normalize_advantages=True, target_kl=0.05, advantage="gae", noise="white", choice_temperature=1.0, kl_ref_coef=0.0,
-        choice_objective="sampled"))
+        choice_objective="sampled", choice_lr=0.0))
 
     # `irlvla pipeline` evaluation (pipeline.py; RL helper).
     c.pipeline = ml_collections.ConfigDict(dict(

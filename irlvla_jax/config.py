@@ -160,6 +160,11 @@ def _check_rwm(cfg) -> None:
 def _check_ppo(cfg) -> None:
     p = cfg.ppo
     require(p.reward in ("rwm", "scorer"), "ppo.reward", f"must be 'rwm' or 'scorer', got {p.reward!r}")
+    if "choice_lr" in p:
+        require(float(p.choice_lr) >= 0, "ppo.choice_lr", f"must be >= 0 (0 = ppo.lr), got {p.choice_lr}")
+    if "choice_objective" in p:
+        require(p.choice_objective in ("sampled", "expected"), "ppo.choice_objective",
+                f"must be 'sampled' or 'expected', got {p.choice_objective!r}")
     if "kl_ref_coef" in p:
         require(float(p.kl_ref_coef) >= 0, "ppo.kl_ref_coef", f"must be >= 0, got {p.kl_ref_coef}")
     if "noise" in p:

@@ -204,7 +204,7 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
         tok = model.encode(scene)
         c, _ = make_candidates(model, tok, scene, rng, config.rwm, sched)
         s = score(scene, c, mode=config.scoring.mode, human_filter=bool(config.scoring.human_filter))
-        pred = R.predicted_reward(nnx.merge(rgd, rparams)(tok, c), bool(config.rwm.use_ec))
+        pred = R.predicted_reward(nnx.merge(rgd, rparams)(tok, c, scenes=scene), bool(config.rwm.use_ec))
         return c, s.EPDMS, pred
 
     cands, true, pred = jax.device_get(run(sel, jax.random.PRNGKey(0)))

@@ -150,7 +150,7 @@ def make_reward_fn(config, adapter: core.PolicyAdapter, rwm_graphdef=None, rewar
             s = score(batch, traj, mode=mode, human_filter=hf)
             return s.EPDMS, {"true_epdms": s.EPDMS, "NC": s.NC, "DAC": s.DAC, "EP": s.EP}
         rtok = tokens if freeze else jax.lax.stop_gradient(adapter.encode((static["ref"], static["frozen"]), batch))
-        r = rwm_lib.predicted_reward(nnx.merge(rwm_graphdef, static["rwm"])(rtok, traj), use_ec)
+        r = rwm_lib.predicted_reward(nnx.merge(rwm_graphdef, static["rwm"])(rtok, traj, scenes=batch), use_ec)
         info = {}
         if log_true:
             s = score(batch, traj, mode=mode, human_filter=hf)
@@ -190,7 +190,7 @@ def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, 
                         event_size=adapter.num_choices * 24)
     vgd, vstate = nnx.split(vh)
     vstate = vstate.to_pure_dict()
-    tx = core.make_optimizer(float(pc.lr), float(pc.max_grad_norm))
+    tx = core.make_optimizer(float(pc.lr), float(pc.max_grad_norm), choice_lr=float(pc.get("choice_lr", 0.0)))
     state = core.init_state(trainable, vstate, hp.finetune_steps, tx, jax.random.PRNGKey(seed))
     # `ref` must not alias state buffers: the state is donated to the jitted update.
     static = {"frozen": frozen, "ref": jax.tree.map(jnp.copy, trainable), "rwm": rwm_params}

@@ -599,9 +599,24 @@ def init_state(policy_params, value_state, finetune_steps: int, tx, rng) -> PPOS
     return PPOState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), rng=rng)
 
 
-def make_optimizer(lr: float, max_grad_norm: float, weight_decay: float = 0.0) -> optax.GradientTransformation:
+def make_optimizer(lr: float, max_grad_norm: float, weight_decay: float = 0.0,
+                   choice_lr: float = 0.0, choice_key: str = "mode_head") -> optax.GradientTransformation:
+    """Clipped AdamW over the PPO params; with ``choice_lr > 0``, the policy leaves under a dict key
+    ``choice_key`` (the planner's mode head: the chain choice) use ``choice_lr`` and the rest ``lr``
+    (the choice's 65 weights tolerate far larger steps than the denoiser's)."""
+    if choice_lr <= 0:
+        return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adamw(lr, weight_decay=weight_decay))
+
+    def labels(params):
+        def lab(path, _):
+            keys = [getattr(k, "key", None) for k in path]
+            return "choice" if keys and keys[0] == "policy" and choice_key in keys[1:] else "base"
+        return jax.tree_util.tree_map_with_path(lab, params)
+
     return optax.chain(optax.clip_by_global_norm(max_grad_norm),
-                       optax.adamw(lr, weight_decay=weight_decay))
+                       optax.multi_transform({"base": optax.adamw(lr, weight_decay=weight_decay),
+                                              "choice": optax.adamw(choice_lr, weight_decay=weight_decay)},
+                                             labels))
 
 
 def ppo_loop(update: Callable, state: PPOState, static, next_batch: Callable[[int], Any], num_updates: int,

@@ -282,3 +282,13 @@ def test_expected_choice_objective_improves_the_greedy_choice(setup):
     assert p_best(st) > before + 0.05, (before, p_best(st))
     with pytest.raises(ValueError, match="choice_objective"):
         P.make_update(ADAPTER, cgd, _reward, P.PPOHyper(finetune_steps=1, choice_objective="expected"), tx, SIGMAS)
+
+
+def test_choice_lr_applies_to_the_mode_head_only():
+    tx = P.make_optimizer(1e-5, 1.0, choice_lr=1e-2)
+    p = {"policy": {"mode_head": {"kernel": jnp.ones(3)}, "x_in": {"kernel": jnp.ones(3)}},
+         "value": {"w": jnp.ones(2)}, "log_std": jnp.zeros(1)}
+    upd, _ = tx.update(jax.tree.map(jnp.ones_like, p), tx.init(p), p)
+    assert float(upd["policy"]["mode_head"]["kernel"][0]) == pytest.approx(-1e-2, rel=1e-3)
+    for leaf in (upd["policy"]["x_in"]["kernel"][0], upd["value"]["w"][0], upd["log_std"][0]):
+        assert float(leaf) == pytest.approx(-1e-5, rel=1e-3)
