@@ -62,16 +62,15 @@ def _normalised_progress(raw, multi, ref_raw, ref_multi):
     return jnp.where(n > PROGRESS_THRESHOLD, jnp.clip(raw / jnp.where(n > 0, n, 1.0), 0.0, 1.0), 1.0)
 
 
-def _score_scene(scene, traj, prev, has_prev, ref_poses, modes, human_filter, return_flags):
-    """One scene: traj [N, 8, 3], prev [N, 8, 3] or None, has_prev bool, ref_poses [41, 3] or None.
+def _prepare_scene(scene, traj, prev, ref_poses, modes):
+    """Stage 1 for one scene: the reference planner's proposals and every rollout.
 
-    One rollout call and one metrics call serve everything (compiled once): PDM-Closed's 15 proposals
-    (tracked, scored against its own constant-velocity forecast), the same proposals in each mode of
-    ``modes`` (scored against the log), the N agent trajectories, the expert, and the N previous plans.
-    Returns {mode: Scores (or (Scores, extras) with return_flags)}.
+    One rollout call serves everything: PDM-Closed's 15 proposals, the N agent trajectories, the expert,
+    and the N previous plans. Returns a dict: plan_refs [15, 41, 3], ctx_fc (the planner's forecast
+    context), states {mode: [15 + N + 1 (+ N), 41, 11]}, flag_rows [F, 41, 11] (the distinct state
+    sequences whose map flags are needed).
     """
     n = traj.shape[0]
-    ctx_log = metrics.scene_context(scene)
     if ref_poses is None:
         plan_refs, ctx_fc = reference_planner.proposals(scene)
     else:
@@ -91,19 +90,36 @@ def _score_scene(scene, traj, prev, has_prev, ref_poses, modes, human_filter, re
     refs, inits = jnp.concatenate(refs, axis=0), jnp.concatenate(inits, axis=0)
     tracked = rollout.rollout(refs, inits, "tracked")
     by_mode = {md: (tracked if md == "tracked" else rollout.rollout(refs, inits, "direct")) for md in modes}
-    # Metrics: planner proposals (tracked) vs the forecast, then everything in each mode vs the log. The
-    # expensive map flags are computed once per distinct state sequence (the tracked planner proposals
-    # serve both the planner's own scoring and the tracked-mode reference).
+    # The expensive map flags are computed once per distinct state sequence (the tracked planner
+    # proposals serve both the planner's own scoring and the tracked-mode reference).
     k_sc = n_plan + n + 1
-    parts = [tracked[:n_plan]] + [by_mode[md][:k_sc] for md in modes]
-    all_states = jnp.concatenate(parts, axis=0)
     if "tracked" in modes:
-        uniq = jnp.concatenate([by_mode[md][:k_sc] for md in modes], axis=0)
-        fl = jax.vmap(lambda st: metrics.trajectory_flags(scene, st))(uniq)
+        flag_rows = jnp.concatenate([by_mode[md][:k_sc] for md in modes], axis=0)
+    else:
+        flag_rows = jnp.concatenate([tracked[:n_plan]] + [by_mode[md][:k_sc] for md in modes], axis=0)
+    return dict(plan_refs=plan_refs, ctx_fc=ctx_fc, states=by_mode, flag_rows=flag_rows)
+
+
+def _score_scene(scene, traj, prev, has_prev, prep, fl, modes, human_filter, return_flags):
+    """Stage 2 for one scene: traj [N, 8, 3], prev [N, 8, 3] or None, has_prev bool, ``prep`` from
+    :func:`_prepare_scene`, ``fl`` the map flags of ``prep["flag_rows"]`` (dict of bool [F, 41]).
+
+    Metrics: PDM-Closed's proposals (tracked) against its own constant-velocity forecast, then the
+    proposals, agents and expert in each mode of ``modes`` against the log.
+    Returns {mode: Scores (or (Scores, extras) with return_flags)}.
+    """
+    n = traj.shape[0]
+    ctx_log = metrics.scene_context(scene)
+    plan_refs, ctx_fc, by_mode = prep["plan_refs"], prep["ctx_fc"], prep["states"]
+    n_plan = plan_refs.shape[0]
+    k_sc = n_plan + n + 1
+    if "tracked" in modes:
         ti = modes.index("tracked") * k_sc
         fl = jax.tree.map(lambda a: jnp.concatenate([a[ti:ti + n_plan], a], axis=0), fl)
+        plan_states = by_mode["tracked"][:n_plan]
     else:
-        fl = jax.vmap(lambda st: metrics.trajectory_flags(scene, st))(all_states)
+        plan_states = prep["flag_rows"][:n_plan]
+    all_states = jnp.concatenate([plan_states] + [by_mode[md][:k_sc] for md in modes], axis=0)
     # Two calls with an unbatched context each (planner rows vs its forecast, the rest vs the log), so
     # that every object-only quantity is computed once per scene, not once per trajectory.
     ctx_fc = {k: ctx_fc[k] for k in ctx_log}
@@ -176,11 +192,16 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
 
     modes = (mode,) if isinstance(mode, str) else tuple(mode)
 
-    def one(scene, traj, prev, hp, ref):
-        return _score_scene(scene, traj, prev, hp, ref, modes, human_filter, return_flags)
+    pv_ax, ref_ax = None if prev_trajectories is None else 0, None if reference_poses is None else 0
+    prep = jax.vmap(lambda sc, tr, pv, ref: _prepare_scene(sc, tr, pv, ref, modes),
+                    in_axes=(0, 0, pv_ax, ref_ax))(scenes, trajectories, prev_trajectories, reference_poses)
+    # Map flags scene by scene (a loop, not a vmap): the polygon prefilter takes a real branch per scene.
+    fl = jax.lax.map(lambda a: metrics.scene_flags(*a), (scenes, prep["flag_rows"]))
 
-    in_axes = (0, 0, None if prev_trajectories is None else 0, 0, None if reference_poses is None else 0)
-    res = jax.vmap(one, in_axes=in_axes)(scenes, trajectories, prev_trajectories, has_prev, reference_poses)
+    def one(scene, traj, prev, hp, pr, f):
+        return _score_scene(scene, traj, prev, hp, pr, f, modes, human_filter, return_flags)
+
+    res = jax.vmap(one, in_axes=(0, 0, pv_ax, 0, 0, 0))(scenes, trajectories, prev_trajectories, has_prev, prep, fl)
     return res[mode] if isinstance(mode, str) else res
 
 

@@ -91,6 +91,87 @@ def area_flags(scene, corners, center, rear):
                 rear_in_intersection=jnp.any(in_drv[..., 5] & inter, axis=0))
 
 
+# Prefilter of map polygons for the per-step flags (``scene_flags``). A point can only be inside a
+# polygon if it lies inside the polygon's bounding box: for y exactly (the crossing test needs an edge
+# straddling the point's y), for x up to the rounding of the edge intersection abscissa (ulps, far
+# below this margin). So a polygon whose bounding box, grown by BBOX_MARGIN metres, misses the bounding
+# box of all of a trajectory's points contains none of them, and dropping it leaves every flag (counts
+# and any/all over polygons of points inside) unchanged. Each scene keeps, per trajectory, the first
+# K relevant polygons, K the smallest bucket holding the largest relevant count over the scene's
+# trajectories (so none is ever dropped), with a real branch per scene (lax.switch under lax.map).
+BBOX_MARGIN = 0.05
+POLYGON_BUCKETS = (4, 8, 16)
+
+
+def _poly_bbox(poly):
+    """[..., V, 2] -> (xmin, xmax, ymin, ymax) [...] grown by BBOX_MARGIN (padding repeats vertex 0)."""
+    return (jnp.min(poly[..., 0], -1) - BBOX_MARGIN, jnp.max(poly[..., 0], -1) + BBOX_MARGIN,
+            jnp.min(poly[..., 1], -1) - BBOX_MARGIN, jnp.max(poly[..., 1], -1) + BBOX_MARGIN)
+
+
+def _relevant(box_pts, polys, valid):
+    """box_pts (xmin, xmax, ymin, ymax) [R]; polys [L, V, 2]; valid [L] -> bool [R, L]."""
+    x0, x1, y0, y1 = (v[None, :] for v in _poly_bbox(polys))
+    px0, px1, py0, py1 = (v[:, None] for v in box_pts)
+    return valid[None] & (x0 <= px1) & (x1 >= px0) & (y0 <= py1) & (y1 >= py0)
+
+
+def _select_inside(pts, polys, rel, k):
+    """Points [R, P, 2] inside the first ``k`` relevant polygons of each row: (inside [R, k, P], index [R, k])."""
+    order = jnp.argsort(~rel, axis=-1, stable=True)[:, :k]                                  # [R, k]
+    ok = jnp.take_along_axis(rel, order, axis=-1)
+    inside = geo.points_in_polygon(pts[:, None], polys[order]) & ok[..., None]
+    return inside, order
+
+
+def _reduce_lanes(in_lane, on_route):
+    """in_lane [R, K, T, 6], on_route [R, K] -> (lanes touched [R, T] int, none full [R, T], centre on
+    route [R, T])."""
+    corner_lane = in_lane[..., :4]
+    touched = jnp.sum(jnp.any(corner_lane, axis=-1), axis=1)
+    none_full = jnp.all(jnp.sum(corner_lane, axis=-1) != 4, axis=1)
+    on = jnp.any(in_lane[..., 4] & on_route[..., None], axis=1)
+    return touched, none_full, on
+
+
+def _reduce_drivable(in_drv, inter):
+    """in_drv [R, K, T, 6], inter [R, K] -> (corners on drivable [R, T] int, centre / rear in an
+    intersection [R, T])."""
+    n_on = jnp.sum(jnp.any(in_drv[..., :4], axis=1), axis=-1)
+    return n_on, jnp.any(in_drv[..., 4] & inter[..., None], axis=1), jnp.any(in_drv[..., 5] & inter[..., None], axis=1)
+
+
+def scene_flags(scene, states):
+    """Per-step area flags of the trajectories ``states [R, 41, 11]`` of ONE scene (not vmapped: the
+    polygon prefilter branches per scene) -> dict of bool [R, 41]; equal to ``area_flags`` per row."""
+    r = states.shape[0]
+    corners, center = ego_boxes(states)
+    pts = jnp.concatenate([corners, center[:, :, None], states[:, :, None, :2]], axis=2)    # [R, T, 6, 2]
+    t = pts.shape[1]
+    pts = pts.reshape(r, -1, 2)
+    box = (jnp.min(pts[..., 0], -1), jnp.max(pts[..., 0], -1), jnp.min(pts[..., 1], -1), jnp.max(pts[..., 1], -1))
+
+    def pick(polys, valid, extra, reduce):
+        rel = _relevant(box, polys, valid)
+        n_max = jnp.max(jnp.sum(rel, axis=-1))
+        sizes = tuple(k for k in POLYGON_BUCKETS if k < polys.shape[0]) + (polys.shape[0],)
+
+        def branch(k):
+            def f(_):
+                inside, order = _select_inside(pts, polys, rel, k)
+                return reduce(inside.reshape(r, k, t, 6), extra[order])
+            return f
+
+        idx = jnp.sum(n_max > jnp.asarray(sizes[:-1]))
+        return jax.lax.switch(idx, [branch(k) for k in sizes], None)
+
+    touched, none_full, on_route = pick(scene.lane_polygons, scene.lane_valid, scene.lane_on_route, _reduce_lanes)
+    inter = scene.drivable_kind == DRIVABLE_INTERSECTION
+    n_on, c_inter, r_inter = pick(scene.drivable_polygons, scene.drivable_valid, inter, _reduce_drivable)
+    return dict(multiple_lanes=(touched > 1) & none_full, non_drivable=n_on < 4, oncoming=~on_route,
+                center_in_intersection=c_inter, rear_in_intersection=r_inter)
+
+
 def _angle_cos(rear, heading, target, cos_sin=None):
     """cos of the angle between the heading and the vector rear -> target (``cos_sin``: precomputed
     (cos, sin) of the heading)."""
