@@ -57,7 +57,8 @@ def get_config():
 
     # `irlvla pipeline` evaluation (pipeline.py; RL helper).
     c.pipeline = ml_collections.ConfigDict(dict(
-        eval_split="test", eval_scenes=12000, eval_chunk=128, best_of_samples=2))
+        eval_split="test", eval_scenes=12000, eval_chunk=128, best_of_samples=2,
+        extra_splits=("hard",), scorer_updates=0))
 
     # `irlvla evaluate` (evaluate.py; REFERENCE helper): splits scored, scenes per split (0 = all),
     # scenes per scorer call, bootstrap resamples and seed of the 95% intervals.

@@ -204,6 +204,11 @@ def _check_pipeline(cfg) -> None:
             f"must be one of train/val/test/hard, got {p.eval_split!r}")
     for k in ("eval_scenes", "eval_chunk", "best_of_samples"):
         require(int(p[k]) >= 1, f"pipeline.{k}", f"must be >= 1, got {p[k]}")
+    for x in p.get("extra_splits", ()):
+        require(x in ("train", "val", "test", "hard"), "pipeline.extra_splits",
+                f"entries must be among train/val/test/hard, got {x!r}")
+    require(int(p.get("scorer_updates", 0)) >= 0, "pipeline.scorer_updates",
+            f"must be >= 0 (0 = ppo.updates), got {p.get('scorer_updates')}")
 # ---- end RL helper ----------------------------------------------------------------------------------------
 
 

@@ -130,11 +130,20 @@ def format_table(rows: Dict[str, Dict[str, float]], title: str) -> str:
 
 
 def evaluate_run(config, workdir: str, seed: int) -> Dict[str, Any]:
+    """The table of ``pipeline.eval_split`` (first ``eval_scenes`` scenes), plus the same table for each
+    of ``pipeline.extra_splits`` (all their scenes, up to ``eval_scenes``) under ``"other_splits"``."""
+    pc = config.pipeline
+    res = evaluate_split(config, workdir, seed, str(pc.eval_split))
+    extra = [str(x) for x in pc.get("extra_splits", ()) if str(x) != str(pc.eval_split)]
+    res["other_splits"] = [evaluate_split(config, workdir, seed, x) for x in extra]
+    return res
+
+
+def evaluate_split(config, workdir: str, seed: int, split: str) -> Dict[str, Any]:
     from irlvla_jax.data import loader as L
     from irlvla_jax.train import imitation, ppo
     pc = config.pipeline
-    scenes = L.load_split(config, str(pc.eval_split), data_dir=L.data_dir(config, workdir),
-                          limit=int(pc.eval_scenes))
+    scenes = L.load_split(config, split, data_dir=L.data_dir(config, workdir), limit=int(pc.eval_scenes))
     chunk = int(pc.eval_chunk)
     trajs = {"constant_velocity": constant_velocity(scenes),
              "expert": np.asarray(scenes.expert_future, np.float32)[:, None],
@@ -151,7 +160,7 @@ def evaluate_run(config, workdir: str, seed: int) -> Dict[str, Any]:
         diffs[f"{k} - il"] = dict(mean=m, lo=lo, hi=hi)
     m, lo, hi = bootstrap_diff(il, per_scene["constant_velocity"]["EPDMS"][:, 0])
     diffs["il - constant_velocity"] = dict(mean=m, lo=lo, hi=hi)
-    return dict(seed=seed, split=str(pc.eval_split), scenes=int(il.shape[0]), scoring_mode=str(config.scoring.mode),
+    return dict(seed=seed, split=split, scenes=int(il.shape[0]), scoring_mode=str(config.scoring.mode),
                 best_of_n_candidates=int(n_cand), table=rows, differences=diffs,
                 per_scene_epdms={k: v["EPDMS"][:, 0].tolist() for k, v in per_scene.items()})
 
@@ -243,7 +252,8 @@ def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
     _stage(workdir, "il", il)
     _stage(workdir, "rwm", lambda: reward.train(config, workdir))
     _stage(workdir, "ppo_rwm", lambda: ppo.train(config, workdir, reward="rwm"))
-    _stage(workdir, "ppo_scorer", lambda: ppo.train(config, workdir, reward="scorer"))
+    n_scorer = int((config.get("pipeline") or {}).get("scorer_updates", 0)) or None   # None: ppo.updates
+    _stage(workdir, "ppo_scorer", lambda: ppo.train(config, workdir, reward="scorer", num_updates=n_scorer))
 
     def ev():
         res = evaluate_run(config, workdir, seed)
@@ -259,15 +269,16 @@ def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
 
 def _write_results(run: str, results: List[Dict[str, Any]]) -> str:
     parts = []
-    for r in results:
-        names = {"constant_velocity": "constant velocity", "expert": "expert", "il": "IL",
-                 "rl_rwm": "RL (RWM reward)", "rl_scorer": "RL (true-scorer reward)",
-                 "best_of_n": f"best-of-{r.get('best_of_n_candidates', 'N')} (true scorer)"}
-        rows = {names[k]: v for k, v in r["table"].items()}
-        parts.append(format_table(rows, f"seed {r['seed']}: {r['split']} split, {r['scenes']} scenes, "
-                                        f"{r['scoring_mode']} scoring"))
-        for k, d in r["differences"].items():
-            parts.append(f"- EPDMS {k}: {d['mean']:+.4f}  [95% bootstrap {d['lo']:+.4f}, {d['hi']:+.4f}]")
+    for r0 in results:
+        for r in [r0] + list(r0.get("other_splits", ())):
+            names = {"constant_velocity": "constant velocity", "expert": "expert", "il": "IL",
+                     "rl_rwm": "RL (RWM reward)", "rl_scorer": "RL (true-scorer reward)",
+                     "best_of_n": f"best-of-{r.get('best_of_n_candidates', 'N')} (true scorer)"}
+            rows = {names[k]: v for k, v in r["table"].items()}
+            parts.append(format_table(rows, f"seed {r['seed']}: {r['split']} split, {r['scenes']} scenes, "
+                                            f"{r['scoring_mode']} scoring"))
+            for k, d in r["differences"].items():
+                parts.append(f"- EPDMS {k}: {d['mean']:+.4f}  [95% bootstrap {d['lo']:+.4f}, {d['hi']:+.4f}]")
     if len(results) > 1:
         lines = ["### mean +- std over seeds " + ",".join(str(r["seed"]) for r in results), "",
                  "| policy | EPDMS |", "|---|---|"]
@@ -276,6 +287,11 @@ def _write_results(run: str, results: List[Dict[str, Any]]) -> str:
             lines.append(f"| {k} | {v.mean():.3f} +- {v.std():.3f} |")
         d = np.array([r["differences"]["rl_rwm - il"]["mean"] for r in results])
         lines.append(f"\nRL (RWM) - IL EPDMS over seeds: {d.mean():+.4f} +- {d.std():.4f}")
+        for r0 in results:
+            for r in [r0] + list(r0.get("other_splits", ())):
+                d = r["differences"]["rl_rwm - il"]
+                lines.append(f"- seed {r['seed']}, {r['split']}: RL (RWM) - IL {d['mean']:+.4f} "
+                             f"[{d['lo']:+.4f}, {d['hi']:+.4f}]" + ("  (excludes 0)" if d["lo"] > 0 or d["hi"] < 0 else ""))
         parts.append("\n".join(lines))
     text = "\n\n".join(parts)
     with open(os.path.join(run, "results.md"), "w") as f:

@@ -57,8 +57,12 @@ def test_results_table(tmp_path):
     res = dict(seed=0, split="test", scenes=3, scoring_mode="tracked", best_of_n_candidates=32,
                table={k: dict(row) for k in PL.POLICIES},
                differences={"rl_rwm - il": dict(mean=0.01, lo=-0.02, hi=0.04)})
+    res["other_splits"] = [dict(res, split="hard", differences={"rl_rwm - il": dict(mean=0.02, lo=0.01, hi=0.03)})]
     text = PL._write_results(str(tmp_path), [res, dict(res, seed=1)])
     assert "| RL (RWM reward) |" in text and "best-of-32" in text and "mean +- std over seeds 0,1" in text
+    assert "seed 0: hard split, 3 scenes" in text
+    assert "seed 0, hard: RL (RWM) - IL +0.0200 [+0.0100, +0.0300]  (excludes 0)" in text
+    assert "seed 0, test: RL (RWM) - IL +0.0100 [-0.0200, +0.0400]\n" in text + "\n"
     assert (tmp_path / "results.md").exists() and json.loads((tmp_path / "results.json").read_text())[0]["seed"] == 0
 
 
