@@ -157,20 +157,21 @@ def _lqr_command(state, t, ref, vel_prof, curv_prof):
     b_lon = HORIZON * DT
     accel_lqr = -(b_lon * Q_LON * (v0 - v_ref)) / (b_lon * Q_LON * b_lon + R_LON)
     vels = v0 + accel_lqr * DT * k                                       # [H]
-    qd = jnp.asarray(Q_LAT, state.dtype)
-
-    def body(carry, inp):
-        A, B, g = carry
-        v, c = inp
-        M = jnp.eye(3, dtype=state.dtype).at[0, 1].set(v * DT).at[1, 2].set(v * DT / WHEEL_BASE)
-        aff = jnp.zeros(3, state.dtype).at[1].set(-v * c * DT)
-        return (M @ A, M @ B + jnp.asarray([0.0, 0.0, DT], state.dtype), M @ g + aff), None
-
-    init = (jnp.eye(3, dtype=state.dtype), jnp.zeros(3, state.dtype), jnp.zeros(3, state.dtype))
-    (A, B, g), _ = jax.lax.scan(body, init, (vels, curv))
-    err = A @ jnp.stack([lat_err, head_err, state[7]]) + g
-    err = err.at[1:].set(normalize_angle(err[1:]))
-    steer_rate_lqr = -jnp.sum(B * qd * err) / (jnp.sum(B * qd * B) + R_LAT)
+    # Lateral error dynamics over the horizon: x_{k+1} = M_k x_k + (0, -v_k c_k dt, 0) (+ (0, 0, dt) u),
+    # M_k = I + v_k dt E01 + v_k dt / L E12. Propagated as vectors, unrolled: the free response
+    # y = A x0 + g of the error state (lat, heading, steering) and the input response B.
+    y0, y1, y2 = lat_err, head_err, state[7]
+    b0 = b1 = b2 = jnp.zeros_like(v0)
+    for k in range(HORIZON):
+        v, c = vels[k], curv[k]
+        a_k, b_k = v * DT, v * DT / WHEEL_BASE
+        y0, y1 = y0 + a_k * y1, y1 + b_k * y2 - v * c * DT
+        b0, b1, b2 = b0 + a_k * b1, b1 + b_k * b2, b2 + DT
+    e0, e1, e2 = y0, normalize_angle(y1), normalize_angle(y2)
+    q0, q1, q2 = Q_LAT
+    num = q0 * b0 * e0 + q1 * b1 * e1 + q2 * b2 * e2
+    den = q0 * b0 * b0 + q1 * b1 * b1 + q2 * b2 * b2
+    steer_rate_lqr = -num / (den + R_LAT)
     accel = jnp.where(stop, -STOP_GAIN * (v0 - v_ref), accel_lqr)
     steer_rate = jnp.where(stop, 0.0, steer_rate_lqr)
     return accel, steer_rate
