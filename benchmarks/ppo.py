@@ -5,7 +5,8 @@
 For each config: build the VLA (random init, synthetic valid scenes: the cost does not depend on the
 weights) and the RWM, then time one jitted function = encode -> sample the denoising chains of
 ``ppo.samples_per_scene`` samples per scene (all K anchor chains, PPO exploration noise, chain choice)
--> reward of the B*M executed trajectories, with reward = RWM (``ppo.reward=rwm``) and reward = the JAX
+-> reward of the B*M executed trajectories (B*M*K, every anchor chain, with ``ppo.choice_objective =
+"expected"``), with reward = RWM (``ppo.reward=rwm``) and reward = the JAX
 EPDMS scorer (``scorer``), both measured in the same run on the same machine. Prints one JSON line:
 {"benchmark": "ppo_rollout", "results": {cfg: {"rwm_traj_per_s", "scorer_traj_per_s", "ratio",
 "compile_s_rwm", "compile_s_scorer"}}, "ratio": <ratio of the first config>} where ratio =
@@ -53,6 +54,7 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
     rgd, rparams = RW.build_rwm(c)
     scenes = synthetic.random_scenes(spec, batch, seed=1, vocab=int(c.model.semantic.vocab_size))
     hp = core.PPOHyper.from_config(c.ppo)
+    expected = hp.choice_objective == "expected"
     out = {}
     for src in ("rwm", "scorer"):
         adapter, vgd, tx, state, static, _, sig = ppo.build(c, gd, params, consts, rgd, rparams, src)
@@ -66,7 +68,12 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
             tokens = adapter.encode(pp, scenes)
             chain = core.rollout(adapter, pp, (static["ref"], static["frozen"]), tokens, scenes, rng, hp, sig,
                                  state.params["log_std"])
-            traj = adapter.to_traj(chain.x0, chain.choice, scenes)
+            if expected:   # every chain of every sample is rewarded (ppo.choice_objective='expected')
+                B, M = chain.choice.shape
+                traj = adapter.to_traj(chain.x0.reshape((B, M * K, 1) + chain.x0.shape[3:]),
+                                       jax.numpy.zeros((B, M * K), jax.numpy.int32), scenes)
+            else:
+                traj = adapter.to_traj(chain.x0, chain.choice, scenes)
             r, _ = reward_fn(static, scenes, tokens, traj)
             return r
 
@@ -77,10 +84,11 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
         for i in range(iters):
             jax.block_until_ready(rollout_reward(state, static, scenes, jax.random.PRNGKey(i + 1)))
         dt = (time.time() - t0) / iters
-        out[f"{src}_traj_per_s"] = batch * hp.samples_per_scene / dt
+        out[f"{src}_traj_per_s"] = batch * hp.samples_per_scene * (K if expected else 1) / dt
         out[f"compile_s_{src}"] = comp
     out["ratio"] = out["rwm_traj_per_s"] / out["scorer_traj_per_s"]
     out.update(batch=batch, samples_per_scene=hp.samples_per_scene, chains_per_sample=K,
+               rewarded_per_sample=K if expected else 1, choice_objective=hp.choice_objective,
                scoring_mode=c.scoring.mode, device=jax.devices()[0].platform)
     return out
 
