@@ -7,15 +7,21 @@ in :mod:`irlvla_jax.train.ppo_core`; this module adapts the VLA (contract 4) to 
 
 Policy (the VLA's truncated-diffusion planner, ``models/planner.py``): a sample runs the K anchor chains
 jointly (they attend to each other) through the ``ddim_steps`` DDIM steps and keeps the chain with the
-highest mode score. As an MDP:
-  * event = all K chains [K, 8, 3] (normalised); each fine-tuned denoising step is a diagonal Gaussian
-    N(DDIM mean of the planner, std^2 I) over the K x 24 coordinates (std: ``ppo.sigma_max`` ...
-    ``ppo.sigma_min`` geometric over the steps, times a learned per-step scale bounded by
-    exp(+-``log_std_bound``));
-  * after the last step, the policy draws the executed chain c ~ Categorical(mode logits); its
-    log-prob joins the last step's (deterministic evaluation takes the argmax, as the IL policy does);
+highest mode score. As an MDP (``ppo_core`` has the details):
+  * each fine-tuned denoising step (the last ``ppo.finetune_steps``) is a Gaussian step N(DDIM mean of
+    the planner, std^2 L L^T) over the chains' normalised poses, L = I (``ppo.noise = "white"``) or a
+    smooth double-integration factor (``"smooth"``); std ``ppo.sigma_max`` ... ``ppo.sigma_min`` times a
+    learned per-step scale bounded by exp(+-``log_std_bound``). At the last step only the executed
+    chain is perturbed, so its log-prob covers 24 coordinates, not K x 24;
+  * the executed chain c ~ Categorical(mode logits / ``ppo.choice_temperature``) is its own policy step
+    (own ratio). ``ppo.choice_objective = "expected"`` rewards every chain of a sample and averages
+    the choice's clipped surrogate over c ~ pi_old exactly (no sampling noise in the choice's gradient);
+    deterministic evaluation takes the argmax chain, as the IL policy does;
+  * ``ppo.finetune_steps = 0`` (the tiny/base default, the best of the measured settings, see
+    configs/tiny.py) trains only the planner's mode head: every candidate trajectory stays exactly the
+    IL planner's and RL learns which one to execute;
   * reward at the chain's end: the RWM's EPDMS-formula reward (``ppo.reward = "rwm"``) or the true
-    JAX scorer's EPDMS (``"scorer"``, the ablation), for the selected chain's trajectory in metres.
+    JAX scorer's EPDMS (``"scorer"``, the ablation), for the trajectory in metres.
 The M = ``samples_per_scene`` samples of a scene are independent (tokens repeated M times), unlike
 ``Planner.sample(num_samples=M)`` which lets all M*K chains attend to each other.
 
