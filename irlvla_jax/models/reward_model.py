@@ -167,23 +167,24 @@ def _ego_summary(ego):
 # Ego box (shared/EPDMS.md): length, width, centre ahead of the rear axle (metres).
 _EGO_LEN, _EGO_WID, _EGO_CENTRE = 5.176, 2.297, 1.461
 SCENE_FEATURE_NAMES = ("corners_off_road", "boundary_dist", "route_lateral", "off_route_lane", "in_red_light",
-                       "gap_any", "gap_moving", "gap_ahead")
+                       "gap_any", "gap_moving", "gap_ahead", "route_progress", "gap_static")
 
 
 def scene_features(scenes, traj):
     """Per-pose plan-vs-scene geometry from what is observable at t0 (map, route, lights, agents' current
     boxes and velocities extrapolated at constant velocity; never the agents' logged futures).
 
-    scenes: Scene batch [B]; traj [B, N, 8, 3] (metres / radians, ego frame at t0). Returns [B, N, 8, 8]
+    scenes: Scene batch [B]; traj [B, N, 8, 3] (metres / radians, ego frame at t0). Returns [B, N, 8, 10]
     (order of ``SCENE_FEATURE_NAMES``), each O(1):
       corners_off_road  fraction of the ego box's 4 corners outside every drivable polygon (DAC);
       boundary_dist     box-centre distance to the nearest drivable edge / 5 m, negative off-road, in [-1, 1];
       route_lateral     signed lateral offset of the box centre from the route centerline / 2 m, in [-3, 3] (LK);
       off_route_lane    1 if the box centre is in no on-route lane polygon (oncoming, DDC);
       in_red_light      1 if the box centre is in an on-route light polygon that is red then (TLC);
-      gap_any / gap_moving / gap_ahead  separation (m, / 5, in [-1, 3]) between the ego box and the nearest
-                        agent box (all / non-static / ahead within 30 deg of the pose heading) by
-                        axis-aligned extents in the pose frame (<= 0: the boxes overlap) (NC, TTC).
+      gap_any / gap_moving / gap_ahead / gap_static  separation (m, / 5, in [-1, 3]) between the ego box and
+                        the nearest agent box (all / non-static / ahead within 30 deg of the pose heading /
+                        static objects) by axis-aligned extents in the pose frame (<= 0: overlap) (NC, TTC);
+      route_progress    arc length along the route of the box centre minus that at t0, / 40 m, in [-1, 3] (EP).
     """
     from irlvla_jax import geometry as G
     B, N = traj.shape[:2]
@@ -201,8 +202,11 @@ def scene_features(scenes, traj):
     dist = jnp.min(jnp.where(dval[..., None], G.points_to_edges_distance(pc, dpoly), 1e3), 1)
     bdist = jnp.clip(jnp.where(inside, dist, -dist) / 5.0, -1.0, 1.0).reshape(B, N, 8)
     # Route centerline.
-    _, lat, _ = G.project_to_polyline(ctr.reshape(B, -1, 2), jnp.asarray(scenes.route, f32))
+    route = jnp.asarray(scenes.route, f32)
+    arc, lat, _ = G.project_to_polyline(ctr.reshape(B, -1, 2), route)
     lat = jnp.clip(lat / 2.0, -3.0, 3.0).reshape(B, N, 8)
+    arc0, _, _ = G.project_to_polyline(jnp.broadcast_to(jnp.asarray([[_EGO_CENTRE, 0.0]], f32), (B, 1, 2)), route)
+    prog = jnp.clip((arc - arc0) / 40.0, -1.0, 3.0).reshape(B, N, 8)
     # On-route lanes.
     lval = jnp.asarray(scenes.lane_valid, bool) & jnp.asarray(scenes.lane_on_route, bool)
     inl = G.points_in_polygon(pc, jnp.asarray(scenes.lane_polygons, f32)) & lval[..., None]
@@ -216,7 +220,8 @@ def scene_features(scenes, traj):
     box0 = jnp.asarray(scenes.agent_boxes, f32)[:, :, 0]                                  # [B, A, 5]
     vel0 = jnp.asarray(scenes.agent_velocity, f32)[:, :, 0]                               # [B, A, 2]
     aval = jnp.asarray(scenes.agent_valid, bool)[:, :, 0]
-    moving = aval & (jnp.asarray(scenes.agent_type) != 3) & (jnp.linalg.norm(vel0, axis=-1) > 0.05)
+    static = jnp.asarray(scenes.agent_type) == 3
+    moving = aval & ~static & (jnp.linalg.norm(vel0, axis=-1) > 0.05)
     t = jnp.arange(1, 9, dtype=f32) * 0.5
     apos = box0[:, None, :, :2] + vel0[:, None] * t[None, :, None, None]                   # [B, 8, A, 2]
     rel = apos[:, None] - ctr[:, :, :, None]                                               # [B, N, 8, A, 2]
@@ -233,14 +238,15 @@ def scene_features(scenes, traj):
     mg = lambda m: jnp.clip(jnp.min(jnp.where(m, gap, big), -1) / 5.0, -1.0, 3.0)  # noqa: E731
     av = aval[:, None, None, :]
     return jnp.stack([off, bdist, lat, off_lane, in_red, mg(av), mg(av & moving[:, None, None, :]),
-                      mg(av & ahead)], -1)
+                      mg(av & ahead), prog, mg(av & static[:, None, None, :])], -1)
 
 
 def _scene_summary(sf):
-    """[B, N, 8, 8] scene features -> [B, N, 8] per-plan extremes (the sub-scores are min/any over time)."""
+    """[B, N, 8, 10] scene features -> [B, N, 10] per-plan extremes (the sub-scores are min/any over time)."""
     return jnp.stack([jnp.max(sf[..., 0], -1), jnp.min(sf[..., 1], -1), jnp.max(jnp.abs(sf[..., 2]), -1),
                       jnp.mean((jnp.abs(sf[..., 2]) > 0.25).astype(sf.dtype), -1), jnp.max(sf[..., 3], -1),
-                      jnp.max(sf[..., 4], -1), jnp.min(sf[..., 5], -1), jnp.min(sf[..., 7], -1)], -1)
+                      jnp.max(sf[..., 4], -1), jnp.min(sf[..., 5], -1), jnp.min(sf[..., 7], -1),
+                      sf[..., -1, 8], jnp.min(sf[..., 9], -1)], -1)
 
 
 class _Block(nnx.Module):
@@ -290,7 +296,7 @@ class RewardWorldModel(nnx.Module):
         self.pose_in = nnx.Linear(n_in, d, rngs=rngs)
         self.pose_hidden = nnx.Linear(d, d, rngs=rngs)
         if self.use_kin:
-            self.kin_in = nnx.Linear(10 + (8 if self.use_scene else 0), d, rngs=rngs)
+            self.kin_in = nnx.Linear(10 + (10 if self.use_scene else 0), d, rngs=rngs)
             self.kin_hidden = nnx.Linear(d, d, rngs=rngs)
         if self.use_ego:
             self.ego_in = nnx.Linear(35, d, rngs=rngs)

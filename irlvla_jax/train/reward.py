@@ -18,7 +18,14 @@ Labels come from the JAX EPDMS scorer (``irlvla_jax.scoring.epdms.score``, mode/
 ``config.scoring``) computed inside the same jitted step. The VLA (IL checkpoint) is frozen: its scene
 tokens are computed under ``stop_gradient`` (decision: no shared/co-trained encoder in this stage, so
 the PPO stage sees exactly the token distribution the RWM was trained on). Loss: CE (NC, DDC), BCE
-(binary heads; EC only with ``rwm.use_ec``), soft BCE for EP, + ``rwm.epdms_weight`` x MSE(reward, EPDMS).
+(binary heads; EC only with ``rwm.use_ec``), soft BCE for EP, + ``rwm.epdms_weight`` x MSE(reward, EPDMS)
++ ``rwm.rank_weight`` x a within-scene pairwise logistic ranking loss on the predicted reward (pairs of
+policy / noisy-policy candidates weighted 1 + ``rwm.policy_rank_boost``: PPO ranks those). Labelling
+(VLA sampling + scorer) dominates a step's cost, so each labelled batch gets ``rwm.inner_steps`` AdamW
+updates (a ``lax.scan`` in the same jitted step). With ``rwm.kinematic_features`` / ``ego_features`` /
+``scene_features`` the RWM also sees finite-difference kinematics of each plan, the ego's recent
+dynamics and plan-vs-map/agent geometry at t0 (models/reward_model.py); it is then called as
+``model(tokens, traj, scenes=batch)``.
 AdamW with warm-up + cosine; Orbax checkpoints in ``<workdir>/checkpoints/rwm`` (resumable, with the
 data-iterator state); TensorBoard in ``<workdir>/tb/rwm``.
 
@@ -188,6 +195,12 @@ def report(pred_exp: Dict[str, np.ndarray], pred_reward: np.ndarray, labels: Dic
             acc = np.mean((p >= 0.5) == pos)
         out[f"{k}_accuracy"] = float(acc)
         out[f"{k}_positive_rate"] = float(np.mean(pos))
+    pol = source == 0
+    if pol.any():  # the PPO action set: the same AUROCs over the policy chains only
+        for k in R.SUB_SCORES:
+            if k in ("EP", "EC"):
+                continue
+            out[f"{k}_auroc_policy"] = auroc(pred_exp[k][:, pol], labels[k][:, pol] >= 1.0)
     rho = within_scene_spearman(pred_reward, true_epdms)
     out["spearman_within_scene"] = float(np.nanmean(rho)) if np.any(np.isfinite(rho)) else float("nan")
     out["spearman_scenes"] = int(np.sum(np.isfinite(rho)))

@@ -248,6 +248,8 @@ def test_scene_features_hand_built():
     # Gap ahead = 20 m - (5.176 + 5.0) / 2 at every pose (agent and ego at the same speed), / 5.
     np.testing.assert_allclose(col("gap_ahead")[0], (20.0 - (5.176 + 5.0) / 2) / 5.0, atol=1e-4)
     np.testing.assert_allclose(col("gap_any")[0], col("gap_moving")[0])
+    np.testing.assert_allclose(col("gap_static")[0], 3.0)                     # no static object: far
+    np.testing.assert_allclose(col("route_progress")[0], 5.0 * t / 40.0, atol=1e-4)   # along the route
 
 
 def test_pairwise_rank_loss():
@@ -261,3 +263,14 @@ def test_pairwise_rank_loss():
     np.testing.assert_allclose(float(good), want, rtol=1e-5)
     # Ties (the two 0.5s) never form a pair; constant labels give 0.
     assert float(R.pairwise_rank_loss(jnp.zeros((1, 4)), jnp.full((1, 4), 0.7))) == 0.0
+
+
+def test_smooth_noise_factor():
+    from irlvla_jax.train.reward import smooth_factor
+    L = smooth_factor(8)
+    assert L.shape == (8, 8) and np.allclose(np.triu(L, 1), 0.0)
+    np.testing.assert_allclose(np.sqrt(np.mean(np.sum(L * L, 1))), 1.0, rtol=1e-5)   # RMS pose std = std
+    # Second differences of L z are the (scaled) i.i.d. kicks: smooth, unlike white noise.
+    z = np.random.default_rng(0).normal(size=(8, 2000))
+    d2 = np.diff(np.concatenate([np.zeros((2, 2000)), L @ z]), 2, axis=0)
+    np.testing.assert_allclose(d2.std(), L[0, 0], rtol=0.05)
