@@ -44,7 +44,7 @@ def get_config():
         noise_std=0.3, expert_perturbations=24, use_anchors=True, use_ec=False, epdms_weight=2.0,
         eval_split="val", eval_scenes=2048, checkpoint_every=1000,
         kinematic_features=True, ego_features=True, rank_weight=1.0, rank_scale=10.0, policy_rank_boost=2.0,
-        inner_steps=1, smooth_noise_frac=0.0, scene_features=True))
+        inner_steps=1, smooth_noise_frac=0.5, scene_features=True))
 
     # Stage 3, PPO over the denoising chain (train/ppo.py; RL helper).
     c.ppo = ml_collections.ConfigDict(dict(
