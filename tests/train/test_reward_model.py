@@ -216,8 +216,9 @@ def test_ego_and_scene_pathways_and_errors():
         m(_tokens(1), traj)
     with pytest.raises(ValueError, match="batch 2"):
         m(_tokens(1), traj, scenes=_scenes(2))
-    r_slow = R.predicted_reward(m(_tokens(1), traj, scenes=_scenes(1, 5.0)), False)
-    r_fast = R.predicted_reward(m(_tokens(1), traj, scenes=_scenes(1, 15.0, 2.0)), False)
+    gd, st = nnx.split(m)
+    fwd = jax.jit(lambda tok, sc: R.predicted_reward(nnx.merge(gd, st)(tok, traj, scenes=sc), False))
+    r_slow, r_fast = fwd(_tokens(1), _scenes(1, 5.0)), fwd(_tokens(1), _scenes(1, 15.0, 2.0))
     assert r_slow.shape == (1, 3) and float(jnp.max(jnp.abs(r_slow - r_fast))) > 1e-6   # the ego state is used
     np.testing.assert_allclose(np.asarray(R.ego_inputs(_scenes(2, 7.0)))[:, :, 3], 7.0)
 
@@ -237,7 +238,7 @@ def test_scene_features_hand_built():
     t = np.arange(1, 9) * 0.5
     straight = np.stack([5.0 * t, np.zeros(8), np.zeros(8)], -1)             # keeps the 20 m gap
     left = np.stack([5.0 * t, 1.5 * t, np.zeros(8)], -1)                     # drifts off the road (|y| > 5)
-    f = np.asarray(R.scene_features(sc, jnp.asarray(np.stack([straight, left])[None], jnp.float32)))[0]
+    f = np.asarray(jax.jit(R.scene_features)(sc, jnp.asarray(np.stack([straight, left])[None], jnp.float32)))[0]
     names = R.SCENE_FEATURE_NAMES
     col = lambda n: f[..., names.index(n)]  # noqa: E731
     np.testing.assert_allclose(col("corners_off_road")[0], 0.0)
