@@ -8,7 +8,17 @@ Shapes (B scenes, N candidates per scene, D model width, Dt the VLA token width)
   tokens     any object with ``meta [B,Nm,Dt]``, ``bev [B,Nb,Dt]``, ``map [B,Nmap,Dt]``, ``obj [B,No,Dt]``
              and optionally ``cmd [B,1,Dt]`` (the VLA's ``SceneTokens``; a dict with these keys works too).
   traj       [B, N, 8, 3] poses (x, y, heading) at 0.5 ... 4.0 s, metres / radians, ego frame at t0.
+  scenes     the [B] Scene batch the tokens were encoded from (needed with ``rwm.ego_features`` or
+             ``rwm.scene_features``: ``model(tokens, traj, scenes=batch)``).
   outputs    :class:`RWMOutput`, every field [B, N, ...].
+
+Explicit inputs besides the tokens (decision: the attention over scene tokens does not learn these
+exact, cheap functions within the tiny training budget): :func:`kinematic_features` of each plan
+(finite differences: speed, acceleration, jerk, yaw rate / acceleration, lateral acceleration, against
+the ego's current dynamics) for the comfort scores; the ego's last 1.5 s of dynamics; and
+:func:`scene_features`, plan-vs-scene geometry from what is observable at t0 (drivable area, route,
+on-route lanes, red lights, agents' current boxes at constant velocity; never the logged futures that the
+scorer uses, so the RWM stays a learned, imperfect model of the environment).
 
 Architecture: a trajectory encoder turns the 8 poses into 8 tokens (+ a learned summary token) with
 learned time embeddings; ``num_layers`` blocks each do self-attention within one candidate's tokens, then
