@@ -13,7 +13,7 @@ def get_config():
         bev_range=(-32.0, 64.0, -48.0, 48.0)))
     c.data = ml_collections.ConfigDict(dict(
         name="irlvla_world_base", num_train=100000, num_val=4000, num_test=12000, num_hard=4000,
-        num_anchors=20, batch_size=64, shuffle_seed=0, workers=16, data_dir="",
+        num_anchors=20, batch_size=64, shuffle_seed=0, workers=16, data_dir="", world_seed=-1,
         render_split="val", render_count=8))
     c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True))
     # VLA model (models/; MODEL/IL helper): tens of millions of parameters, 256x1024 camera.

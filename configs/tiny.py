@@ -17,7 +17,7 @@ def get_config():
     # Datasets (irlvla generate; data/).
     c.data = ml_collections.ConfigDict(dict(
         name="irlvla_world_tiny", num_train=4000, num_val=250, num_test=500, num_hard=250,
-        num_anchors=16, batch_size=32, shuffle_seed=0, workers=2, data_dir="",  # "" -> <workdir>/data
+        num_anchors=16, batch_size=32, shuffle_seed=0, workers=2, data_dir="", world_seed=-1,  # data_dir "" -> <workdir>/data; world_seed -1 -> seed
         render_split="val", render_count=8))
 
     # VLA model (models/; MODEL/IL helper). Widths are CPU-small.

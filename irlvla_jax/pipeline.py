@@ -241,7 +241,9 @@ def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
     """IL -> RWM -> PPO (RWM) -> PPO (scorer) -> evaluate for one training seed (data already there)."""
     from irlvla_jax.train import imitation, ppo, reward
     config = copy.deepcopy(config)
+    from irlvla_jax.data.tfds_builder import world_seed
     with config.unlocked():
+        config.data.world_seed = world_seed(config)   # the shared dataset's seed; the training seed varies
         config.seed = int(seed)
         config.data.data_dir = data_dir
     os.makedirs(workdir, exist_ok=True)

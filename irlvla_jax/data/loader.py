@@ -39,6 +39,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from irlvla_jax.data import records
+from irlvla_jax.data.tfds_builder import world_seed  # noqa: F401  (re-exported)
 from irlvla_jax.data.tfds_builder import (ANCHORS_FILE, FORMAT_VERSION, META_FILE, dataset_path,
                                           read_metadata, split_sizes)
 from irlvla_jax.scene import FIELDS, SPLITS, Scene, SceneError, SceneSpec
@@ -93,7 +94,7 @@ def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
             raise DatasetError(f"dataset {path} was generated with scene.{k}={meta['spec'].get(k)} but the config "
                                f"has config.scene.{k}={v}; regenerate it or use the matching config")
     for key, have, cfg_val in [(f"data.num_{s}", meta["sizes"].get(s), n) for s, n in split_sizes(config).items()] + \
-            [("seed", meta.get("seed"), int(config.seed)), ("data.num_anchors", meta.get("num_anchors"),
+            [("seed", meta.get("seed"), world_seed(config)), ("data.num_anchors", meta.get("num_anchors"),
                                                            int(config.data.num_anchors))]:
         if have != cfg_val:
             raise DatasetError(f"dataset {path} was generated with {key}={have} but the config has "

@@ -54,6 +54,13 @@ FORMAT_VERSION = 1
 SPLIT_KEYS = {"train": "num_train", "val": "num_val", "test": "num_test", "hard": "num_hard"}
 
 
+def world_seed(config) -> int:
+    """The seed the dataset is generated from: ``config.data.world_seed`` when >= 0, else ``config.seed``.
+    (``irlvla pipeline --seeds`` pins it to the dataset's seed, so training seeds vary alone.)"""
+    ws = int(config.data.get("world_seed", -1)) if "data" in config else -1
+    return ws if ws >= 0 else int(config.seed)
+
+
 def split_sizes(config) -> Dict[str, int]:
     """{split: number of scenes} from ``config.data``."""
     return {s: int(config.data[k]) for s, k in SPLIT_KEYS.items()}
@@ -169,7 +176,7 @@ def builder_class():
 def expected_metadata(config, generator: str = records.DEFAULT_GENERATOR) -> Dict[str, Any]:
     """The fields of the metadata JSON that identify a dataset (compared to skip a regeneration)."""
     spec = SceneSpec.from_config(config.scene)
-    return {"format": FORMAT_VERSION, "name": check_name(config.data.name), "seed": int(config.seed),
+    return {"format": FORMAT_VERSION, "name": check_name(config.data.name), "seed": world_seed(config),
             "spec": json.loads(json.dumps(dataclasses.asdict(spec))), "sizes": split_sizes(config),
             "num_anchors": int(config.data.num_anchors), "generator": generator}
 

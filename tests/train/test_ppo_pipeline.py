@@ -88,7 +88,8 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
             if tag == "ppo:scorer" and crash["on"]:
                 crash["on"] = False
                 raise RuntimeError("killed")
-            calls.append((tag, os.path.basename(workdir), int(config.seed), config.data.data_dir))
+            calls.append((tag, os.path.basename(workdir), int(config.seed), config.data.data_dir,
+                          config.data.get("world_seed", -1)))
             return {"ok": 1}
         return f
     monkeypatch.setattr(data_commands, "generate", rec("generate"))
@@ -117,4 +118,6 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
         ("il", "seed_1", 1), ("rwm", "seed_1", 1), ("ppo:rwm", "seed_1", 1), ("ppo:scorer", "seed_1", 1),
         ("evaluate", "seed_1", 1)]
     assert {c[3] for c in calls} == {str(tmp_path / "data")}   # one shared dataset
+    # Every training seed reads the dataset of seed 0 (the loader checks the world seed, not config.seed).
+    assert {c[4] for c in calls if c[0] != "evaluate"} == {0}
     assert "mean +- std over seeds 0,1" in (tmp_path / "results.md").read_text()
