@@ -193,10 +193,16 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
         ax = axes[min(i, 3)]
         rows = [r for r in read_metrics(workdir, stage) if key in r]
         if rows:
-            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=title)
+            x, y = np.array([r["step"] for r in rows]), np.array([r[key] for r in rows], float)
+            if len(y) > 200:   # per-update PPO rewards are noisy: faint raw curve + a 25-update running mean
+                ax.plot(x, y, alpha=0.25, lw=0.6)
+                k = 25
+                ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), label=title + " (mean of 25)")
+            else:
+                ax.plot(x, y, label=title)
         ax.set_title(title if i < 3 else "PPO: true EPDMS / reward", fontsize=9)
         ax.set_xlabel("step")
-        if i >= 3:
+        if i >= 3 and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     # Example scenes: candidates coloured by true EPDMS (left) and by the RWM reward (right).
     scenes = L.load_split(config, str(config.pipeline.eval_split), data_dir=L.data_dir(config, workdir),
