@@ -123,7 +123,14 @@ def _velocity_fit_matrix(num_poses: int = T) -> np.ndarray:
 
 
 def velocity_curvature_profiles(poses):
-    """NAVSIM's least-squares fits: ``poses [41, 3]`` -> (velocity [40], curvature [40])."""
+    """NAVSIM's least-squares fits: ``poses [41, 3]`` -> (velocity [40], curvature [40]).
+
+    The curvature fit min_x |A x - dh|^2 + x^T Q x (A [i, 0] = v_i dt, A [i, 1..i] = v_i dt^2;
+    Q = diag(1e-10, 1e-2, ...)) is solved in the curvature variables z = C x (z_i = x_0 + dt
+    sum_{j<=i} x_j, which is the curvature profile itself): a chain
+    sum_i (w_i z_i - dh_i)^2 + p0 z_0^2 + (p / dt^2) sum_i (z_i - z_{i-1})^2, w_i = v_i dt, solved
+    exactly by :func:`_chain_least_squares` in O(M) instead of a dense [M, M] LU.
+    """
     m = poses.shape[0] - 1
     d = jnp.diff(poses, axis=0)
     dh = normalize_angle(d[:, 2])
@@ -131,14 +138,39 @@ def velocity_curvature_profiles(poses):
     proj = jnp.cos(h) * d[:, 0] + jnp.sin(h) * d[:, 1]               # [M]
     x = jnp.asarray(_velocity_fit_matrix(m + 1)) @ proj
     vel = x[0] + jnp.concatenate([jnp.zeros(1, x.dtype), jnp.cumsum(x[1:] * DT)])  # [M]
-    a = jnp.tril(jnp.ones((m, m), poses.dtype))
-    a = a.at[:, 0].set(vel * DT)
-    a = a.at[1:, 1:].multiply((vel[1:] * DT ** 2)[:, None])
-    q = CURVATURE_RATE_PENALTY * jnp.eye(m, dtype=poses.dtype)
-    q = q.at[0, 0].set(INITIAL_CURVATURE_PENALTY)
-    sol = jnp.linalg.solve(a.T @ a + q, a.T @ dh)
-    curv = sol[0] + jnp.concatenate([jnp.zeros(1, sol.dtype), jnp.cumsum(sol[1:] * DT)])
+    curv = _chain_least_squares(vel * DT, dh, INITIAL_CURVATURE_PENALTY, CURVATURE_RATE_PENALTY / DT ** 2)
     return vel, curv
+
+
+def _chain_least_squares(w, y, p0, k):
+    """argmin_z sum_i (w_i z_i - y_i)^2 + p0 z_0^2 + k sum_{i>=1} (z_i - z_{i-1})^2 for ``w, y [M]``.
+
+    A forward information filter (cost-to-come J_i (z_i - m_i)^2: every update adds positive terms, so
+    no cancellation in float32 even where w ~ 0 and only p0 anchors the level) and a backward
+    smoothing pass. Same minimiser as the dense normal equations; no LAPACK call (XLA:CPU's batched
+    LU blocks its worker threads and deadlocks when two devices run it at once).
+    """
+    j0 = p0 + w[0] * w[0]
+
+    def fwd(carry, wy):
+        j, mu = carry
+        wi, yi = wy
+        jp = j * k / (j + k)
+        jn = jp + wi * wi
+        mn = (jp * mu + wi * yi) / jn
+        return (jn, mn), (jn, mn)
+
+    _, (js, ms) = jax.lax.scan(fwd, (j0, w[0] * y[0] / j0), (w[1:], y[1:]))
+    js = jnp.concatenate([j0[None], js])
+    ms = jnp.concatenate([(w[0] * y[0] / j0)[None], ms])
+
+    def bwd(z_next, jm):
+        j, mu = jm
+        z = (j * mu + k * z_next) / (j + k)
+        return z, z
+
+    _, zs = jax.lax.scan(bwd, ms[-1], (js[:-1], ms[:-1]), reverse=True)
+    return jnp.concatenate([zs, ms[-1:]])
 
 
 def _lqr_command(state, t, ref, vel_prof, curv_prof):

@@ -78,6 +78,38 @@ def test_bad_inputs_raise_clear_errors(batches):
         E.make_scorer("direct", True, mesh=mesh)(sc, props[:2][:1].repeat(3, 0), None)
 
 
+def test_sharded_scoring_over_mesh_matches_one_device(batches):
+    """The batch sharded over an 8-device 'data' axis: same scores as on one device, outputs sharded.
+
+    Run in a watchdog thread: a batched LAPACK solve once deadlocked XLA:CPU's worker pool when the
+    devices ran concurrently (rollout._chain_least_squares replaced it), which would hang, not fail."""
+    import threading
+    from jax.sharding import Mesh
+    _, scenes, props, prevs, has = batches
+    n_dev = len(jax.devices())
+    assert n_dev >= 2, "tests run with --xla_force_host_platform_device_count=8 (tests/conftest.py)"
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    idx = np.arange(n_dev) % len(has)
+    args = (S.index(scenes, idx), props[idx, :3], prevs[idx, :3], has[idx])
+    out = {}
+
+    def run():
+        out["sharded"] = jax.block_until_ready(E.make_scorer("tracked", True, mesh=mesh)(*args))
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(timeout=300)
+    assert not th.is_alive(), "sharded scoring did not finish in 300 s (XLA:CPU deadlock?)"
+    sharded = out["sharded"]
+    assert sharded.EPDMS.shape == (n_dev, 3)
+    assert len(sharded.EPDMS.sharding.device_set) == n_dev
+    assert sharded.EPDMS.sharding.spec[0] == "data"
+    one = E.make_scorer("tracked", True)(*jax.device_put(args, jax.devices()[0]))
+    for k in E.Scores.__dataclass_fields__:
+        np.testing.assert_allclose(np.asarray(getattr(sharded, k)), np.asarray(getattr(one, k)), atol=1e-5,
+                                   err_msg=k)
+
+
 def test_two_stage_weights():
     so, sp = jnp.asarray([1.0]), jnp.asarray([0.5])
     sn, sq = jnp.asarray([[1.0, 0.0]]), jnp.asarray([[0.0, 1.0]])
