@@ -33,7 +33,13 @@ def main():
     ap.add_argument("--chunk", type=int, default=15, help="scenes per jitted call")
     ap.add_argument("--source", default="vectors", choices=["vectors", "world"])
     ap.add_argument("--traj", type=int, default=64, help="trajectories per scene (--source world)")
+    ap.add_argument("--devices", type=int, default=1,
+                    help="shard each call over a 'data' mesh of this many devices (on CPU: that many host "
+                         "devices via --xla_force_host_platform_device_count, one per core)")
     a = ap.parse_args()
+    if a.devices > 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={a.devices}").strip()
 
     import jax
     from tqdm import tqdm
@@ -47,7 +53,15 @@ def main():
         names, scenes, props, prevs, has = _world_inputs(a.scenes, a.traj)
     n_traj = props.shape[1]
 
-    fn = epdms.make_scorer(a.mode, True)
+    if a.devices > len(jax.devices()):
+        raise SystemExit(f"--devices {a.devices}: only {len(jax.devices())} devices")
+    if a.chunk % a.devices:
+        raise SystemExit(f"--chunk {a.chunk} must be a multiple of --devices {a.devices}")
+    mesh = None
+    if a.devices > 1:
+        from jax.sharding import Mesh
+        mesh = Mesh(np.asarray(jax.devices()[:a.devices]), ("data",))
+    fn = epdms.make_scorer(a.mode, True, mesh=mesh)
     idx0 = np.arange(a.chunk) % len(names)
     args0 = (S.index(scenes, idx0), props[idx0], prevs[idx0], has[idx0])
     t0 = time.perf_counter()
@@ -76,6 +90,7 @@ def main():
     ref_s = time.perf_counter() - t0
     ref_rate = n_ref / ref_s
     print(json.dumps({"benchmark": "scoring", "source": a.source, "mode": a.mode, "device": jax.devices()[0].platform,
+                      "devices": a.devices,
                       "jax_traj_per_s": round(jax_rate, 2), "reference_traj_per_s": round(ref_rate, 3),
                       "ratio": round(jax_rate / ref_rate, 1), "jax_trajectories": n_calls * a.chunk * n_traj,
                       "reference_trajectories": n_ref, "compile_s": round(compile_s, 1),

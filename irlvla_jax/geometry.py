@@ -183,7 +183,9 @@ def _box_polygon_local(box, poly):
     """Shared part of the box-polygon tests: (overlap bool [...], lx, ly [..., V], hl, hw)."""
     c, u, w, hl, hw = _box_frame(box)
     lx, ly = _to_box(poly, c, u, w)
-    nx, ny = jnp.roll(lx, -1, axis=-1), jnp.roll(ly, -1, axis=-1)
+    # The next vertices transformed (bit-identical to rolling lx, ly) rather than a roll of the
+    # per-box arrays, which XLA materialises as a concatenation once per box.
+    nx, ny = _to_box(jnp.roll(poly, -1, axis=-2), c, u, w)
     hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
     # Without boundary contact the box is either entirely inside the polygon or apart from it: one
     # corner (front-left, (hl, hw) in the box frame) decides, by the crossing number in the box frame.
@@ -210,20 +212,22 @@ def box_polygon_overlap(box, poly):
 
 def point_segment_distance(p, a, b):
     """Distance from points ``p [..., 2]`` to segments a-b ``[..., 2]``."""
-    ab = b - a
-    den = jnp.sum(ab * ab, axis=-1)
-    t = jnp.clip(jnp.sum((p - a) * ab, axis=-1) / jnp.where(den > 0, den, 1.0), 0.0, 1.0)
-    d = p - (a + t[..., None] * ab)
-    return jnp.sqrt(jnp.sum(d * d, axis=-1))
+    # Component-wise (not jnp.sum over the size-2 axis, which XLA:CPU runs as a slow reduction).
+    abx, aby = b[..., 0] - a[..., 0], b[..., 1] - a[..., 1]
+    den = abx * abx + aby * aby
+    t = jnp.clip(((p[..., 0] - a[..., 0]) * abx + (p[..., 1] - a[..., 1]) * aby) / jnp.where(den > 0, den, 1.0),
+                 0.0, 1.0)
+    dx, dy = p[..., 0] - (a[..., 0] + t * abx), p[..., 1] - (a[..., 1] + t * aby)
+    return jnp.sqrt(dx * dx + dy * dy)
 
 
-def points_to_edges_distance(points, poly):
+def points_to_edges_distance(points, poly, max_dense: int = 16):
     """Min distance from ``points [..., P, 2]`` to the edges of ``poly [..., V, 2]`` -> [..., P].
 
-    For large V the edges are visited in a loop (memory O(P) instead of O(P x V))."""
+    For V > ``max_dense`` the edges are visited in a loop (memory O(P) instead of O(P x V))."""
     nxt = jnp.roll(poly, -1, axis=-2)
     v = poly.shape[-2]
-    if v <= 16:
+    if v <= max_dense:
         return jnp.min(point_segment_distance(points[..., :, None, :], poly[..., None, :, :], nxt[..., None, :, :]),
                        axis=-1)
     shape = jnp.broadcast_shapes(points.shape[:-1], poly.shape[:-2] + (1,))
@@ -243,13 +247,14 @@ def polygon_distance(box, poly):
     dx = jnp.maximum(jnp.abs(lx) - hl[..., None], 0.0)
     dy = jnp.maximum(jnp.abs(ly) - hw[..., None], 0.0)
     d_vert = jnp.min(jnp.sqrt(dx * dx + dy * dy), axis=-1)
-    d_corner = jnp.min(points_to_edges_distance(box, poly), axis=-1)
+    d_corner = jnp.min(points_to_edges_distance(box, poly, max_dense=1 << 30), axis=-1)   # 4 points: dense
     return jnp.where(overlap, 0.0, jnp.minimum(d_vert, d_corner))
 
 
 def polyline_arclength(line):
     """Cumulative arc length ``[..., R]`` of a polyline ``[..., R, 2]`` (0 at the first point)."""
-    seg = jnp.linalg.norm(jnp.diff(line, axis=-2), axis=-1)
+    d = jnp.diff(line, axis=-2)
+    seg = jnp.sqrt(d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1])
     return jnp.concatenate([jnp.zeros_like(seg[..., :1]), jnp.cumsum(seg, axis=-1)], axis=-1)
 
 

@@ -175,10 +175,10 @@ def scene_flags(scene, states):
 def _angle_cos(rear, heading, target, cos_sin=None):
     """cos of the angle between the heading and the vector rear -> target (``cos_sin``: precomputed
     (cos, sin) of the heading)."""
-    d = target - rear
-    n = jnp.linalg.norm(d, axis=-1)
+    dx, dy = target[..., 0] - rear[..., 0], target[..., 1] - rear[..., 1]     # component-wise: no [..., 2]
+    n = jnp.sqrt(dx * dx + dy * dy)
     c, s = (jnp.cos(heading), jnp.sin(heading)) if cos_sin is None else cos_sin
-    return (c * d[..., 0] + s * d[..., 1]) / jnp.where(n > 0, n, 1.0)
+    return (c * dx + s * dy) / jnp.where(n > 0, n, 1.0)
 
 
 def _exclusive_any_before(events, axis=-1):
@@ -249,7 +249,8 @@ def trajectory_metrics(scene, ctx, states, fl=None):
 
     # --- DAC, DDC ------------------------------------------------------------------------------
     dac = 1.0 - jnp.any(fl["non_drivable"]).astype(jnp.float32)
-    step = jnp.concatenate([jnp.zeros(1), jnp.linalg.norm(jnp.diff(center, axis=0), axis=-1)])
+    dc = jnp.diff(center, axis=0)
+    step = jnp.concatenate([jnp.zeros(1), jnp.sqrt(dc[:, 0] * dc[:, 0] + dc[:, 1] * dc[:, 1])])
     step = jnp.where(fl["oncoming"] & ~fl["center_in_intersection"], step, 0.0)
     csum = jnp.concatenate([jnp.zeros(1), jnp.cumsum(step)])
     idx = jnp.arange(T)
