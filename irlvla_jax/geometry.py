@@ -83,12 +83,12 @@ def boxes_overlap(a, b):
     return ~sep
 
 
-def points_in_polygon(points, poly, vmask=None):
+def points_in_polygon(points, poly, vmask=None, max_dense: int = 16):
     """Crossing-number test: ``points [..., P, 2]`` in ``poly [..., V, 2]`` -> bool [..., P].
 
     Points exactly on the boundary may go either way (measure zero). ``vmask`` is unused because padded
     vertices equal vertex 0 and their zero-length edges never cross; it is accepted for clarity.
-    For large V the edges are visited in a loop (memory O(P) instead of O(P x V)).
+    For V > ``max_dense`` the edges are visited in a loop (memory O(P) instead of O(P x V)).
     """
     del vmask
     px, py = points[..., :, 0], points[..., :, 1]
@@ -100,7 +100,7 @@ def points_in_polygon(points, poly, vmask=None):
         return straddle & (px < x0 + (py - y0) * (x1 - x0) / dy)
 
     nxt = jnp.roll(poly, -1, axis=-2)
-    if v <= 16:
+    if v <= max_dense:
         x0, y0 = poly[..., None, :, 0], poly[..., None, :, 1]
         x1, y1 = nxt[..., None, :, 0], nxt[..., None, :, 1]
         pxx, pyy = px[..., :, None], py[..., :, None]

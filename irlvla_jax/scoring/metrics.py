@@ -120,7 +120,9 @@ def _select_inside(pts, polys, rel, k):
     """Points [R, P, 2] inside the first ``k`` relevant polygons of each row: (inside [R, k, P], index [R, k])."""
     order = jnp.argsort(~rel, axis=-1, stable=True)[:, :k]                                  # [R, k]
     ok = jnp.take_along_axis(rel, order, axis=-1)
-    inside = geo.points_in_polygon(pts[:, None], polys[order]) & ok[..., None]
+    # Dense over the vertices (one fused compare-and-count, no loop over edges): [R, k, P, V] is
+    # never materialised.
+    inside = geo.points_in_polygon(pts[:, None], polys[order], max_dense=1 << 30) & ok[..., None]
     return inside, order
 
 
@@ -172,13 +174,20 @@ def scene_flags(scene, states):
                 center_in_intersection=c_inter, rear_in_intersection=r_inter)
 
 
-def _angle_cos(rear, heading, target, cos_sin=None):
-    """cos of the angle between the heading and the vector rear -> target (``cos_sin``: precomputed
-    (cos, sin) of the heading)."""
-    dx, dy = target[..., 0] - rear[..., 0], target[..., 1] - rear[..., 1]     # component-wise: no [..., 2]
-    n = jnp.sqrt(dx * dx + dy * dy)
-    c, s = (jnp.cos(heading), jnp.sin(heading)) if cos_sin is None else cos_sin
-    return (c * dx + s * dy) / jnp.where(n > 0, n, 1.0)
+_COS2_AHEAD = float(np.cos(np.deg2rad(AHEAD_DEG)) ** 2)      # 0.75
+_COS2_BEHIND = float(np.cos(np.deg2rad(BEHIND_DEG)) ** 2)    # 0.75
+
+
+def _bearing(rear, target, cos_h, sin_h):
+    """Is ``target`` ahead (angle to the heading < 30 deg) / behind (> 150 deg) of the ego at ``rear``?
+
+    cos(angle) = d.h / |d| compared with cos 30 / cos 150, without the square root and the division
+    (which dominated the per-object cost): d.h > 0 and (d.h)^2 > cos^2(30) |d|^2, and d.h < 0 and
+    (d.h)^2 > cos^2(150) |d|^2. A zero offset is neither (cos taken as 0). -> (ahead, behind) bool."""
+    dx, dy = target[..., 0] - rear[..., 0], target[..., 1] - rear[..., 1]
+    dot = cos_h * dx + sin_h * dy
+    n2, dot2 = dx * dx + dy * dy, dot * dot
+    return (dot > 0) & (dot2 > _COS2_AHEAD * n2), (dot < 0) & (dot2 > _COS2_BEHIND * n2)
 
 
 def _exclusive_any_before(events, axis=-1):
@@ -234,9 +243,7 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     # --- NC -------------------------------------------------------------------------------------
     a_corners, a_center, a_valid = ctx["corners"], ctx["center"], ctx["valid"]           # [A, T, ...]
     overlap = geo.boxes_overlap(corners[None], a_corners) & a_valid                     # [A, T]
-    cos_a = _angle_cos(rear[None], heading[None], a_center, (cos_h[None], sin_h[None]))  # [A, T]
-    behind = cos_a < np.cos(np.deg2rad(BEHIND_DEG))
-    ahead = cos_a > np.cos(np.deg2rad(AHEAD_DEG))
+    _, behind = _bearing(rear[None], a_center, cos_h[None], sin_h[None])                  # [A, T]
     front = _segment_hits_box(corners[None, :, 0], corners[None, :, 3], a_corners)      # FL-FR edge
     ego_stopped = (speed <= STOPPED_EGO_NC)[None]
     at_fault = ~ego_stopped & (ctx["stopped"][:, None] | (~behind & (front | multi_or_off[None])))
@@ -273,10 +280,8 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     shift = dirv[None, :n_eval] * jnp.asarray(ds * 0.1, dirv.dtype)[:, None, None]      # [4, n, 2]
     moved = jax.lax.optimization_barrier(corners[None, :n_eval] + shift[:, :, None, :])  # [4, n, 4, 2]
     ov = geo.boxes_overlap(moved[None], ac) & a_val & (speed[:n_eval] >= STOPPED_EGO_TTC)[None, None]
-    cs = _angle_cos(rear[None, None, :n_eval], heading[None, None, :n_eval], a_cen,
-                    (cos_h[None, None, :n_eval], sin_h[None, None, :n_eval]))            # [A, 4, n]
-    ahead_d = cs > np.cos(np.deg2rad(AHEAD_DEG))
-    behind_d = cs < np.cos(np.deg2rad(BEHIND_DEG))
+    ahead_d, behind_d = _bearing(rear[None, None, :n_eval], a_cen, cos_h[None, None, :n_eval],
+                                 sin_h[None, None, :n_eval])                             # [A, 4, n]
     area = (multi_or_off | fl["rear_in_intersection"])[None, None, :n_eval]
     infr = ahead_d | (area & ~behind_d)
     order = jnp.asarray(np.arange(n_eval)[None, :] * len(ds) + np.arange(len(ds))[:, None])  # [4, n]
@@ -300,5 +305,4 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     _, fails = jax.lax.scan(lk_step, jnp.int32(0), (exceed, skip))
     lk = 1.0 - jnp.any(fails).astype(jnp.float32)
     progress = jnp.maximum(arc[1] - arc[0], 0.0)
-    del ahead
     return dict(NC=nc, DAC=dac, DDC=ddc, TLC=tlc, TTC=ttc, LK=lk, progress=progress, **fl)
