@@ -2,8 +2,9 @@
 (tests/reference, one trajectory at a time) on the same inputs: the official test-vector scenes and their
 18 proposals per scene (previous plans included for EC). Compilation is excluded (timed separately).
 
-    python benchmarks/scoring.py [--mode tracked|direct] [--scenes 30] [--ref-scenes 2] [--chunk 15]
-    python benchmarks/scoring.py --source world [--scenes 256] [--traj 64] [--chunk 32] [--ref-scenes 2]
+    python benchmarks/scoring.py [--mode tracked|direct] [--scenes 30] [--ref-scenes 4] [--chunk 15]
+    python benchmarks/scoring.py --source world [--scenes 256] [--traj 64] [--chunk 16] [--ref-scenes 8]
+    python benchmarks/scoring.py ... --devices 2      # each call sharded over a 2-device CPU mesh
 
 ``--source vectors`` (default) uses the official vector scenes (large maps: up to 224-vertex polygons,
 18 proposals per scene). ``--source world`` uses tiny-spec embedded-world scenes with ``--traj``
@@ -29,7 +30,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", default="tracked", choices=["tracked", "direct"])
     ap.add_argument("--scenes", type=int, default=30, help="scenes scored by the JAX scorer (timed)")
-    ap.add_argument("--ref-scenes", type=int, default=2, help="scenes scored by the reference (timed)")
+    ap.add_argument("--ref-scenes", type=int, default=4,
+                    help="scenes scored by the reference (timed; its speed varies by scene, so several)")
     ap.add_argument("--chunk", type=int, default=15, help="scenes per jitted call")
     ap.add_argument("--source", default="vectors", choices=["vectors", "world"])
     ap.add_argument("--traj", type=int, default=64, help="trajectories per scene (--source world)")

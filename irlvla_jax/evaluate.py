@@ -21,8 +21,12 @@ Stages: ``il`` (imitation), ``rl`` (PPO, reward-world-model reward), ``rl_scorer
 reward). When ``il`` and an RL stage are evaluated, the paired difference RL - IL (per scene, same scenes)
 is reported with its bootstrap interval (:func:`paired_difference`).
 
-No previous-frame plans exist for dataset scenes, so EC = 1 and EPDMS uses the /14 denominator
-(shared/EPDMS.md); the tables say so.
+The main tables use no previous-frame plan (a learned policy would need the sensors of the frame at
+-0.5 s, which dataset scenes do not hold), so there EC = 1 and EPDMS uses the /14 denominator
+(shared/EPDMS.md); the tables say so. Policies that can plan from the ego state at -0.5 s have a
+previous-plan function (:data:`PREVIOUS_PLANS`: constant velocity from the -0.5 s velocity, and the
+expert's logged poses at 0.0 ... 3.5 s); for them a "two-frame" table per split scores the plan with
+its previous plan: EC from the two plans and EPDMS over /16.
 """
 from __future__ import annotations
 
@@ -58,6 +62,33 @@ def expert(scenes: S.Scene) -> np.ndarray:
 
 
 _POLICIES: Dict[str, PolicyFn] = {"constant_velocity": constant_velocity, "expert": expert}
+
+
+def _past_frame(scenes: S.Scene) -> np.ndarray:
+    """[B, 7] ego state at -0.5 s (pose in the t0 frame, velocity / acceleration in its body frame)."""
+    return np.asarray(scenes.ego_past, np.float32)[:, 10]
+
+
+def constant_velocity_previous(scenes: S.Scene) -> np.ndarray:
+    """[B, 1, 8, 3]: the constant-velocity plan made at -0.5 s, in the ego frame at -0.5 s."""
+    v = _past_frame(scenes)[:, 3:5]
+    t = (np.arange(1, S.N_POSES + 1, dtype=np.float32) * 0.5)
+    xy = v[:, None, :] * t[None, :, None]
+    return np.concatenate([xy, np.zeros_like(xy[..., :1])], -1)[:, None]
+
+
+def expert_previous(scenes: S.Scene) -> np.ndarray:
+    """[B, 1, 8, 3]: the logged poses at 0.0 ... 3.5 s (the expert's plan made at -0.5 s), in the ego frame
+    at -0.5 s."""
+    from irlvla_jax import geometry as G
+    fut = np.asarray(scenes.expert_future, np.float32)
+    poses = np.concatenate([np.zeros_like(fut[:, :1]), fut[:, :-1]], axis=1)           # [B, 8, 3], t0 frame
+    origin = _past_frame(scenes)[:, None, :3]
+    return np.asarray(G.se2_to_local(origin, poses), np.float32)[:, None]
+
+
+# policy name -> fn(scenes) -> its plan made at -0.5 s [B, 1, 8, 3] (ego frame at -0.5 s), for EC.
+PREVIOUS_PLANS: Dict[str, PolicyFn] = {"constant_velocity": constant_velocity_previous, "expert": expert_previous}
 
 # stage name -> "module:function" with function(config, workdir) -> PolicyFn
 def _rl_scorer_loader(config, workdir):
@@ -188,15 +219,17 @@ def _check_trajectories(name: str, traj, b: int) -> np.ndarray:
     return t
 
 
-def score_policy(scorer, scenes: S.Scene, traj: np.ndarray, chunk: int, desc: str = "") -> Dict[str, np.ndarray]:
-    """Per-scene scores {name: [B]} of one plan per scene, scored in fixed-size chunks (one compile)."""
+def score_policy(scorer, scenes: S.Scene, traj: np.ndarray, chunk: int, desc: str = "",
+                 prev: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+    """Per-scene scores {name: [B]} of one plan per scene, scored in fixed-size chunks (one compile);
+    with ``prev`` [B, 1, 8, 3] (the plans made at -0.5 s) EC is scored and EPDMS uses /16."""
     from tqdm import tqdm
     b = np.asarray(scenes.scene_id).shape[0]
     out: Dict[str, List[np.ndarray]] = {k: [] for k in COLUMNS + ("progress",)}
     for s0 in tqdm(range(0, b, chunk), desc=desc, leave=False, disable=b <= chunk):
         idx = np.minimum(np.arange(s0, s0 + chunk), b - 1)
         batch = S.index(scenes, idx)
-        r = scorer(batch, traj[idx])
+        r = scorer(batch, traj[idx]) if prev is None else scorer(batch, traj[idx], prev[idx])
         m = min(chunk, b - s0)
         for k in out:
             out[k].append(np.asarray(getattr(r, k))[:m, 0])
@@ -219,6 +252,16 @@ def markdown(results: dict) -> str:
             lines += [f"## {split} / {group} (n = {n})", "",
                       "| policy | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
             for pol, r in pols.items():
+                cells = [f"{r[c]['mean']:.3f} [{r[c]['lo']:.3f}, {r[c]['hi']:.3f}]" if c == "EPDMS"
+                         else f"{r[c]['mean']:.3f}" for c in COLUMNS]
+                lines.append(f"| {pol} | " + " | ".join(cells) + " |")
+            lines.append("")
+        two = sres.get("two_frame", {})
+        if two:
+            n = next(iter(two.values()))["n"]
+            lines += [f"## {split} / all, two-frame (n = {n}): EC from the plan made at -0.5 s, EPDMS over /16", "",
+                      "| policy | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+            for pol, r in two.items():
                 cells = [f"{r[c]['mean']:.3f} [{r[c]['lo']:.3f}, {r[c]['hi']:.3f}]" if c == "EPDMS"
                          else f"{r[c]['mean']:.3f}" for c in COLUMNS]
                 lines.append(f"| {pol} | " + " | ".join(cells) + " |")
@@ -269,9 +312,15 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
         groups = {"all": np.ones(b, bool)}
         for fi in sorted(set(fam.tolist())):
             groups[S.FAMILIES[fi]] = fam == fi
-        sres = {"num_scenes": b, "seconds": None, "groups": {}, "differences": {}}
+        sres = {"num_scenes": b, "seconds": None, "groups": {}, "differences": {}, "two_frame": {}}
         for g, mask in groups.items():
             sres["groups"][g] = {p: summarize(per_policy[p], mask, int(ec.bootstrap), int(ec.seed)) for p in names}
+        for name in names:
+            if name in PREVIOUS_PLANS:
+                traj = _check_trajectories(name, pols[name](scenes), b)
+                prev = _check_trajectories(f"{name} (previous plan)", PREVIOUS_PLANS[name](scenes), b)
+                two = score_policy(scorer, scenes, traj, int(ec.chunk), desc=f"{split}/{name}/two-frame", prev=prev)
+                sres["two_frame"][name] = summarize(two, groups["all"], int(ec.bootstrap), int(ec.seed))
         pairs = [(rl, "il") for rl in ("rl", "rl_scorer")]
         pairs += [(p, "constant_velocity") for p in names if p not in ("constant_velocity", "expert")]
         for a, b_ in pairs:

@@ -101,6 +101,17 @@ def test_evaluate_end_to_end(world_dataset, capsys):
     assert allg["expert"]["EPDMS"]["mean"] > allg["stand_still"]["EPDMS"]["mean"]
     assert allg["stand_still"]["EP"]["mean"] < 0.5
     assert allg["expert"]["EC"]["mean"] == 1.0  # no previous plans in datasets
+    # two-frame tables: the baselines with their plans made at -0.5 s (EC scored, /16); the same plan,
+    # so every other sub-score equals the main table's; constant velocity is not extended-comfortable
+    # everywhere (its -0.5 s plan holds a different velocity)
+    two = val["two_frame"]
+    assert set(two) == {"constant_velocity", "expert"}
+    for p, r in two.items():
+        for col in ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC"):
+            assert abs(r[col]["mean"] - allg[p][col]["mean"]) < 1e-9, (p, col)
+        assert r["n"] == 12 and 0.0 <= r["EC"]["mean"] <= 1.0
+    assert two["constant_velocity"]["EC"]["mean"] < 1.0
+    assert "two-frame" in open(last["markdown"]).read()
     # every trained/extra policy gets its paired difference against constant velocity
     d = val["differences"]["stand_still - constant_velocity"]
     assert d["n"] == 12 and d["lo"] <= d["mean"] <= d["hi"]
@@ -109,3 +120,27 @@ def test_evaluate_end_to_end(world_dataset, capsys):
     for p in val["renders"]:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_previous_plans_are_the_baselines_made_at_minus_half_a_second():
+    """The previous plans, taken back to the t0 frame: the expert's is its logged poses at 0.0 ... 3.5 s;
+    constant velocity's runs along the -0.5 s heading at the -0.5 s speed."""
+    from irlvla_jax import geometry as G
+    from irlvla_jax import scene as S
+    from irlvla_jax.world.generate import generate_scene
+    from irlvla_jax.config import scene_spec
+    from configs import tiny
+    spec = scene_spec(tiny.get_config())
+    scenes = S.stack([generate_scene(spec, 0, i, "test") for i in range(3)])
+    past = np.asarray(scenes.ego_past)[:, 10]
+    back = lambda prev: np.asarray(G.se2_to_global(past[:, None, :3], prev[:, 0]))
+    ex = back(E.expert_previous(scenes))
+    fut = np.asarray(scenes.expert_future)
+    np.testing.assert_allclose(ex[:, 0], 0.0, atol=1e-4)                  # the ego at t0 (the origin)
+    np.testing.assert_allclose(ex[:, 1:, :2], fut[:, :7, :2], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(G.normalize_angle(ex[:, 1:, 2] - fut[:, :7, 2])), 0.0, atol=1e-5)
+    cv = back(E.constant_velocity_previous(scenes))
+    speed = np.hypot(past[:, 3], past[:, 4])
+    step = np.linalg.norm(np.diff(cv[..., :2], axis=1), axis=-1)          # 0.5 s apart
+    np.testing.assert_allclose(step, 0.5 * speed[:, None].repeat(7, 1), rtol=1e-4, atol=1e-4)
+    assert E.PREVIOUS_PLANS.keys() == {"constant_velocity", "expert"}
