@@ -45,7 +45,6 @@ def _time(fn, n):
 
 def bench(name, batch, steps, peak, baseline):
     from flax import nnx
-    import optax
     from irlvla_jax.models.layers import count_params
     from irlvla_jax.scene import SceneSpec
     from irlvla_jax.train import imitation, mesh as mesh_lib

@@ -15,7 +15,7 @@ def get_config():
         name="irlvla_world_base", num_train=100000, num_val=4000, num_test=12000, num_hard=4000,
         num_anchors=20, batch_size=64, shuffle_seed=0, workers=16, data_dir="", world_seed=-1,
         render_split="val", render_count=8))
-    c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True))
+    c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True, num_devices=1))
     # VLA model (models/; MODEL/IL helper): tens of millions of parameters, 256x1024 camera.
     c.model = ml_collections.ConfigDict(dict(
         dim=256, heads=8, dtype="float32",

@@ -41,8 +41,8 @@ def get_config():
     c.train = ml_collections.ConfigDict(dict(
         num_devices=0, max_to_keep=3, async_checkpoint=True, log_every=25))
 
-    # EPDMS scorer (scoring/).
-    c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True))
+    # EPDMS scorer (scoring/); num_devices: 1 = one device, 0 = each call sharded over all local devices.
+    c.scoring = ml_collections.ConfigDict(dict(mode="tracked", human_filter=True, num_devices=1))
     # Stage 2, reward world model (train/reward.py; RL helper).
     c.rwm = ml_collections.ConfigDict(dict(
         d_model=64, num_layers=2, num_heads=4, ff_mult=2, steps=900, batch_size=8, lr=3e-3,

@@ -234,6 +234,10 @@ def _check_scoring(cfg) -> None:
     s = cfg.scoring
     require(s.mode in ("tracked", "direct"), "scoring.mode", f"must be 'tracked' or 'direct', got {s.mode!r}")
     require(isinstance(s.human_filter, bool), "scoring.human_filter", f"must be True or False, got {s.human_filter!r}")
+    if "num_devices" in s:
+        nd = s.num_devices
+        require(isinstance(nd, int) and not isinstance(nd, bool) and nd >= 0, "scoring.num_devices",
+                f"must be an int >= 0 (1 = one device, 0 = all local devices), got {nd!r}")
 
 
 def check(cfg) -> None:

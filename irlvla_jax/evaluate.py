@@ -283,9 +283,11 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
     missing = [n for n in names if n not in pols]
     if missing:
         raise ValueError(f"unknown policy {missing[0]!r}; registered: {sorted(pols)}")
+    chunk = int(ec.chunk)
     if scorer is None:
         from irlvla_jax.scoring import epdms
-        scorer = epdms.make_scorer(mode, hf)
+        scorer, n_dev = epdms.scorer_from_config(config)
+        chunk = epdms.round_chunk(chunk, n_dev)
     writer = None
     try:
         from tensorboardX import SummaryWriter
@@ -308,7 +310,7 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
         t0 = time.time()
         for name in names:
             traj = _check_trajectories(name, pols[name](scenes), b)
-            per_policy[name] = score_policy(scorer, scenes, traj, int(ec.chunk), desc=f"{split}/{name}")
+            per_policy[name] = score_policy(scorer, scenes, traj, chunk, desc=f"{split}/{name}")
         groups = {"all": np.ones(b, bool)}
         for fi in sorted(set(fam.tolist())):
             groups[S.FAMILIES[fi]] = fam == fi
@@ -319,7 +321,7 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
             if name in PREVIOUS_PLANS:
                 traj = _check_trajectories(name, pols[name](scenes), b)
                 prev = _check_trajectories(f"{name} (previous plan)", PREVIOUS_PLANS[name](scenes), b)
-                two = score_policy(scorer, scenes, traj, int(ec.chunk), desc=f"{split}/{name}/two-frame", prev=prev)
+                two = score_policy(scorer, scenes, traj, chunk, desc=f"{split}/{name}/two-frame", prev=prev)
                 sres["two_frame"][name] = summarize(two, groups["all"], int(ec.bootstrap), int(ec.seed))
         pairs = [(rl, "il") for rl in ("rl", "rl_scorer")]
         pairs += [(p, "constant_velocity") for p in names if p not in ("constant_velocity", "expert")]

@@ -23,10 +23,9 @@ import json
 import os
 import time
 import types
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from irlvla_jax.scene import index, padded_chunks

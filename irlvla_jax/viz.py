@@ -26,7 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from irlvla_jax.scene import (AGENT_TYPES, BEV_CLASSES, COMMANDS, DRIVABLE_CARPARK, DRIVABLE_INTERSECTION,  # noqa: E402

@@ -39,6 +39,20 @@ def test_paired_difference():
         E.paired_difference(rl, il[:10])
 
 
+def test_scoring_num_devices_is_validated():
+    from irlvla_jax import config as C
+    from irlvla_jax.scoring import epdms
+    from configs import tiny
+    c = tiny.get_config()
+    c.scoring.num_devices = -1
+    with pytest.raises(ValueError, match=r"config.scoring.num_devices: must be an int >= 0"):
+        C.check(c)
+    c.scoring.num_devices = 10_000
+    with pytest.raises(ValueError, match=r"config.scoring.num_devices=10000: \d+ local device"):
+        epdms.scorer_from_config(c)
+    assert epdms.round_chunk(6, 4) == 8 and epdms.round_chunk(6, 2) == 6 and epdms.round_chunk(6, 1) == 6
+
+
 def test_policy_registry_and_trajectory_checks():
     with pytest.raises(ValueError, match="exists"):
         E.register_policy("expert", E.expert)
@@ -70,12 +84,13 @@ def test_evaluate_end_to_end(world_dataset, capsys):
     c.evaluate.splits = ("val",)
     c.evaluate.chunk = 6
     c.evaluate.bootstrap = 200
+    c.scoring.num_devices = 2          # every scorer call sharded over a 2-device 'data' mesh (chunk 6 = 2 x 3)
     C.check(c)
     # a registered extra policy (stand still) is evaluated next to the baselines
     E.register_policy("stand_still", lambda s: np.zeros((np.asarray(s.scene_id).shape[0], 1, 8, 3)),
                       overwrite=True)
     try:
-        res = E.main(c, wd, types.SimpleNamespace(stage=None, predictions=None, mode=None, rest=[], seeds=None))
+        E.main(c, wd, types.SimpleNamespace(stage=None, predictions=None, mode=None, rest=[], seeds=None))
     finally:
         E.unregister_policy("stand_still")
     out = capsys.readouterr().out

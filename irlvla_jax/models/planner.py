@@ -45,7 +45,7 @@ new parameters is ``gaussian_log_prob(x_{k+1}, step_mean(params', x_k, k), std_k
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -158,8 +158,9 @@ def read_predictions(path: str) -> Dict[int, np.ndarray]:
 
 
 def score_predictions(scenes, preds: Dict[int, np.ndarray], mode: str, human_filter: bool = True,
-                      chunk: int = 16):
-    """Score predictions against a stacked Scene batch; every prediction must name a scene of the batch."""
+                      chunk: int = 16, scorer=None):
+    """Score predictions against a stacked Scene batch; every prediction must name a scene of the batch.
+    ``scorer``: a jitted scorer (default ``make_scorer(mode, human_filter)``); ``chunk`` scenes per call."""
     from irlvla_jax import scene as S
     from irlvla_jax.scoring import epdms
 
@@ -172,7 +173,7 @@ def score_predictions(scenes, preds: Dict[int, np.ndarray], mode: str, human_fil
     sel = sorted(preds, key=lambda s: index[s])
     rows = np.asarray([index[s] for s in sel])
     traj = np.stack([preds[s] for s in sel])[:, None]                     # [K, 1, 8, 3]
-    fn = epdms.make_scorer(mode, human_filter)
+    fn = epdms.make_scorer(mode, human_filter) if scorer is None else scorer
     res: Dict[str, List[np.ndarray]] = {}
     for s0 in range(0, len(sel), chunk):
         idx = np.asarray([min(i, len(sel) - 1) for i in range(s0, s0 + chunk)])
@@ -194,7 +195,10 @@ def score(config, workdir, args):
     data_dir = loader.resolve_data_dir(config, workdir)
     scenes = loader.load_split(config, split, data_dir=data_dir)
     hf = bool(config.scoring.human_filter) if "scoring" in config else True
-    ids, res = score_predictions(scenes, preds, mode, human_filter=hf)
+    from irlvla_jax.scoring import epdms
+    fn, n_dev = epdms.scorer_from_config(config, mode) if "scoring" in config else (None, 1)
+    ids, res = score_predictions(scenes, preds, mode, human_filter=hf, chunk=epdms.round_chunk(16, n_dev),
+                                 scorer=fn)
     summary = {"mode": mode, "split": split, "scenes": len(ids), "human_filter": hf,
                **{k: float(np.mean(v)) for k, v in res.items()}}
     out = os.path.join(workdir, f"scores_{split}_{mode}.json")

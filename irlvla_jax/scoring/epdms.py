@@ -17,8 +17,6 @@ optionally shards the batch over the ``data`` axis of a mesh.
 from __future__ import annotations
 
 import functools
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -241,6 +239,34 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
 
     wrapped.jitted = jitted
     return wrapped
+
+
+def scorer_from_config(config, mode: str = None):
+    """The scorer a command uses -> (fn, n_devices): ``config.scoring.{mode, human_filter, num_devices}``.
+
+    ``num_devices``: 1 (default) scores on the default device; 0 shards every call over a 'data' mesh of
+    all local devices, n > 1 over the first n. Callers pass batches whose scene count is a multiple of
+    ``n_devices`` (:func:`round_chunk`). Single-process only (each process scores its own files)."""
+    sc = config.scoring
+    mode = str(sc.mode) if mode is None else mode
+    hf = bool(sc.get("human_filter", True))
+    n = int(sc.get("num_devices", 1))
+    if n == 1:
+        return make_scorer(mode, hf), 1
+    if jax.process_count() > 1:
+        raise ValueError("config.scoring.num_devices must be 1 in a multi-process run (score per process)")
+    devs = jax.local_devices()
+    n = len(devs) if n == 0 else n
+    if n < 1 or n > len(devs):
+        raise ValueError(f"config.scoring.num_devices={sc.num_devices}: {len(devs)} local device(s) "
+                         "(1 = one device, 0 = all)")
+    from jax.sharding import Mesh
+    return make_scorer(mode, hf, mesh=Mesh(np.asarray(devs[:n]), ("data",))), n
+
+
+def round_chunk(chunk: int, n_devices: int) -> int:
+    """``chunk`` rounded up to a multiple of ``n_devices`` (scenes per sharded call)."""
+    return -(-max(int(chunk), 1) // n_devices) * n_devices
 
 
 def two_stage(scores_o, scores_p, scores_n, scores_q, end_o, start_n, end_p, start_q, sigma_sq: float = 0.1):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Dict
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp

@@ -51,7 +51,6 @@ from flax import nnx
 
 from irlvla_jax.models import planner as planner_lib
 from irlvla_jax.models import reward_model as R
-from irlvla_jax.scene import SceneSpec
 from irlvla_jax.train import mesh as mesh_lib
 
 SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor")

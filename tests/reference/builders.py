@@ -8,7 +8,7 @@ unless a test gives the expert a failing plan).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -27,7 +27,7 @@ Devkit quirks reproduced on purpose (each named where it happens):
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import shapely
@@ -365,7 +365,6 @@ class World:
 def metric_nc(states, polys, areas, obs):
     score = 1.0
     excused = set()
-    front_edges = []
     for t in range(len(states)):
         ego = polys[t]
         fe = None

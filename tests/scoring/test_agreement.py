@@ -39,7 +39,6 @@ def test_agreement_inputs_are_varied():
     """The comparison is not vacuous: the plans produce failures of several kinds on these scenes."""
     pytest.importorskip("irlvla_jax.world.generate", reason="WORLD helper's generate_scene not available")
     import configs.tiny as tiny
-    from tests.reference import epdms_ref as R
     spec = SceneSpec.from_config(tiny.get_config().scene)
     scenes, trajs, prevs, has_prev = A.make_inputs(spec, 4)
     assert trajs.shape == (4, 16, 8, 3) and np.isfinite(trajs).all()

@@ -2,7 +2,6 @@
 import importlib.util
 import os
 
-import numpy as np
 import pytest
 
 from irlvla_jax.scene import FAMILIES, SceneSpec
