@@ -83,6 +83,37 @@ def boxes_overlap(a, b):
     return ~sep
 
 
+def rects_overlap(a, b):
+    """Separating-axis test of two oriented rectangles in centre-extent form -> bool [...].
+
+    ``a``, ``b``: tuples (cx, cy, cos, sin, half_length, half_width) of broadcastable arrays (centre in
+    metres, (cos, sin) of the heading). The same test as :func:`boxes_overlap` on their corners (touching
+    counts), with the four axes' projections in closed form: |d.u_a| > l_a + l_b |c| + w_b |s|, ...,
+    c = cos and s = sin of the relative heading (about 50 flops per pair instead of 150).
+    """
+    ax, ay, ca, sa, la, wa = a
+    bx, by, cb, sb, lb, wb = b
+    dx, dy = bx - ax, by - ay
+    c = jnp.abs(ca * cb + sa * sb)
+    s = jnp.abs(sa * cb - ca * sb)
+    sep = ((jnp.abs(dx * ca + dy * sa) > la + lb * c + wb * s)
+           | (jnp.abs(dy * ca - dx * sa) > wa + lb * s + wb * c)
+           | (jnp.abs(dx * cb + dy * sb) > lb + la * c + wa * s)
+           | (jnp.abs(dy * cb - dx * sb) > wb + la * s + wa * c))
+    return ~sep
+
+
+def segment_rect_overlap(p, q, rect):
+    """Segment p-q ``[..., 2]`` touches the rectangle ``rect`` (cx, cy, cos, sin, half length, half width,
+    see :func:`rects_overlap`), containment included -> bool [...]; :func:`segment_box_overlap` without
+    recovering the frame from corners."""
+    cx, cy, c, s, hl, hw = rect
+    to_box = lambda pt: ((pt[..., 0] - cx) * c + (pt[..., 1] - cy) * s, (pt[..., 1] - cy) * c - (pt[..., 0] - cx) * s)
+    (x0, y0), (x1, y1) = to_box(p), to_box(q)
+    ex = lambda v: v[..., None]
+    return _segments_hit_box(ex(x0), ex(y0), ex(x1), ex(y1), jnp.asarray(hl), jnp.asarray(hw))[..., 0]
+
+
 def points_in_polygon(points, poly, vmask=None, max_dense: int = 16):
     """Crossing-number test: ``points [..., P, 2]`` in ``poly [..., V, 2]`` -> bool [..., P].
 

@@ -38,10 +38,20 @@ def ego_boxes(states):
     return geo.box_corners(c, h, 2 * HALF_LENGTH, 2 * HALF_WIDTH), c
 
 
+def agent_rects(center, heading, length, width):
+    """Object rectangles in centre-extent form (``geo.rects_overlap``): (x, y, cos, sin, half length,
+    half width), each broadcast to ``heading``'s shape [A, T]."""
+    shape = jnp.shape(heading)
+    b = lambda v: jnp.broadcast_to(v, shape)
+    return (b(center[..., 0]), b(center[..., 1]), jnp.cos(heading), jnp.sin(heading), b(0.5 * length),
+            b(0.5 * width))
+
+
 def scene_context(scene):
-    """Per-scene constants for the metrics: agent corners, first-occurrence properties, masks."""
+    """Per-scene constants for the metrics: agent corners and rectangles, first-occurrence properties, masks."""
     boxes = scene.agent_boxes                                     # [A, 41, 5]
     corners = geo.box_corners(boxes[..., :2], boxes[..., 2], boxes[..., 3], boxes[..., 4])
+    rect = agent_rects(boxes[..., :2], boxes[..., 2], boxes[..., 3], boxes[..., 4])
     valid = scene.agent_valid
     first = jnp.argmax(valid, axis=1)                             # first occurrence per agent
     v_first = jnp.take_along_axis(scene.agent_velocity, first[:, None, None], axis=1)[:, 0]
@@ -53,7 +63,7 @@ def scene_context(scene):
     light_red_t = jnp.repeat(scene.light_red, 5, axis=1)[:, :T]   # [S, 41], 2 Hz held for 5 steps
     red_route = light_red_t & (scene.light_valid & scene.light_on_route)[:, None]
     light_poly, red = select_lights(scene.light_polygons, red_route)
-    return dict(corners=corners, center=boxes[..., :2], valid=valid, stopped=stopped, penalty=penalty,
+    return dict(corners=corners, rect=rect, center=boxes[..., :2], valid=valid, stopped=stopped, penalty=penalty,
                 red=red, light_poly=light_poly)
 
 
@@ -212,11 +222,6 @@ def _first_before(a, b):
     return jnp.min(jnp.where(a, idx, n), axis=-1) < jnp.min(jnp.where(b, idx, n), axis=-1)
 
 
-def _segment_hits_box(p, q, box):
-    """Segment p-q [..., 2] intersects box [..., 4, 2] (incl. containment)."""
-    return geo.segment_box_overlap(p, q, box)
-
-
 def trajectory_flags(scene, states):
     """Per-step area flags of one trajectory ``states [41, 11]`` (the expensive, object-free part)."""
     corners, center = ego_boxes(states)
@@ -241,10 +246,11 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     multi_or_off = fl["multiple_lanes"] | fl["non_drivable"]
 
     # --- NC -------------------------------------------------------------------------------------
-    a_corners, a_center, a_valid = ctx["corners"], ctx["center"], ctx["valid"]           # [A, T, ...]
-    overlap = geo.boxes_overlap(corners[None], a_corners) & a_valid                     # [A, T]
+    a_rect, a_center, a_valid = ctx["rect"], ctx["center"], ctx["valid"]                 # [A, T, ...]
+    ego_rect = (center[:, 0], center[:, 1], cos_h, sin_h, HALF_LENGTH, HALF_WIDTH)       # [T]
+    overlap = geo.rects_overlap(ego_rect, a_rect) & a_valid                             # [A, T]
     _, behind = _bearing(rear[None], a_center, cos_h[None], sin_h[None])                  # [A, T]
-    front = _segment_hits_box(corners[None, :, 0], corners[None, :, 3], a_corners)      # FL-FR edge
+    front = geo.segment_rect_overlap(corners[None, :, 0], corners[None, :, 3], a_rect)  # FL-FR edge
     ego_stopped = (speed <= STOPPED_EGO_NC)[None]
     at_fault = ~ego_stopped & (ctx["stopped"][:, None] | (~behind & (front | multi_or_off[None])))
     fault_ev = overlap & at_fault
@@ -275,11 +281,14 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     n_eval = TTC_LAST + 1
     ds = np.asarray(TTC_STEPS)
     stack_d = lambda x: jnp.stack([x[:, d:d + n_eval] for d in TTC_STEPS], axis=1)      # per scene
-    ac, a_val, a_cen = stack_d(a_corners), stack_d(a_valid), stack_d(a_center)          # [A, 4, n, ...]
+    a_val, a_cen = stack_d(a_valid), stack_d(a_center)                                  # [A, 4, n, ...]
+    a_rect_d = tuple(stack_d(x) for x in a_rect)
     dirv = jnp.stack([cos_h, sin_h], axis=-1) * speed[:, None]                         # [T, 2]
     shift = dirv[None, :n_eval] * jnp.asarray(ds * 0.1, dirv.dtype)[:, None, None]      # [4, n, 2]
-    moved = jax.lax.optimization_barrier(corners[None, :n_eval] + shift[:, :, None, :])  # [4, n, 4, 2]
-    ov = geo.boxes_overlap(moved[None], ac) & a_val & (speed[:n_eval] >= STOPPED_EGO_TTC)[None, None]
+    moved = jax.lax.optimization_barrier(center[None, :n_eval] + shift)                # [4, n, 2] centres
+    ego_moved = (moved[..., 0], moved[..., 1], cos_h[None, :n_eval], sin_h[None, :n_eval], HALF_LENGTH,
+                 HALF_WIDTH)
+    ov = geo.rects_overlap(ego_moved, a_rect_d) & a_val & (speed[:n_eval] >= STOPPED_EGO_TTC)[None, None]
     ahead_d, behind_d = _bearing(rear[None, None, :n_eval], a_cen, cos_h[None, None, :n_eval],
                                  sin_h[None, None, :n_eval])                             # [A, 4, n]
     area = (multi_or_off | fl["rear_in_intersection"])[None, None, :n_eval]

@@ -127,7 +127,9 @@ def _forecast_context(scene):
     within = jnp.all(geo.points_in_polygon(ego_c[None], scene.light_polygons), axis=-1)
     red_t = jnp.broadcast_to(red0[:, None], (red0.shape[0], T))
     light_poly, red = metrics.select_lights(scene.light_polygons, red_t)
-    return dict(lead_light=red0 & ~within, corners=corners, center=centers,
+    rect = metrics.agent_rects(centers, jnp.broadcast_to(boxes0[:, None, 2], centers.shape[:2]),
+                               boxes0[:, None, 3], boxes0[:, None, 4])
+    return dict(lead_light=red0 & ~within, corners=corners, rect=rect, center=centers,
                 valid=jnp.broadcast_to(valid0[:, None], centers.shape[:2]), stopped=stopped,
                 penalty=jnp.where(static, metrics.NC_STATIC_PENALTY, 0.0), red=red, light_poly=light_poly,
                 speed0=speed, heading0=boxes0[:, 2])

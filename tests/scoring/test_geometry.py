@@ -45,6 +45,38 @@ def test_boxes_overlap_matches_shapely():
     assert (got == want).mean() >= 0.995
 
 
+def test_rects_overlap_and_segment_test_match_shapely():
+    """Centre-extent forms (what NC and TTC use) against shapely, including exactly touching pairs."""
+    n = 600
+    ca, cb = RNG.uniform(-4, 4, (n, 2)), RNG.uniform(-4, 4, (n, 2))
+    ha, hb = RNG.uniform(-np.pi, np.pi, n), RNG.uniform(-np.pi, np.pi, n)
+    la, lb = RNG.uniform(0.5, 5, n), RNG.uniform(0.5, 5, n)
+    wa, wb = RNG.uniform(0.5, 2.5, n), RNG.uniform(0.5, 2.5, n)
+    # axis-aligned pairs side by side: gaps of -1 cm (overlap), 0 (touching: overlap) and +1 cm (apart)
+    k = 30
+    gap = np.repeat([-0.01, 0.0, 0.01], k // 3)
+    ha[:k] = hb[:k] = 0.0
+    ca[:k] = 0.0
+    la[:k], lb[:k], wa[:k], wb[:k] = 2.0, 2.0, 1.0, 0.5
+    cb[:k, 0], cb[:k, 1] = 0.5, 0.5 + 0.25 + gap                 # half widths 0.5 + 0.25
+    f = lambda x: jnp.asarray(x, jnp.float32)
+    ra = (f(ca[:, 0]), f(ca[:, 1]), f(np.cos(ha)), f(np.sin(ha)), f(la / 2), f(wa / 2))
+    rb = (f(cb[:, 0]), f(cb[:, 1]), f(np.cos(hb)), f(np.sin(hb)), f(lb / 2), f(wb / 2))
+    got = np.asarray(jax.jit(G.rects_overlap)(ra, rb))
+    pa, pb = _box(ca, ha, la, wa), _box(cb, hb, lb, wb)
+    want = np.array([Polygon(pa[i]).intersects(Polygon(pb[i])) for i in range(n)])
+    np.testing.assert_array_equal(got[:k], gap <= 0.0)
+    assert 0.2 < want.mean() < 0.8
+    assert (got == want).mean() >= 0.995
+    assert np.array_equal(got, np.asarray(G.boxes_overlap(f(pa), f(pb))))     # the corner form, same answers
+    p, q = RNG.uniform(-6, 6, (n, 2)), RNG.uniform(-6, 6, (n, 2))
+    seg = np.asarray(G.segment_rect_overlap(f(p), f(q), rb))
+    want = np.array([LineString([p[i], q[i]]).intersects(Polygon(pb[i])) for i in range(n)])
+    assert 0.1 < want.mean() < 0.9 and (seg == want).mean() >= 0.995
+    inside = np.asarray(G.segment_rect_overlap(f(cb), f(cb + 0.01), rb))     # a short segment inside
+    assert inside.all()
+
+
 @pytest.mark.parametrize("nv,pad", [(9, 16), (40, 64)])  # both code paths (broadcast, edge loop)
 def test_points_in_polygon_padded_nonconvex(nv, pad):
     poly = _star(nv, RNG)
