@@ -16,8 +16,9 @@ State vector (NAVSIM's StateIndex order), ``[..., 11]``, rear axle, ego frame at
   |steer| <= pi/3, Euler steps of 0.1 s), started from the current ego state with steering 0.
 
 The velocity fit's normal matrix does not depend on the poses (cos^2 + sin^2 = 1), so its regularised
-pseudo-inverse is a constant computed once in float64 (numpy); only the curvature fit needs a
-per-trajectory 40x40 solve.
+pseudo-inverse is a constant computed once in float64 (numpy); the curvature fit is a chain least-squares
+problem in the curvature profile itself, solved exactly per trajectory in O(40) (a forward information
+filter and a backward pass, no LAPACK call).
 """
 from __future__ import annotations
 
