@@ -72,3 +72,24 @@ def test_velocity_fit_matrix_reproduces_navsim_quirk():
     # Constant-speed displacements: the fit returns that speed and ~zero accelerations.
     x = k @ np.full(40, 0.1 * 7.0)
     assert abs(x[0] - 7.0) < 1e-3 and np.abs(x[1:]).max() < 1e-3
+
+
+def test_curvature_fit_equals_navsim_dense_least_squares():
+    """The O(M) chain solve gives NAVSIM's curvature profile: x = (A^T A + Q)^-1 A^T dh (float64 dense),
+    curvature = x_0 + dt cumsum(x_1..), for moving, nearly stopped and stopped profiles."""
+    rng = np.random.default_rng(0)
+    m, dt = 40, R.DT
+    for vel in (rng.uniform(0.0, 15.0, m), np.full(m, 2e-3), np.zeros(m)):
+        dh = rng.normal(0.0, 0.05, m) * (vel > 0)
+        a = np.tril(np.ones((m, m)))
+        a[:, 0] = vel * dt
+        a[1:, 1:] *= (vel[1:] * dt ** 2)[:, None]
+        q = R.CURVATURE_RATE_PENALTY * np.eye(m)
+        q[0, 0] = R.INITIAL_CURVATURE_PENALTY
+        x = np.linalg.solve(a.T @ a + q, a.T @ dh)
+        want = x[0] + np.concatenate([[0.0], np.cumsum(x[1:] * dt)])
+        got = np.asarray(jax.jit(R._chain_least_squares, static_argnums=(2, 3))(
+            jnp.asarray(vel * dt, jnp.float32), jnp.asarray(dh, jnp.float32), R.INITIAL_CURVATURE_PENALTY,
+            R.CURVATURE_RATE_PENALTY / dt ** 2))
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * max(1.0, np.abs(want).max()))
