@@ -243,29 +243,27 @@ def summarize(per_scene: Dict[str, np.ndarray], mask: np.ndarray, n_boot: int, s
         "n": int(mask.sum())}
 
 
+def _table(title: str, pols: Dict[str, dict]) -> List[str]:
+    """Markdown lines of one table: a row per policy, EPDMS with its interval, then the sub-scores."""
+    n = next(iter(pols.values()))["n"] if pols else 0
+    lines = [f"## {title.format(n=n)}", "", "| policy | " + " | ".join(COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
+    for pol, r in pols.items():
+        cells = [f"{r[c]['mean']:.3f} [{r[c]['lo']:.3f}, {r[c]['hi']:.3f}]" if c == "EPDMS"
+                 else f"{r[c]['mean']:.3f}" for c in COLUMNS]
+        lines.append(f"| {pol} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(results: dict) -> str:
     lines = [f"# EPDMS evaluation ({results['mode']} mode, human filter {results['human_filter']})", "",
              "Mean over scenes, [bootstrap 95% interval]. No previous-frame plans: EC = 1, EPDMS uses /14.", ""]
     for split, sres in results["splits"].items():
         for group, pols in sres["groups"].items():
-            n = next(iter(pols.values()))["n"] if pols else 0
-            lines += [f"## {split} / {group} (n = {n})", "",
-                      "| policy | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-            for pol, r in pols.items():
-                cells = [f"{r[c]['mean']:.3f} [{r[c]['lo']:.3f}, {r[c]['hi']:.3f}]" if c == "EPDMS"
-                         else f"{r[c]['mean']:.3f}" for c in COLUMNS]
-                lines.append(f"| {pol} | " + " | ".join(cells) + " |")
-            lines.append("")
-        two = sres.get("two_frame", {})
-        if two:
-            n = next(iter(two.values()))["n"]
-            lines += [f"## {split} / all, two-frame (n = {n}): EC from the plan made at -0.5 s, EPDMS over /16", "",
-                      "| policy | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-            for pol, r in two.items():
-                cells = [f"{r[c]['mean']:.3f} [{r[c]['lo']:.3f}, {r[c]['hi']:.3f}]" if c == "EPDMS"
-                         else f"{r[c]['mean']:.3f}" for c in COLUMNS]
-                lines.append(f"| {pol} | " + " | ".join(cells) + " |")
-            lines.append("")
+            lines += _table(f"{split} / {group} (n = {{n}})", pols)
+        if sres.get("two_frame"):
+            lines += _table(f"{split} / all, two-frame (n = {{n}}): EC from the plan made at -0.5 s, EPDMS over /16",
+                            sres["two_frame"])
         for name, d in sres.get("differences", {}).items():
             lines.append(f"**{split}: {name}** EPDMS difference {d['mean']:+.4f} "
                          f"[{d['lo']:+.4f}, {d['hi']:+.4f}] (n = {d['n']})")

@@ -31,12 +31,18 @@ def test_box_corners_order_and_size():
     assert Polygon(c).area == pytest.approx(8.0, rel=1e-5)
 
 
-def test_boxes_overlap_matches_shapely():
-    n = 400
+def _random_box_pairs(n):
+    """n random pairs of boxes: centres, headings, lengths, widths of a and of b."""
     ca, cb = RNG.uniform(-4, 4, (n, 2)), RNG.uniform(-4, 4, (n, 2))
     ha, hb = RNG.uniform(-np.pi, np.pi, n), RNG.uniform(-np.pi, np.pi, n)
     la, lb = RNG.uniform(0.5, 5, n), RNG.uniform(0.5, 5, n)
     wa, wb = RNG.uniform(0.5, 2.5, n), RNG.uniform(0.5, 2.5, n)
+    return ca, cb, ha, hb, la, lb, wa, wb
+
+
+def test_boxes_overlap_matches_shapely():
+    n = 400
+    ca, cb, ha, hb, la, lb, wa, wb = _random_box_pairs(n)
     a = G.box_corners(jnp.asarray(ca), jnp.asarray(ha), jnp.asarray(la), jnp.asarray(wa))
     b = G.box_corners(jnp.asarray(cb), jnp.asarray(hb), jnp.asarray(lb), jnp.asarray(wb))
     got = np.asarray(jax.jit(G.boxes_overlap)(a, b))
@@ -48,10 +54,7 @@ def test_boxes_overlap_matches_shapely():
 def test_rects_overlap_and_segment_test_match_shapely():
     """Centre-extent forms (what NC and TTC use) against shapely, including exactly touching pairs."""
     n = 600
-    ca, cb = RNG.uniform(-4, 4, (n, 2)), RNG.uniform(-4, 4, (n, 2))
-    ha, hb = RNG.uniform(-np.pi, np.pi, n), RNG.uniform(-np.pi, np.pi, n)
-    la, lb = RNG.uniform(0.5, 5, n), RNG.uniform(0.5, 5, n)
-    wa, wb = RNG.uniform(0.5, 2.5, n), RNG.uniform(0.5, 2.5, n)
+    ca, cb, ha, hb, la, lb, wa, wb = _random_box_pairs(n)
     # axis-aligned pairs side by side: gaps of -1 cm (overlap), 0 (touching: overlap) and +1 cm (apart)
     k = 30
     gap = np.repeat([-0.01, 0.0, 0.01], k // 3)
