@@ -48,9 +48,8 @@ def agent_rects(center, heading, length, width):
 
 
 def scene_context(scene):
-    """Per-scene constants for the metrics: agent corners and rectangles, first-occurrence properties, masks."""
+    """Per-scene constants for the metrics: agent rectangles, first-occurrence properties, masks."""
     boxes = scene.agent_boxes                                     # [A, 41, 5]
-    corners = geo.box_corners(boxes[..., :2], boxes[..., 2], boxes[..., 3], boxes[..., 4])
     rect = agent_rects(boxes[..., :2], boxes[..., 2], boxes[..., 3], boxes[..., 4])
     valid = scene.agent_valid
     first = jnp.argmax(valid, axis=1)                             # first occurrence per agent
@@ -63,7 +62,7 @@ def scene_context(scene):
     light_red_t = jnp.repeat(scene.light_red, 5, axis=1)[:, :T]   # [S, 41], 2 Hz held for 5 steps
     red_route = light_red_t & (scene.light_valid & scene.light_on_route)[:, None]
     light_poly, red = select_lights(scene.light_polygons, red_route)
-    return dict(corners=corners, rect=rect, center=boxes[..., :2], valid=valid, stopped=stopped, penalty=penalty,
+    return dict(rect=rect, center=boxes[..., :2], valid=valid, stopped=stopped, penalty=penalty,
                 red=red, light_poly=light_poly)
 
 
