@@ -17,6 +17,7 @@ optionally shards the batch over the ``data`` axis of a mesh.
 from __future__ import annotations
 
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
