@@ -110,6 +110,7 @@ def area_flags(scene, corners, center, rear):
 # trajectories (so none is ever dropped), with a real branch per scene (lax.switch under lax.map).
 BBOX_MARGIN = 0.05
 POLYGON_BUCKETS = (4, 8, 16)
+DENSE_POLYGON_VERTICES = 64
 
 
 def _poly_bbox(poly):
@@ -129,9 +130,10 @@ def _select_inside(pts, polys, rel, k):
     """Points [R, P, 2] inside the first ``k`` relevant polygons of each row: (inside [R, k, P], index [R, k])."""
     order = jnp.argsort(~rel, axis=-1, stable=True)[:, :k]                                  # [R, k]
     ok = jnp.take_along_axis(rel, order, axis=-1)
-    # Dense over the vertices (one fused compare-and-count, no loop over edges): [R, k, P, V] is
-    # never materialised.
-    inside = geo.points_in_polygon(pts[:, None], polys[order], max_dense=1 << 30) & ok[..., None]
+    # Dense over the vertices (one fused compare-and-count, no loop over edges) for small polygons;
+    # large ones (real maps: up to hundreds of vertices) loop over the edges, as XLA:CPU materialises
+    # the [R, k, P, V] crossing counts of the dense form before reducing them.
+    inside = geo.points_in_polygon(pts[:, None], polys[order], max_dense=DENSE_POLYGON_VERTICES) & ok[..., None]
     return inside, order
 
 
