@@ -48,12 +48,16 @@ PolicyFn = Callable[[S.Scene], np.ndarray]
 # Policy registry.
 
 
-def constant_velocity(scenes: S.Scene) -> np.ndarray:
-    """[B, 1, 8, 3]: the ego's body-frame velocity (vx, vy) at t0 held for 4 s, heading 0."""
-    v = np.asarray(scenes.ego_state, np.float32)[:, 3:5]
+def _hold_velocity(v: np.ndarray) -> np.ndarray:
+    """[B, 1, 8, 3]: body-frame velocities ``v [B, 2]`` held for 4 s from the origin, heading 0."""
     t = (np.arange(1, S.N_POSES + 1, dtype=np.float32) * 0.5)
     xy = v[:, None, :] * t[None, :, None]
     return np.concatenate([xy, np.zeros_like(xy[..., :1])], -1)[:, None]
+
+
+def constant_velocity(scenes: S.Scene) -> np.ndarray:
+    """[B, 1, 8, 3]: the ego's body-frame velocity (vx, vy) at t0 held for 4 s, heading 0."""
+    return _hold_velocity(np.asarray(scenes.ego_state, np.float32)[:, 3:5])
 
 
 def expert(scenes: S.Scene) -> np.ndarray:
@@ -71,10 +75,7 @@ def _past_frame(scenes: S.Scene) -> np.ndarray:
 
 def constant_velocity_previous(scenes: S.Scene) -> np.ndarray:
     """[B, 1, 8, 3]: the constant-velocity plan made at -0.5 s, in the ego frame at -0.5 s."""
-    v = _past_frame(scenes)[:, 3:5]
-    t = (np.arange(1, S.N_POSES + 1, dtype=np.float32) * 0.5)
-    xy = v[:, None, :] * t[None, :, None]
-    return np.concatenate([xy, np.zeros_like(xy[..., :1])], -1)[:, None]
+    return _hold_velocity(_past_frame(scenes)[:, 3:5])
 
 
 def expert_previous(scenes: S.Scene) -> np.ndarray:
@@ -304,11 +305,11 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
             scenes = L.load_split(config, split, data_dir=L.data_dir(config, workdir), limit=limit)
         b = int(np.asarray(scenes.scene_id).shape[0])
         fam = np.asarray(scenes.family).reshape(-1)
-        per_policy = {}
+        per_policy, trajs = {}, {}
         t0 = time.time()
         for name in names:
-            traj = _check_trajectories(name, pols[name](scenes), b)
-            per_policy[name] = score_policy(scorer, scenes, traj, chunk, desc=f"{split}/{name}")
+            trajs[name] = _check_trajectories(name, pols[name](scenes), b)
+            per_policy[name] = score_policy(scorer, scenes, trajs[name], chunk, desc=f"{split}/{name}")
         groups = {"all": np.ones(b, bool)}
         for fi in sorted(set(fam.tolist())):
             groups[S.FAMILIES[fi]] = fam == fi
@@ -317,9 +318,8 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
             sres["groups"][g] = {p: summarize(per_policy[p], mask, int(ec.bootstrap), int(ec.seed)) for p in names}
         for name in names:
             if name in PREVIOUS_PLANS:
-                traj = _check_trajectories(name, pols[name](scenes), b)
                 prev = _check_trajectories(f"{name} (previous plan)", PREVIOUS_PLANS[name](scenes), b)
-                two = score_policy(scorer, scenes, traj, chunk, desc=f"{split}/{name}/two-frame", prev=prev)
+                two = score_policy(scorer, scenes, trajs[name], chunk, desc=f"{split}/{name}/two-frame", prev=prev)
                 sres["two_frame"][name] = summarize(two, groups["all"], int(ec.bootstrap), int(ec.seed))
         pairs = [(rl, "il") for rl in ("rl", "rl_scorer")]
         pairs += [(p, "constant_velocity") for p in names if p not in ("constant_velocity", "expert")]

@@ -105,8 +105,7 @@ def rects_overlap(a, b):
 
 def segment_rect_overlap(p, q, rect):
     """Segment p-q ``[..., 2]`` touches the rectangle ``rect`` (cx, cy, cos, sin, half length, half width,
-    see :func:`rects_overlap`), containment included -> bool [...]; :func:`segment_box_overlap` without
-    recovering the frame from corners."""
+    see :func:`rects_overlap`), containment included -> bool [...]."""
     cx, cy, c, s, hl, hw = rect
     to_box = lambda pt: ((pt[..., 0] - cx) * c + (pt[..., 1] - cy) * s, (pt[..., 1] - cy) * c - (pt[..., 0] - cx) * s)
     (x0, y0), (x1, y1) = to_box(p), to_box(q)
@@ -222,13 +221,6 @@ def _box_polygon_local(box, poly):
     # corner (front-left, (hl, hw) in the box frame) decides, by the crossing number in the box frame.
     par = jnp.sum(_crossings(hl[..., None], hw[..., None], lx, ly, nx, ny).astype(jnp.int32), axis=-1)
     return hit | (par % 2 == 1), lx, ly, hl, hw
-
-
-def segment_box_overlap(p, q, box):
-    """Segment p-q ``[..., 2]`` touches the rectangle ``box [..., 4, 2]`` (containment included) -> bool [...]."""
-    c, u, w, hl, hw = _box_frame(box)
-    lx, ly = _to_box(jnp.stack([p, q], axis=-2), c, u, w)                  # [..., 2]
-    return _segments_hit_box(lx[..., :1], ly[..., :1], lx[..., 1:], ly[..., 1:], hl, hw)[..., 0]
 
 
 def box_polygon_overlap(box, poly):
