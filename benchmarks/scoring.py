@@ -58,14 +58,9 @@ def main():
         names, scenes, props, prevs, has = _world_inputs(a.scenes, a.traj)
     n_traj = props.shape[1]
 
-    if a.devices > len(jax.devices()):
-        raise SystemExit(f"--devices {a.devices}: only {len(jax.devices())} devices")
     if a.chunk % a.devices:
         raise SystemExit(f"--chunk {a.chunk} must be a multiple of --devices {a.devices}")
-    mesh = None
-    if a.devices > 1:
-        from jax.sharding import Mesh
-        mesh = Mesh(np.asarray(jax.devices()[:a.devices]), ("data",))
+    mesh = epdms.data_mesh(a.devices, key="--devices") if a.devices > 1 else None
     fn = epdms.make_scorer(a.mode, True, mesh=mesh)
     idx0 = np.arange(a.chunk) % len(names)
     args0 = (S.index(scenes, idx0), props[idx0], prevs[idx0], has[idx0])

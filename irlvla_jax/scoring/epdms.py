@@ -254,15 +254,21 @@ def scorer_from_config(config, mode: str = None):
     n = int(sc.get("num_devices", 1))
     if n == 1:
         return make_scorer(mode, hf), 1
+    mesh = data_mesh(n, key="config.scoring.num_devices")
+    return make_scorer(mode, hf, mesh=mesh), mesh.shape["data"]
+
+
+def data_mesh(n: int, key: str = "num_devices"):
+    """A 1-D ('data',) mesh over the first ``n`` local devices (0 = all); ``key`` names the setting in
+    errors. Single-process only."""
     if jax.process_count() > 1:
-        raise ValueError("config.scoring.num_devices must be 1 in a multi-process run (score per process)")
+        raise ValueError(f"{key} must be 1 in a multi-process run (score per process)")
     devs = jax.local_devices()
-    n = len(devs) if n == 0 else n
-    if n < 1 or n > len(devs):
-        raise ValueError(f"config.scoring.num_devices={sc.num_devices}: {len(devs)} local device(s) "
-                         "(1 = one device, 0 = all)")
+    m = len(devs) if n == 0 else int(n)
+    if m < 1 or m > len(devs):
+        raise ValueError(f"{key}={n}: {len(devs)} local device(s) (1 = one device, 0 = all)")
     from jax.sharding import Mesh
-    return make_scorer(mode, hf, mesh=Mesh(np.asarray(devs[:n]), ("data",))), n
+    return Mesh(np.asarray(devs[:m]), ("data",))
 
 
 def round_chunk(chunk: int, n_devices: int) -> int:
