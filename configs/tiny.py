@@ -55,23 +55,31 @@ def get_config():
     # 0 on the test split in all 3 seeds; with steps=150, lr=1e-3, smooth_noise_frac=0.0 (Spearman 0.74,
     # ~2 min) it did in 2 of 3 (seed 1: +0.012 [-0.001, +0.027]).
 
-    # Stage 3, PPO over the denoising chain (train/ppo.py; RL helper).
+    # Stage 3, RL: group-relative PPO over the planner's denoising chain (train/ppo.py, train/ppo_core.py).
+    # One update rolls out batch_size scenes x samples_per_scene samples x num_anchors chains, every one
+    # rewarded (16 x 4 x 16 = 1024 trajectories).
+    #   reward            "rwm" (the learned reward world model) | "scorer" (the true JAX EPDMS, ablation)
+    #   objective         "denoise": every denoising step of every chain is a Gaussian policy step and the
+    #                     whole planner (denoiser + mode head) is trained; "choice": only the mode head, the
+    #                     chains stay the IL planner's (the re-ranking ablation)
+    #   sigma, noise      exploration std per step (normalised poses; RMS over the poses) and its shape
+    #                     over the poses: "smooth" (double-integrated kicks) | "white"
+    #   advantage         baseline: "anchor" (the same anchor's samples) | "scene" (all of the scene's)
+    #   denoise_discount  weight of step s is discount ** (S - 1 - s) (the last step 1)
+    #   choice_weight     weight of the chain-choice surrogate; bc_weight: imitation loss toward the expert
+    #   log_true_score    also score the executed trajectories with the true scorer every update (the
+    #                     reward-hacking curve; B trajectories per update)
     c.ppo = ml_collections.ConfigDict(dict(
-        reward="rwm", bc_weight=0.0, finetune_steps=0, samples_per_scene=1, freeze_encoders=True,
-        updates=1200, batch_size=16, epochs=2, num_minibatches=2, lr=3e-3, clip_eps=0.2, gamma=1.0,
-        gae_lambda=0.95, vf_coef=0.5, ent_coef=0.0, sigma_max=0.05, sigma_min=0.05, log_std_bound=1.0,
-        value_hidden=128, max_grad_norm=1.0, checkpoint_every=200, log_true_score=False,
-        normalize_advantages=True, target_kl=0.0, advantage="gae", noise="smooth", choice_temperature=1.0,
-        kl_ref_coef=0.0, choice_objective="expected", choice_lr=0.0))
-    # Measured on tiny (val, 256 scenes, same IL + RWM): finetune_steps=0 + choice_objective="expected" +
-    # lr 3e-3 gave RL - IL +0.017; lr 1e-3 +0.013; lr 1e-2 +0.006; fine-tuning the last denoising step as
-    # well (finetune_steps=1, noise="smooth", lr 3e-6, choice_lr 3e-3, kl_ref_coef 0.05) +0.009 at 1.5x the
-    # time; the white-noise DPPO of the first session (finetune_steps=2) -0.004 (it broke HC).
+        reward="rwm", objective="denoise", updates=300, batch_size=16, samples_per_scene=4,
+        epochs=2, num_minibatches=2, lr=1e-5, choice_lr=0.0, max_grad_norm=1.0, clip_eps=0.2, sigma=0.05, noise="smooth",
+        advantage="anchor", denoise_discount=1.0, choice_weight=1.0, bc_weight=0.0,
+        checkpoint_every=100, log_true_score=True))
 
     # `irlvla pipeline` evaluation (pipeline.py; RL helper).
     c.pipeline = ml_collections.ConfigDict(dict(
         eval_split="test", eval_scenes=500, eval_chunk=32, best_of_samples=2,
-        extra_splits=("hard",), scorer_updates=100))
+        extra_splits=("hard",), scorer_updates=100, choice_updates=1200, choice_lr=3e-3, choice_samples=1,
+        rwm_report_scenes=128))
 
     # `irlvla evaluate` (evaluate.py; REFERENCE helper): splits scored, scenes per split (0 = all),
     # scenes per scorer call, bootstrap resamples and seed of the 95% intervals.

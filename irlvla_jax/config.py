@@ -156,45 +156,37 @@ def _check_rwm(cfg) -> None:
             f"must be one of train/val/test/hard, got {r.eval_split!r}")
 
 
+PPO_KEYS = ("reward", "objective", "updates", "batch_size", "samples_per_scene", "epochs", "num_minibatches", "lr",
+            "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount", "choice_weight",
+            "bc_weight", "checkpoint_every", "log_true_score")
+
+
 @checker("ppo")
 def _check_ppo(cfg) -> None:
     p = cfg.ppo
+    for k in p:
+        require(k in PPO_KEYS, f"ppo.{k}", f"unknown key; the ppo section has {', '.join(PPO_KEYS)}")
+    for k in PPO_KEYS:
+        require(k in p, f"ppo.{k}", "missing; every ppo key is set in the config file (configs/tiny.py documents them)")
     require(p.reward in ("rwm", "scorer"), "ppo.reward", f"must be 'rwm' or 'scorer', got {p.reward!r}")
-    if "choice_lr" in p:
-        require(float(p.choice_lr) >= 0, "ppo.choice_lr", f"must be >= 0 (0 = ppo.lr), got {p.choice_lr}")
-    if "choice_objective" in p:
-        require(p.choice_objective in ("sampled", "expected"), "ppo.choice_objective",
-                f"must be 'sampled' or 'expected', got {p.choice_objective!r}")
-    if "kl_ref_coef" in p:
-        require(float(p.kl_ref_coef) >= 0, "ppo.kl_ref_coef", f"must be >= 0, got {p.kl_ref_coef}")
-    if "noise" in p:
-        require(p.noise in ("white", "smooth"), "ppo.noise", f"must be 'white' or 'smooth', got {p.noise!r}")
-    if "choice_temperature" in p:
-        require(float(p.choice_temperature) > 0, "ppo.choice_temperature",
-                f"must be > 0, got {p.choice_temperature}")
-    if "advantage" in p:
-        require(p.advantage in ("gae", "group"), "ppo.advantage",
-                f"must be 'gae' (value head) or 'group' (per-scene baseline), got {p.advantage!r}")
-        require(p.advantage != "group" or int(p.samples_per_scene) >= 2, "ppo.samples_per_scene",
-                f"must be >= 2 with ppo.advantage='group', got {p.samples_per_scene}")
-    require(int(p.finetune_steps) >= 0, "ppo.finetune_steps",
-            f"must be >= 0 (0 = train only the chain choice), got {p.finetune_steps}")
-    for k in ("samples_per_scene", "updates", "batch_size", "epochs", "num_minibatches",
-              "value_hidden", "checkpoint_every"):
+    require(p.objective in ("denoise", "choice"), "ppo.objective",
+            f"must be 'denoise' (fine-tune the planner) or 'choice' (re-rank only), got {p.objective!r}")
+    require(p.noise in ("white", "smooth"), "ppo.noise", f"must be 'white' or 'smooth', got {p.noise!r}")
+    require(p.advantage in ("anchor", "scene"), "ppo.advantage",
+            f"must be 'anchor' (per-anchor group) or 'scene' (per-scene group), got {p.advantage!r}")
+    for k in ("samples_per_scene", "updates", "batch_size", "epochs", "num_minibatches", "checkpoint_every"):
         require(int(p[k]) >= 1, f"ppo.{k}", f"must be >= 1, got {p[k]}")
+    require(p.advantage != "anchor" or p.objective == "choice" or int(p.samples_per_scene) >= 2,
+            "ppo.samples_per_scene", f"must be >= 2 with ppo.advantage='anchor' (a group per anchor), "
+                                     f"got {p.samples_per_scene}")
     require(int(p.batch_size) % int(p.num_minibatches) == 0, "ppo.num_minibatches",
             f"must divide ppo.batch_size={p.batch_size}")
-    if "model" in cfg and "planner" in cfg.model:
-        n = int(cfg.model.planner.ddim_steps)
-        require(int(p.finetune_steps) <= n, "ppo.finetune_steps",
-                f"must be <= model.planner.ddim_steps={n} (the denoising steps), got {p.finetune_steps}")
-    for k in ("lr", "clip_eps", "sigma_max", "sigma_min", "max_grad_norm"):
+    for k in ("lr", "clip_eps", "sigma", "max_grad_norm"):
         require(float(p[k]) > 0, f"ppo.{k}", f"must be > 0, got {p[k]}")
-    require(float(p.sigma_min) <= float(p.sigma_max), "ppo.sigma_min", "must be <= ppo.sigma_max")
-    for k in ("bc_weight", "vf_coef", "ent_coef", "log_std_bound", "target_kl"):
+    for k in ("bc_weight", "choice_weight", "choice_lr"):
         require(float(p[k]) >= 0, f"ppo.{k}", f"must be >= 0, got {p[k]}")
-    require(0 < float(p.gamma) <= 1 and 0 <= float(p.gae_lambda) <= 1, "ppo.gamma",
-            "gamma must be in (0, 1] and gae_lambda in [0, 1]")
+    require(0 < float(p.denoise_discount) <= 1, "ppo.denoise_discount",
+            f"must be in (0, 1], got {p.denoise_discount}")
 
 
 @checker("pipeline")
@@ -207,6 +199,9 @@ def _check_pipeline(cfg) -> None:
     for x in p.get("extra_splits", ()):
         require(x in ("train", "val", "test", "hard"), "pipeline.extra_splits",
                 f"entries must be among train/val/test/hard, got {x!r}")
+    for k in ("choice_updates", "choice_samples", "rwm_report_scenes"):
+        require(int(p[k]) >= 1, f"pipeline.{k}", f"must be >= 1, got {p[k]}")
+    require(float(p.choice_lr) > 0, "pipeline.choice_lr", f"must be > 0, got {p.choice_lr}")
     require(int(p.get("scorer_updates", 0)) >= 0, "pipeline.scorer_updates",
             f"must be >= 0 (0 = ppo.updates), got {p.get('scorer_updates')}")
 # ---- end RL helper ----------------------------------------------------------------------------------------

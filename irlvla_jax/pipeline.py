@@ -26,13 +26,17 @@ import types
 from typing import Any, Callable, Dict, List
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from irlvla_jax.scene import index, padded_chunks
 
 SUBS = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
-POLICIES = ("constant_velocity", "expert", "il", "rl_rwm", "rl_scorer", "best_of_n")
-STAGES = ("generate", "il", "rwm", "ppo_rwm", "ppo_scorer", "evaluate")
+POLICIES = ("constant_velocity", "expert", "il", "rwm_pick", "rl_choice", "rl_rwm", "rl_scorer", "best_of_n")
+NAMES = {"constant_velocity": "constant velocity", "expert": "expert", "il": "IL",
+         "rwm_pick": "IL chains picked by the RWM", "rl_choice": "RL, choice only (RWM reward)",
+         "rl_rwm": "RL (RWM reward)", "rl_scorer": "RL (true-scorer reward)"}
+STAGES = ("generate", "il", "rwm", "ppo_rwm", "ppo_scorer", "ppo_rwm_choice", "evaluate")
 
 
 def _marker(run: str, stage: str) -> str:
@@ -113,6 +117,31 @@ def best_of_n(config, workdir, scenes, chunk: int, samples: int, seed: int = 0):
     return np.take_along_axis(cands, best[:, None, None, None], 1), cands.shape[1]
 
 
+def rwm_pick(config, workdir, scenes, chunk: int, seed: int = 0) -> np.ndarray:
+    """The IL planner's K anchor chains (one sample), the one with the highest RWM reward executed:
+    what the RWM knows without RL -> [B, 1, 8, 3]."""
+    from flax import nnx
+    from irlvla_jax.models import reward_model as R
+    from irlvla_jax.train import mesh as mesh_lib
+    from irlvla_jax.train.ppo import _restore_il
+    from irlvla_jax.train.reward import load_rwm
+    gd, params, consts = _restore_il(config, workdir, mesh_lib.make_mesh(1))
+    rgd, rparams = load_rwm(config, workdir)
+    use_ec = bool(config.rwm.use_ec)
+
+    @jax.jit
+    def run(scene, rng):
+        model = nnx.merge(gd, params, consts)
+        tok = model.encode(scene)
+        _, allx, _ = model.sample(tok, rng, 1, return_scores=True)
+        cands = allx[:, 0]                                                         # [B, K, 8, 3]
+        r = R.predicted_reward(nnx.merge(rgd, rparams)(tok, cands, scenes=scene), use_ec)
+        return jnp.take_along_axis(cands, jnp.argmax(r, -1)[:, None, None, None], 1)
+
+    outs = [np.asarray(run(b, jax.random.key(seed + i)))[:m] for i, b, m in padded_chunks(scenes, chunk)]
+    return np.concatenate(outs).astype(np.float32)
+
+
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0):
     """Paired mean difference a - b with a bootstrap 95% interval: (mean, lo, hi)."""
     from irlvla_jax.evaluate import paired_difference
@@ -147,6 +176,8 @@ def evaluate_split(config, workdir: str, seed: int, split: str) -> Dict[str, Any
     trajs = {"constant_velocity": constant_velocity(scenes),
              "expert": np.asarray(scenes.expert_future, np.float32)[:, None],
              "il": imitation.load_policy(config, workdir, seed=seed, chunk=chunk)(scenes)}
+    trajs["rwm_pick"] = rwm_pick(config, workdir, scenes, chunk, seed)
+    trajs["rl_choice"] = ppo.load_policy(choice_config(config), workdir, "rwm", seed=seed, chunk=chunk)(scenes)
     for r in ("rwm", "scorer"):
         trajs[f"rl_{r}"] = ppo.load_policy(config, workdir, r, seed=seed, chunk=chunk)(scenes)
     trajs["best_of_n"], n_cand = best_of_n(config, workdir, scenes, chunk, int(pc.best_of_samples), seed)
@@ -154,18 +185,54 @@ def evaluate_split(config, workdir: str, seed: int, split: str) -> Dict[str, Any
     rows = {k: {c: float(np.mean(v[c][:, 0])) for c in ("EPDMS",) + SUBS} for k, v in per_scene.items()}
     il = per_scene["il"]["EPDMS"][:, 0]
     diffs = {}
-    for k in ("rl_rwm", "rl_scorer", "best_of_n"):
+    for k in ("rwm_pick", "rl_choice", "rl_rwm", "rl_scorer", "best_of_n"):
         m, lo, hi = bootstrap_diff(per_scene[k]["EPDMS"][:, 0], il)
         diffs[f"{k} - il"] = dict(mean=m, lo=lo, hi=hi)
+    m, lo, hi = bootstrap_diff(per_scene["rl_rwm"]["EPDMS"][:, 0], per_scene["rl_choice"]["EPDMS"][:, 0])
+    diffs["rl_rwm - rl_choice"] = dict(mean=m, lo=lo, hi=hi)
     m, lo, hi = bootstrap_diff(il, per_scene["constant_velocity"]["EPDMS"][:, 0])
     diffs["il - constant_velocity"] = dict(mean=m, lo=lo, hi=hi)
+    from irlvla_jax.train.ppo import rwm_report_on_policy
+    rwm_rep = rwm_report_on_policy(config, workdir, index(scenes, slice(0, min(int(pc.rwm_report_scenes),
+                                                                               int(il.shape[0])))), seed=seed)
     return dict(seed=seed, split=split, scenes=int(il.shape[0]), scoring_mode=str(config.scoring.mode),
-                best_of_n_candidates=int(n_cand), table=rows, differences=diffs,
+                best_of_n_candidates=int(n_cand), table=rows, differences=diffs, rwm_on_policy=rwm_rep,
                 per_scene_epdms={k: v["EPDMS"][:, 0].tolist() for k, v in per_scene.items()})
 
 
 # --------------------------------------------------------------------------------------------------
 # Figure.
+
+CURVES = ((0, "il", "train/loss", "IL loss"), (1, "rwm", "rwm/loss_total", "RWM loss"),
+          (2, "ppo_rwm", "ppo/reward_mean", "RWM reward of the rollouts (PPO, RWM)"),
+          (2, "ppo_scorer", "ppo/reward_mean", "true EPDMS of the rollouts (PPO, true scorer)"),
+          (3, "ppo_rwm", "ppo/exec_reward", "RWM reward"),
+          (3, "ppo_rwm", "ppo/exec_true_epdms", "true EPDMS"))
+TITLES = ("IL loss", "RWM loss", "PPO: reward of the sampled (noisy) chains",
+          "PPO (RWM reward): executed plans, RWM vs true EPDMS")
+
+
+def plot_curves(workdir: str, axes) -> None:
+    """Training curves (TensorBoard scalars of the run) on 4 axes; the last one is the reward-hacking
+    check: the RWM reward and the true EPDMS of the RL policy's executed plans over the PPO updates."""
+    from irlvla_jax.train.logging import read_metrics
+    for i, stage, key, label in CURVES:
+        ax = axes[i]
+        rows = [r for r in read_metrics(workdir, stage) if key in r]
+        if rows:
+            x, y = np.array([r["step"] for r in rows]), np.array([r[key] for r in rows], float)
+            if len(y) > 100:   # per-update PPO values are noisy: faint raw curve + a 25-update running mean
+                line = ax.plot(x, y, alpha=0.25, lw=0.6)[0]
+                k = 25
+                ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), color=line.get_color(),
+                        label=label + " (mean of 25)")
+            else:
+                ax.plot(x, y, label=label)
+        ax.set_title(TITLES[i], fontsize=9)
+        ax.set_xlabel("update" if i >= 2 else "step")
+        if i >= 2 and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+
 
 def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
     import matplotlib
@@ -175,7 +242,6 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
     from irlvla_jax.data import loader as L
     from irlvla_jax.models import reward_model as R
     from irlvla_jax.train import mesh as mesh_lib
-    from irlvla_jax.train.logging import read_metrics
     from irlvla_jax.train.ppo import _restore_il
     from irlvla_jax.train.reward import load_rwm, make_candidates
     from irlvla_jax.models import planner as planner_lib
@@ -183,26 +249,8 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
 
     fig = plt.figure(figsize=(16, 4 + 4.2 * n_scenes))
     gs = fig.add_gridspec(1 + n_scenes, 4, height_ratios=[1] + [1.4] * n_scenes)
-    curves = [("il", "train/loss", "IL loss"), ("rwm", "rwm/loss_total", "RWM loss"),
-              ("ppo_rwm", "ppo/reward_mean", "PPO (RWM reward): reward"),
-              ("ppo_rwm", "ppo/rollout_true_epdms", "PPO (RWM): true EPDMS of rollouts"),
-              ("ppo_scorer", "ppo/reward_mean", "PPO (true scorer): reward")]
     axes = [fig.add_subplot(gs[0, i]) for i in range(4)]
-    for i, (stage, key, title) in enumerate(curves):
-        ax = axes[min(i, 3)]
-        rows = [r for r in read_metrics(workdir, stage) if key in r]
-        if rows:
-            x, y = np.array([r["step"] for r in rows]), np.array([r[key] for r in rows], float)
-            if len(y) > 200:   # per-update PPO rewards are noisy: faint raw curve + a 25-update running mean
-                ax.plot(x, y, alpha=0.25, lw=0.6)
-                k = 25
-                ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), label=title + " (mean of 25)")
-            else:
-                ax.plot(x, y, label=title)
-        ax.set_title(title if i < 3 else "PPO: true EPDMS / reward", fontsize=9)
-        ax.set_xlabel("step")
-        if i >= 3 and ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    plot_curves(workdir, axes)
     # Example scenes: candidates coloured by true EPDMS (left) and by the RWM reward (right).
     scenes = L.load_split(config, str(config.pipeline.eval_split), data_dir=L.data_dir(config, workdir),
                           limit=max(n_scenes, 1) * 4)
@@ -242,6 +290,20 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
 
 # --------------------------------------------------------------------------------------------------
 
+def choice_config(config):
+    """The re-ranking ablation's config: ``ppo.objective = "choice"`` with the ``pipeline.choice_*``
+    settings (the mode head alone takes a far larger learning rate and more, cheaper updates)."""
+    config = copy.deepcopy(config)
+    pc = config.pipeline
+    with config.unlocked():
+        config.ppo.objective = "choice"
+        config.ppo.lr = float(pc.choice_lr)
+        config.ppo.updates = int(pc.choice_updates)
+        config.ppo.samples_per_scene = int(pc.choice_samples)
+        config.ppo.log_true_score = False
+    return config
+
+
 def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
     """IL -> RWM -> PPO (RWM) -> PPO (scorer) -> evaluate for one training seed (data already there)."""
     from irlvla_jax.train import imitation, ppo, reward
@@ -261,6 +323,7 @@ def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
     _stage(workdir, "ppo_rwm", lambda: ppo.train(config, workdir, reward="rwm"))
     n_scorer = int((config.get("pipeline") or {}).get("scorer_updates", 0)) or None   # None: ppo.updates
     _stage(workdir, "ppo_scorer", lambda: ppo.train(config, workdir, reward="scorer", num_updates=n_scorer))
+    _stage(workdir, "ppo_rwm_choice", lambda: ppo.train(choice_config(config), workdir, reward="rwm"))
 
     def ev():
         res = evaluate_run(config, workdir, seed)
@@ -278,14 +341,18 @@ def _write_results(run: str, results: List[Dict[str, Any]]) -> str:
     parts = []
     for r0 in results:
         for r in [r0] + list(r0.get("other_splits", ())):
-            names = {"constant_velocity": "constant velocity", "expert": "expert", "il": "IL",
-                     "rl_rwm": "RL (RWM reward)", "rl_scorer": "RL (true-scorer reward)",
-                     "best_of_n": f"best-of-{r.get('best_of_n_candidates', 'N')} (true scorer)"}
+            names = dict(NAMES, best_of_n=f"best-of-{r.get('best_of_n_candidates', 'N')} (true scorer)")
             rows = {names[k]: v for k, v in r["table"].items()}
             parts.append(format_table(rows, f"seed {r['seed']}: {r['split']} split, {r['scenes']} scenes, "
                                             f"{r['scoring_mode']} scoring"))
             for k, d in r["differences"].items():
                 parts.append(f"- EPDMS {k}: {d['mean']:+.4f}  [95% bootstrap {d['lo']:+.4f}, {d['hi']:+.4f}]")
+            q = r.get("rwm_on_policy")
+            if q:
+                parts.append(f"- RWM on the RL (RWM) policy's own samples ({q['scenes']} scenes x "
+                             f"{q['trajectories_per_scene']}): within-scene Spearman {q['spearman_within_scene']:.3f}, "
+                             f"regret {q['regret']:.3f}, mean RWM reward {q['rwm_reward_mean']:.3f} vs true EPDMS "
+                             f"{q['true_epdms_mean']:.3f}")
     if len(results) > 1:
         lines = ["### mean +- std over seeds " + ",".join(str(r["seed"]) for r in results), "",
                  "| policy | EPDMS |", "|---|---|"]
@@ -299,6 +366,10 @@ def _write_results(run: str, results: List[Dict[str, Any]]) -> str:
                 d = r["differences"]["rl_rwm - il"]
                 lines.append(f"- seed {r['seed']}, {r['split']}: RL (RWM) - IL {d['mean']:+.4f} "
                              f"[{d['lo']:+.4f}, {d['hi']:+.4f}]" + ("  (excludes 0)" if d["lo"] > 0 or d["hi"] < 0 else ""))
+                d = r["differences"].get("rl_rwm - rl_choice")
+                if d:
+                    lines.append(f"- seed {r['seed']}, {r['split']}: RL (RWM) - RL choice only {d['mean']:+.4f} "
+                                 f"[{d['lo']:+.4f}, {d['hi']:+.4f}]" + ("  (excludes 0)" if d["lo"] > 0 or d["hi"] < 0 else ""))
         parts.append("\n".join(lines))
     text = "\n\n".join(parts)
     with open(os.path.join(run, "results.md"), "w") as f:

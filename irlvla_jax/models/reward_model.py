@@ -32,7 +32,7 @@ without EC, the case when no previous-frame plan exists; shared/EPDMS.md). Using
 reward smooth in the logits; it is not the expectation of EPDMS (the sub-scores are not independent).
 
 Decision vs DESIGN.md §5: the scene tokens are projected to the RWM's own width (``rwm.d_model``) so the
-RWM can be narrower than the VLA; with ``freeze_encoders`` the tokens come from the IL checkpoint's
+RWM can be narrower than the VLA; in stages 2 and 3 the tokens come from the IL checkpoint's
 encoder under ``stop_gradient``.
 """
 from __future__ import annotations

@@ -1,43 +1,33 @@
-"""Stage 3: PPO fine-tuning of the VLA's diffusion planner over its denoising chain (DPPO-style).
+"""Stage 3: group-relative PPO that fine-tunes the VLA's diffusion planner over its denoising chain.
 
     irlvla train --stage ppo --config configs/tiny.py --workdir DIR [--config.ppo.reward=scorer]
+                                                                    [--config.ppo.objective=choice]
 
-The math (rollout, log-probs, GAE, clipped objective, the scan-structured update) is generic and lives
-in :mod:`irlvla_jax.train.ppo_core`; this module adapts the VLA (contract 4) to it and runs the loop.
+The math (rollout, per-chain log-probs, anchor-group advantages, the clipped objectives, the scan-structured
+update) is generic and lives in :mod:`irlvla_jax.train.ppo_core`; this module adapts the VLA to it and
+runs the loop.
 
-Policy (the VLA's truncated-diffusion planner, ``models/planner.py``): a sample runs the K anchor chains
-jointly (they attend to each other) through the ``ddim_steps`` DDIM steps and keeps the chain with the
-highest mode score. As an MDP (``ppo_core`` has the details):
-  * each fine-tuned denoising step (the last ``ppo.finetune_steps``) is a Gaussian step N(DDIM mean of
-    the planner, std^2 L L^T) over the chains' normalised poses, L = I (``ppo.noise = "white"``) or a
-    smooth double-integration factor (``"smooth"``); std ``ppo.sigma_max`` ... ``ppo.sigma_min`` times a
-    learned per-step scale bounded by exp(+-``log_std_bound``). At the last step only the executed
-    chain is perturbed, so its log-prob covers 24 coordinates, not K x 24;
-  * the executed chain c ~ Categorical(mode logits / ``ppo.choice_temperature``) is its own policy step
-    (own ratio). ``ppo.choice_objective = "expected"`` rewards every chain of a sample and averages
-    the choice's clipped surrogate over c ~ pi_old exactly (no sampling noise in the choice's gradient);
-    deterministic evaluation takes the argmax chain, as the IL policy does;
-  * ``ppo.finetune_steps = 0`` (the tiny/base default, the best of the measured settings, see
-    configs/tiny.py) trains only the planner's mode head: every candidate trajectory stays exactly the
-    IL planner's and RL learns which one to execute;
-  * reward at the chain's end: the RWM's EPDMS-formula reward (``ppo.reward = "rwm"``) or the true
-    JAX scorer's EPDMS (``"scorer"``, the ablation), for the trajectory in metres.
-The M = ``samples_per_scene`` samples of a scene are independent (tokens repeated M times), unlike
-``Planner.sample(num_samples=M)`` which lets all M*K chains attend to each other.
+Policy: the VLA's truncated-diffusion planner (``models/planner.py``). A sample runs the K anchor chains
+jointly through the ``ddim_steps`` DDIM steps; evaluation executes the chain with the highest mode logit
+(deterministic DDIM). PPO (``ppo.objective = "denoise"``, the default) makes every DDIM step a Gaussian
+policy step per chain, N(DDIM mean, ``ppo.sigma``^2 L L^T) with smooth noise L, rewards every chain of
+every sample (``ppo.batch_size`` x ``ppo.samples_per_scene`` x K trajectories per update), takes each
+chain's advantage against the other samples of the same anchor, and trains the whole planner (denoiser
+and mode head; ``ppo.choice_lr`` > 0 gives the mode head its own learning rate) with the per-chain
+clipped surrogate plus the expected clipped surrogate of the chain choice. The encoders stay the IL
+checkpoint's: the scene tokens are computed once per scene and are exactly the tokens the RWM was
+trained on. ``ppo.objective = "choice"`` is the re-ranking ablation: only the mode head is trained and
+every candidate trajectory stays exactly the IL planner's.
 
-Ablation switches (config section ``ppo``): reward ("rwm" | "scorer"), bc_weight (behaviour cloning
-toward the expert: the planner's imitation loss, weights ``il.w_traj`` / ``il.w_mode``), finetune_steps
-(the last n of the DDIM steps are policy steps; earlier ones use the frozen IL planner; 0 = only the chain
-choice is a policy step and only the planner's mode head is trained, so every candidate trajectory stays
-exactly the IL planner's and RL re-ranks them),
-samples_per_scene, freeze_encoders (True: only the planner is trained and the scene tokens are those of
-the IL encoders, exactly what the RWM was trained on; False: the whole VLA is trained and the RWM still
-reads the IL encoders' tokens).
+Reward (``ppo.reward``): the RWM's EPDMS-formula reward (``"rwm"``) or the true JAX scorer's EPDMS
+(``"scorer"``, the ablation), for the trajectories in metres, inside the jitted update. With
+``ppo.log_true_score`` every update also scores the pre-update policy's executed trajectories with the
+true scorer (``ppo/exec_true_epdms`` beside ``ppo/exec_reward``: the reward-hacking curve).
 
-Checkpoints: ``<workdir>/checkpoints/ppo_<reward>`` (Orbax, with the data-iterator state; resumable);
-TensorBoard in ``<workdir>/tb/ppo_<reward>``. A non-finite reward stops training with
-:class:`~irlvla_jax.train.ppo_core.NonFiniteRewardError` before anything of that update is saved.
-:func:`load_policy` gives the evaluation policy ``scenes -> [B, 1, 8, 3]``.
+Checkpoints: ``<workdir>/checkpoints/<run_name>`` (``ppo_rwm``, ``ppo_scorer``, ``ppo_rwm_choice``;
+Orbax, with the data-iterator state; resumable); TensorBoard in ``<workdir>/tb/<run_name>``. A
+non-finite reward stops training with :class:`~irlvla_jax.train.ppo_core.NonFiniteRewardError` before
+anything of that update is saved. :func:`load_policy` gives the evaluation policy ``scenes -> [B, 1, 8, 3]``.
 """
 from __future__ import annotations
 
@@ -62,12 +52,16 @@ REWARD_SOURCES = ("rwm", "scorer")
 # The VLA as a PolicyAdapter.
 
 def trainable_path(config) -> Tuple[str, ...]:
-    """Where the PPO-trained sub-tree sits in the VLA params: ``("planner", "mode_head")`` when
-    ``ppo.finetune_steps == 0`` (only the chain choice is trained, so every trajectory stays exactly the
-    IL planner's), ``("planner",)`` with ``ppo.freeze_encoders``, else ``()`` (everything)."""
-    if int(config.ppo.finetune_steps) == 0:
-        return ("planner", "mode_head")
-    return ("planner",) if bool(config.ppo.freeze_encoders) else ()
+    """Where the PPO-trained sub-tree sits in the VLA params: ``("planner", "mode_head")`` for
+    ``ppo.objective = "choice"`` (only the chain choice is trained, so every trajectory stays exactly the
+    IL planner's), else ``("planner",)`` (the whole diffusion planner; the encoders stay the IL's, so
+    the scene tokens are exactly those the RWM was trained on)."""
+    return ("planner", "mode_head") if str(config.ppo.objective) == "choice" else ("planner",)
+
+
+def run_name(reward: str, objective: str = "denoise") -> str:
+    """Checkpoint / TensorBoard name of a PPO run: ``ppo_<reward>`` (+ ``_choice`` for the ablation)."""
+    return f"ppo_{reward}" + ("_choice" if objective == "choice" else "")
 
 
 def split_trainable(params: Dict[str, Any], path: Tuple[str, ...]):
@@ -96,18 +90,12 @@ def merge_trainable(frozen, path: Tuple[str, ...], trainable):
     return _put(frozen, path, trainable) if path else trainable
 
 
-def pooled_features(tokens):
-    """[B, 5 D]: mean of each token family (meta, bev, map, obj, cmd)."""
-    return jnp.concatenate([tokens.meta.mean(1), tokens.bev.mean(1), tokens.map.mean(1), tokens.obj.mean(1),
-                            tokens.cmd.mean(1)], -1)
-
-
 def make_vla_adapter(graphdef, consts, config) -> core.PolicyAdapter:
     path = trainable_path(config)
     sched = planner_lib.make_schedule(config.model.planner)
     n_steps = len(sched.timesteps)
-    K = int(config.model.planner.num_anchors) if "num_anchors" in config.model.planner else int(config.data.num_anchors)
-    w_traj, w_mode = float(config.il.get("w_traj", 1.0)), float(config.il.get("w_mode", 0.5))
+    K = int(config.data.num_anchors)
+    w_traj, w_mode = float(config.il.w_traj), float(config.il.w_mode)
 
     def merge(pp):
         trainable, frozen = pp
@@ -118,50 +106,55 @@ def make_vla_adapter(graphdef, consts, config) -> core.PolicyAdapter:
 
     def init_noise(pp, tokens, batch, rng, m):
         B = tokens.cmd.shape[0]
-        x = merge(pp).planner.init_chains(rng, B * m, 1)
-        return x.reshape(B, m, K, 8, 3)
+        return merge(pp).planner.init_chains(rng, B * m, 1).reshape(B, m, K, 8, 3)
 
     def denoise_mean(pp, tokens, x, k):
-        B, M = x.shape[:2]
+        B, M = x.shape[:2]   # the M samples of a scene share its tokens (encoded once), chains stay apart
         tok = jax.tree.map(lambda a: jnp.repeat(a, M, axis=0), tokens)
         mean, _, logits = merge(pp).planner.step_mean(tok, x.reshape(B * M, K, 8, 3), n_steps - int(k), sched)
         return mean.reshape(x.shape), logits.reshape(B, M, K)
 
-    def to_traj(x0, choice, batch):
-        sel = jnp.take_along_axis(x0, choice[:, :, None, None, None], axis=2)[:, :, 0]
-        return planner_lib.denormalise(sel, sched)
+    def to_traj(x, batch):
+        return planner_lib.denormalise(x, sched)
 
     def bc_loss(pp, tokens, batch, rng):
         out = merge(pp).planner.imitation_loss(tokens, batch.expert_future.astype(jnp.float32), rng)
         return w_traj * out["traj_l1"] + w_mode * out["mode_ce"]
 
     return core.PolicyAdapter(encode=encode, init_noise=init_noise, denoise_mean=denoise_mean, to_traj=to_traj,
-                              bc_loss=bc_loss, features=pooled_features, num_steps=n_steps, num_choices=K)
+                              bc_loss=bc_loss, num_steps=n_steps)
 
 
-def make_reward_fn(config, adapter: core.PolicyAdapter, rwm_graphdef=None, reward: Optional[str] = None):
-    """reward_fn(static, batch, tokens, traj) -> (reward [B, M], info) for ``ppo.reward``."""
+def make_reward_fn(config, rwm_graphdef=None, reward: Optional[str] = None):
+    """reward_fn(static, batch, tokens, traj [B, N, 8, 3]) -> [B, N]: the RWM's EPDMS-formula reward of
+    ``static["rwm"]`` (``reward = "rwm"``) or the true JAX scorer's EPDMS (``"scorer"``)."""
     from irlvla_jax.models import reward_model as rwm_lib
     from irlvla_jax.scoring.epdms import score
-    pc = config.ppo
-    source = reward or pc.reward
+    source = reward or config.ppo.reward
     if source not in REWARD_SOURCES:
         raise ValueError(f"config.ppo.reward must be one of {REWARD_SOURCES}, got {source!r}")
     mode, hf = config.scoring.mode, bool(config.scoring.human_filter)
     use_ec = bool(config.rwm.use_ec)
-    freeze, log_true = bool(pc.freeze_encoders), bool(pc.log_true_score)
 
     def fn(static, batch, tokens, traj):
         if source == "scorer":
-            s = score(batch, traj, mode=mode, human_filter=hf)
-            return s.EPDMS, {"true_epdms": s.EPDMS, "NC": s.NC, "DAC": s.DAC, "EP": s.EP}
-        rtok = tokens if freeze else jax.lax.stop_gradient(adapter.encode((static["ref"], static["frozen"]), batch))
-        r = rwm_lib.predicted_reward(nnx.merge(rwm_graphdef, static["rwm"])(rtok, traj, scenes=batch), use_ec)
-        info = {}
-        if log_true:
-            s = score(batch, traj, mode=mode, human_filter=hf)
-            info = {"true_epdms": s.EPDMS, "NC": s.NC, "DAC": s.DAC, "EP": s.EP}
-        return r, info
+            return score(batch, traj, mode=mode, human_filter=hf).EPDMS
+        return rwm_lib.predicted_reward(nnx.merge(rwm_graphdef, static["rwm"])(tokens, traj, scenes=batch), use_ec)
+
+    return fn
+
+
+def make_monitor_fn(config):
+    """The true scorer's EPDMS and sub-scores of the executed trajectories (``ppo.log_true_score``;
+    what the RWM reward is compared with: reward hacking), or None."""
+    if not bool(config.ppo.log_true_score):
+        return None
+    from irlvla_jax.scoring.epdms import score
+    mode, hf = config.scoring.mode, bool(config.scoring.human_filter)
+
+    def fn(static, batch, tokens, traj):
+        s = score(batch, traj, mode=mode, human_filter=hf)
+        return {"true_epdms": s.EPDMS, "NC": s.NC, "DAC": s.DAC, "EP": s.EP, "TTC": s.TTC, "HC": s.HC}
 
     return fn
 
@@ -183,26 +176,17 @@ def _restore_il(config, workdir, mesh):
 
 def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, reward: Optional[str] = None,
           seed: int = 0):
-    """-> (adapter, value_graphdef, tx, state, static, update_fn (not jitted), sigmas)."""
+    """-> (adapter, tx, state, static, update_fn (not jitted))."""
     pc = config.ppo
     hp = core.PPOHyper.from_config(pc)
     adapter = make_vla_adapter(graphdef, consts, config)
-    sigmas = core.std_schedule(adapter.num_steps, float(pc.sigma_max), float(pc.sigma_min))
-    core.finetuned_ks(adapter.num_steps, hp.finetune_steps)  # validates finetune_steps
     trainable, frozen = split_trainable(params, trainable_path(config))
     trainable = jax.tree.map(jnp.copy, trainable)  # the state is donated: never alias the caller's arrays
-    D = int(config.model.dim)
-    vh = core.ValueHead(5 * D, adapter.num_steps, int(pc.value_hidden), rngs=nnx.Rngs(seed + 17),
-                        event_size=adapter.num_choices * 24)
-    vgd, vstate = nnx.split(vh)
-    vstate = vstate.to_pure_dict()
-    tx = core.make_optimizer(float(pc.lr), float(pc.max_grad_norm), choice_lr=float(pc.get("choice_lr", 0.0)))
-    state = core.init_state(trainable, vstate, hp.finetune_steps, tx, jax.random.PRNGKey(seed))
-    # `ref` must not alias state buffers: the state is donated to the jitted update.
-    static = {"frozen": frozen, "ref": jax.tree.map(jnp.copy, trainable), "rwm": rwm_params}
-    reward_fn = make_reward_fn(config, adapter, rwm_graphdef, reward)
-    upd = core.make_update(adapter, vgd, reward_fn, hp, tx, sigmas)
-    return adapter, vgd, tx, state, static, upd, sigmas
+    tx = core.make_optimizer(float(pc.lr), float(pc.max_grad_norm), float(pc.choice_lr))
+    state = core.init_state(trainable, tx, jax.random.PRNGKey(seed))
+    static = {"frozen": frozen, "rwm": rwm_params}
+    upd = core.make_update(adapter, make_reward_fn(config, rwm_graphdef, reward), hp, tx, make_monitor_fn(config))
+    return adapter, tx, state, static, upd
 
 
 def merged_params(config, params, trainable):
@@ -210,18 +194,19 @@ def merged_params(config, params, trainable):
     return merge_trainable(params, trainable_path(config), trainable)
 
 
-def checkpoint_dir(workdir: str, reward: str) -> str:
-    return os.path.join(workdir, "checkpoints", f"ppo_{reward}")
+def checkpoint_dir(workdir: str, reward: str, objective: str = "denoise") -> str:
+    return os.path.join(workdir, "checkpoints", run_name(reward, objective))
 
 
 # --------------------------------------------------------------------------------------------------
 
-def train(config, workdir: str, *, reward: Optional[str] = None, train_iter=None, progress: bool = True,
-          num_updates: Optional[int] = None, mesh=None) -> Dict[str, Any]:
+def train(config, workdir: str, *, reward: Optional[str] = None, objective: Optional[str] = None,
+          train_iter=None, progress: bool = True, num_updates: Optional[int] = None, mesh=None) -> Dict[str, Any]:
     """Run (or resume) PPO to ``config.ppo.updates``; returns a summary dict (last metrics, timings)."""
     from irlvla_jax.train.checkpoint import Checkpointer
     from irlvla_jax.train.imitation import make_train_iter
     from irlvla_jax.train.logging import Logger
+    config = with_objective(config, objective)
     pc = config.ppo
     reward = reward or pc.reward
     mesh_lib.maybe_initialize_distributed()
@@ -233,15 +218,15 @@ def train(config, workdir: str, *, reward: Optional[str] = None, train_iter=None
     if reward == "rwm":
         from irlvla_jax.train.reward import load_rwm
         rwm_gd, rwm_params = load_rwm(config, workdir)
-    adapter, vgd, tx, state, static, upd, sigmas = build(config, graphdef, params, consts, rwm_gd, rwm_params,
-                                                          reward, seed=int(config.seed))
+    _, _, state, static, upd = build(config, graphdef, params, consts, rwm_gd, rwm_params, reward,
+                                     seed=int(config.seed))
     state = mesh_lib.replicate(state, mesh)
     static = mesh_lib.replicate(static, mesh)
     if train_iter is None:
         train_iter = make_train_iter(config, workdir, mesh_lib.local_batch_size(bs))
-    name = f"ppo_{reward}"
-    ckpt = Checkpointer(checkpoint_dir(workdir, reward), config=config, max_to_keep=int(config.train.max_to_keep),
-                        async_save=bool(config.train.async_checkpoint))
+    name = run_name(reward, str(pc.objective))
+    ckpt = Checkpointer(checkpoint_dir(workdir, reward, str(pc.objective)), config=config,
+                        max_to_keep=int(config.train.max_to_keep), async_save=bool(config.train.async_checkpoint))
     state, start = ckpt.resume(state, data_iter=train_iter, name=name, unit="update")
     total = int(num_updates if num_updates is not None else pc.updates)
     update = jax.jit(upd, donate_argnums=(0,))
@@ -271,27 +256,49 @@ def train(config, workdir: str, *, reward: Optional[str] = None, train_iter=None
     wall = time.time() - t0
     last = hist[-1] if hist else {}
     step_s = float(np.median(np.diff(times))) if len(times) > 2 else None
+    first = lambda k: hist[0].get(k) if hist else None  # noqa: E731
     return dict(stage=name, updates=total, start=start, wall_s=wall, step_s=step_s,
-                reward_first=hist[0]["reward_mean"] if hist else None, reward_last=last.get("reward_mean"),
-                true_epdms_first=hist[0].get("rollout_true_epdms") if hist else None,
-                true_epdms_last=last.get("rollout_true_epdms"), history=hist)
+                trajectories_per_update=last.get("trajectories"),
+                reward_first=first("reward_mean"), reward_last=last.get("reward_mean"),
+                exec_reward_first=first("exec_reward"), exec_reward_last=last.get("exec_reward"),
+                exec_true_epdms_first=first("exec_true_epdms"), exec_true_epdms_last=last.get("exec_true_epdms"),
+                history=hist)
 
 
-def load_policy(config, workdir: str, reward: str = "rwm", *, seed: int = 0, chunk: Optional[int] = None):
+def with_objective(config, objective: Optional[str]):
+    """``config`` with ``ppo.objective = objective`` (a copy; unchanged when None)."""
+    if objective is None or objective == config.ppo.objective:
+        return config
+    import copy
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        config.ppo.objective = objective
+    return config
+
+
+def load_trained(config, workdir: str, reward: str = "rwm", objective: Optional[str] = None):
+    """-> (graphdef, full VLA params with the PPO-trained part of the latest checkpoint, consts)."""
+    from irlvla_jax.train.checkpoint import Checkpointer
+    from irlvla_jax.train.state import abstract_like
+    config = with_objective(config, objective)
+    mesh = mesh_lib.make_mesh(1)
+    graphdef, params, consts = _restore_il(config, workdir, mesh)
+    _, _, state, _, _ = build(config, graphdef, params, consts, None, None, "scorer")
+    ckpt = Checkpointer(checkpoint_dir(workdir, reward, str(config.ppo.objective)), config=config,
+                        async_save=False)
+    if ckpt.latest_step() is None:
+        raise FileNotFoundError(f"no PPO checkpoint in {ckpt.directory}; run `irlvla train --stage ppo` "
+                                f"with ppo.reward={reward!r} ppo.objective={config.ppo.objective!r} first")
+    state, _ = ckpt.restore(abstract_like(state))
+    return graphdef, merged_params(config, params, state.params), consts
+
+
+def load_policy(config, workdir: str, reward: str = "rwm", *, objective: Optional[str] = None, seed: int = 0,
+                chunk: Optional[int] = None):
     """Restore the IL checkpoint and the latest PPO checkpoint -> ``policy(scenes) -> [B, 1, 8, 3]``
     (metres, radians, ego frame; deterministic DDIM, the top-scored anchor chain, like the IL policy)."""
     from irlvla_jax.scene import padded_chunks
-    from irlvla_jax.train.checkpoint import Checkpointer
-    mesh = mesh_lib.make_mesh(1)
-    graphdef, params, consts = _restore_il(config, workdir, mesh)
-    _, _, _, state, _, _, _ = build(config, graphdef, params, consts, None, None, "scorer")
-    ckpt = Checkpointer(checkpoint_dir(workdir, reward), config=config, async_save=False)
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(f"no PPO checkpoint in {ckpt.directory}; run `irlvla train --stage ppo` "
-                                f"with ppo.reward={reward!r} first")
-    from irlvla_jax.train.state import abstract_like
-    state, _ = ckpt.restore(abstract_like(state))
-    full = merged_params(config, params, state.params["policy"])
+    graphdef, full, consts = load_trained(config, workdir, reward, objective)
     chunk = int(chunk or config.ppo.batch_size)
 
     @jax.jit
@@ -305,3 +312,46 @@ def load_policy(config, workdir: str, reward: str = "rwm", *, seed: int = 0, chu
         return np.concatenate(outs).astype(np.float32)
 
     return policy
+
+
+def rwm_report_on_policy(config, workdir: str, scenes, *, reward: str = "rwm", chunk: int = 16,
+                         seed: int = 0) -> Dict[str, Any]:
+    """How well the RWM ranks what PPO asks it about: the final RL policy's own samples.
+
+    For ``scenes`` (held out), the trained policy's rollout exactly as in a PPO update
+    (``ppo.samples_per_scene`` samples x K chains with the exploration noise), each trajectory rewarded by
+    the RWM and scored by the true scorer. Returns the within-scene Spearman correlation (mean over scenes
+    whose true EPDMS is not constant), the regret of the RWM's top pick (true best minus true EPDMS of the
+    RWM's argmax, mean over scenes), and the mean RWM reward vs mean true EPDMS (the reward's bias)."""
+    from irlvla_jax.scene import padded_chunks
+    from irlvla_jax.scoring.epdms import make_scorer
+    from irlvla_jax.train.reward import load_rwm, within_scene_spearman
+    pc = config.ppo
+    graphdef, full, consts = load_trained(config, workdir, reward)
+    rgd, rparams = load_rwm(config, workdir)
+    adapter = make_vla_adapter(graphdef, consts, config)
+    reward_fn = make_reward_fn(config, rgd, "rwm")
+    M, K = int(pc.samples_per_scene), int(config.data.num_anchors)
+    factor = core.noise_factor(str(pc.noise))
+    trainable, frozen = split_trainable(full, trainable_path(config))
+    scorer = make_scorer(config.scoring.mode, bool(config.scoring.human_filter))
+
+    @jax.jit
+    def run(scene, rng):
+        pp = (trainable, frozen)
+        tokens = adapter.encode(pp, scene)
+        roll = core.rollout(adapter, pp, tokens, scene, rng, M, float(pc.sigma), factor)
+        traj = adapter.to_traj(roll.x0.reshape(roll.x0.shape[0], M * K, 8, 3), scene)
+        return traj, reward_fn({"rwm": rparams}, scene, tokens, traj)
+
+    preds, trues = [], []
+    for i, b, m in padded_chunks(scenes, chunk):
+        traj, pred = run(b, jax.random.key(seed + i))
+        trues.append(np.asarray(scorer(b, traj).EPDMS)[:m]); preds.append(np.asarray(pred)[:m])
+    pred, true = np.concatenate(preds), np.concatenate(trues)
+    rho = within_scene_spearman(pred, true)
+    top = np.take_along_axis(true, np.argmax(pred, -1)[:, None], 1)[:, 0]
+    return dict(scenes=int(true.shape[0]), trajectories_per_scene=int(true.shape[1]),
+                spearman_within_scene=float(np.nanmean(rho)), spearman_scenes=int(np.sum(np.isfinite(rho))),
+                regret=float(np.mean(true.max(1) - top)), rwm_reward_mean=float(pred.mean()),
+                true_epdms_mean=float(true.mean()))

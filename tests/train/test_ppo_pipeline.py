@@ -85,6 +85,8 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     def rec(name):
         def f(config, workdir, *a, **kw):
             tag = name + (f":{kw['reward']}" if "reward" in kw else "")
+            if name == "ppo" and config.ppo.objective == "choice":
+                tag += ":choice"
             if tag == "ppo:scorer" and crash["on"]:
                 crash["on"] = False
                 raise RuntimeError("killed")
@@ -105,7 +107,10 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
                     differences={"rl_rwm - il": dict(mean=0.0, lo=0.0, hi=0.0)})
     monkeypatch.setattr(PL, "evaluate_run", fake_eval)
     monkeypatch.setattr(PL, "make_figure", lambda *a, **k: "fig.png")
-    cfg = ml_collections.ConfigDict(dict(seed=0, data=dict(data_dir="")))
+    cfg = ml_collections.ConfigDict(dict(
+        seed=0, data=dict(data_dir=""),
+        ppo=dict(objective="denoise", lr=1e-5, updates=10, samples_per_scene=4, log_true_score=True),
+        pipeline=dict(choice_lr=3e-3, choice_updates=20, choice_samples=1)))
     args = types.SimpleNamespace(seeds="0,1")
     with pytest.raises(RuntimeError, match="killed"):
         PL.main(cfg, str(tmp_path), args)
@@ -114,9 +119,9 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     calls.clear()
     PL.main(cfg, str(tmp_path), args)                     # resume: finished stages are skipped
     assert [(c[0], c[1], c[2]) for c in calls] == [
-        ("ppo:scorer", "seed_0", 0), ("evaluate", "seed_0", 0),
+        ("ppo:scorer", "seed_0", 0), ("ppo:rwm:choice", "seed_0", 0), ("evaluate", "seed_0", 0),
         ("il", "seed_1", 1), ("rwm", "seed_1", 1), ("ppo:rwm", "seed_1", 1), ("ppo:scorer", "seed_1", 1),
-        ("evaluate", "seed_1", 1)]
+        ("ppo:rwm:choice", "seed_1", 1), ("evaluate", "seed_1", 1)]
     assert {c[3] for c in calls} == {str(tmp_path / "data")}   # one shared dataset
     # Every training seed reads the dataset of seed 0 (the loader checks the world seed, not config.seed).
     assert {c[4] for c in calls if c[0] != "evaluate"} == {0}
