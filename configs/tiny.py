@@ -50,7 +50,7 @@ def get_config():
         noise_std=0.3, expert_perturbations=24, use_anchors=True, use_ec=False, epdms_weight=2.0,
         eval_split="val", eval_scenes=128, checkpoint_every=50,
         kinematic_features=True, ego_features=True, rank_weight=1.0, rank_scale=10.0, policy_rank_boost=2.0,
-        inner_steps=1, smooth_noise_frac=0.5, scene_features=True))
+        inner_steps=1, smooth_noise_frac=0.5, scene_features=True, arch="transformer", ppo_samples=0))
     # 3-seed pipeline runs (issue 5): with these settings (val Spearman 0.78, ~4.6 min) RL (RWM) - IL excluded
     # 0 on the test split in all 3 seeds; with steps=150, lr=1e-3, smooth_noise_frac=0.0 (Spearman 0.74,
     # ~2 min) it did in 2 of 3 (seed 1: +0.012 [-0.001, +0.027]).

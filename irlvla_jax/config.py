@@ -152,6 +152,9 @@ def _check_rwm(cfg) -> None:
         require(float(r[k]) > 0, f"rwm.{k}", f"must be > 0, got {r[k]}")
     for k in ("noise_std", "epdms_weight", "weight_decay"):
         require(float(r[k]) >= 0, f"rwm.{k}", f"must be >= 0, got {r[k]}")
+    require(r.arch in ("transformer", "light"), "rwm.arch",
+            f"must be 'transformer' (9 tokens per plan) or 'light' (scene once, a small per-plan head), got {r.arch!r}")
+    require(int(r.ppo_samples) >= 0, "rwm.ppo_samples", f"must be >= 0, got {r.ppo_samples}")
     require(r.eval_split in ("train", "val", "test", "hard"), "rwm.eval_split",
             f"must be one of train/val/test/hard, got {r.eval_split!r}")
 

@@ -243,7 +243,7 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
     from irlvla_jax.models import reward_model as R
     from irlvla_jax.train import mesh as mesh_lib
     from irlvla_jax.train.ppo import _restore_il
-    from irlvla_jax.train.reward import load_rwm, make_candidates
+    from irlvla_jax.train.reward import load_rwm, make_candidates, ppo_noise_of
     from irlvla_jax.models import planner as planner_lib
     from irlvla_jax.viz import render_scene
 
@@ -264,7 +264,7 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
     def run(scene, rng):
         model = nnx.merge(gd, params, consts)
         tok = model.encode(scene)
-        c, _ = make_candidates(model, tok, scene, rng, config.rwm, sched)
+        c, _ = make_candidates(model, tok, scene, rng, config.rwm, sched, ppo_noise_of(config))
         s = score(scene, c, mode=config.scoring.mode, human_filter=bool(config.scoring.human_filter))
         pred = R.predicted_reward(nnx.merge(rgd, rparams)(tok, c, scenes=scene), bool(config.rwm.use_ec))
         return c, s.EPDMS, pred

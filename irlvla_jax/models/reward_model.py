@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
+ARCHS = ("transformer", "light")
 SUB_SCORES = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
 TERNARY = ("NC", "DDC")
 BINARY = ("DAC", "TLC", "TTC", "LK", "HC", "EC")
@@ -357,6 +358,93 @@ class RewardWorldModel(nnx.Module):
         tern = {"NC": out[..., 0:3], "DDC": out[..., 3:6]}
         binl = {k: out[..., 6 + i] for i, k in enumerate(BINARY)}
         return RWMOutput(ternary_logits=tern, binary_logits=binl, ep=jax.nn.sigmoid(out[..., -1]))
+
+
+class LightRewardWorldModel(nnx.Module):
+    """The lightweight RWM (``rwm.arch = "light"``): the scene is encoded once per scene, each trajectory
+    goes through a small head. Same inputs, outputs and call as :class:`RewardWorldModel`.
+
+    Scene (once per scene): the meta(+cmd), BEV, map and object tokens are projected to ``d_model``
+    and turned into attention keys / values [B, n, d]. Trajectory (per candidate, one token): the
+    flattened per-pose features (pose, kinematics, plan-vs-scene geometry of :func:`scene_features`)
+    and their per-plan summaries -> MLP -> token [B, N, d]; ``num_layers`` x (one multi-head
+    cross-attention of that token to the scene keys / values, an FFN); the 13-way head. Per
+    trajectory that is about 10x fewer multiply-adds than the transformer RWM (which self-attends over
+    9 tokens per candidate and cross-attends 4 token groups per layer); the plan-vs-scene geometry is
+    the same."""
+
+    def __init__(self, cfg, token_dim: int, *, rngs: nnx.Rngs):
+        d = int(cfg.d_model)
+        self.d, self.heads = d, int(cfg.num_heads)
+        self.use_kin = bool(cfg.get("kinematic_features", False))
+        self.use_ego = bool(cfg.get("ego_features", False))
+        self.use_scene = bool(cfg.get("scene_features", False))
+        n_pose = 5 + (len(KINEMATIC_NAMES) if self.use_kin else 0) + (len(SCENE_FEATURE_NAMES) if self.use_scene else 0)
+        n_in = 8 * n_pose + (10 if self.use_kin else 0) + (10 if self.use_kin and self.use_scene else 0)
+        self.tok_proj = nnx.Linear(token_dim, d, rngs=rngs)
+        self.kv = nnx.List([nnx.Linear(d, 2 * d, rngs=rngs) for _ in range(int(cfg.num_layers))])
+        self.traj_in = nnx.Linear(n_in, 2 * d, rngs=rngs)
+        self.traj_hidden = nnx.Linear(2 * d, d, rngs=rngs)
+        if self.use_ego:
+            self.ego_in = nnx.Linear(35, d, rngs=rngs)
+        self.ln_q = nnx.List([nnx.LayerNorm(d, rngs=rngs) for _ in range(int(cfg.num_layers))])
+        self.q = nnx.List([nnx.Linear(d, d, rngs=rngs) for _ in range(int(cfg.num_layers))])
+        self.o = nnx.List([nnx.Linear(d, d, rngs=rngs) for _ in range(int(cfg.num_layers))])
+        self.ln_ff = nnx.List([nnx.LayerNorm(d, rngs=rngs) for _ in range(int(cfg.num_layers))])
+        self.ff1 = nnx.List([nnx.Linear(d, int(cfg.ff_mult) * d, rngs=rngs) for _ in range(int(cfg.num_layers))])
+        self.ff2 = nnx.List([nnx.Linear(int(cfg.ff_mult) * d, d, rngs=rngs) for _ in range(int(cfg.num_layers))])
+        self.ln_out = nnx.LayerNorm(d, rngs=rngs)
+        self.head_hidden = nnx.Linear(d, d, rngs=rngs)
+        self.head = nnx.Linear(d, _HEAD_DIM, rngs=rngs)
+
+    def __call__(self, tokens, traj, scenes=None) -> RWMOutput:
+        if traj.ndim != 4 or traj.shape[-2:] != (8, 3):
+            raise ValueError(f"RWM trajectories: expected [B, N, 8, 3] (x, y, heading), found {traj.shape}")
+        ctx = self.tok_proj(jnp.concatenate(token_groups(tokens), axis=1))           # [B, n, d] (once)
+        B, N = traj.shape[:2]
+        if ctx.shape[0] != B:
+            raise ValueError(f"RWM: tokens have batch {ctx.shape[0]} but trajectories {B}")
+        if (self.use_ego or self.use_scene) and scenes is None:
+            raise ValueError("RWM was built with rwm.ego_features / rwm.scene_features: call it as "
+                             "model(tokens, traj, scenes=<the Scene batch the tokens come from>)")
+        if scenes is not None and (self.use_ego or self.use_scene) and int(jnp.shape(scenes.ego_state)[0]) != B:
+            raise ValueError(f"RWM scenes: batch {jnp.shape(scenes.ego_state)[0]} but trajectories {B}")
+        ego = ego_inputs(scenes) if self.use_ego else None
+        feats, summ = pose_features(traj), []
+        if self.use_kin:
+            per, ks = _kin_inputs(traj, ego)
+            feats = jnp.concatenate([feats, per], axis=-1)
+            summ.append(ks)
+        if self.use_scene:
+            sf = scene_features(scenes, traj)
+            feats = jnp.concatenate([feats, sf], axis=-1)
+            if self.use_kin:
+                summ.append(_scene_summary(sf))
+        x = jnp.concatenate([feats.reshape(B, N, -1)] + summ, axis=-1)
+        h = self.traj_hidden(jax.nn.gelu(self.traj_in(x)))                           # [B, N, d]
+        if self.use_ego:
+            h = h + self.ego_in(_ego_summary(ego))[:, None]
+        H, dh = self.heads, self.d // self.heads
+        for i in range(len(self.q)):
+            k, v = jnp.split(self.kv[i](ctx), 2, -1)                                 # per scene
+            k, v = k.reshape(B, -1, H, dh), v.reshape(B, -1, H, dh)
+            q = self.q[i](self.ln_q[i](h)).reshape(B, N, H, dh)
+            a = jax.nn.softmax(jnp.einsum("bnhc,bmhc->bnhm", q, k) / jnp.sqrt(float(dh)), -1)
+            h = h + self.o[i](jnp.einsum("bnhm,bmhc->bnhc", a, v).reshape(B, N, self.d))
+            h = h + self.ff2[i](jax.nn.gelu(self.ff1[i](self.ln_ff[i](h))))
+        out = self.head(jax.nn.gelu(self.head_hidden(self.ln_out(h))))               # [B, N, 13]
+        tern = {"NC": out[..., 0:3], "DDC": out[..., 3:6]}
+        binl = {k: out[..., 6 + i] for i, k in enumerate(BINARY)}
+        return RWMOutput(ternary_logits=tern, binary_logits=binl, ep=jax.nn.sigmoid(out[..., -1]))
+
+
+def build(cfg, token_dim: int, *, rngs: nnx.Rngs):
+    """The RWM named by ``cfg.arch``: "transformer" (:class:`RewardWorldModel`) or "light"
+    (:class:`LightRewardWorldModel`)."""
+    arch = str(cfg.get("arch", "transformer"))
+    if arch not in ARCHS:
+        raise ValueError(f"config.rwm.arch must be one of {ARCHS}, got {arch!r}")
+    return (LightRewardWorldModel if arch == "light" else RewardWorldModel)(cfg, token_dim, rngs=rngs)
 
 
 def expectations(out: RWMOutput) -> Dict[str, Any]:

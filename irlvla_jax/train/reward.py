@@ -53,7 +53,7 @@ from irlvla_jax.models import planner as planner_lib
 from irlvla_jax.models import reward_model as R
 from irlvla_jax.train import mesh as mesh_lib
 
-SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor")
+SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor", "ppo")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,10 +98,33 @@ def smooth_factor(num_poses: int = 8) -> np.ndarray:
     return (L / np.sqrt(np.mean(np.sum(L * L, 1)))).astype(np.float32)
 
 
-def make_candidates(model, tokens, scenes, rng, rc, sched):
+def ppo_samples(planner, tokens, rng, num: int, sigma: float, factor, sched):
+    """[B, num * K, 8, 3] metres: ``num`` samples of all K anchor chains drawn exactly as a PPO rollout
+    draws them (every DDIM step's mean plus sigma L z, L the PPO noise factor over the poses): the
+    distribution the RL policy asks the RWM about."""
+    B = tokens.cmd.shape[0]
+    K = planner.anchors[...].shape[0]
+    keys = jax.random.split(rng, len(sched.timesteps) + 1)
+    x = planner.init_chains(keys[0], B * num, 1)                                  # [B*num, K, 8, 3]
+    tok = jax.tree.map(lambda a: jnp.repeat(a, num, axis=0), tokens)
+    for k in range(len(sched.timesteps)):
+        mean, _, _ = planner.step_mean(tok, x, k, sched)
+        z = jnp.einsum("ij,...jc->...ic", jnp.asarray(factor), jax.random.normal(keys[k + 1], x.shape))
+        x = mean + sigma * z
+    return planner_lib.denormalise(x, sched).reshape(B, num * K, 8, 3)
+
+
+def ppo_noise_of(config):
+    """(sigma, factor [8, 8]) of the PPO exploration noise (config section ``ppo``)."""
+    from irlvla_jax.train.ppo_core import noise_factor
+    return float(config.ppo.sigma), noise_factor(str(config.ppo.noise))
+
+
+def make_candidates(model, tokens, scenes, rng, rc, sched, ppo_noise=None):
     """-> (candidates [B, N, 8, 3] metres/radians, source id [N] int (index into SOURCES)).
 
-    ``model``: the merged (frozen) VLA; ``rc``: config.rwm; ``sched``: the planner's schedule."""
+    ``model``: the merged (frozen) VLA; ``rc``: config.rwm; ``sched``: the planner's schedule;
+    ``ppo_noise``: (sigma, factor [8, 8]) of the PPO exploration (``rwm.ppo_samples`` > 0 needs it)."""
     B = tokens.cmd.shape[0]
     k1, k2, k3, k4 = jax.random.split(rng, 4)
     _, allx, _ = model.planner.sample(tokens, k1, int(rc.policy_samples), return_scores=True)
@@ -128,6 +151,11 @@ def make_candidates(model, tokens, scenes, rng, rc, sched):
     if bool(rc.use_anchors):
         anchors = model.planner.anchors[...]
         parts.append(jnp.broadcast_to(anchors[None], (B, K, 8, 3))); src.append(np.full(K, 4))
+    n_ppo = int(rc.ppo_samples)
+    if n_ppo:
+        sigma, factor = ppo_noise
+        parts.append(ppo_samples(model.planner, tokens, jax.random.fold_in(rng, 11), n_ppo, sigma, factor, sched))
+        src.append(np.full(n_ppo * K, 5))
     return jnp.concatenate(parts, 1), np.concatenate(src).astype(np.int32)
 
 
@@ -205,6 +233,9 @@ def report(pred_exp: Dict[str, np.ndarray], pred_reward: np.ndarray, labels: Dic
     out["spearman_scenes"] = int(np.sum(np.isfinite(rho)))
     rho_pol = within_scene_spearman(pred_reward[:, source == 0], true_epdms[:, source == 0])
     out["spearman_within_scene_policy"] = float(np.nanmean(rho_pol)) if np.any(np.isfinite(rho_pol)) else float("nan")
+    if np.any(source == 5):   # the PPO rollout's own distribution: what the RL policy asks about
+        rho_ppo = within_scene_spearman(pred_reward[:, source == 5], true_epdms[:, source == 5])
+        out["spearman_within_scene_ppo"] = float(np.nanmean(rho_ppo)) if np.any(np.isfinite(rho_ppo)) else float("nan")
     idx = np.argmax(pred_reward, -1)
     best = true_epdms.max(-1)
     picked = np.take_along_axis(true_epdms, idx[:, None], -1)[:, 0]
@@ -227,7 +258,7 @@ def report(pred_exp: Dict[str, np.ndarray], pred_reward: np.ndarray, labels: Dic
 
 def build_rwm(config, seed: int = 0):
     """-> (graphdef, params pure dict)."""
-    model = R.RewardWorldModel(config.rwm, int(config.model.dim), rngs=nnx.Rngs(seed + 101))
+    model = R.build(config.rwm, int(config.model.dim), rngs=nnx.Rngs(seed + 101))
     gd, st = nnx.split(model)
     return gd, st.to_pure_dict()
 
@@ -252,14 +283,15 @@ def make_fns(config, vla_gd, rwm_gd, tx):
     inner = int(rc.get("inner_steps", 1))
     rank_w, rank_scale = float(rc.get("rank_weight", 0.0)), float(rc.get("rank_scale", 10.0))
     src_np = candidate_sources(config)
-    pol = np.isin(src_np, (0, 1)).astype(np.float32)
+    pol = np.isin(src_np, (0, 1, 5)).astype(np.float32)
+    ppo_noise = ppo_noise_of(config)
     pair_w = 1.0 + float(rc.get("policy_rank_boost", 0.0)) * np.outer(pol, pol)  # [N, N]
     use_scenes = bool(rc.get("ego_features", False)) or bool(rc.get("scene_features", False))
 
     def prepare(vla_params, vla_consts, scenes, key):
         vla = nnx.merge(vla_gd, vla_params, vla_consts)
         tokens = jax.lax.stop_gradient(vla.encode(scenes))
-        cands, src = make_candidates(vla, tokens, scenes, key, rc, sched)
+        cands, src = make_candidates(vla, tokens, scenes, key, rc, sched, ppo_noise)
         cands = jax.lax.stop_gradient(cands)
         s = score(scenes, cands, mode=mode, human_filter=hf)
         return tokens, cands, src, s
@@ -311,6 +343,7 @@ def candidate_sources(config) -> np.ndarray:
              np.full(int(rc.expert_perturbations), 2), np.full(1, 3)]
     if bool(rc.use_anchors):
         parts.append(np.full(K, 4))
+    parts.append(np.full(int(rc.ppo_samples) * K, 5))
     return np.concatenate(parts).astype(np.int32)
 
 
