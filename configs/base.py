@@ -38,13 +38,19 @@ def get_config():
         num_devices=0, max_to_keep=3, async_checkpoint=True, log_every=50))
 
     # Stage 2, reward world model (train/reward.py; RL helper).
+    #   arch         "light": scene tokens projected once per scene, one token per plan through a small
+    #                cross-attention head (the PPO reward: cheap per trajectory) | "transformer": 9 tokens per
+    #                plan self- and cross-attending (measured on tiny seed 0, val: same ranking of the IL's
+    #                chains, RWM-top chain 0.829 light vs 0.825 transformer)
+    #   ppo_samples  samples of all K chains per scene drawn as the PPO rollout draws them (ppo.sigma,
+    #                ppo.noise): the distribution the RL policy asks the RWM about
     c.rwm = ml_collections.ConfigDict(dict(
         d_model=128, num_layers=3, num_heads=4, ff_mult=2, steps=20000, batch_size=64, lr=1e-3,
         warmup_steps=50, weight_decay=1e-4, grad_clip=1.0, policy_samples=1, noisy_chains=16,
         noise_std=0.3, expert_perturbations=24, use_anchors=True, use_ec=False, epdms_weight=2.0,
         eval_split="val", eval_scenes=2048, checkpoint_every=1000,
         kinematic_features=True, ego_features=True, rank_weight=1.0, rank_scale=10.0, policy_rank_boost=2.0,
-        inner_steps=1, smooth_noise_frac=0.5, scene_features=True, arch="transformer", ppo_samples=0))
+        inner_steps=1, smooth_noise_frac=0.5, scene_features=True, arch="light", ppo_samples=2))
 
     # Stage 3, RL: group-relative PPO over the planner's denoising chain (train/ppo.py, train/ppo_core.py).
     # One update rolls out batch_size scenes x samples_per_scene samples x num_anchors chains, every one
@@ -63,7 +69,8 @@ def get_config():
     c.ppo = ml_collections.ConfigDict(dict(
         reward="rwm", objective="denoise", updates=20000, batch_size=64, samples_per_scene=16,
         epochs=2, num_minibatches=2, lr=1e-5, choice_lr=0.0, max_grad_norm=1.0, clip_eps=0.2, sigma=0.05, noise="smooth",
-        advantage="anchor", denoise_discount=1.0, choice_weight=1.0, bc_weight=0.0,
+        advantage="anchor", denoise_discount=1.0, choice_weight=1.0, choice_loss="surrogate",
+        choice_temperature=0.02, bc_weight=0.0,
         checkpoint_every=1000, log_true_score=True))
 
     # `irlvla pipeline` evaluation (pipeline.py; RL helper).

@@ -160,7 +160,7 @@ def _check_rwm(cfg) -> None:
 
 
 PPO_KEYS = ("reward", "objective", "updates", "batch_size", "samples_per_scene", "epochs", "num_minibatches", "lr",
-            "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount", "choice_weight",
+            "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount", "choice_weight", "choice_loss", "choice_temperature",
             "bc_weight", "checkpoint_every", "log_true_score")
 
 
@@ -184,8 +184,11 @@ def _check_ppo(cfg) -> None:
                                      f"got {p.samples_per_scene}")
     require(int(p.batch_size) % int(p.num_minibatches) == 0, "ppo.num_minibatches",
             f"must divide ppo.batch_size={p.batch_size}")
-    for k in ("lr", "clip_eps", "sigma", "max_grad_norm"):
+    for k in ("lr", "clip_eps", "sigma", "max_grad_norm", "choice_temperature"):
         require(float(p[k]) > 0, f"ppo.{k}", f"must be > 0, got {p[k]}")
+    require(p.choice_loss in ("surrogate", "distill"), "ppo.choice_loss",
+            f"must be 'surrogate' (PPO's clipped surrogate) or 'distill' (cross-entropy to the improved choice), "
+            f"got {p.choice_loss!r}")
     for k in ("bc_weight", "choice_weight", "choice_lr"):
         require(float(p[k]) >= 0, f"ppo.{k}", f"must be >= 0, got {p[k]}")
     require(0 < float(p.denoise_discount) <= 1, "ppo.denoise_discount",

@@ -17,9 +17,12 @@ highest mode logit. As an MDP (DPPO's "denoising MDP", DiffusionDriveV2's anchor
   or over all M x C trajectories of the scene (``"scene"``), divided by the batch's std; every
   denoising step of a chain shares the chain's advantage, step s weighted by ``denoise_discount ** (S-1-s)``
   (the last step weight 1; ReCogDrive's denoising discount);
-* the executed-chain choice is trained with the expected clipped surrogate over c ~ pi_old (the softmax
-  of the mode logits at the last step's input): A_c = R_c - sum_c' pi_old(c') R_c' per sample, exactly
-  (no sampling noise in its gradient); deterministic evaluation takes the argmax chain;
+* the executed-chain choice (the softmax of the mode logits at the last step's input; deterministic
+  evaluation takes the argmax chain) is trained with the expected clipped surrogate over c ~ pi_old,
+  A_c = R_c - sum_c' pi_old(c') R_c' per sample, exactly (``choice_loss = "surrogate"``), or by
+  distilling the improved choice softmax(mean over samples of R_c / ``choice_temperature``) with a
+  cross-entropy (``"distill"``: greedy policy improvement; the surrogate's gradient vanishes for chains
+  the current policy gives little probability, however good);
 * optional behaviour cloning toward the expert (``bc_weight``; the planner's imitation loss).
 
 ``objective = "choice"`` is the re-ranking ablation: no Gaussian steps (chains are the deterministic
@@ -56,6 +59,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 OBJECTIVES = ("denoise", "choice")
 ADVANTAGES = ("anchor", "scene")
 NOISES = ("white", "smooth")
+CHOICE_LOSSES = ("surrogate", "distill")
 
 
 class NonFiniteRewardError(FloatingPointError):
@@ -119,6 +123,13 @@ def choice_advantage(reward, logits):
     return a / (jnp.sqrt(jnp.mean(jnp.sum(pi * a * a, -1))) + 1e-6)
 
 
+def choice_target(reward, temperature: float):
+    """reward [B, M, C] -> [B, C] the improved choice policy softmax(mean_m R / temperature): the
+    greedy improvement of the chain choice against the reward of each anchor chain (averaged over the
+    scene's M samples; temperature in reward units, -> argmax as it -> 0)."""
+    return jax.nn.softmax(reward.mean(1) / temperature, -1)
+
+
 def clipped_surrogate(ratio, adv, clip_eps: float):
     """Elementwise PPO surrogate min(r A, clip(r, 1 +- eps) A) (to be maximised)."""
     return jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
@@ -165,6 +176,8 @@ class PPOHyper:
     advantage: str = "anchor"
     denoise_discount: float = 1.0
     choice_weight: float = 1.0
+    choice_loss: str = "surrogate"
+    choice_temperature: float = 0.02
     bc_weight: float = 0.0
 
     @classmethod
@@ -177,6 +190,8 @@ class PPOHyper:
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"ppo.advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         noise_factor(self.noise)
+        if self.choice_loss not in CHOICE_LOSSES:
+            raise ValueError(f"ppo.choice_loss must be one of {CHOICE_LOSSES}, got {self.choice_loss!r}")
         if self.objective == "denoise" and self.advantage == "anchor" and self.samples_per_scene < 2:
             raise ValueError("ppo.samples_per_scene must be >= 2 with ppo.advantage='anchor'")
 
@@ -294,10 +309,13 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
                        clipfrac=jnp.mean((jnp.abs(ratio - 1.0) > hp.clip_eps).astype(jnp.float32)))
         else:
             pg = jnp.zeros(())
-        # -- CHAIN CHOICE: expected clipped surrogate over c ~ pi_old ------------------------------------
+        # -- CHAIN CHOICE: expected clipped surrogate over c ~ pi_old, or distillation of the improved choice
         lp_new, lp_old = jax.nn.log_softmax(logits, -1), jax.nn.log_softmax(mb["logits"], -1)
-        surr_c = clipped_surrogate(jnp.exp(lp_new - lp_old), mb["choice_adv"], hp.clip_eps)
-        choice = -jnp.mean(jnp.sum(jnp.exp(lp_old) * surr_c, -1))
+        if hp.choice_loss == "distill":
+            choice = -jnp.mean(jnp.sum(mb["choice_target"][:, None] * lp_new, -1))
+        else:
+            surr_c = clipped_surrogate(jnp.exp(lp_new - lp_old), mb["choice_adv"], hp.clip_eps)
+            choice = -jnp.mean(jnp.sum(jnp.exp(lp_old) * surr_c, -1))
         # -- BEHAVIOUR CLONING ---------------------------------------------------------------------------
         bc = adapter.bc_loss(pp, mb["tokens"], mb["batch"], rng) if hp.bc_weight > 0 else jnp.zeros(())
         total = pg + hp.choice_weight * choice + hp.bc_weight * bc
@@ -326,7 +344,7 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
             adv = jnp.zeros_like(r)
         data = dict(batch=batch, tokens=tokens, x_in=roll.x_in, x_out=roll.x_out, logp=roll.logp,
                     choice_state=roll.choice_state, logits=roll.logits, adv=adv,
-                    choice_adv=choice_advantage(r, roll.logits))
+                    choice_adv=choice_advantage(r, roll.logits), choice_target=choice_target(r, hp.choice_temperature))
         nmb = hp.num_minibatches
         if B % nmb:
             raise ValueError(f"PPO: batch of {B} scenes is not divisible by ppo.num_minibatches={nmb}")

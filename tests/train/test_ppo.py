@@ -115,6 +115,10 @@ def test_advantages_hand_computed():
     # Choice: A_c = R_c - E_pi[R]; uniform logits over {1, 0}: A = (+0.5, -0.5), RMS 0.5 -> (+1, -1).
     np.testing.assert_allclose(P.choice_advantage(r[:, :1], jnp.zeros((1, 1, 2))), [[[1.0, -1.0]]], rtol=1e-5)
     np.testing.assert_allclose(P.step_weights(3, 0.6), [0.36, 0.6, 1.0], rtol=1e-6)
+    # Distilled choice: softmax of the per-chain mean reward over the samples / temperature.
+    t = P.choice_target(r, 1.0)                                   # chain means (2, 0)
+    np.testing.assert_allclose(t, [[np.exp(2) / (np.exp(2) + 1), 1 / (np.exp(2) + 1)]], rtol=1e-5)
+    assert float(P.choice_target(r, 0.01)[0, 0]) == pytest.approx(1.0)
 
 
 def test_first_minibatch_ratio_is_one_and_learning_happens(setup, update_fn):
@@ -145,12 +149,13 @@ def test_ppo_moves_the_toy_denoiser_toward_its_reward(update_fn):
     assert np.mean(execs[-5:]) > np.mean(execs[:5]) + 0.05, execs     # the deterministic policy too
 
 
-def test_choice_objective_improves_the_greedy_choice_and_keeps_the_chains(setup):
+@pytest.mark.parametrize("choice_loss", ["surrogate", "distill"])
+def test_choice_objective_improves_the_greedy_choice_and_keeps_the_chains(setup, choice_loss):
     """objective='choice': chains are the deterministic DDIM chains; only the choice surrogate acts. With
     the chain means frozen (the toy's 'w', 'b', 'a' get no gradient from the choice loss) the probability
     of each sample's best chain rises."""
     tx, state, static, batch = setup
-    hp = dataclasses.replace(HP, objective="choice", samples_per_scene=2)
+    hp = dataclasses.replace(HP, objective="choice", samples_per_scene=2, choice_loss=choice_loss)
     tx = P.make_optimizer(3e-2, 1.0)
     st = P.init_state(state.params, tx, jax.random.PRNGKey(4))
     upd = jax.jit(P.make_update(ADAPTER, _reward, hp, tx))
@@ -173,17 +178,21 @@ def test_choice_objective_improves_the_greedy_choice_and_keeps_the_chains(setup)
 
 KNOBS = [("objective", "choice"), ("samples_per_scene", 2), ("epochs", 1), ("num_minibatches", 1),
          ("clip_eps", 0.01), ("sigma", 0.05), ("noise", "smooth"), ("advantage", "scene"),
-         ("denoise_discount", 0.6), ("choice_weight", 0.0), ("bc_weight", 0.5)]
+         ("denoise_discount", 0.6), ("choice_weight", 0.0), ("choice_loss", "distill"), ("bc_weight", 0.5)]
 
 
-@pytest.mark.parametrize("name,value", KNOBS)
+KNOBS_DISTILL = [("choice_temperature", 0.5)]   # acts with choice_loss='distill'
+
+
+@pytest.mark.parametrize("name,value", KNOBS + KNOBS_DISTILL)
 def test_every_knob_changes_the_update(setup, name, value):
     """Each PPOHyper field (the ppo config section's optimisation knobs) changes the updated params."""
     tx, state, static, batch = setup
     names = {f.name for f in dataclasses.fields(P.PPOHyper)}
-    assert {k for k, _ in KNOBS} == names, "every knob must be covered here"
-    base = jax.jit(P.make_update(ADAPTER, _reward, HP, tx))(state, static, batch)[0]
-    hp = dataclasses.replace(HP, **{name: value})
+    assert {k for k, _ in KNOBS + KNOBS_DISTILL} == names, "every knob must be covered here"
+    hp0 = dataclasses.replace(HP, choice_loss="distill") if (name, value) in KNOBS_DISTILL else HP
+    base = jax.jit(P.make_update(ADAPTER, _reward, hp0, tx))(state, static, batch)[0]
+    hp = dataclasses.replace(hp0, **{name: value})
     other = jax.jit(P.make_update(ADAPTER, _reward, hp, tx))(state, static, batch)[0]
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(base.params), jax.tree.leaves(other.params)))
     assert diff > 1e-7, f"ppo.{name}={value!r} did not change the update"
@@ -196,6 +205,8 @@ def test_bad_knobs_are_one_line_errors():
         P.PPOHyper(advantage="gae").validate()
     with pytest.raises(ValueError, match="ppo.noise"):
         P.PPOHyper(noise="pink").validate()
+    with pytest.raises(ValueError, match="ppo.choice_loss"):
+        P.PPOHyper(choice_loss="ce").validate()
     with pytest.raises(ValueError, match="samples_per_scene must be >= 2"):
         P.PPOHyper(samples_per_scene=1).validate()
     P.PPOHyper(objective="choice", samples_per_scene=1).validate()        # fine: no anchor groups
