@@ -205,9 +205,9 @@ def _check_pipeline(cfg) -> None:
     for x in p.get("extra_splits", ()):
         require(x in ("train", "val", "test", "hard"), "pipeline.extra_splits",
                 f"entries must be among train/val/test/hard, got {x!r}")
-    for k in ("choice_updates", "choice_samples", "rwm_report_scenes"):
+    for k in ("choice_only_updates", "choice_only_samples", "rwm_report_scenes"):
         require(int(p[k]) >= 1, f"pipeline.{k}", f"must be >= 1, got {p[k]}")
-    require(float(p.choice_lr) > 0, "pipeline.choice_lr", f"must be > 0, got {p.choice_lr}")
+    require(float(p.choice_only_lr) > 0, "pipeline.choice_only_lr", f"must be > 0, got {p.choice_only_lr}")
     require(int(p.get("scorer_updates", 0)) >= 0, "pipeline.scorer_updates",
             f"must be >= 0 (0 = ppo.updates), got {p.get('scorer_updates')}")
 # ---- end RL helper ----------------------------------------------------------------------------------------

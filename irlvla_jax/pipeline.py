@@ -234,6 +234,34 @@ def plot_curves(workdir: str, axes) -> None:
             ax.legend(fontsize=7)
 
 
+def reward_vs_true_figure(workdirs: Dict[str, str], path: str) -> str:
+    """One plot of the reward-hacking check for every run: the RWM reward and the true EPDMS of the RL
+    (RWM reward) policy's executed plans over the PPO updates (25-update running means)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from irlvla_jax.train.logging import read_metrics
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, wd) in enumerate(workdirs.items()):
+        rows = read_metrics(wd, "ppo_rwm")
+        for key, style, label in (("ppo/exec_reward", "--", "RWM reward"), ("ppo/exec_true_epdms", "-", "true EPDMS")):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if len(pts) < 25:
+                continue
+            x, y = np.array(pts, float).T
+            ax.plot(x[24:], np.convolve(y, np.ones(25) / 25, mode="valid"), style, color=f"C{i}",
+                    label=f"{name}: {label}")
+    ax.set_xlabel("PPO update")
+    ax.set_ylabel("executed plans (train scenes, mean of 25 updates)")
+    ax.set_title("RL (RWM reward): the reward it optimises vs the true EPDMS", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
     import matplotlib
     matplotlib.use("Agg")
@@ -291,15 +319,15 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
 # --------------------------------------------------------------------------------------------------
 
 def choice_config(config):
-    """The re-ranking ablation's config: ``ppo.objective = "choice"`` with the ``pipeline.choice_*``
+    """The re-ranking ablation's config: ``ppo.objective = "choice"`` with the ``pipeline.choice_only_*``
     settings (the mode head alone takes a far larger learning rate and more, cheaper updates)."""
     config = copy.deepcopy(config)
     pc = config.pipeline
     with config.unlocked():
         config.ppo.objective = "choice"
-        config.ppo.lr = float(pc.choice_lr)
-        config.ppo.updates = int(pc.choice_updates)
-        config.ppo.samples_per_scene = int(pc.choice_samples)
+        config.ppo.lr = float(pc.choice_only_lr)
+        config.ppo.updates = int(pc.choice_only_updates)
+        config.ppo.samples_per_scene = int(pc.choice_only_samples)
         config.ppo.log_true_score = False
     return config
 
@@ -333,6 +361,7 @@ def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
             res["figure_error"] = f"{type(e).__name__}: {e}"
         return res
     res = _stage(workdir, "evaluate", ev)
+    reward_vs_true_figure({f"seed {seed}": workdir}, os.path.join(workdir, "reward_vs_true.png"))
     _write_results(workdir, [res])
     return res
 
@@ -395,5 +424,7 @@ def main(config, workdir: str, args) -> List[Dict[str, Any]]:
     if len(seeds) == 1 and not seeds_arg:
         return [run_one(config, workdir, seeds[0], data_dir)]
     results = [run_one(config, os.path.join(workdir, f"seed_{s}"), s, data_dir) for s in seeds]
+    reward_vs_true_figure({f"seed {s}": os.path.join(workdir, f"seed_{s}") for s in seeds},
+                          os.path.join(workdir, "reward_vs_true.png"))
     _write_results(workdir, results)
     return results

@@ -110,7 +110,7 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     cfg = ml_collections.ConfigDict(dict(
         seed=0, data=dict(data_dir=""),
         ppo=dict(objective="denoise", lr=1e-5, updates=10, samples_per_scene=4, log_true_score=True),
-        pipeline=dict(choice_lr=3e-3, choice_updates=20, choice_samples=1)))
+        pipeline=dict(choice_only_lr=3e-3, choice_only_updates=20, choice_only_samples=1)))
     args = types.SimpleNamespace(seeds="0,1")
     with pytest.raises(RuntimeError, match="killed"):
         PL.main(cfg, str(tmp_path), args)
