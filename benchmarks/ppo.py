@@ -7,7 +7,8 @@ weights) and the RWM; one rollout = encode -> ``ppo.samples_per_scene`` samples 
 anchor chains with the PPO exploration noise -> reward of every chain (B x M x K trajectories, what one
 PPO update rewards). Timed, both in one run on the same machine and on the same trajectories:
   * reward only: the RWM's reward vs the true JAX EPDMS scorer's, of the rollout's trajectories;
-  * the whole rollout (policy sampling included) with each reward.
+  * the whole rollout (policy sampling included) with each reward;
+  * for scale, the transformer RWM (``rwm.arch = "transformer"``) on the same trajectories.
 Prints one JSON line {"benchmark": "ppo_rollout", "results": {cfg: {...}}, "ratio": <reward-only ratio of
 the first config>} with ratio = RWM trajectories/s / scorer trajectories/s.
 """
@@ -88,7 +89,16 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
             return reward_fn(static, scenes, tok, adapter.to_traj(roll.x0.reshape(B, M * K, 8, 3), scenes))
         dt, _ = _timed(whole, (state.params, static, scenes, jax.random.PRNGKey(1)), iters)
         out[f"{src}_rollout_traj_per_s"] = n / dt
+    # The transformer RWM (rwm.arch = "transformer", random weights) on the same trajectories, for scale.
+    with c.unlocked():
+        c.rwm.arch = "transformer"
+    tgd, tparams = RW.build_rwm(c)
+    tfn = ppo.make_reward_fn(c, tgd, "rwm")
+    dt, _ = _timed(jax.jit(lambda st, scenes, tokens, traj: tfn(st, scenes, tokens, traj)),
+                   (dict(static, rwm=tparams), scenes, tokens, traj), iters)
+    out["transformer_rwm_reward_traj_per_s"] = n / dt
     out["ratio"] = out["rwm_reward_traj_per_s"] / out["scorer_reward_traj_per_s"]
+    out["transformer_ratio"] = out["transformer_rwm_reward_traj_per_s"] / out["scorer_reward_traj_per_s"]
     out["rollout_ratio"] = out["rwm_rollout_traj_per_s"] / out["scorer_rollout_traj_per_s"]
     return out
 
