@@ -8,7 +8,7 @@ frame at t0):
     PPO policy chooses from), deterministic DDIM as in evaluation;
   * noisy policy: ``rwm.noisy_chains`` of those chains plus Gaussian noise in the planner's normalised
     space with std ~ U(0, ``rwm.noise_std``) (what PPO exploration produces): i.i.d. over poses, or for
-    a fraction ``rwm.smooth_noise_frac`` of them smooth (:func:`smooth_factor`, PPO's "smooth" noise);
+    a fraction ``rwm.smooth_noise_frac`` of them smooth (``ppo_core.noise_factor("smooth")``, PPO's noise);
   * perturbed expert: ``rwm.expert_perturbations`` copies of the expert plan, each with (independently
     switched on with probability 1/2) a time warp (speed x U(0.4, 1.5)), a lateral offset ramping to
     U(-3.5, 3.5) m at 4 s, a longitudinal offset ramping to U(-4, 4) m, and a rotation about the ego by
@@ -52,6 +52,7 @@ from flax import nnx
 from irlvla_jax.models import planner as planner_lib
 from irlvla_jax.models import reward_model as R
 from irlvla_jax.train import mesh as mesh_lib
+from irlvla_jax.train.ppo_core import noise_factor
 
 SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor", "ppo")
 
@@ -89,15 +90,6 @@ def perturb_expert(expert, rng, num: int):
     return jnp.stack([x, y, h + a[..., None]], -1)
 
 
-def smooth_factor(num_poses: int = 8) -> np.ndarray:
-    """[P, P] lower-triangular double-cumulative-sum matrix scaled to unit RMS row norm: L @ z with
-    z ~ N(0, I) over the pose axis is an acceleration kick per 0.5 s integrated twice (a smooth
-    perturbation, the kind of exploration noise a PPO policy with smooth noise produces)."""
-    i, j = np.meshgrid(np.arange(num_poses), np.arange(num_poses), indexing="ij")
-    L = np.where(j <= i, i - j + 1, 0).astype(np.float64)
-    return (L / np.sqrt(np.mean(np.sum(L * L, 1)))).astype(np.float32)
-
-
 def ppo_samples(planner, tokens, rng, num: int, sigma: float, factor, sched):
     """[B, num * K, 8, 3] metres: ``num`` samples of all K anchor chains drawn exactly as a PPO rollout
     draws them (every DDIM step's mean plus sigma L z, L the PPO noise factor over the poses): the
@@ -116,7 +108,6 @@ def ppo_samples(planner, tokens, rng, num: int, sigma: float, factor, sched):
 
 def ppo_noise_of(config):
     """(sigma, factor [8, 8]) of the PPO exploration noise (config section ``ppo``)."""
-    from irlvla_jax.train.ppo_core import noise_factor
     return float(config.ppo.sigma), noise_factor(str(config.ppo.noise))
 
 
@@ -138,8 +129,8 @@ def make_candidates(model, tokens, scenes, rng, rc, sched, ppo_noise=None):
         std = jax.random.uniform(k3, (B, n_noisy, 1, 1), maxval=float(rc.noise_std))
         z = jax.random.normal(k4, base.shape)
         n_smooth = int(round(n_noisy * float(rc.get("smooth_noise_frac", 0.0))))
-        if n_smooth:  # the last n_smooth chains: smooth noise L z over the pose axis (see smooth_factor)
-            zs = jnp.einsum("ij,bnjc->bnic", jnp.asarray(smooth_factor(8)), z)
+        if n_smooth:  # the last n_smooth chains: smooth noise L z over the pose axis (PPO's "smooth" noise)
+            zs = jnp.einsum("ij,bnjc->bnic", jnp.asarray(noise_factor("smooth", 8)), z)
             z = jnp.where((jnp.arange(n_noisy) >= n_noisy - n_smooth)[None, :, None, None], zs, z)
         noisy = planner_lib.denormalise(base + std * z, sched)
         parts.append(noisy); src.append(np.full(n_noisy, 1))

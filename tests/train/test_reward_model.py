@@ -271,8 +271,8 @@ def test_pairwise_rank_loss():
 
 
 def test_smooth_noise_factor():
-    from irlvla_jax.train.reward import smooth_factor
-    L = smooth_factor(8)
+    from irlvla_jax.train.ppo_core import noise_factor   # the one smooth factor (RWM candidates and PPO)
+    L = noise_factor("smooth", 8)
     assert L.shape == (8, 8) and np.allclose(np.triu(L, 1), 0.0)
     np.testing.assert_allclose(np.sqrt(np.mean(np.sum(L * L, 1))), 1.0, rtol=1e-5)   # RMS pose std = std
     # Second differences of L z are the (scaled) i.i.d. kicks: smooth, unlike white noise.
