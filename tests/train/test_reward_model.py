@@ -6,6 +6,7 @@ import ml_collections
 import pytest
 from flax import nnx
 
+from irlvla_jax.models import reward_features as F
 from irlvla_jax.models import reward_model as R
 
 CFG = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2))
@@ -170,17 +171,17 @@ def _ego(vx=0.0, ax=0.0, yaw_rate=0.0):
 def test_kinematic_features_of_constant_acceleration_plan():
     """x = v0 t + a t^2 / 2: segment velocities are v(t_mid) exactly, acceleration a, zero jerk and yaw."""
     traj, t = _const_accel_plan(5.0, 1.0)
-    k = {n: np.asarray(v)[0, 0] for n, v in R.kinematic_features(jnp.asarray(traj), _ego(5.0, 1.0)).items()}
+    k = {n: np.asarray(v)[0, 0] for n, v in F.kinematic_features(jnp.asarray(traj), _ego(5.0, 1.0)).items()}
     np.testing.assert_allclose(k["v_lon"], 5.0 + 1.0 * (t - 0.25), atol=1e-4)
     np.testing.assert_allclose(k["acc_lon"], 1.0, atol=1e-3)
     np.testing.assert_allclose(k["jerk_lon"], 0.0, atol=1e-2)
     for n in ("v_lat", "yaw_rate", "yaw_acc", "acc_lat"):
         np.testing.assert_allclose(k[n], 0.0, atol=1e-5)
     # A plan that brakes hard from the ego's 10 m/s to 5 m/s shows it at the first segment only with ego.
-    k_slow = R.kinematic_features(jnp.asarray(traj), _ego(10.0, 0.0))
+    k_slow = F.kinematic_features(jnp.asarray(traj), _ego(10.0, 0.0))
     assert float(k_slow["acc_lon"][0, 0, 0]) == pytest.approx((5.25 - 10.0) / 0.25, abs=1e-3)
     assert float(k_slow["jerk_lon"][0, 0, 0]) == pytest.approx((5.25 - 10.0) / 0.25 / 0.375, abs=1e-2)
-    k_none = R.kinematic_features(jnp.asarray(traj), None)   # no ego: extrapolated, still a
+    k_none = F.kinematic_features(jnp.asarray(traj), None)   # no ego: extrapolated, still a
     np.testing.assert_allclose(np.asarray(k_none["acc_lon"])[0, 0], 1.0, atol=1e-3)
 
 
@@ -190,7 +191,7 @@ def test_kinematic_features_of_constant_turn():
     t = np.arange(1, 9) * 0.5
     R_ = v / w
     traj = np.stack([R_ * np.sin(w * t), R_ * (1 - np.cos(w * t)), w * t], -1)[None, None].astype(np.float32)
-    k = {n: np.asarray(x)[0, 0] for n, x in R.kinematic_features(jnp.asarray(traj), _ego(v, 0.0, w)).items()}
+    k = {n: np.asarray(x)[0, 0] for n, x in F.kinematic_features(jnp.asarray(traj), _ego(v, 0.0, w)).items()}
     chord = 2 * R_ * np.sin(w * 0.25) / 0.5
     np.testing.assert_allclose(k["yaw_rate"], w, atol=1e-4)
     np.testing.assert_allclose(k["v_lon"], chord, atol=1e-3)
@@ -224,7 +225,7 @@ def test_ego_and_scene_pathways_and_errors(arch):
     fwd = jax.jit(lambda tok, sc: R.predicted_reward(nnx.merge(gd, st)(tok, traj, scenes=sc), False))
     r_slow, r_fast = fwd(_tokens(1), _scenes(1, 5.0)), fwd(_tokens(1), _scenes(1, 15.0, 2.0))
     assert r_slow.shape == (1, 3) and float(jnp.max(jnp.abs(r_slow - r_fast))) > 1e-6   # the ego state is used
-    np.testing.assert_allclose(np.asarray(R.ego_inputs(_scenes(2, 7.0)))[:, :, 3], 7.0)
+    np.testing.assert_allclose(np.asarray(F.ego_inputs(_scenes(2, 7.0)))[:, :, 3], 7.0)
 
 
 def test_scene_features_hand_built():
@@ -242,8 +243,8 @@ def test_scene_features_hand_built():
     t = np.arange(1, 9) * 0.5
     straight = np.stack([5.0 * t, np.zeros(8), np.zeros(8)], -1)             # keeps the 20 m gap
     left = np.stack([5.0 * t, 1.5 * t, np.zeros(8)], -1)                     # drifts off the road (|y| > 5)
-    f = np.asarray(jax.jit(R.scene_features)(sc, jnp.asarray(np.stack([straight, left])[None], jnp.float32)))[0]
-    names = R.SCENE_FEATURE_NAMES
+    f = np.asarray(jax.jit(F.scene_features)(sc, jnp.asarray(np.stack([straight, left])[None], jnp.float32)))[0]
+    names = F.SCENE_FEATURE_NAMES
     col = lambda n: f[..., names.index(n)]  # noqa: E731
     np.testing.assert_allclose(col("corners_off_road")[0], 0.0)
     assert col("corners_off_road")[1, -1] == 0.5 and col("boundary_dist")[1, -1] < 0   # y = 6: 2 corners out
