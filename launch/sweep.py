@@ -1,7 +1,7 @@
 """Ablation sweep launcher: the Cartesian product of config overrides, one run (workdir) per point.
 
     python launch/sweep.py --config configs/tiny.py --workdir runs/sweep --stage ppo \
-        --grid ppo.reward_source=rwm,scorer --grid ppo.bc_weight=0.0,0.1 [--launcher local|slurm|print]
+        --grid ppo.reward=rwm,scorer --grid ppo.objective=denoise,choice [--launcher local|slurm|print]
 
 Each run's workdir is <workdir>/<key>=<value>,... so results never collide and a re-run resumes.
 ``print`` (default) only lists the commands; ``local`` runs them one after another; ``slurm`` submits
