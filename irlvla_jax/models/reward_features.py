@@ -108,6 +108,7 @@ def ego_summary(ego):
 
 # Ego box (shared/EPDMS.md): length, width, centre ahead of the rear axle (metres).
 _EGO_LEN, _EGO_WID, _EGO_CENTRE = 5.176, 2.297, 1.461
+_TAN_30 = 0.5773502691896257
 SCENE_FEATURE_NAMES = ("corners_off_road", "boundary_dist", "route_lateral", "off_route_lane", "in_red_light",
                        "gap_any", "gap_moving", "gap_ahead", "route_progress", "gap_static")
 
@@ -170,12 +171,14 @@ def scene_features(scenes, traj):
     c, s_ = jnp.cos(h)[..., None], jnp.sin(h)[..., None]
     dx = rel[..., 0] * c + rel[..., 1] * s_
     dy = -rel[..., 0] * s_ + rel[..., 1] * c
-    dh = box0[:, None, None, :, 2] - h[..., None]
+    # cos / sin of (agent heading - pose heading) by the difference identities: no per-pair trigonometry.
+    ca, sa = jnp.cos(box0[..., 2])[:, None, None, :], jnp.sin(box0[..., 2])[:, None, None, :]
+    cdh, sdh = jnp.abs(ca * c + sa * s_), jnp.abs(sa * c - ca * s_)
     hl, hw = 0.5 * box0[:, None, None, :, 3], 0.5 * box0[:, None, None, :, 4]
-    ex = jnp.abs(hl * jnp.cos(dh)) + jnp.abs(hw * jnp.sin(dh))
-    ey = jnp.abs(hl * jnp.sin(dh)) + jnp.abs(hw * jnp.cos(dh))
+    ex = hl * cdh + hw * sdh
+    ey = hl * sdh + hw * cdh
     gap = jnp.maximum(jnp.abs(dx) - 0.5 * _EGO_LEN - ex, jnp.abs(dy) - 0.5 * _EGO_WID - ey)  # [B, N, 8, A]
-    ahead = (dx > 0) & (jnp.abs(jnp.arctan2(dy, jnp.maximum(dx, 1e-6))) < jnp.deg2rad(30.0))
+    ahead = (dx > 0) & (jnp.abs(dy) < _TAN_30 * dx)                    # bearing within 30 deg of the heading
     big = 15.0
     mg = lambda m: jnp.clip(jnp.min(jnp.where(m, gap, big), -1) / 5.0, -1.0, 3.0)  # noqa: E731
     av = aval[:, None, None, :]
