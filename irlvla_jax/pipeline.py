@@ -26,7 +26,6 @@ import types
 from typing import Any, Callable, Dict, List
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from irlvla_jax.scene import index, padded_chunks
@@ -84,21 +83,25 @@ def constant_velocity(scenes) -> np.ndarray:
     return out
 
 
+def pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` padded to ``n`` rows by repeating its last row (the per-scene arrays beside padded_chunks)."""
+    return np.concatenate([a, np.repeat(a[-1:], n - a.shape[0], 0)])
+
+
 def _score_all(config, scenes, traj: np.ndarray, chunk: int) -> Dict[str, np.ndarray]:
     """Score trajectories [B, N, 8, 3] in fixed-size chunks (one compile) -> dict of [B, N] arrays."""
     from irlvla_jax.scoring.epdms import make_scorer
     scorer = make_scorer(config.scoring.mode, bool(config.scoring.human_filter))
     outs = []
     for i, b, m in padded_chunks(scenes, chunk):
-        t = traj[i:i + m]
-        t = np.concatenate([t, np.repeat(t[-1:], chunk - m, 0)])
-        s = jax.device_get(scorer(b, t))
+        s = jax.device_get(scorer(b, pad_rows(traj[i:i + m], chunk)))
         outs.append({k: np.asarray(getattr(s, k))[:m] for k in SUBS + ("EPDMS",)})
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
-def best_of_n(config, workdir, scenes, chunk: int, samples: int, seed: int = 0):
-    """Best-of-N by the true scorer over all K chains of ``samples`` IL samples -> (traj [B,1,8,3], N)."""
+def il_chains(config, workdir, scenes, chunk: int, samples: int, seed: int = 0) -> np.ndarray:
+    """All K anchor chains of ``samples`` IL samples per scene (deterministic DDIM, the noise of
+    ``jax.random.key(seed + chunk index)``) -> [B, samples * K, 8, 3] metres / radians."""
     from flax import nnx
     from irlvla_jax.train import mesh as mesh_lib
     from irlvla_jax.train.ppo import _restore_il
@@ -110,11 +113,19 @@ def best_of_n(config, workdir, scenes, chunk: int, samples: int, seed: int = 0):
         _, allx, _ = model.sample(model.encode(scene), rng, samples, return_scores=True)
         return allx.reshape(allx.shape[0], -1, 8, 3)
 
-    cands = [np.asarray(run(b, jax.random.key(seed + i)))[:m] for i, b, m in padded_chunks(scenes, chunk)]
-    cands = np.concatenate(cands)
-    s = _score_all(config, scenes, cands, chunk)
-    best = np.argmax(s["EPDMS"], -1)
-    return np.take_along_axis(cands, best[:, None, None, None], 1), cands.shape[1]
+    return np.concatenate([np.asarray(run(b, jax.random.key(seed + i)))[:m]
+                           for i, b, m in padded_chunks(scenes, chunk)]).astype(np.float32)
+
+
+def pick(cands: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """cands [B, N, 8, 3], score [B, N] -> [B, 1, 8, 3] the top-scored candidate of each scene."""
+    return np.take_along_axis(cands, np.argmax(score, -1)[:, None, None, None], 1)
+
+
+def best_of_n(config, workdir, scenes, chunk: int, samples: int, seed: int = 0):
+    """Best-of-N by the true scorer over all K chains of ``samples`` IL samples -> (traj [B,1,8,3], N)."""
+    cands = il_chains(config, workdir, scenes, chunk, samples, seed)
+    return pick(cands, _score_all(config, scenes, cands, chunk)["EPDMS"]), cands.shape[1]
 
 
 def rwm_pick(config, workdir, scenes, chunk: int, seed: int = 0) -> np.ndarray:
@@ -125,21 +136,19 @@ def rwm_pick(config, workdir, scenes, chunk: int, seed: int = 0) -> np.ndarray:
     from irlvla_jax.train import mesh as mesh_lib
     from irlvla_jax.train.ppo import _restore_il
     from irlvla_jax.train.reward import load_rwm
+    cands = il_chains(config, workdir, scenes, chunk, 1, seed)
     gd, params, consts = _restore_il(config, workdir, mesh_lib.make_mesh(1))
     rgd, rparams = load_rwm(config, workdir)
     use_ec = bool(config.rwm.use_ec)
 
     @jax.jit
-    def run(scene, rng):
-        model = nnx.merge(gd, params, consts)
-        tok = model.encode(scene)
-        _, allx, _ = model.sample(tok, rng, 1, return_scores=True)
-        cands = allx[:, 0]                                                         # [B, K, 8, 3]
-        r = R.predicted_reward(nnx.merge(rgd, rparams)(tok, cands, scenes=scene), use_ec)
-        return jnp.take_along_axis(cands, jnp.argmax(r, -1)[:, None, None, None], 1)
+    def reward(scene, traj):
+        tok = nnx.merge(gd, params, consts).encode(scene)
+        return R.predicted_reward(nnx.merge(rgd, rparams)(tok, traj, scenes=scene), use_ec)
 
-    outs = [np.asarray(run(b, jax.random.key(seed + i)))[:m] for i, b, m in padded_chunks(scenes, chunk)]
-    return np.concatenate(outs).astype(np.float32)
+    r = np.concatenate([np.asarray(reward(b, pad_rows(cands[i:i + m], chunk)))[:m]
+                        for i, b, m in padded_chunks(scenes, chunk)])
+    return pick(cands, r)
 
 
 def bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0):
