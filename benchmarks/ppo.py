@@ -69,7 +69,7 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
         pp = (p, static["frozen"])
         tokens = adapter.encode(pp, scenes)
         roll = core.rollout(adapter, pp, tokens, scenes, rng, M, hp.sigma, factor)
-        return tokens, adapter.to_traj(roll.x0.reshape(B, M * K, 8, 3), scenes)
+        return tokens, core.trajectories(adapter, roll, scenes)
 
     tokens, traj = sample(state.params, static, scenes, jax.random.PRNGKey(0))
     n = B * M * K
@@ -86,7 +86,7 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
             pp = (p, static["frozen"])
             tok = adapter.encode(pp, scenes)
             roll = core.rollout(adapter, pp, tok, scenes, rng, M, hp.sigma, factor)
-            return reward_fn(static, scenes, tok, adapter.to_traj(roll.x0.reshape(B, M * K, 8, 3), scenes))
+            return reward_fn(static, scenes, tok, core.trajectories(adapter, roll, scenes))
         dt, _ = _timed(whole, (state.params, static, scenes, jax.random.PRNGKey(1)), iters)
         out[f"{src}_rollout_traj_per_s"] = n / dt
     # The transformer RWM (rwm.arch = "transformer", random weights) on the same trajectories, for scale.

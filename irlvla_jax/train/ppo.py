@@ -331,7 +331,7 @@ def rwm_report_on_policy(config, workdir: str, scenes, *, reward: str = "rwm", c
     rgd, rparams = load_rwm(config, workdir)
     adapter = make_vla_adapter(graphdef, consts, config)
     reward_fn = make_reward_fn(config, rgd, "rwm")
-    M, K = int(pc.samples_per_scene), int(config.data.num_anchors)
+    M = int(pc.samples_per_scene)
     factor = core.noise_factor(str(pc.noise))
     trainable, frozen = split_trainable(full, trainable_path(config))
     scorer = make_scorer(config.scoring.mode, bool(config.scoring.human_filter))
@@ -341,7 +341,7 @@ def rwm_report_on_policy(config, workdir: str, scenes, *, reward: str = "rwm", c
         pp = (trainable, frozen)
         tokens = adapter.encode(pp, scene)
         roll = core.rollout(adapter, pp, tokens, scene, rng, M, float(pc.sigma), factor)
-        traj = adapter.to_traj(roll.x0.reshape(roll.x0.shape[0], M * K, 8, 3), scene)
+        traj = core.trajectories(adapter, roll, scene)
         return traj, reward_fn({"rwm": rparams}, scene, tokens, traj)
 
     preds, trues = [], []

@@ -251,6 +251,12 @@ def rollout(adapter: PolicyAdapter, pp, tokens, batch, rng, num_samples: int, si
     return Rollout(x_in=x_in, x_out=x_out, logp=logp, x0=x, choice_state=x_last, logits=logits)
 
 
+def trajectories(adapter: PolicyAdapter, roll: Rollout, batch):
+    """The rollout's chain ends as trajectories [B, M * C, 8, 3] (metres / radians, sample-major)."""
+    x0 = roll.x0
+    return adapter.to_traj(x0.reshape((x0.shape[0], x0.shape[1] * x0.shape[2]) + x0.shape[3:]), batch)
+
+
 def policy_log_probs(adapter: PolicyAdapter, pp, tokens, roll: Rollout, sigma: float, factor=None):
     """Recompute under ``pp``: (log-probs [B, M, S, C] of the stored denoising transitions, mode logits
     [B, M, C] at the stored last-step input)."""
@@ -290,7 +296,7 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
     S = adapter.num_steps if hp.objective == "denoise" else 0
     sigma = float(hp.sigma) if S else 0.0
     factor = noise_factor(hp.noise)
-    w_steps = jnp.asarray(step_weights(max(S, 1), hp.denoise_discount)[:S])
+    w_steps = jnp.asarray(step_weights(S, hp.denoise_discount))
     M = int(hp.samples_per_scene)
 
     def loss_fn(params, static, mb, rng):
@@ -332,7 +338,7 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
         roll = jax.lax.stop_gradient(rollout(adapter, pp, tokens, batch, r_roll, M, sigma, factor))
         B, _, C = roll.logits.shape
         # -- REWARD: every chain of every sample, one call --------------------------------------------
-        traj = adapter.to_traj(roll.x0.reshape((B, M * C) + roll.x0.shape[3:]), batch)
+        traj = trajectories(adapter, roll, batch)
         reward = reward_fn(static, batch, tokens, traj).astype(jnp.float32).reshape(B, M, C)
         finite = jnp.all(jnp.isfinite(reward))
         r = jnp.where(jnp.isfinite(reward), reward, 0.0)
