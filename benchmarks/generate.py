@@ -22,12 +22,8 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 
 def _config(name, n, workers):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(
-        os.path.dirname(__file__), "..", "configs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
+    from irlvla_jax.config import load_config
+    c = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py"))
     split = {"num_train": n, "num_val": max(1, n // 8), "num_test": max(1, n // 8), "num_hard": max(1, n // 8)}
     for k, v in split.items():
         c.data[k] = v

@@ -32,13 +32,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from irlvla_jax.geometry import EGO_FRONT, EGO_REAR, EGO_WIDTH
 from irlvla_jax.scene import AGENT_PEDESTRIAN, AGENT_BICYCLE, T_FUT, T_PAST, DT
-from irlvla_jax.world.roads import Path
-
-EGO_LENGTH, EGO_WIDTH = 5.176, 2.297
-EGO_REAR, EGO_FRONT = 1.127, 4.049          # rear axle -> rear / front bumper
-EGO_CENTER = 1.461                          # rear axle -> box centre
-WHEELBASE = 3.089
+from irlvla_jax.world.paths import Path
 
 
 @dataclasses.dataclass
@@ -55,6 +51,7 @@ class ExpertParams:
 
 
 def sample_params(rng: np.random.Generator) -> ExpertParams:
+    """Human-like expert parameters of one scene (see the module docstring)."""
     return ExpertParams(v_factor=rng.uniform(0.88, 1.0), a_max=rng.uniform(1.2, 1.9), b=rng.uniform(1.8, 2.6),
                         headway=rng.uniform(1.1, 1.6), s_min=rng.uniform(2.5, 3.5), a_lat=rng.uniform(1.8, 2.5))
 

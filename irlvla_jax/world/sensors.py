@@ -25,6 +25,8 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from irlvla_jax.scene import AGENT_BICYCLE, AGENT_PEDESTRIAN, AGENT_STATIC, AGENT_VEHICLE
+from irlvla_jax.world.paths import ccw
+from irlvla_jax.world.traffic import box_corners
 
 CAM_X, CAM_Z = 1.5, 1.6           # camera position (ego frame) and height, metres
 LIDAR_X, LIDAR_Z = 1.2, 1.9
@@ -135,7 +137,6 @@ def boxes_mask(boxes: np.ndarray, grid) -> np.ndarray:
 
 
 def _box_polys(boxes: np.ndarray) -> np.ndarray:
-    from irlvla_jax.world.traffic import box_corners
     return box_corners(boxes)
 
 
@@ -188,7 +189,6 @@ def render_lidar(spec, inp: SensorInput, rng: np.random.Generator) -> np.ndarray
         hts = np.asarray(inp.heights, np.float64)
         masks = boxes_mask(inp.boxes, grid).reshape(n, -1)
         height = np.max(np.where(masks, hts[:, None], 0.0), axis=0)
-        from irlvla_jax.world.traffic import box_corners
         cn = box_corners(np.asarray(inp.boxes, np.float64))                     # [n, 4, 2]
         rel = cn - np.array([LIDAR_X, 0.0])
         rc = np.hypot(rel[..., 0], rel[..., 1])                              # [n, 4]
@@ -291,7 +291,6 @@ def render_camera(spec, inp: SensorInput) -> np.ndarray:
                 p0, p1 = a + across * t0, a + across * t1
                 along = a2 - a
                 stripes.append(np.array([p0, p1, p1 + along, p0 + along]))
-        from irlvla_jax.world.roads import ccw
         tex[raster_union([ccw(s) for s in stripes], *tgrid)] = 2
     ri = np.floor((x1 - GX) / res).astype(np.int64)
     ci = np.floor((y1 - GY) / res).astype(np.int64)
@@ -320,7 +319,6 @@ def render_camera(spec, inp: SensorInput) -> np.ndarray:
             img[vi[sel][ok], ui[ok]] = col[sel][ok]
     # Boxes, far to near.
     if len(inp.boxes):
-        from irlvla_jax.world.traffic import box_corners
         corners = box_corners(inp.boxes)                  # [n, 4, 2] CCW
         depth = inp.boxes[:, 0] - CAM_X
         light_dir = np.array([0.5, 0.8])

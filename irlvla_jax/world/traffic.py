@@ -1,6 +1,6 @@
 """Traffic of the embedded world: log-replay (non-reactive) agents, numpy, world frame, 10 Hz, 41 steps.
 
-* Vehicles and bicycles drive along lane paths (:class:`roads.Path`) with the Intelligent Driver Model;
+* Vehicles and bicycles drive along lane paths (:class:`paths.Path`) with the Intelligent Driver Model;
   each follows the nearest agent ahead in the same ``group`` (a lane / lane sequence), optional external
   leaders (the ego's expert trajectory, for followers), and optionally a red-light stop line (it stops
   when it comfortably can, like the expert). Programs: hard braking from ``brake_t`` at ``brake_a``
@@ -19,8 +19,9 @@ from typing import List, Optional
 
 import numpy as np
 
+from irlvla_jax.geometry import EGO_LENGTH
 from irlvla_jax.scene import AGENT_BICYCLE, AGENT_PEDESTRIAN, AGENT_STATIC, AGENT_VEHICLE, T_FUT, DT
-from irlvla_jax.world.roads import Path
+from irlvla_jax.world.paths import Path
 
 T = np.arange(T_FUT) * DT          # 0.0 ... 4.0 s
 HEIGHTS = {AGENT_VEHICLE: 1.6, AGENT_PEDESTRIAN: 1.75, AGENT_BICYCLE: 1.6, AGENT_STATIC: 0.9}
@@ -86,7 +87,7 @@ def static_object(xy, heading: float, length: float, width: float, height: float
 
 
 def simulate_vehicles(vs: List[Vehicle], ego_s: Optional[np.ndarray] = None,
-                      ego_group: object = None, ego_len: float = 5.176,
+                      ego_group: object = None, ego_len: float = EGO_LENGTH,
                       ego_offset: float = 0.0) -> tuple:
     """IDM for all vehicles at once. ``ego_s`` [41]: the ego's box-centre arc length on the path of
     ``ego_group`` (for followers with ``follows_ego``; ``ego_offset`` maps ego s to their path s).

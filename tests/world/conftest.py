@@ -1,19 +1,17 @@
 """Shared fixtures for the world tests: the tiny SceneSpec and one batch of generated scenes."""
-import importlib.util
 import os
 
 import pytest
 
+from irlvla_jax import config
 from irlvla_jax.scene import FAMILIES, SceneSpec
 
 _ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def load_config(name):
-    sp = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(_ROOT, "configs", f"{name}.py"))
-    mod = importlib.util.module_from_spec(sp)
-    sp.loader.exec_module(mod)
-    return mod.get_config()
+    """The ConfigDict of ``configs/<name>.py``."""
+    return config.load_config(os.path.join(_ROOT, "configs", f"{name}.py"))
 
 
 @pytest.fixture(scope="session")

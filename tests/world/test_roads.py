@@ -10,18 +10,6 @@ from shapely.geometry import LineString, Polygon  # noqa: E402
 from shapely.ops import unary_union  # noqa: E402
 
 
-def test_path_at_and_project_roundtrip():
-    p = R.corridor_reference((0.0, 0.0), 0.3, [("straight", 20.0, 0.0), ("arc", 30.0, 1.2), ("straight", 20.0, 0.0)])
-    assert p.length == pytest.approx(40.0 + 36.0, abs=0.2)
-    s = np.array([3.0, 25.0, 50.0, 70.0, -4.0, p.length + 5.0])
-    for d in (-2.0, 0.0, 1.5):
-        pts = p.offset_points(s, d)
-        s2, lat = p.project(pts)
-        np.testing.assert_allclose(s2, s, atol=0.1)
-        np.testing.assert_allclose(lat, d, atol=0.05)
-    assert np.abs(p.k[(p.s > 25) & (p.s < 50)] - 1 / 30.0).max() < 0.01
-
-
 @pytest.mark.parametrize("pattern", ["green", "red", "turns_red", "turns_green"])
 def test_signal_phases(pattern):
     rng = np.random.default_rng(3)

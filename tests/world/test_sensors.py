@@ -5,7 +5,7 @@ import pytest
 from irlvla_jax import scene as S
 from irlvla_jax.scene import SceneSpec
 from irlvla_jax.world import sensors
-from irlvla_jax.world.roads import ccw
+from irlvla_jax.world.paths import ccw
 
 
 def test_raster_union_matches_point_in_polygon():
