@@ -49,7 +49,7 @@ def main():
     import jax
     from tqdm import tqdm
     from irlvla_jax import scene as S
-    from irlvla_jax.data import vectors as V
+    from irlvla_jax.scoring import vectors as V
     from irlvla_jax.scoring import epdms
     if a.source == "vectors":
         from tests.scoring.vector_data import vectors_dir

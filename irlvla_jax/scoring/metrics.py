@@ -27,7 +27,7 @@ LK_LIMIT, LK_STEPS = 0.5, 20
 NC_STATIC_PENALTY = 0.5
 # TLC tests the ego box only against the lights that are ever red on the route; at most this many
 # (a static subset, so the box-polygon tests stay cheap). Scenes with more are refused at conversion
-# (``irlvla_jax.data.vectors``) and counted by :func:`route_light_overflow`.
+# (``irlvla_jax.scoring.vectors``) and counted by :func:`route_light_overflow`.
 MAX_ROUTE_LIGHTS = 4
 
 

@@ -1,7 +1,7 @@
 """A small, independent reader of the official EPDMS test vectors (shared/epdms_vectors/scenes/*.json).
 
 Builds a numpy ``irlvla_jax.scene.Scene`` (only the data contract is shared with the package, not
-``irlvla_jax.data.vectors``), sized to fit the scene: a ``SceneSpec`` is chosen per scene.
+``irlvla_jax.scoring.vectors``), sized to fit the scene: a ``SceneSpec`` is chosen per scene.
 Lane connectors' polygons are the light polygons; a light is on route when its connector is.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from irlvla_jax import scene as S
-from irlvla_jax.data import vectors as V
+from irlvla_jax.scoring import vectors as V
 from irlvla_jax.scoring import commands as C
 from irlvla_jax.scoring import epdms as E
 from tests.scoring.vector_data import vectors_dir

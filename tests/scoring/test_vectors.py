@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from irlvla_jax.data import vectors as V
+from irlvla_jax.scoring import vectors as V
 from irlvla_jax.scoring import commands as C
 from tests.scoring.vector_data import vectors_dir
 
