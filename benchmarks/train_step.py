@@ -53,7 +53,8 @@ def bench(name, batch, steps, peak, baseline):
     spec = SceneSpec.from_config(cfg.scene)
     mesh = mesh_lib.make_mesh(1)
     anchors = random_anchors(int(cfg.data.num_anchors))
-    graphdef, tx, sched, state = imitation.init_state(cfg, spec, anchors, mesh)
+    graphdef, tx, sched, state = imitation.init_state(cfg, spec, anchors)
+    state = mesh_lib.replicate(state, mesh)
     step = imitation.make_train_step(graphdef, tx, cfg.il, mesh, sched)
     scenes = random_scenes(spec, batch, seed=0, vocab=int(cfg.model.semantic.vocab_size))
     b = mesh_lib.shard_batch(scenes, mesh)
@@ -78,13 +79,10 @@ def bench(name, batch, steps, peak, baseline):
     if baseline:
         model = nnx.merge(graphdef, jax.device_get(holder["s"].params), jax.device_get(holder["s"].consts))
         opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
-        w = imitation.loss_weights(cfg.il)
-
         @nnx.jit
         def oo_step(model, opt, scene, rng):
             def lf(model):
-                terms = model.imitation_losses(scene, rng)
-                return sum(float(w[k]) * terms[k] for k in imitation.LOSS_TERMS)
+                return imitation.loss(model, scene, rng, cfg.il)[0]
             loss, grads = nnx.value_and_grad(lf)(model)
             opt.update(model, grads)
             return loss

@@ -3,10 +3,21 @@
     irlvla <command> --config configs/<name>.py --workdir DIR [--config.a.b=value ...] [command flags]
 
 Commands are looked up in ``COMMANDS`` (name -> "module:function") and imported lazily, so a command's
-dependencies load only when it runs. Each function takes ``(config, workdir, args)`` where ``args`` is
-this module's parsed absl FLAGS (``--stage``, ``--predictions``, ``--mode``) plus positional ``args.rest``.
-Errors meant for the user (bad config, bad data, bad input) are raised as ``UserError`` (or SceneError /
-ValueError from validation) and printed as one line with exit code 2.
+dependencies load only when it runs. Each function takes ``(config, workdir, args)`` where ``args`` holds
+this module's parsed flags plus positional ``args.rest``. One meaning per flag:
+
+  --stage        `train`: the stage to train, il | rwm | ppo
+  --policies     `evaluate`: trained runs to evaluate beside the baselines (il, rwm, ppo_rwm, ppo_scorer,
+                 ppo_rwm_choice; comma-separated, or all)
+  --split        `score`: the split the predictions are for (default test)
+  --predictions  `score`: the predictions file (JSON or .npz)
+  --mode         `score`, `vectors`: scoring mode override, tracked | direct
+  --seeds        `pipeline`: comma-separated training seeds
+
+``--config`` is required, except for `vectors`, whose documented default is configs/tiny.py (it reads
+only the scorer settings). Errors meant for the user (bad config, bad data, bad input) are raised as
+``irlvla_jax.errors.UserError`` (or SceneError / ValueError from validation) and printed as one line with
+exit code 2.
 """
 from __future__ import annotations
 
@@ -14,6 +25,8 @@ import importlib
 import os
 import sys
 import types
+
+from irlvla_jax.errors import UserError
 
 COMMANDS = {
     "generate": ("irlvla_jax.data.commands:generate", "generate the train/val/test/hard datasets"),
@@ -25,10 +38,6 @@ COMMANDS = {
     "train": ("irlvla_jax.train.commands:train", "train a stage: --stage il | rwm | ppo"),
     "pipeline": ("irlvla_jax.pipeline:main", "generate -> IL -> RWM -> PPO -> evaluate, resumable"),
 }
-
-
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line, exit code 2."""
 
 
 def _usage() -> str:
@@ -68,8 +77,8 @@ def _run(argv):
     setup_jax(workdir)
     modname, fn = COMMANDS[cmd][0].split(":")
     func = getattr(importlib.import_module(modname), fn)
-    args = types.SimpleNamespace(stage=FLAGS.stage, predictions=FLAGS.predictions, mode=FLAGS.mode,
-                                 rest=rest[1:], seeds=FLAGS.seeds)
+    args = types.SimpleNamespace(stage=FLAGS.stage, policies=FLAGS.policies, split=FLAGS.split,
+                                 predictions=FLAGS.predictions, mode=FLAGS.mode, rest=rest[1:], seeds=FLAGS.seeds)
     return func(cfg, workdir, args)
 
 
@@ -81,17 +90,20 @@ def main(argv=None) -> None:
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(_usage())
         return
-    # `irlvla vectors DIR` needs no config: supply the default one.
-    if not any(a == "--config" or a.startswith("--config=") for a in argv):
+    # `irlvla vectors DIR` needs no config: its documented default is configs/tiny.py.
+    if argv[1] == "vectors" and not any(a == "--config" or a.startswith("--config=") for a in argv):
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         argv += ["--config", os.path.join(here, "configs", "tiny.py")]
     if argv[1] == "vectors" and not any(a.startswith("--workdir") for a in argv):
         argv += ["--workdir", os.path.join(os.getcwd(), ".irlvla_vectors")]
     config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
     flags.DEFINE_string("workdir", None, "output directory (datasets, checkpoints, logs, reports)")
-    flags.DEFINE_string("stage", None, "training / evaluation stage: il | rwm | ppo")
-    flags.DEFINE_string("predictions", None, "predictions file for `score` (JSON or .npz)")
-    flags.DEFINE_string("mode", None, "scoring mode override: tracked | direct")
+    flags.DEFINE_string("stage", None, "`train`: the stage to train, il | rwm | ppo")
+    flags.DEFINE_string("policies", None, "`evaluate`: trained runs to evaluate (il, rwm, ppo_rwm, ppo_scorer, "
+                                          "ppo_rwm_choice; comma-separated, or all)")
+    flags.DEFINE_string("split", None, "`score`: the split the predictions are for (default test)")
+    flags.DEFINE_string("predictions", None, "`score`: the predictions file (JSON or .npz)")
+    flags.DEFINE_string("mode", None, "`score`, `vectors`: scoring mode override, tracked | direct")
     flags.DEFINE_string("seeds", None, "comma-separated seeds for `pipeline`")
 
     started = []

@@ -37,7 +37,6 @@ def _check_data(cfg) -> None:
         require(int(d[k]) >= 1, f"data.{k}", f"must be >= 1, got {d[k]}")
     require(int(d.num_anchors) >= 1, "data.num_anchors", f"must be >= 1, got {d.num_anchors}")
     require(int(d.num_anchors) <= int(d.num_train), "data.num_anchors", "must be <= data.num_train")
-    # --- DATA helper block (irlvla_jax/data): keys read by generate / loaders / render.
     import re as _re
     require(bool(_re.fullmatch(r"[a-z][a-z0-9_]*", str(d.name))), "data.name",
             f"must match [a-z][a-z0-9_]* (a directory name), got {d.name!r}")
@@ -51,30 +50,55 @@ def _check_data(cfg) -> None:
         require(int(d.render_count) >= 1, "data.render_count", f"must be >= 1, got {d.render_count}")
 
 
-# ---- MODEL/IL helper: sections `model`, `il`, `train` ------------------------------------------------
-_MODEL_KEYS = {
-    "": ("dim", "heads", "dtype", "perception", "semantic", "planner"),
-    "perception": ("camera_channels", "lidar_channels", "bev_stride", "bev_tokens_side", "num_objects",
-                   "num_map_queries", "heatmap_sigma"),
-    "semantic": ("backbone", "vocab_size", "width", "layers", "heads", "num_meta"),
-    "planner": ("layers", "heads", "train_timesteps", "trunc_steps", "ddim_steps", "beta_start", "beta_end",
-                "eta", "min_std", "norm_offset", "norm_scale"),
+# The keys of every section (their defaults and meanings: configs/default.py). check() rejects an unknown or
+# a missing key with a one-line error.
+SCHEMA = {
+    "scene": ("num_agents", "num_lanes", "lane_vertices", "lane_points", "num_drivable", "drivable_vertices",
+              "route_points", "num_lights", "light_vertices", "instruction_tokens", "camera_hw", "lidar_hw",
+              "lidar_channels", "bev_hw", "bev_range"),
+    "data": ("name", "num_train", "num_val", "num_test", "num_hard", "num_anchors", "batch_size", "shuffle_seed",
+             "workers", "data_dir", "world_seed", "render_split", "render_count"),
+    "model": ("dim", "heads", "dtype", "perception", "semantic", "planner"),
+    "model.perception": ("camera_channels", "lidar_channels", "bev_stride", "bev_tokens_side", "num_objects",
+                         "num_map_queries", "heatmap_sigma"),
+    "model.semantic": ("backbone", "vocab_size", "width", "layers", "heads", "num_meta"),
+    "model.planner": ("layers", "heads", "train_timesteps", "trunc_steps", "ddim_steps", "beta_start", "beta_end",
+                      "eta", "min_std", "norm_offset", "norm_scale"),
+    "il": ("steps", "batch_size", "lr", "warmup_steps", "end_lr_ratio", "weight_decay", "grad_clip", "w_traj",
+           "w_mode", "w_det_heat", "w_det_box", "w_bev_seg", "w_map_line", "w_map_exist", "w_meta", "val_every",
+           "val_batches", "epdms_scenes", "checkpoint_every"),
+    "train": ("num_devices", "max_to_keep", "async_checkpoint", "log_every"),
+    "scoring": ("mode", "human_filter", "num_devices"),
+    "rwm": ("d_model", "num_layers", "num_heads", "ff_mult", "steps", "batch_size", "lr", "warmup_steps",
+            "weight_decay", "grad_clip", "policy_samples", "noisy_chains", "noise_std", "expert_perturbations",
+            "use_anchors", "use_ec", "epdms_weight", "eval_split", "eval_scenes", "checkpoint_every",
+            "kinematic_features", "ego_features", "rank_weight", "rank_scale", "policy_rank_boost", "inner_steps",
+            "smooth_noise_frac", "scene_features", "arch", "ppo_samples"),
+    "ppo": ("reward", "objective", "updates", "batch_size", "samples_per_scene", "epochs", "num_minibatches", "lr",
+            "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount",
+            "choice_weight", "choice_loss", "choice_temperature", "bc_weight", "checkpoint_every", "log_true_score"),
+    "pipeline": ("eval_split", "eval_scenes", "eval_chunk", "best_of_samples", "extra_splits", "scorer_updates",
+                 "choice_only_updates", "choice_only_lr", "choice_only_samples", "rwm_report_scenes"),
+    "evaluate": ("splits", "max_scenes", "chunk", "bootstrap", "seed", "renders"),
 }
+TOP_LEVEL = ("seed", "name") + tuple(k for k in SCHEMA if "." not in k)
 
 
-def _keys_exact(section, name: str, expected) -> None:
+def keys_exact(section, name: str) -> None:
+    """``config.<name>`` has exactly the keys of ``SCHEMA[name]`` (ValueError naming the first offender)."""
+    expected = SCHEMA[name]
     have = set(section.keys())
     missing, extra = sorted(set(expected) - have), sorted(have - set(expected))
-    require(not missing, f"{name}.{missing[0] if missing else ''}", "missing; add it (see configs/tiny.py)")
-    require(not extra, f"{name}.{extra[0] if extra else ''}", f"unknown key; known keys: {sorted(expected)}")
+    require(not missing, f"{name}.{missing[0] if missing else ''}",
+            "missing; every key is set in the config file (configs/default.py documents them)")
+    require(not extra, f"{name}.{extra[0] if extra else ''}", f"unknown key; the {name} section has {', '.join(expected)}")
 
 
 @checker("model")
 def _check_model(cfg) -> None:
     m = cfg.model
-    _keys_exact(m, "model", _MODEL_KEYS[""])
     for sub in ("perception", "semantic", "planner"):
-        _keys_exact(m[sub], f"model.{sub}", _MODEL_KEYS[sub])
+        keys_exact(m[sub], f"model.{sub}")
     require(int(m.dim) > 0 and int(m.dim) % int(m.heads) == 0, "model.dim", f"must be a positive multiple of "
             f"model.heads={m.heads}, got {m.dim}")
     require(m.dtype in ("float32", "bfloat16"), "model.dtype", f"'float32' or 'bfloat16', got {m.dtype!r}")
@@ -129,10 +153,8 @@ def _check_train(cfg) -> None:
     require(int(t.num_devices) >= 0, "train.num_devices", "must be >= 0 (0 = all devices)")
     require(int(t.max_to_keep) >= 1, "train.max_to_keep", "must be >= 1")
     require(int(t.log_every) >= 1, "train.log_every", "must be >= 1")
-# ---- end MODEL/IL helper -------------------------------------------------------------------------------
 
 
-# ---- RL helper: sections `rwm`, `ppo`, `pipeline` -------------------------------------------------------------------
 @checker("rwm")
 def _check_rwm(cfg) -> None:
     r = cfg.rwm
@@ -142,12 +164,12 @@ def _check_rwm(cfg) -> None:
     require(int(r.d_model) % int(r.num_heads) == 0, "rwm.d_model", "must be divisible by rwm.num_heads")
     for k in ("noisy_chains", "expert_perturbations", "warmup_steps"):
         require(int(r[k]) >= 0, f"rwm.{k}", f"must be >= 0, got {r[k]}")
-    require(int(r.get("inner_steps", 1)) >= 1, "rwm.inner_steps", f"must be >= 1, got {r.get('inner_steps')}")
+    require(int(r.inner_steps) >= 1, "rwm.inner_steps", f"must be >= 1, got {r.inner_steps}")
     for k in ("rank_weight", "policy_rank_boost"):
-        require(float(r.get(k, 0.0)) >= 0, f"rwm.{k}", f"must be >= 0, got {r.get(k)}")
-    require(0.0 <= float(r.get("smooth_noise_frac", 0.0)) <= 1.0, "rwm.smooth_noise_frac",
-            f"must be in [0, 1], got {r.get('smooth_noise_frac')}")
-    require(float(r.get("rank_scale", 10.0)) > 0, "rwm.rank_scale", f"must be > 0, got {r.get('rank_scale')}")
+        require(float(r[k]) >= 0, f"rwm.{k}", f"must be >= 0, got {r[k]}")
+    require(0.0 <= float(r.smooth_noise_frac) <= 1.0, "rwm.smooth_noise_frac",
+            f"must be in [0, 1], got {r.smooth_noise_frac}")
+    require(float(r.rank_scale) > 0, "rwm.rank_scale", f"must be > 0, got {r.rank_scale}")
     for k in ("lr", "grad_clip"):
         require(float(r[k]) > 0, f"rwm.{k}", f"must be > 0, got {r[k]}")
     for k in ("noise_std", "epdms_weight", "weight_decay"):
@@ -159,18 +181,9 @@ def _check_rwm(cfg) -> None:
             f"must be one of train/val/test/hard, got {r.eval_split!r}")
 
 
-PPO_KEYS = ("reward", "objective", "updates", "batch_size", "samples_per_scene", "epochs", "num_minibatches", "lr",
-            "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount", "choice_weight", "choice_loss", "choice_temperature",
-            "bc_weight", "checkpoint_every", "log_true_score")
-
-
 @checker("ppo")
 def _check_ppo(cfg) -> None:
     p = cfg.ppo
-    for k in p:
-        require(k in PPO_KEYS, f"ppo.{k}", f"unknown key; the ppo section has {', '.join(PPO_KEYS)}")
-    for k in PPO_KEYS:
-        require(k in p, f"ppo.{k}", "missing; every ppo key is set in the config file (configs/tiny.py documents them)")
     require(p.reward in ("rwm", "scorer"), "ppo.reward", f"must be 'rwm' or 'scorer', got {p.reward!r}")
     require(p.objective in ("denoise", "choice"), "ppo.objective",
             f"must be 'denoise' (fine-tune the planner) or 'choice' (re-rank only), got {p.objective!r}")
@@ -202,23 +215,20 @@ def _check_pipeline(cfg) -> None:
             f"must be one of train/val/test/hard, got {p.eval_split!r}")
     for k in ("eval_scenes", "eval_chunk", "best_of_samples"):
         require(int(p[k]) >= 1, f"pipeline.{k}", f"must be >= 1, got {p[k]}")
-    for x in p.get("extra_splits", ()):
+    for x in p.extra_splits:
         require(x in ("train", "val", "test", "hard"), "pipeline.extra_splits",
                 f"entries must be among train/val/test/hard, got {x!r}")
     for k in ("choice_only_updates", "choice_only_samples", "rwm_report_scenes"):
         require(int(p[k]) >= 1, f"pipeline.{k}", f"must be >= 1, got {p[k]}")
     require(float(p.choice_only_lr) > 0, "pipeline.choice_only_lr", f"must be > 0, got {p.choice_only_lr}")
-    require(int(p.get("scorer_updates", 0)) >= 0, "pipeline.scorer_updates",
-            f"must be >= 0 (0 = ppo.updates), got {p.get('scorer_updates')}")
-# ---- end RL helper ----------------------------------------------------------------------------------------
+    require(int(p.scorer_updates) >= 0, "pipeline.scorer_updates",
+            f"must be >= 0 (0 = ppo.updates), got {p.scorer_updates}")
 
 
-# ---- REFERENCE helper: section `evaluate` (irlvla_jax/evaluate.py) ------------------------------------
 @checker("evaluate")
 def _check_evaluate(cfg) -> None:
     from irlvla_jax.scene import SPLITS as _SPLITS
     e = cfg.evaluate
-    _keys_exact(e, "evaluate", ("splits", "max_scenes", "chunk", "bootstrap", "seed", "renders"))
     require(int(e.renders) >= 0, "evaluate.renders", f"must be >= 0 (PNG renders per split), got {e.renders}")
     splits = tuple(e.splits)
     require(len(splits) >= 1 and all(s in _SPLITS for s in splits), "evaluate.splits",
@@ -229,7 +239,6 @@ def _check_evaluate(cfg) -> None:
     require(int(e.seed) >= 0, "evaluate.seed", f"must be >= 0, got {e.seed}")
 
 
-# ---- scoring (SCORER helper) -------------------------------------------------------------------------
 @checker("scoring")
 def _check_scoring(cfg) -> None:
     s = cfg.scoring
@@ -242,11 +251,41 @@ def _check_scoring(cfg) -> None:
 
 
 def check(cfg) -> None:
-    """Validate every known section present in ``cfg``."""
-    for section, fn in _CHECKERS.items():
-        if section in cfg:
-            fn(cfg)
+    """Validate a whole config: exactly the known sections and keys (:data:`SCHEMA`), then every section's
+    values. ValueError naming ``config.<section>.<key>`` and the fix."""
+    for k in cfg.keys():
+        require(k in TOP_LEVEL, k, f"unknown section or key; a config has {', '.join(TOP_LEVEL)}")
+    for k in TOP_LEVEL:
+        require(k in cfg, k, "missing; every section is set in the config file (configs/default.py)")
+    for name in SCHEMA:
+        if "." not in name:
+            keys_exact(cfg[name], name)
+    for fn in _CHECKERS.values():
+        fn(cfg)
 
 
 def scene_spec(cfg) -> SceneSpec:
     return SceneSpec.from_config(cfg.scene)
+
+
+def load_config(path: str, arg: str | None = None):
+    """The ConfigDict of the config file ``path`` (``get_config(arg)``; ``get_config()`` when ``arg`` is
+    None). ``path`` may also be ``FILE:ARG`` (ml_collections' syntax, as on the command line). Raises
+    ``UserError`` naming the file on a missing file, a file that does not load, or no ``get_config``."""
+    import importlib.util
+    import os
+    from irlvla_jax.errors import UserError
+    if arg is None and ":" in os.path.basename(path):
+        path, arg = path.rsplit(":", 1)
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path!r} not found; pass e.g. --config configs/tiny.py")
+    name = "irlvla_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as e:  # a config file is user code: any failure is the user's to fix
+        raise UserError(f"config file {path!r} does not load: {type(e).__name__}: {e}") from e
+    if not callable(getattr(mod, "get_config", None)):
+        raise UserError(f"config file {path!r} defines no get_config()")
+    return mod.get_config() if arg is None else mod.get_config(arg)

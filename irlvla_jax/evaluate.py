@@ -23,7 +23,7 @@ is reported with its bootstrap interval (:func:`paired_difference`).
 
 The main tables use no previous-frame plan (a learned policy would need the sensors of the frame at
 -0.5 s, which dataset scenes do not hold), so there EC = 1 and EPDMS uses the /14 denominator
-(shared/EPDMS.md); the tables say so. Policies that can plan from the ego state at -0.5 s have a
+(NAVSIM v2.2); the tables say so. Policies that can plan from the ego state at -0.5 s have a
 previous-plan function (:data:`PREVIOUS_PLANS`: constant velocity from the -0.5 s velocity, and the
 expert's logged poses at 0.0 ... 3.5 s); for them a "two-frame" table per split scores the plan with
 its previous plan: EC from the two plans and EPDMS over /16.
@@ -39,8 +39,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from irlvla_jax import scene as S
+from irlvla_jax.scoring.epdms import SUB_SCORES
 
-SUB_SCORES = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
 COLUMNS = ("EPDMS",) + SUB_SCORES
 PolicyFn = Callable[[S.Scene], np.ndarray]
 
@@ -91,18 +91,31 @@ def expert_previous(scenes: S.Scene) -> np.ndarray:
 # policy name -> fn(scenes) -> its plan made at -0.5 s [B, 1, 8, 3] (ego frame at -0.5 s), for EC.
 PREVIOUS_PLANS: Dict[str, PolicyFn] = {"constant_velocity": constant_velocity_previous, "expert": expert_previous}
 
-# stage name -> "module:function" with function(config, workdir) -> PolicyFn
-def _rl_scorer_loader(config, workdir):
-    """The PPO ablation trained on the true scorer's reward (``ppo.reward = "scorer"``)."""
-    from irlvla_jax.train import ppo
-    return ppo.load_policy(config, workdir, reward="scorer")
+# Trained policies by run name (the checkpoint folder under <workdir>/checkpoints): run -> loader(config,
+# workdir) -> PolicyFn. ``--policies`` names them.
+def _ppo_loader(**ppo):
+    def load(config, workdir):
+        from irlvla_jax.train import ppo as ppo_stage
+        return ppo_stage.policy(ppo_stage.variant(config, **ppo), workdir)
+    return load
 
 
-STAGE_LOADERS: Dict[str, object] = {
-    "il": "irlvla_jax.train.imitation:load_policy",
-    "rl": "irlvla_jax.train.ppo:load_policy",          # PPO with the reward-world-model reward
-    "rl_scorer": _rl_scorer_loader,                    # ablation: PPO with the true-scorer reward
+def _stage_loader(module: str):
+    def load(config, workdir):
+        return importlib.import_module(module).policy(config, workdir)
+    return load
+
+
+STAGE_LOADERS: Dict[str, Callable] = {
+    "il": _stage_loader("irlvla_jax.train.imitation"),        # imitation
+    "rwm": _stage_loader("irlvla_jax.train.reward"),          # the IL chains picked by the RWM
+    "ppo_rwm": _ppo_loader(reward="rwm", objective="denoise"),        # RL with the RWM reward
+    "ppo_scorer": _ppo_loader(reward="scorer", objective="denoise"),  # ablation: the true scorer's reward
+    "ppo_rwm_choice": _ppo_loader(reward="rwm", objective="choice"),  # ablation: re-ranking only
 }
+# Paired EPDMS differences reported when both policies are evaluated: each RL run against IL, and every
+# learned policy against constant velocity.
+RL_RUNS = ("ppo_rwm", "ppo_scorer", "ppo_rwm_choice")
 
 
 def register_policy(name: str, fn: PolicyFn, overwrite: bool = False) -> None:
@@ -124,40 +137,42 @@ def policies() -> Dict[str, PolicyFn]:
     return dict(_POLICIES)
 
 
-def register_stage_loader(stage: str, loader) -> None:
-    """``loader(config, workdir) -> PolicyFn`` (or a "module:function" string) for ``--stage <stage>``."""
-    STAGE_LOADERS[stage] = loader
+def register_stage_loader(run: str, loader: Callable) -> None:
+    """``loader(config, workdir) -> PolicyFn`` for the trained run ``run`` (``--policies run``)."""
+    STAGE_LOADERS[run] = loader
 
 
-def _resolve_loader(stage: str):
-    if stage not in STAGE_LOADERS:
-        raise ValueError(f"--stage {stage!r}: unknown stage; known: {sorted(STAGE_LOADERS)} "
-                         "(add one with irlvla_jax.evaluate.register_stage_loader)")
-    ld = STAGE_LOADERS[stage]
-    if isinstance(ld, str):
-        mod, fn = ld.split(":")
-        ld = getattr(importlib.import_module(mod), fn)
-    return ld
-
-
-def load_stage_policies(config, workdir: str, stage_arg: Optional[str]) -> List[str]:
-    """Register the trained policies named by ``--stage`` (comma list, or ``all``); return their names."""
-    if not stage_arg:
+def load_stage_policies(config, workdir: str, names_arg: Optional[str]) -> List[str]:
+    """Register the trained policies named by ``--policies`` (comma list of run names, or ``all``: every
+    run with a checkpoint); return their names."""
+    if not names_arg:
         return []
-    names = list(STAGE_LOADERS) if stage_arg == "all" else [s.strip() for s in stage_arg.split(",") if s.strip()]
+    names = list(STAGE_LOADERS) if names_arg == "all" else [s.strip() for s in names_arg.split(",") if s.strip()]
     loaded = []
-    for st in names:
+    for name in names:
+        if name in _POLICIES and name not in STAGE_LOADERS:
+            loaded.append(name)         # a built-in baseline
+            continue
+        if name not in STAGE_LOADERS:
+            raise ValueError(f"--policies {name!r}: unknown policy; known: {sorted(set(STAGE_LOADERS) | set(_POLICIES))}")
         try:
-            fn = _resolve_loader(st)(config, workdir)
-        except Exception as e:  # noqa: BLE001 - reported as one line; with "all" a missing stage is skipped
-            if stage_arg == "all":
-                print(f"evaluate: skipping stage {st!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+            fn = STAGE_LOADERS[name](config, workdir)
+        except FileNotFoundError as e:
+            if names_arg == "all":
+                print(f"evaluate: skipping {name!r} ({str(e).splitlines()[0]})")
                 continue
-            raise ValueError(f"--stage {st}: could not load its policy ({type(e).__name__}: {e}); "
-                             f"train it first: irlvla train --stage {st} ...") from e
-        register_policy(st, fn, overwrite=True)
-        loaded.append(st)
+            raise
+        register_policy(name, fn, overwrite=True)
+        loaded.append(name)
     return loaded
+
+
+def default_differences(names: List[str]):
+    """The paired differences reported for ``names``: each RL run - IL, every learned policy - constant
+    velocity."""
+    pairs = [(r, "il") for r in RL_RUNS]
+    pairs += [(p, "constant_velocity") for p in names if p not in ("constant_velocity", "expert")]
+    return [(a, b) for a, b in pairs if a in names and b in names]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -222,19 +237,10 @@ def _check_trajectories(name: str, traj, b: int) -> np.ndarray:
 
 def score_policy(scorer, scenes: S.Scene, traj: np.ndarray, chunk: int, desc: str = "",
                  prev: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-    """Per-scene scores {name: [B]} of one plan per scene, scored in fixed-size chunks (one compile);
-    with ``prev`` [B, 1, 8, 3] (the plans made at -0.5 s) EC is scored and EPDMS uses /16."""
-    from tqdm import tqdm
-    b = np.asarray(scenes.scene_id).shape[0]
-    out: Dict[str, List[np.ndarray]] = {k: [] for k in COLUMNS + ("progress",)}
-    for s0 in tqdm(range(0, b, chunk), desc=desc, leave=False, disable=b <= chunk):
-        idx = np.minimum(np.arange(s0, s0 + chunk), b - 1)
-        batch = S.index(scenes, idx)
-        r = scorer(batch, traj[idx]) if prev is None else scorer(batch, traj[idx], prev[idx])
-        m = min(chunk, b - s0)
-        for k in out:
-            out[k].append(np.asarray(getattr(r, k))[:m, 0])
-    return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
+    """Per-scene scores {name: [B]} of one plan per scene (``scoring.epdms.score_in_chunks``); with ``prev``
+    [B, 1, 8, 3] (the plans made at -0.5 s) EC is scored and EPDMS uses /16."""
+    from irlvla_jax.scoring.epdms import score_in_chunks
+    return {k: v[:, 0] for k, v in score_in_chunks(scorer, scenes, traj, chunk, prev=prev, desc=desc).items()}
 
 
 def summarize(per_scene: Dict[str, np.ndarray], mask: np.ndarray, n_boot: int, seed: int) -> Dict[str, dict]:
@@ -273,8 +279,14 @@ def markdown(results: dict) -> str:
 
 
 def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = None,
-                    scenes_by_split: Optional[Dict[str, S.Scene]] = None, scorer=None) -> dict:
-    """Score every policy on every split; return the results dict (also the JSON written by :func:`main`)."""
+                    scenes_by_split: Optional[Dict[str, S.Scene]] = None, scorer=None,
+                    differences=None, keep_per_scene: bool = False) -> dict:
+    """Score every registered policy named in ``policy_names`` on every split (``config.evaluate.splits``,
+    or the given ``scenes_by_split``) with the scorer of ``config.scoring`` (``num_devices`` honoured);
+    return the results dict (also the JSON written by :func:`main`). ``differences``: (a, b) pairs of the
+    paired EPDMS differences a - b (default :func:`default_differences`); ``keep_per_scene`` also keeps
+    every policy's per-scene scores ({policy: {column: [B]}}) and plans under each split's ``per_scene`` /
+    ``trajectories``."""
     ec = config.evaluate
     mode, hf = str(config.scoring.mode), bool(config.scoring.human_filter)
     pols = policies()
@@ -321,12 +333,11 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
                 prev = _check_trajectories(f"{name} (previous plan)", PREVIOUS_PLANS[name](scenes), b)
                 two = score_policy(scorer, scenes, trajs[name], chunk, desc=f"{split}/{name}/two-frame", prev=prev)
                 sres["two_frame"][name] = summarize(two, groups["all"], int(ec.bootstrap), int(ec.seed))
-        pairs = [(rl, "il") for rl in ("rl", "rl_scorer")]
-        pairs += [(p, "constant_velocity") for p in names if p not in ("constant_velocity", "expert")]
-        for a, b_ in pairs:
-            if a in per_policy and b_ in per_policy:
-                sres["differences"][f"{a} - {b_}"] = paired_difference(
-                    per_policy[a]["EPDMS"], per_policy[b_]["EPDMS"], n_boot=int(ec.bootstrap), seed=int(ec.seed))
+        for a, b_ in (default_differences(names) if differences is None else differences):
+            sres["differences"][f"{a} - {b_}"] = paired_difference(
+                per_policy[a]["EPDMS"], per_policy[b_]["EPDMS"], n_boot=int(ec.bootstrap), seed=int(ec.seed))
+        if keep_per_scene:
+            sres["per_scene"], sres["trajectories"] = per_policy, trajs
         sres["seconds"] = round(time.time() - t0, 2)
         results["splits"][split] = sres
         n_render = int(ec.get("renders", 0))
@@ -365,11 +376,9 @@ def render_examples(scenes: S.Scene, pols: Dict[str, PolicyFn], per_policy: Dict
 
 
 def main(config, workdir, args):
-    """CLI entry: evaluate baselines (+ ``--stage`` policies), print and save the tables."""
-    loaded = load_stage_policies(config, workdir, getattr(args, "stage", None))
-    names = ["constant_velocity", "expert"] + [n for n in policies() if n not in ("constant_velocity", "expert")]
-    if getattr(args, "stage", None) and getattr(args, "stage") != "all":
-        names = ["constant_velocity", "expert"] + loaded
+    """CLI entry: evaluate the baselines and the ``--policies`` runs, print and save the tables."""
+    loaded = load_stage_policies(config, workdir, getattr(args, "policies", None))
+    names = ["constant_velocity", "expert"] + [n for n in loaded if n not in ("constant_velocity", "expert")]
     results = evaluate_splits(config, workdir, names)
     out = os.path.join(workdir, "eval")
     os.makedirs(out, exist_ok=True)

@@ -14,6 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The ego vehicle (nuPlan's Pacifica, NAVSIM's ego box), metres. Poses are of the rear axle.
+EGO_LENGTH = 5.176
+EGO_WIDTH = 2.297
+EGO_REAR = 1.127                          # rear axle -> rear bumper
+EGO_FRONT = EGO_LENGTH - EGO_REAR         # rear axle -> front bumper (4.049)
+EGO_CENTER = EGO_LENGTH / 2.0 - EGO_REAR  # rear axle -> box centre (1.461)
+EGO_WHEEL_BASE = 3.089
+
 
 def wrap_angle(a):
     """Angle(s) wrapped to [-pi, pi) (radians)."""

@@ -28,13 +28,17 @@ from typing import Any, Callable, Dict, List
 import jax
 import numpy as np
 
-from irlvla_jax.scene import index, padded_chunks
+from irlvla_jax.scene import index
 
-SUBS = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
-POLICIES = ("constant_velocity", "expert", "il", "rwm_pick", "rl_choice", "rl_rwm", "rl_scorer", "best_of_n")
+from irlvla_jax.evaluate import COLUMNS
+
+# The table's rows: built-in baselines, then every trained run by its run name (the checkpoint folder).
+POLICIES = ("constant_velocity", "expert", "il", "rwm", "ppo_rwm_choice", "ppo_rwm", "ppo_scorer", "best_of_n")
 NAMES = {"constant_velocity": "constant velocity", "expert": "expert", "il": "IL",
-         "rwm_pick": "IL chains picked by the RWM", "rl_choice": "RL, choice only (RWM reward)",
-         "rl_rwm": "RL (RWM reward)", "rl_scorer": "RL (true-scorer reward)"}
+         "rwm": "IL chains picked by the RWM", "ppo_rwm_choice": "RL, choice only (RWM reward)",
+         "ppo_rwm": "RL (RWM reward)", "ppo_scorer": "RL (true-scorer reward)"}
+DIFFERENCES = (("rwm", "il"), ("ppo_rwm_choice", "il"), ("ppo_rwm", "il"), ("ppo_scorer", "il"),
+               ("best_of_n", "il"), ("ppo_rwm", "ppo_rwm_choice"), ("il", "constant_velocity"))
 STAGES = ("generate", "il", "rwm", "ppo_rwm", "ppo_scorer", "ppo_rwm_choice", "evaluate")
 
 
@@ -73,93 +77,52 @@ def _jsonable(x):
 # --------------------------------------------------------------------------------------------------
 # Policies and scoring.
 
-def constant_velocity(scenes) -> np.ndarray:
-    """[B, 1, 8, 3]: keep the current body-frame velocity (vx, vy) and heading 0."""
-    v = np.asarray(scenes.ego_state, np.float32)[:, 3:5]
-    t = np.arange(1, 9, dtype=np.float32) * 0.5
-    out = np.zeros((v.shape[0], 1, 8, 3), np.float32)
-    out[:, 0, :, 0] = v[:, :1] * t
-    out[:, 0, :, 1] = v[:, 1:2] * t
-    return out
+def best_of_n(config, workdir: str, *, samples: int, seed: int = 0, chunk: int = 32):
+    """Best-of-N by the true scorer: all K chains of ``samples`` IL samples per scene, the one with the
+    highest true EPDMS executed (an upper reference, not a policy one could deploy) -> PolicyFn."""
+    from irlvla_jax.scoring.epdms import make_scorer, score_in_chunks
+    from irlvla_jax.train import imitation
+    scorer = make_scorer(str(config.scoring.mode), bool(config.scoring.human_filter))
+
+    def fn(scenes) -> np.ndarray:
+        cands = imitation.chains(config, workdir, scenes, samples=samples, seed=seed, chunk=chunk)
+        score = score_in_chunks(scorer, scenes, cands, chunk)["EPDMS"]
+        return np.take_along_axis(cands, np.argmax(score, -1)[:, None, None, None], 1)
+
+    return fn
 
 
-def pad_rows(a: np.ndarray, n: int) -> np.ndarray:
-    """``a`` padded to ``n`` rows by repeating its last row (the per-scene arrays beside padded_chunks)."""
-    return np.concatenate([a, np.repeat(a[-1:], n - a.shape[0], 0)])
+def choice_config(config):
+    """The re-ranking ablation's config: ``ppo.objective = "choice"`` with the ``pipeline.choice_only_*``
+    settings (the mode head alone takes a far larger learning rate and more, cheaper updates)."""
+    from irlvla_jax.train import ppo
+    pc = config.pipeline
+    return ppo.variant(config, reward="rwm", objective="choice", lr=float(pc.choice_only_lr),
+                       updates=int(pc.choice_only_updates), samples_per_scene=int(pc.choice_only_samples),
+                       log_true_score=False)
 
 
-def _score_all(config, scenes, traj: np.ndarray, chunk: int) -> Dict[str, np.ndarray]:
-    """Score trajectories [B, N, 8, 3] in fixed-size chunks (one compile) -> dict of [B, N] arrays."""
-    from irlvla_jax.scoring.epdms import make_scorer
-    scorer = make_scorer(config.scoring.mode, bool(config.scoring.human_filter))
-    outs = []
-    for i, b, m in padded_chunks(scenes, chunk):
-        s = jax.device_get(scorer(b, pad_rows(traj[i:i + m], chunk)))
-        outs.append({k: np.asarray(getattr(s, k))[:m] for k in SUBS + ("EPDMS",)})
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-
-
-def il_chains(config, workdir, scenes, chunk: int, samples: int, seed: int = 0) -> np.ndarray:
-    """All K anchor chains of ``samples`` IL samples per scene (deterministic DDIM, the noise of
-    ``jax.random.key(seed + chunk index)``) -> [B, samples * K, 8, 3] metres / radians."""
-    from flax import nnx
-    from irlvla_jax.train import mesh as mesh_lib
-    from irlvla_jax.train.ppo import _restore_il
-    gd, params, consts = _restore_il(config, workdir, mesh_lib.make_mesh(1))
-
-    @jax.jit
-    def run(scene, rng):
-        model = nnx.merge(gd, params, consts)
-        _, allx, _ = model.sample(model.encode(scene), rng, samples, return_scores=True)
-        return allx.reshape(allx.shape[0], -1, 8, 3)
-
-    return np.concatenate([np.asarray(run(b, jax.random.key(seed + i)))[:m]
-                           for i, b, m in padded_chunks(scenes, chunk)]).astype(np.float32)
-
-
-def pick(cands: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """cands [B, N, 8, 3], score [B, N] -> [B, 1, 8, 3] the top-scored candidate of each scene."""
-    return np.take_along_axis(cands, np.argmax(score, -1)[:, None, None, None], 1)
-
-
-def best_of_n(config, workdir, scenes, chunk: int, samples: int, seed: int = 0):
-    """Best-of-N by the true scorer over all K chains of ``samples`` IL samples -> (traj [B,1,8,3], N)."""
-    cands = il_chains(config, workdir, scenes, chunk, samples, seed)
-    return pick(cands, _score_all(config, scenes, cands, chunk)["EPDMS"]), cands.shape[1]
-
-
-def rwm_pick(config, workdir, scenes, chunk: int, seed: int = 0) -> np.ndarray:
-    """The IL planner's K anchor chains (one sample), the one with the highest RWM reward executed:
-    what the RWM knows without RL -> [B, 1, 8, 3]."""
-    from flax import nnx
-    from irlvla_jax.models import reward_model as R
-    from irlvla_jax.train import mesh as mesh_lib
-    from irlvla_jax.train.ppo import _restore_il
-    from irlvla_jax.train.reward import load_rwm
-    cands = il_chains(config, workdir, scenes, chunk, 1, seed)
-    gd, params, consts = _restore_il(config, workdir, mesh_lib.make_mesh(1))
-    rgd, rparams = load_rwm(config, workdir)
-    use_ec = bool(config.rwm.use_ec)
-
-    @jax.jit
-    def reward(scene, traj):
-        tok = nnx.merge(gd, params, consts).encode(scene)
-        return R.predicted_reward(nnx.merge(rgd, rparams)(tok, traj, scenes=scene), use_ec)
-
-    r = np.concatenate([np.asarray(reward(b, pad_rows(cands[i:i + m], chunk)))[:m]
-                        for i, b, m in padded_chunks(scenes, chunk)])
-    return pick(cands, r)
-
-
-def bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0):
-    """Paired mean difference a - b with a bootstrap 95% interval: (mean, lo, hi)."""
-    from irlvla_jax.evaluate import paired_difference
-    r = paired_difference(a, b, n_boot=n_boot, seed=seed)
-    return r["mean"], r["lo"], r["hi"]
+def register_policies(config, workdir: str, seed: int) -> List[str]:
+    """Register the table's policies with ``irlvla_jax.evaluate`` (the run's checkpoints, chunk
+    ``pipeline.eval_chunk``, noise seed ``seed``) -> their names in table order."""
+    from irlvla_jax import evaluate
+    from irlvla_jax.train import imitation, ppo, reward
+    pc = config.pipeline
+    chunk = int(pc.eval_chunk)
+    fns = {"il": imitation.policy(config, workdir, seed=seed, chunk=chunk),
+           "rwm": reward.policy(config, workdir, seed=seed, chunk=chunk),
+           "ppo_rwm_choice": ppo.policy(choice_config(config), workdir, seed=seed, chunk=chunk),
+           "ppo_rwm": ppo.policy(ppo.variant(config, reward="rwm"), workdir, seed=seed, chunk=chunk),
+           "ppo_scorer": ppo.policy(ppo.variant(config, reward="scorer"), workdir, seed=seed, chunk=chunk),
+           "best_of_n": best_of_n(config, workdir, samples=int(pc.best_of_samples), seed=seed, chunk=chunk)}
+    for name, fn in fns.items():
+        evaluate.register_policy(name, fn, overwrite=True)
+    return list(POLICIES)
 
 
 def format_table(rows: Dict[str, Dict[str, float]], title: str) -> str:
-    cols = ("EPDMS",) + SUBS
+    """Markdown table: a row per policy (display names), EPDMS and the nine sub-scores."""
+    cols = COLUMNS
     lines = [f"### {title}", "", "| policy | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[c]:.3f}" if c in r else "-" for c in cols) + " |")
@@ -177,36 +140,26 @@ def evaluate_run(config, workdir: str, seed: int) -> Dict[str, Any]:
 
 
 def evaluate_split(config, workdir: str, seed: int, split: str) -> Dict[str, Any]:
+    """The table of one split: the first ``pipeline.eval_scenes`` scenes, every policy of :data:`POLICIES`
+    scored by ``irlvla_jax.evaluate.evaluate_splits`` (the function ``irlvla evaluate`` uses), the paired
+    differences of :data:`DIFFERENCES`, and the RWM report on the RL policy's own samples."""
+    from irlvla_jax import evaluate
     from irlvla_jax.data import loader as L
-    from irlvla_jax.train import imitation, ppo
+    from irlvla_jax.train import ppo
     pc = config.pipeline
     scenes = L.load_split(config, split, data_dir=L.data_dir(config, workdir), limit=int(pc.eval_scenes))
-    chunk = int(pc.eval_chunk)
-    trajs = {"constant_velocity": constant_velocity(scenes),
-             "expert": np.asarray(scenes.expert_future, np.float32)[:, None],
-             "il": imitation.load_policy(config, workdir, seed=seed, chunk=chunk)(scenes)}
-    trajs["rwm_pick"] = rwm_pick(config, workdir, scenes, chunk, seed)
-    trajs["rl_choice"] = ppo.load_policy(choice_config(config), workdir, "rwm", seed=seed, chunk=chunk)(scenes)
-    for r in ("rwm", "scorer"):
-        trajs[f"rl_{r}"] = ppo.load_policy(config, workdir, r, seed=seed, chunk=chunk)(scenes)
-    trajs["best_of_n"], n_cand = best_of_n(config, workdir, scenes, chunk, int(pc.best_of_samples), seed)
-    per_scene = {k: _score_all(config, scenes, v, chunk) for k, v in trajs.items()}
-    rows = {k: {c: float(np.mean(v[c][:, 0])) for c in ("EPDMS",) + SUBS} for k, v in per_scene.items()}
-    il = per_scene["il"]["EPDMS"][:, 0]
-    diffs = {}
-    for k in ("rwm_pick", "rl_choice", "rl_rwm", "rl_scorer", "best_of_n"):
-        m, lo, hi = bootstrap_diff(per_scene[k]["EPDMS"][:, 0], il)
-        diffs[f"{k} - il"] = dict(mean=m, lo=lo, hi=hi)
-    m, lo, hi = bootstrap_diff(per_scene["rl_rwm"]["EPDMS"][:, 0], per_scene["rl_choice"]["EPDMS"][:, 0])
-    diffs["rl_rwm - rl_choice"] = dict(mean=m, lo=lo, hi=hi)
-    m, lo, hi = bootstrap_diff(il, per_scene["constant_velocity"]["EPDMS"][:, 0])
-    diffs["il - constant_velocity"] = dict(mean=m, lo=lo, hi=hi)
-    from irlvla_jax.train.ppo import rwm_report_on_policy
-    rwm_rep = rwm_report_on_policy(config, workdir, index(scenes, slice(0, min(int(pc.rwm_report_scenes),
-                                                                               int(il.shape[0])))), seed=seed)
-    return dict(seed=seed, split=split, scenes=int(il.shape[0]), scoring_mode=str(config.scoring.mode),
-                best_of_n_candidates=int(n_cand), table=rows, differences=diffs, rwm_on_policy=rwm_rep,
-                per_scene_epdms={k: v["EPDMS"][:, 0].tolist() for k, v in per_scene.items()})
+    names = register_policies(config, workdir, seed)
+    res = evaluate.evaluate_splits(config, workdir, names, scenes_by_split={split: scenes},
+                                   differences=DIFFERENCES, keep_per_scene=True)["splits"][split]
+    rows = {k: {c: res["groups"]["all"][k][c]["mean"] for c in COLUMNS} for k in names}
+    diffs = {k: {q: d[q] for q in ("mean", "lo", "hi")} for k, d in res["differences"].items()}
+    n = int(res["num_scenes"])
+    rwm_rep = ppo.rwm_report_on_policy(ppo.variant(config, reward="rwm"), workdir,
+                                       index(scenes, slice(0, min(int(pc.rwm_report_scenes), n))), seed=seed)
+    return dict(seed=seed, split=split, scenes=n, scoring_mode=str(config.scoring.mode),
+                best_of_n_candidates=int(pc.best_of_samples) * int(config.data.num_anchors), table=rows,
+                differences=diffs, rwm_on_policy=rwm_rep,
+                per_scene_epdms={k: v["EPDMS"].tolist() for k, v in res["per_scene"].items()})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,8 +232,8 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
     from irlvla_jax.data import loader as L
     from irlvla_jax.models import reward_model as R
     from irlvla_jax.train import mesh as mesh_lib
-    from irlvla_jax.train.ppo import _restore_il
-    from irlvla_jax.train.reward import load_rwm, make_candidates, ppo_noise_of
+    from irlvla_jax.train import imitation, reward
+    from irlvla_jax.train.reward import make_candidates, ppo_noise_of
     from irlvla_jax.models import planner as planner_lib
     from irlvla_jax.viz import render_scene
 
@@ -292,8 +245,8 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
     scenes = L.load_split(config, str(config.pipeline.eval_split), data_dir=L.data_dir(config, workdir),
                           limit=max(n_scenes, 1) * 4)
     sel = index(scenes, slice(0, n_scenes))
-    gd, params, consts = _restore_il(config, workdir, mesh_lib.make_mesh(1))
-    rgd, rparams = load_rwm(config, workdir)
+    gd, params, consts = imitation.restore(config, workdir, mesh_lib.make_mesh(1))
+    rgd, rparams = reward.restore(config, workdir)
     from irlvla_jax.scoring.epdms import score
     sched = planner_lib.make_schedule(config.model.planner)
 
@@ -327,20 +280,6 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
 
 # --------------------------------------------------------------------------------------------------
 
-def choice_config(config):
-    """The re-ranking ablation's config: ``ppo.objective = "choice"`` with the ``pipeline.choice_only_*``
-    settings (the mode head alone takes a far larger learning rate and more, cheaper updates)."""
-    config = copy.deepcopy(config)
-    pc = config.pipeline
-    with config.unlocked():
-        config.ppo.objective = "choice"
-        config.ppo.lr = float(pc.choice_only_lr)
-        config.ppo.updates = int(pc.choice_only_updates)
-        config.ppo.samples_per_scene = int(pc.choice_only_samples)
-        config.ppo.log_true_score = False
-    return config
-
-
 def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
     """IL -> RWM -> PPO (RWM) -> PPO (scorer) -> evaluate for one training seed (data already there)."""
     from irlvla_jax.train import imitation, ppo, reward
@@ -357,10 +296,11 @@ def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
         return {k: v for k, v in out.items() if k != "state"}
     _stage(workdir, "il", il)
     _stage(workdir, "rwm", lambda: reward.train(config, workdir))
-    _stage(workdir, "ppo_rwm", lambda: ppo.train(config, workdir, reward="rwm"))
-    n_scorer = int((config.get("pipeline") or {}).get("scorer_updates", 0)) or None   # None: ppo.updates
-    _stage(workdir, "ppo_scorer", lambda: ppo.train(config, workdir, reward="scorer", num_updates=n_scorer))
-    _stage(workdir, "ppo_rwm_choice", lambda: ppo.train(choice_config(config), workdir, reward="rwm"))
+    _stage(workdir, "ppo_rwm", lambda: ppo.train(ppo.variant(config, reward="rwm"), workdir))
+    n_scorer = int(config.pipeline.scorer_updates) or None   # None: ppo.updates
+    _stage(workdir, "ppo_scorer", lambda: ppo.train(ppo.variant(config, reward="scorer"), workdir,
+                                                    num_updates=n_scorer))
+    _stage(workdir, "ppo_rwm_choice", lambda: ppo.train(choice_config(config), workdir))
 
     def ev():
         res = evaluate_run(config, workdir, seed)
@@ -397,14 +337,14 @@ def _write_results(run: str, results: List[Dict[str, Any]]) -> str:
         for k in POLICIES:
             v = np.array([r["table"][k]["EPDMS"] for r in results])
             lines.append(f"| {k} | {v.mean():.3f} +- {v.std():.3f} |")
-        d = np.array([r["differences"]["rl_rwm - il"]["mean"] for r in results])
+        d = np.array([r["differences"]["ppo_rwm - il"]["mean"] for r in results])
         lines.append(f"\nRL (RWM) - IL EPDMS over seeds: {d.mean():+.4f} +- {d.std():.4f}")
         for r0 in results:
             for r in [r0] + list(r0.get("other_splits", ())):
-                d = r["differences"]["rl_rwm - il"]
+                d = r["differences"]["ppo_rwm - il"]
                 lines.append(f"- seed {r['seed']}, {r['split']}: RL (RWM) - IL {d['mean']:+.4f} "
                              f"[{d['lo']:+.4f}, {d['hi']:+.4f}]" + ("  (excludes 0)" if d["lo"] > 0 or d["hi"] < 0 else ""))
-                d = r["differences"].get("rl_rwm - rl_choice")
+                d = r["differences"].get("ppo_rwm - ppo_rwm_choice")
                 if d:
                     lines.append(f"- seed {r['seed']}, {r['split']}: RL (RWM) - RL choice only {d['mean']:+.4f} "
                                  f"[{d['lo']:+.4f}, {d['hi']:+.4f}]" + ("  (excludes 0)" if d["lo"] > 0 or d["hi"] < 0 else ""))

@@ -16,9 +16,9 @@ Static sizes live in :class:`SceneSpec`; a spec is part of every config (``confi
 The Scene holds everything NAVSIM's metric cache and the official EPDMS test vectors hold (lanes with
 polygon, centerline, connector / on-route flags and speed limit; drivable roadblocks, intersections and
 car parks; lights per lane connector; agents at 10 Hz with type; past ego at 10 Hz), so such scenes
-convert without loss (``irlvla_jax.data.vectors``).
+convert without loss (``irlvla_jax.scoring.vectors``).
 
-Decisions differing from DESIGN.md §3, and why:
+Design decisions, and why:
 * ``ego_history`` [4, 7] is not stored: it is ``ego_past`` at -1.5, -1.0, -0.5 s plus ``ego_state``
   (property :meth:`Scene.ego_history`), so the two can never disagree.
 * Detection boxes at t0 are ``agent_boxes[:, 0]``; map polylines are the lane centerlines: not stored.
@@ -66,6 +66,24 @@ def meta_speed_label(v0: float, v4: float, vmin: float) -> int:
     if v4 - v0 < -1.0:
         return META_SPEED.index("decelerate")
     return META_SPEED.index("keep")
+
+
+TURN_HEADING = 0.3   # rad: a 4 s heading change above this is a turn
+
+
+def meta_path_label(heading_change: float, lane_shift: float, lane_change_threshold: float) -> int:
+    """Expert path meta-action (index into META_PATH): a lane change left / right when the lateral shift
+    over the 4 s future (metres, left positive) exceeds ``lane_change_threshold``; otherwise a turn left /
+    right when the heading change (radians, wrapped) exceeds ``TURN_HEADING``; straight otherwise. The world
+    passes its route's lane offset change (threshold 1 m); the NAVSIM adapter the final lateral offset in
+    the t0 frame (threshold 2.5 m)."""
+    if abs(lane_shift) > lane_change_threshold:
+        return META_PATH.index("lane_change_left" if lane_shift > 0 else "lane_change_right")
+    if heading_change > TURN_HEADING:
+        return META_PATH.index("left")
+    if heading_change < -TURN_HEADING:
+        return META_PATH.index("right")
+    return META_PATH.index("straight")
 
 
 # BEV semantic classes (priority: later classes overwrite earlier ones when rasterised).
@@ -440,3 +458,8 @@ def padded_chunks(scenes: Scene, chunk: int):
             b = Scene(**{f: np.concatenate([getattr(b, f), np.repeat(getattr(b, f)[-1:], chunk - m, 0)])
                          for f in FIELDS})
         yield i, b, m
+
+
+def pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` padded to ``n`` rows by repeating its last row (per-scene arrays beside :func:`padded_chunks`)."""
+    return np.concatenate([a, np.repeat(a[-1:], n - a.shape[0], 0)])

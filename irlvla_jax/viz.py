@@ -29,11 +29,10 @@ import numpy as np  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+from irlvla_jax.geometry import EGO_FRONT, EGO_REAR, EGO_WIDTH  # noqa: E402
 from irlvla_jax.scene import (AGENT_TYPES, BEV_CLASSES, COMMANDS, DRIVABLE_CARPARK, DRIVABLE_INTERSECTION,  # noqa: E402
                               FAMILIES, SPLITS, SceneError)
 
-# Ego box relative to the rear axle (metres): the world's ego (irlvla_jax.world.expert).
-EGO_REAR, EGO_FRONT, EGO_WIDTH = 1.127, 4.049, 2.297
 AGENT_COLORS = {"vehicle": "#e67e22", "pedestrian": "#c0392b", "bicycle": "#8e44ad", "static": "#6d4c41"}
 BEV_COLORS = ListedColormap(["#ffffff", "#d9d9d9", "#f1c40f", "#e67e22", "#c0392b", "#6d4c41"])
 

@@ -62,13 +62,12 @@ def test_policy_registry_and_trajectory_checks():
         E._check_trajectories("bad", np.zeros((4, 1, 6, 3)), 4)
     with pytest.raises(ValueError, match="non-finite"):
         E._check_trajectories("nan", np.full((2, 1, 8, 3), np.nan), 2)
-    with pytest.raises(ValueError, match="unknown stage"):
+    with pytest.raises(ValueError, match="unknown policy"):
         E.load_stage_policies(None, "/tmp", "nonsense")
 
 
 @pytest.fixture(scope="module")
 def world_dataset(tmp_path_factory):
-    pytest.importorskip("irlvla_jax.world.generate", reason="WORLD helper's generator not available")
     from irlvla_jax.data.tfds_builder import generate_dataset
     from tests.data.conftest import tiny_config
     d = str(tmp_path_factory.mktemp("evaldata"))
@@ -78,7 +77,6 @@ def world_dataset(tmp_path_factory):
 
 
 def test_evaluate_end_to_end(world_dataset, capsys):
-    pytest.importorskip("irlvla_jax.scoring.epdms", reason="JAX scorer not available")
     from irlvla_jax import config as C
     c, wd = world_dataset
     c.evaluate.splits = ("val",)
@@ -90,7 +88,7 @@ def test_evaluate_end_to_end(world_dataset, capsys):
     E.register_policy("stand_still", lambda s: np.zeros((np.asarray(s.scene_id).shape[0], 1, 8, 3)),
                       overwrite=True)
     try:
-        E.main(c, wd, types.SimpleNamespace(stage=None, predictions=None, mode=None, rest=[], seeds=None))
+        E.main(c, wd, types.SimpleNamespace(policies="stand_still", predictions=None, mode=None, rest=[], seeds=None))
     finally:
         E.unregister_policy("stand_still")
     out = capsys.readouterr().out

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from irlvla_jax.cli import UserError
+from irlvla_jax.errors import UserError
 from irlvla_jax.data import loader
 from irlvla_jax.data.tfds_builder import generate_dataset
 from irlvla_jax.scene import COMMANDS, FAMILIES, SPLITS, SceneSpec

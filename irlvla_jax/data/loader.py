@@ -1,6 +1,6 @@
 """Reading datasets: grain loaders sharded per process, whole splits, anchors, host -> mesh batches.
 
-Final signatures (contract 2 in notes/TEAM.md)::
+Public API::
 
     data_dir(config, workdir) -> str
         config.data.data_dir if set, else <workdir>/data. Commands resolve it once and store it back into

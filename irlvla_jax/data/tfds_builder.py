@@ -12,7 +12,7 @@ encoded by :mod:`irlvla_jax.data.records`). TFDS shuffles records at write time 
 generation index), so the scene id is stored in the record; readers that need a canonical order sort by it.
 
 Generation (:func:`generate_dataset`): scenes come from ``generate_scene(spec, seed, index, split)``
-(contract 1, :mod:`irlvla_jax.world.generate`), computed in ``config.data.workers`` spawned processes
+(:mod:`irlvla_jax.world.generate`), computed in ``config.data.workers`` spawned processes
 (``imap`` in index order), each scene validated and encoded in the worker; the parent writes through
 TFDS. A scene depends only on (seed, split, index), so records are byte-identical for a given seed
 whatever the worker count. Writing is atomic: everything goes to ``<data_dir>/.<name>.incomplete-*``,
@@ -197,7 +197,7 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
                      workers: Optional[int] = None, force: bool = False, progress: bool = True) -> Dict[str, Any]:
     """Generate every split of ``config.data`` into ``<data_dir>/<config.data.name>``; return the metadata.
 
-    ``generator`` is the 'module:function' scene generator (contract 1; tests pass a stand-in).
+    ``generator`` is the 'module:function' scene generator (tests pass a stand-in).
     ``workers`` overrides ``config.data.workers`` (<= 1: in this process). An existing complete dataset
     with the same identity (seed, spec, sizes, anchors, generator) is kept unless ``force``.
     """

@@ -30,7 +30,7 @@ Auxiliary losses (``perception_losses``), from scene labels:
       polyline (min over queries), plus binary cross-entropy pushing the existence logit of each lane's
       nearest query to 1 and the others to 0.
 
-Decision vs DESIGN.md: a learned linear view transform (no depth estimation, no ViT) keeps the camera
+Design decision: a learned linear view transform (no depth estimation, no ViT) keeps the camera
 branch cheap and shape-static; a pretrained image backbone can replace ``cam_stem`` without changing
 anything downstream.
 """

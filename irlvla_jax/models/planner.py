@@ -34,7 +34,7 @@ k = 0 ... n-1, previous timestep s_k = t_{k+1} (s_{n-1} = -1, the clean end). St
 The last step (s = -1) has sig = 0, mean = x0, so its std is min_std. The final trajectory is x_n, and
 the chain's mode score is logits_{n-1}.
 
-**PPO view** (for the RL helper): each denoising step k is a Gaussian policy step over the 24 normalised
+**PPO view**: each denoising step k is a Gaussian policy step over the 24 normalised
 coordinates of one chain, pi_k(x_{k+1} | x_k, scene) = N(mean_k, std_k^2 I), mean_k a deterministic
 differentiable function of the parameters (:meth:`Planner.step_mean`), std_k fixed by (eta, min_std)
 (:func:`step_stds`, numpy, static). Log-probability: :func:`gaussian_log_prob` (summed over the 8 x 3

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from irlvla_jax.geometry import EGO_CENTER, EGO_LENGTH, EGO_WIDTH
+
 # Pose normalisation for the trajectory encoder (metres): 4 s at up to ~20 m/s forward.
 _POS_SCALE = (40.0, 10.0)  # metres; a tuple, not a device array: nothing may touch a device at import (multi-host)
 
@@ -106,8 +108,6 @@ def ego_summary(ego):
     return sel.reshape(sel.shape[:-2] + (35,))
 
 
-# Ego box (shared/EPDMS.md): length, width, centre ahead of the rear axle (metres).
-_EGO_LEN, _EGO_WID, _EGO_CENTRE = 5.176, 2.297, 1.461
 _TAN_30 = 0.5773502691896257
 SCENE_FEATURE_NAMES = ("corners_off_road", "boundary_dist", "route_lateral", "off_route_lane", "in_red_light",
                        "gap_any", "gap_moving", "gap_ahead", "route_progress", "gap_static")
@@ -133,8 +133,8 @@ def scene_features(scenes, traj):
     B, N = traj.shape[:2]
     f32 = jnp.float32
     h = traj[..., 2]
-    ctr = traj[..., :2] + _EGO_CENTRE * jnp.stack([jnp.cos(h), jnp.sin(h)], -1)           # [B, N, 8, 2]
-    corners = G.box_corners(ctr, h, jnp.full_like(h, _EGO_LEN), jnp.full_like(h, _EGO_WID))  # [B,N,8,4,2]
+    ctr = traj[..., :2] + EGO_CENTER * jnp.stack([jnp.cos(h), jnp.sin(h)], -1)           # [B, N, 8, 2]
+    corners = G.box_corners(ctr, h, jnp.full_like(h, EGO_LENGTH), jnp.full_like(h, EGO_WIDTH))  # [B,N,8,4,2]
     # Drivable area.
     dpoly = jnp.asarray(scenes.drivable_polygons, f32)                                   # [B, G, V, 2]
     dval = jnp.asarray(scenes.drivable_valid, bool)
@@ -148,7 +148,7 @@ def scene_features(scenes, traj):
     route = jnp.asarray(scenes.route, f32)
     arc, lat, _ = G.project_to_polyline(ctr.reshape(B, -1, 2), route)
     lat = jnp.clip(lat / 2.0, -3.0, 3.0).reshape(B, N, 8)
-    arc0, _, _ = G.project_to_polyline(jnp.broadcast_to(jnp.asarray([[_EGO_CENTRE, 0.0]], f32), (B, 1, 2)), route)
+    arc0, _, _ = G.project_to_polyline(jnp.broadcast_to(jnp.asarray([[EGO_CENTER, 0.0]], f32), (B, 1, 2)), route)
     prog = jnp.clip((arc - arc0) / 40.0, -1.0, 3.0).reshape(B, N, 8)
     # On-route lanes.
     lval = jnp.asarray(scenes.lane_valid, bool) & jnp.asarray(scenes.lane_on_route, bool)
@@ -177,7 +177,7 @@ def scene_features(scenes, traj):
     hl, hw = 0.5 * box0[:, None, None, :, 3], 0.5 * box0[:, None, None, :, 4]
     ex = hl * cdh + hw * sdh
     ey = hl * sdh + hw * cdh
-    gap = jnp.maximum(jnp.abs(dx) - 0.5 * _EGO_LEN - ex, jnp.abs(dy) - 0.5 * _EGO_WID - ey)  # [B, N, 8, A]
+    gap = jnp.maximum(jnp.abs(dx) - 0.5 * EGO_LENGTH - ex, jnp.abs(dy) - 0.5 * EGO_WIDTH - ey)  # [B, N, 8, A]
     ahead = (dx > 0) & (jnp.abs(dy) < _TAN_30 * dx)                    # bearing within 30 deg of the heading
     big = 15.0
     mg = lambda m: jnp.clip(jnp.min(jnp.where(m, gap, big), -1) / 5.0, -1.0, 3.0)  # noqa: E731

@@ -24,10 +24,10 @@ per scene, so the scene tokens are never copied N times. Heads read the summary 
 NC and DDC 3-way over {0, 1/2, 1}; DAC, TLC, TTC, LK, HC, EC binary; EP regression in [0, 1] (sigmoid).
 
 Reward = E[NC] E[DAC] E[DDC] E[TLC] (5 E[EP] + 5 E[TTC] + 2 E[LK] + 2 E[HC] (+ 2 E[EC])) / 16 (or / 14
-without EC, the case when no previous-frame plan exists; shared/EPDMS.md). Using expectations keeps the
+without EC, the case when no previous-frame plan exists, NAVSIM v2.2). Using expectations keeps the
 reward smooth in the logits; it is not the expectation of EPDMS (the sub-scores are not independent).
 
-Decision vs DESIGN.md §5: the scene tokens are projected to the RWM's own width (``rwm.d_model``) so the
+Design decision: the scene tokens are projected to the RWM's own width (``rwm.d_model``) so the
 RWM can be narrower than the VLA; in stages 2 and 3 the tokens come from the IL checkpoint's
 encoder under ``stop_gradient``.
 """
@@ -40,10 +40,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
+from irlvla_jax.scoring.epdms import epdms_formula
 from irlvla_jax.models import reward_features as F
 
 ARCHS = ("transformer", "light")
-SUB_SCORES = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
 TERNARY = ("NC", "DDC")
 BINARY = ("DAC", "TLC", "TTC", "LK", "HC", "EC")
 TERNARY_VALUES = (0.0, 0.5, 1.0)
@@ -133,9 +133,9 @@ class RewardWorldModel(nnx.Module):
     def __init__(self, cfg, token_dim: int, *, rngs: nnx.Rngs):
         d = int(cfg.d_model)
         self.d = d
-        self.use_kin = bool(cfg.get("kinematic_features", False))
-        self.use_ego = bool(cfg.get("ego_features", False))
-        self.use_scene = bool(cfg.get("scene_features", False))
+        self.use_kin = bool(cfg.kinematic_features)
+        self.use_ego = bool(cfg.ego_features)
+        self.use_scene = bool(cfg.scene_features)
         self.tok_proj = nnx.List([nnx.Linear(token_dim, d, rngs=rngs) for _ in range(4)])
         n_in = 5 + (len(F.KINEMATIC_NAMES) if self.use_kin else 0) + (len(F.SCENE_FEATURE_NAMES) if self.use_scene else 0)
         self.pose_in = nnx.Linear(n_in, d, rngs=rngs)
@@ -207,9 +207,9 @@ class LightRewardWorldModel(nnx.Module):
     def __init__(self, cfg, token_dim: int, *, rngs: nnx.Rngs):
         d = int(cfg.d_model)
         self.d, self.heads = d, int(cfg.num_heads)
-        self.use_kin = bool(cfg.get("kinematic_features", False))
-        self.use_ego = bool(cfg.get("ego_features", False))
-        self.use_scene = bool(cfg.get("scene_features", False))
+        self.use_kin = bool(cfg.kinematic_features)
+        self.use_ego = bool(cfg.ego_features)
+        self.use_scene = bool(cfg.scene_features)
         n_pose = 5 + (len(F.KINEMATIC_NAMES) if self.use_kin else 0) + (len(F.SCENE_FEATURE_NAMES) if self.use_scene else 0)
         n_in = 8 * n_pose + (10 if self.use_kin else 0) + (10 if self.use_kin and self.use_scene else 0)
         self.tok_proj = nnx.Linear(token_dim, d, rngs=rngs)
@@ -269,7 +269,7 @@ class LightRewardWorldModel(nnx.Module):
 def build(cfg, token_dim: int, *, rngs: nnx.Rngs):
     """The RWM named by ``cfg.arch``: "transformer" (:class:`RewardWorldModel`) or "light"
     (:class:`LightRewardWorldModel`)."""
-    arch = str(cfg.get("arch", "transformer"))
+    arch = str(cfg.arch)
     if arch not in ARCHS:
         raise ValueError(f"config.rwm.arch must be one of {ARCHS}, got {arch!r}")
     return (LightRewardWorldModel if arch == "light" else RewardWorldModel)(cfg, token_dim, rngs=rngs)
@@ -284,19 +284,9 @@ def expectations(out: RWMOutput) -> Dict[str, Any]:
     return e
 
 
-def epdms_formula(s: Dict[str, Any], use_ec: bool):
-    """EPDMS from (expected or true) sub-scores: NC·DAC·DDC·TLC·(5EP+5TTC+2LK+2HC(+2EC))/16 (or /14)."""
-    weighted = 5.0 * s["EP"] + 5.0 * s["TTC"] + 2.0 * s["LK"] + 2.0 * s["HC"]
-    if use_ec:
-        weighted = (weighted + 2.0 * s["EC"]) / 16.0
-    else:
-        weighted = weighted / 14.0
-    return s["NC"] * s["DAC"] * s["DDC"] * s["TLC"] * weighted
-
-
 def predicted_reward(out: RWMOutput, use_ec: bool):
     """[B, N] reward: the EPDMS formula on the predicted expectations."""
-    return epdms_formula(expectations(out), use_ec)
+    return epdms_formula(expectations(out), bool(use_ec))
 
 
 def ternary_index(v):

@@ -1,10 +1,10 @@
-"""The VLA policy: perception + semantic reasoning + command encoder + diffusion planner (contract 4).
+"""The VLA policy: perception + semantic reasoning + command encoder + diffusion planner.
 
     model = VLA(config.model, spec, anchors [K, 8, 3], nnx.Rngs(seed))
     tokens = model.encode(scene)                          # SceneTokens
     x0, logits = model.denoise(tokens, x_t, t)            # x_t [B, C, 8, 3] normalised, t [B, C] int
     traj = model.sample(tokens, rng, num_samples)         # [B, M, 8, 3] metres/radians, ego frame
-    losses = model.imitation_losses(scene, rng)           # stage-1 loss terms (dict of scalars)
+    tokens, per, speed, path = model.encode_with_aux(scene)  # + perception outputs, meta-action logits
 
 Functional use (how training, PPO and evaluation call it)::
 
@@ -14,6 +14,7 @@ Functional use (how training, PPO and evaluation call it)::
         ...
 
 ``scene`` is a (batched) :class:`irlvla_jax.scene.Scene` of jnp/numpy arrays with a leading batch axis.
+The stage-1 loss over these outputs is ``irlvla_jax.train.imitation.loss``.
 Token widths: D = config.model.dim for every token family.
 SceneTokens: meta [B, Nm, D], bev [B, P*P, D], map [B, Nq, D], obj [B, K_obj, D], cmd [B, 1, D].
 """
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from irlvla_jax.models.command import CommandEncoder
-from irlvla_jax.models.perception import Perception, perception_losses
+from irlvla_jax.models.perception import Perception
 from irlvla_jax.models.planner import Planner
 from irlvla_jax.models.semantic import Semantic
 from irlvla_jax.scene import SceneSpec
@@ -72,19 +73,6 @@ class VLA(nnx.Module):
 
     def sample(self, tokens: SceneTokens, rng, num_samples: int = 1, **kw):
         return self.planner.sample(tokens, rng, num_samples, **kw)
-
-    def imitation_losses(self, scene, rng):
-        """All stage-1 loss terms (unweighted scalars) + metrics: traj_l1, mode_ce, mode_acc, det_heat,
-        det_box, bev_seg, map_line, map_exist, meta_speed, meta_path, meta_acc."""
-        tokens, per, speed, path = self.encode_with_aux(scene)
-        out = self.planner.imitation_loss(tokens, scene.expert_future.astype(jnp.float32), rng)
-        out.update(perception_losses(per, scene, self.spec, self.heatmap_sigma))
-        ce = lambda lg, y: -jnp.take_along_axis(jax.nn.log_softmax(lg, -1), y[:, None], -1).mean()
-        out["meta_speed"] = ce(speed, scene.meta_speed.astype(jnp.int32))
-        out["meta_path"] = ce(path, scene.meta_path.astype(jnp.int32))
-        out["meta_acc"] = 0.5 * ((jnp.argmax(speed, -1) == scene.meta_speed).mean()
-                                 + (jnp.argmax(path, -1) == scene.meta_path).mean())
-        return out
 
 
 def split(model: VLA):

@@ -7,7 +7,7 @@
   ``{"mode", "proposals", "agreement": {...}, "mean_abs_delta_epdms"}``.
 * ``score``: a predictions file maps scene ids to 8 poses ``[[x, y, heading] x 8]`` (JSON object, or
   ``.npz`` with arrays ``scene_id [K]`` and ``trajectories [K, 8, 3]``); the scenes come from the
-  dataset's split (``--stage`` names the split, default ``test``). Unknown ids, non-finite values and
+  dataset's split (``--split`` names it, default ``test``). Unknown ids, non-finite values and
   wrong shapes are refused with a message naming the scene and the field; nothing is silently scored.
 """
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-SUB = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
+from irlvla_jax.scoring.epdms import SUB_SCORES
+
 EP_TOL = 1e-3       # EP is continuous: "equal" means within 1e-3 (official values have 6 decimals)
 EXACT_TOL = 1e-6
 
@@ -33,7 +34,7 @@ def _mode(config, args) -> str:
 def score_vectors(folder: str, modes=("tracked",), chunk: int = 6):
     """Score every proposal of a vector folder. Returns (names, {mode: Scores as numpy dict}, has_prev)."""
     from irlvla_jax import scene as S
-    from irlvla_jax.data import vectors
+    from irlvla_jax.scoring import vectors
     from irlvla_jax.scoring import epdms
 
     names, scenes, props, prevs, has = vectors.load_vectors(folder)
@@ -46,7 +47,7 @@ def score_vectors(folder: str, modes=("tracked",), chunk: int = 6):
         res = fn(S.index(scenes, idx), props[idx], prevs[idx], has[idx])
         n = min(chunk, b - s0)
         for md in modes:
-            for k in SUB + ("EPDMS", "progress"):
+            for k in SUB_SCORES + ("EPDMS", "progress"):
                 parts[md].setdefault(k, []).append(np.asarray(getattr(res[md], k))[:n])
     out = {md: {k: np.concatenate(v, 0) for k, v in parts[md].items()} for md in modes}
     return names, out, has
@@ -58,7 +59,7 @@ def compare(official: Dict, names, scores: Dict[str, np.ndarray]) -> Tuple[Dict,
     Returns (report {"proposals", "agreement": {sub: fraction}, "mean_abs_delta_epdms"}, disagreements
     [(|delta EPDMS|, scene, proposal index, name, sub-score, official, ours)], worst first).
     """
-    agree = {k: [0, 0] for k in SUB}
+    agree = {k: [0, 0] for k in SUB_SCORES}
     dis: List[Tuple] = []
     deltas = []
     for i, name in enumerate(names):
@@ -67,7 +68,7 @@ def compare(official: Dict, names, scores: Dict[str, np.ndarray]) -> Tuple[Dict,
         for j, p in enumerate(official[name]["proposals"]):
             d_epdms = abs(float(scores["EPDMS"][i, j]) - p["EPDMS"])
             deltas.append(d_epdms)
-            for k in SUB:
+            for k in SUB_SCORES:
                 if p.get(k) is None:
                     continue
                 ours = float(scores[k][i, j])
@@ -85,7 +86,7 @@ def compare(official: Dict, names, scores: Dict[str, np.ndarray]) -> Tuple[Dict,
 
 def vectors(config, workdir, args):
     """``irlvla vectors DIR [--mode tracked|direct]``: check the scorer against official vectors."""
-    from irlvla_jax.data.vectors import load_official
+    from irlvla_jax.scoring.vectors import load_official
     if not args.rest:
         raise ValueError("usage: irlvla vectors DIR [--mode tracked|direct] (DIR holds scenes/ and official_*.json)")
     folder = args.rest[0]
@@ -174,23 +175,17 @@ def score_predictions(scenes, preds: Dict[int, np.ndarray], mode: str, human_fil
     rows = np.asarray([index[s] for s in sel])
     traj = np.stack([preds[s] for s in sel])[:, None]                     # [K, 1, 8, 3]
     fn = epdms.make_scorer(mode, human_filter) if scorer is None else scorer
-    res: Dict[str, List[np.ndarray]] = {}
-    for s0 in range(0, len(sel), chunk):
-        idx = np.asarray([min(i, len(sel) - 1) for i in range(s0, s0 + chunk)])
-        r = fn(S.index(scenes, rows[idx]), traj[idx])
-        n = min(chunk, len(sel) - s0)
-        for k in SUB + ("EPDMS",):
-            res.setdefault(k, []).append(np.asarray(getattr(r, k))[:n, 0])
-    return sel, {k: np.concatenate(v) for k, v in res.items()}
+    res = epdms.score_in_chunks(fn, S.index(scenes, rows), traj, chunk)
+    return sel, {k: res[k][:, 0] for k in SUB_SCORES + ("EPDMS",)}
 
 
 def score(config, workdir, args):
-    """``irlvla score --predictions FILE [--stage SPLIT] [--mode tracked|direct]``."""
+    """``irlvla score --predictions FILE [--split SPLIT] [--mode tracked|direct]``."""
     from irlvla_jax.data import loader
     if not args.predictions:
         raise ValueError("--predictions FILE is required (JSON {scene_id: 8 x [x, y, heading]} or .npz)")
     mode = _mode(config, args)
-    split = args.stage or "test"
+    split = args.split or "test"
     preds = read_predictions(args.predictions)
     data_dir = loader.resolve_data_dir(config, workdir)
     scenes = loader.load_split(config, split, data_dir=data_dir)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 
+from typing import Dict
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -274,6 +276,27 @@ def data_mesh(n: int, key: str = "num_devices"):
 def round_chunk(chunk: int, n_devices: int) -> int:
     """``chunk`` rounded up to a multiple of ``n_devices`` (scenes per sharded call)."""
     return -(-max(int(chunk), 1) // n_devices) * n_devices
+
+
+def score_in_chunks(scorer, scenes, traj, chunk: int, prev=None, desc: str = "") -> Dict[str, np.ndarray]:
+    """Score ``traj`` [B, N, 8, 3] (metres, radians, ego frame) of a stacked numpy Scene batch [B] with
+    ``scorer`` (:func:`make_scorer` / :func:`scorer_from_config`) in chunks of exactly ``chunk`` scenes
+    (the last padded by repeating its last scene: one compile); ``prev`` [B, N, 8, 3] the plans made at
+    -0.5 s (EC scored, EPDMS over /16). A progress bar when there is more than one chunk.
+    -> {"EPDMS", the nine sub-scores, "progress" (metres)}: float64 arrays [B, N]."""
+    from tqdm import tqdm
+    from irlvla_jax.scene import index
+    traj = np.asarray(traj, np.float32)
+    b = int(np.asarray(scenes.scene_id).shape[0])
+    out: Dict[str, list] = {k: [] for k in ("EPDMS",) + SUB_SCORES + ("progress",)}
+    for s0 in tqdm(range(0, b, chunk), desc=desc, leave=False, disable=b <= chunk):
+        idx = np.minimum(np.arange(s0, s0 + chunk), b - 1)
+        batch = index(scenes, idx)
+        r = scorer(batch, traj[idx]) if prev is None else scorer(batch, traj[idx], np.asarray(prev, np.float32)[idx])
+        m = min(chunk, b - s0)
+        for k in out:
+            out[k].append(np.asarray(getattr(r, k))[:m])
+    return {k: np.concatenate(v).astype(np.float64) for k, v in out.items()}
 
 
 def two_stage(scores_o, scores_p, scores_n, scores_q, end_o, start_n, end_p, start_q, sigma_sq: float = 0.1):

@@ -28,15 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from irlvla_jax.geometry import normalize_angle
+from irlvla_jax.geometry import EGO_CENTER, EGO_LENGTH, EGO_WHEEL_BASE, EGO_WIDTH, normalize_angle
 
 DT = 0.1
 T = 41
-# nuPlan Pacifica.
-WHEEL_BASE = 3.089
-HALF_LENGTH = 5.176 / 2.0
-HALF_WIDTH = 2.297 / 2.0
-REAR_AXLE_TO_CENTER = HALF_LENGTH - 1.127
+# nuPlan Pacifica (irlvla_jax.geometry).
+WHEEL_BASE = EGO_WHEEL_BASE
+HALF_LENGTH = EGO_LENGTH / 2.0
+HALF_WIDTH = EGO_WIDTH / 2.0
+REAR_AXLE_TO_CENTER = EGO_CENTER
 # Bicycle model and LQR parameters (NAVSIM defaults).
 MAX_STEER = np.pi / 3.0
 TAU_ACCEL = 0.2

@@ -23,26 +23,25 @@ radians, ego frame) restores the latest IL checkpoint; ``irlvla_jax.evaluate`` r
 """
 from __future__ import annotations
 
-import inspect
-import os
-import time
 from typing import Any, Callable, Dict, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
 from irlvla_jax.models import vla as vla_lib
 from irlvla_jax.models.layers import count_params
+from irlvla_jax.models.perception import perception_losses
 from irlvla_jax.models.planner import ade_fde
 from irlvla_jax.models.semantic import check_vocab
-from irlvla_jax.scene import Scene, SceneSpec, validate
+from irlvla_jax.scene import Scene, SceneSpec, padded_chunks, validate
+from irlvla_jax.train import loop
 from irlvla_jax.train import mesh as mesh_lib
-from irlvla_jax.train.checkpoint import Checkpointer
-from irlvla_jax.train.logging import Logger, quiet_libraries
 from irlvla_jax.train.state import TrainState
 
+RUN = "il"   # checkpoints/il, tb/il, il_metrics.jsonl
 LOSS_TERMS = ("traj_l1", "mode_ce", "det_heat", "det_box", "bev_seg", "map_line", "map_exist", "meta_speed",
               "meta_path")
 
@@ -65,15 +64,31 @@ def make_optimizer(il, total_steps: Optional[int] = None):
     return tx, sched
 
 
-def make_loss_fn(graphdef, il):
-    """-> loss_fn(params, consts, scene, rng) -> (total loss, dict of terms and metrics)."""
-    w = loss_weights(il)
+def loss(model, scene, rng, il):
+    """The stage-1 objective, every term and weight in one place. ``model`` a VLA, ``scene`` a Scene batch,
+    ``il`` = ``config.il`` -> (total, terms): the weighted sum of :data:`LOSS_TERMS` and a dict of every
+    unweighted term plus the metrics mode_acc and meta_acc.
 
+    planner (models/planner.py):        traj_l1, mode_ce (and mode_acc)
+    perception (models/perception.py):  det_heat, det_box, bev_seg, map_line, map_exist
+    meta-actions (models/semantic.py):  meta_speed, meta_path = CE of the speed / path heads (and meta_acc)
+    """
+    tokens, per, speed, path = model.encode_with_aux(scene)
+    terms = model.planner.imitation_loss(tokens, scene.expert_future.astype(jnp.float32), rng)
+    terms.update(perception_losses(per, scene, model.spec, model.heatmap_sigma))
+    ce = lambda lg, y: -jnp.take_along_axis(jax.nn.log_softmax(lg, -1), y[:, None], -1).mean()  # noqa: E731
+    terms["meta_speed"] = ce(speed, scene.meta_speed.astype(jnp.int32))
+    terms["meta_path"] = ce(path, scene.meta_path.astype(jnp.int32))
+    terms["meta_acc"] = 0.5 * ((jnp.argmax(speed, -1) == scene.meta_speed).mean()
+                               + (jnp.argmax(path, -1) == scene.meta_path).mean())
+    w = loss_weights(il)
+    return sum(float(w[k]) * terms[k] for k in LOSS_TERMS), terms
+
+
+def make_loss_fn(graphdef, il):
+    """-> loss_fn(params, consts, scene, rng) -> (total, terms): :func:`loss` on merged parameters."""
     def loss_fn(params, consts, scene, rng):
-        model = nnx.merge(graphdef, params, consts)
-        terms = model.imitation_losses(scene, rng)
-        total = sum(float(w[k]) * terms[k] for k in LOSS_TERMS)
-        return total, terms
+        return loss(nnx.merge(graphdef, params, consts), scene, rng, il)
     return loss_fn
 
 
@@ -113,12 +128,11 @@ def make_eval_fn(graphdef, il, mesh) -> Callable:
     return jax.jit(ev, in_shardings=(rep, rep, bat, rep), out_shardings=(rep, bat, bat, bat))
 
 
-def init_state(config, spec: SceneSpec, anchors, mesh, total_steps: Optional[int] = None):
-    """Build the model and a replicated TrainState. -> (graphdef, tx, sched, state)."""
+def init_state(config, spec: SceneSpec, anchors, total_steps: Optional[int] = None):
+    """Build the model and its TrainState. -> (graphdef, tx, sched, state)."""
     graphdef, params, consts = vla_lib.build(config.model, spec, anchors, seed=int(config.seed))
     tx, sched = make_optimizer(config.il, total_steps)
-    state = TrainState.create(params, consts, tx, int(config.seed))
-    return graphdef, tx, sched, mesh_lib.replicate(state, mesh)
+    return graphdef, tx, sched, TrainState.create(params, consts, tx, int(config.seed))
 
 
 def abstract_state(config, spec: SceneSpec, mesh=None):
@@ -140,57 +154,13 @@ def check_batch(batch: Scene, config, spec: SceneSpec, full: bool) -> None:
     check_vocab(np.asarray(batch.instruction), int(config.model.semantic.vocab_size))
 
 
-# ---------------------------------------------------------------------------------------------------
-# Data access (DATA helper's loader; resolved lazily so tests can inject iterators).
-
-def _call_loader(fn, config, workdir, *args, **kw):
-    from irlvla_jax.data import loader as L
-    params = inspect.signature(fn).parameters
-    if "data_dir" in params and workdir is not None and hasattr(L, "data_dir"):
-        kw["data_dir"] = L.data_dir(config, workdir)
-    return fn(config, *args, **kw)
-
-
-def make_train_iter(config, workdir, batch_size: int):
-    from irlvla_jax.data import loader as L
-    return _call_loader(L.make_loader, config, workdir, "train", batch_size, shuffle=True,
-                        seed=int(config.seed), num_epochs=None)
-
-
-def load_val(config, workdir, n: int) -> Scene:
-    from irlvla_jax.data import loader as L
-    from irlvla_jax.scene import index
-    kw = {"limit": n} if "limit" in inspect.signature(L.load_split).parameters else {}
-    scenes = _call_loader(L.load_split, config, workdir, "val", **kw)
-    n = min(n, int(np.asarray(scenes.scene_id).shape[0]))
-    return index(scenes, slice(0, n))
-
-
-def load_anchors(config, workdir) -> np.ndarray:
-    from irlvla_jax.data import loader as L
-    return np.asarray(_call_loader(L.load_anchors, config, workdir), np.float32)
-
-
-def _make_epdms(config, mesh):
-    """EPDMS scorer fn(scenes, traj [B, 1, 8, 3]) -> mean EPDMS, or None if the scorer is unavailable."""
-    try:
-        from irlvla_jax.scoring.epdms import make_scorer
-    except ImportError:
-        return None
-    sc = config.get("scoring", {}) if hasattr(config, "get") else {}
-    scorer = make_scorer(sc.get("mode", "tracked"), bool(sc.get("human_filter", True)), mesh=mesh)
-
-    broken = []
+def make_epdms_fn(config, mesh):
+    """-> fn(scenes, traj [B, 1, 8, 3]) -> mean EPDMS (``config.scoring`` mode and human filter)."""
+    from irlvla_jax.scoring.epdms import make_scorer
+    scorer = make_scorer(str(config.scoring.mode), bool(config.scoring.human_filter), mesh=mesh)
 
     def fn(scenes, traj):
-        if broken:
-            return float("nan")
-        try:
-            return float(np.mean(np.asarray(scorer(scenes, traj).EPDMS)))
-        except Exception as e:  # the scorer is developed concurrently: never let it kill training
-            broken.append(e)
-            print(f"il: EPDMS scorer failed ({type(e).__name__}: {str(e)[:200]}); EPDMS disabled for this run")
-            return float("nan")
+        return float(np.mean(np.asarray(scorer(scenes, traj).EPDMS)))
     return fn
 
 
@@ -222,93 +192,56 @@ def validate_model(eval_fn, state, val: Scene, bs: int, mesh, epdms_fn=None) -> 
     return out
 
 
-class _Stop(Exception):
-    pass
-
-
-def train(config, workdir: str, args=None, *, train_iter=None, val_scenes: Optional[Scene] = None,
+def train(config, workdir: str, *, train_iter=None, val_scenes: Optional[Scene] = None,
           anchors: Optional[np.ndarray] = None, stop_at: Optional[int] = None, progress: bool = True,
           mesh=None) -> Dict[str, Any]:
-    """Run (or resume) stage 1 to ``config.il.steps``. Returns a summary dict (params, timings, last
-    validation). ``train_iter`` / ``val_scenes`` / ``anchors`` override the dataset (tests, benchmarks);
-    ``stop_at`` stops after that step without a final checkpoint (simulates a crash)."""
+    """Run (or resume) stage 1 to ``config.il.steps``. Returns a summary dict (parameter count, timings,
+    last validation, the final ``state``). ``train_iter`` / ``val_scenes`` / ``anchors`` override the
+    dataset (tests, benchmarks); ``stop_at`` stops after that step without a final checkpoint (a crash)."""
     il, spec = config.il, SceneSpec.from_config(config.scene)
-    quiet_libraries()
-    mesh_lib.maybe_initialize_distributed()
-    mesh = mesh or mesh_lib.make_mesh(int(config.train.num_devices))
     bs = int(il.batch_size)
-    mesh_lib.check_batch_size(bs, mesh)
+    mesh = loop.make_mesh(config, mesh, bs, "il.batch_size")
     if anchors is None:
-        anchors = load_anchors(config, workdir)
-    if train_iter is None:
-        train_iter = make_train_iter(config, workdir, mesh_lib.local_batch_size(bs))
+        anchors = loop.load_anchors(config, workdir)
     if val_scenes is None and int(il.val_every) > 0:
         try:
-            val_scenes = load_val(config, workdir, max(int(il.epdms_scenes), bs * int(il.val_batches)))
-        except (ImportError, FileNotFoundError) as e:
+            val_scenes = loop.load_scenes(config, workdir, "val", max(int(il.epdms_scenes), bs * int(il.val_batches)))
+        except FileNotFoundError as e:
             print(f"il: no validation data ({e}); validation disabled")
-    graphdef, tx, sched, state = init_state(config, spec, anchors, mesh)
+    graphdef, tx, sched, state = init_state(config, spec, anchors)
     n_params = count_params(state.params)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "il"), config=config,
-                        max_to_keep=int(config.train.max_to_keep), async_save=bool(config.train.async_checkpoint))
-    state, start = ckpt.resume(state, data_iter=train_iter, name="il")
+    prep = loop.prepare(config, workdir, RUN, state, mesh, bs, train_iter=train_iter)
     step_fn = make_train_step(graphdef, tx, il, mesh, sched)
-    eval_fn = make_eval_fn(graphdef, il, mesh) if val_scenes is not None else None
-    epdms_fn = _make_epdms(config, mesh) if val_scenes is not None else None
-    total = int(il.steps)
-    log = Logger(workdir, "il", total, start, enable_tqdm=progress)
-    log_every = int(config.train.log_every)
-    last_val, t_first, t_start, times = {}, None, time.time(), []
-    step = start
-    try:
-        while step < total:
-            batch = next(train_iter)
-            check_batch(batch, config, spec, full=(step == start))
-            t0 = time.time()
-            state, metrics = step_fn(state, mesh_lib.shard_batch(batch, mesh))
-            step += 1
-            if step == start + 1:
-                jax.block_until_ready(metrics["loss"])
-                t_first = time.time() - t0
-            else:
-                times.append(time.time() - t0)
-            log.advance()
-            if step % log_every == 0 or step == total:
-                log.scalars(step, metrics, "train/")
-            if eval_fn is not None and int(il.val_every) > 0 and (step % int(il.val_every) == 0 or step == total):
-                last_val = validate_model(eval_fn, state, val_scenes, bs, mesh, epdms_fn)
-                log.scalars(step, last_val, "val/")
-            if step % int(il.checkpoint_every) == 0 and step != total:
-                ckpt.save(step, state, train_iter)
-            if stop_at is not None and step >= stop_at:
-                raise _Stop()
-        ckpt.save(step, state, train_iter, force=True)
-        ckpt.wait()
-    except _Stop:
-        ckpt.wait()
-    finally:
-        log.close()
-    jax.block_until_ready(state.params)
-    wall = time.time() - t_start
-    return dict(params=n_params, steps=step, start=start, compile_s=t_first,
-                step_s=float(np.median(times)) if times else None, wall_s=wall, val=last_val, state=state)
+    validate = None
+    if val_scenes is not None:
+        eval_fn, epdms_fn = make_eval_fn(graphdef, il, mesh), make_epdms_fn(config, mesh)
+        validate = lambda step, st: validate_model(eval_fn, st, val_scenes, bs, mesh, epdms_fn)  # noqa: E731
+    res = loop.run(workdir=workdir, name=RUN, prep=prep, total=int(il.steps), step_fn=step_fn, prefix="train/",
+                   log_every=int(config.train.log_every), checkpoint_every=int(il.checkpoint_every),
+                   validate=validate, validate_every=int(il.val_every), stop_at=stop_at, progress=progress,
+                   before_step=lambda step, b: check_batch(b, config, spec, full=(step == prep.start)))
+    last_val = {k[len("val/"):]: v for k, v in res.last_validation.items()} if res.last_validation else {}
+    return dict(params=n_params, steps=res.step, start=prep.start, compile_s=res.compile_s, step_s=res.step_s,
+                wall_s=res.wall_s, val=last_val, state=res.state)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Policy for evaluation.
+# Checkpoint and policy.
 
-def load_policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = None):
-    """Restore the latest IL checkpoint of ``workdir`` -> ``policy(scenes) -> np.ndarray [B, 1, 8, 3]``
-    (metres, radians, ego frame; the top-scored of the K anchor chains, deterministic given ``seed``).
-    Any batch size works: scenes are run in fixed chunks (``config.il.batch_size``; the last padded)."""
-    spec = SceneSpec.from_config(config.scene)
-    mesh = mesh_lib.make_mesh(1)
-    graphdef, _, abstract = abstract_state(config, spec, mesh)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "il"), config=config, async_save=False)
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(f"no IL checkpoint in {ckpt.directory}; run `irlvla train --stage il` first")
-    state, _ = ckpt.restore(abstract)
-    params, consts = state.params, state.consts
+def restore(config, workdir: str, mesh=None):
+    """The latest IL checkpoint of ``workdir`` -> (graphdef, params, consts) (params / consts replicated
+    over ``mesh`` when given)."""
+    graphdef, _, abstract = abstract_state(config, SceneSpec.from_config(config.scene), mesh)
+    state = loop.open_latest(config, workdir, RUN, abstract, "run `irlvla train --stage il` first")
+    return graphdef, state.params, state.consts
+
+
+def policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = None):
+    """The latest IL checkpoint of ``workdir`` -> ``policy(scenes) -> np.ndarray [B, 1, 8, 3]`` (metres,
+    radians, ego frame; the top-scored of the K anchor chains, deterministic DDIM, chunk i of the scenes
+    drawn with ``jax.random.key(seed + i)``). Any batch size works: scenes run in fixed chunks
+    (``config.il.batch_size`` unless given; the last padded)."""
+    graphdef, params, consts = restore(config, workdir, mesh_lib.make_mesh(1))
     chunk = int(chunk or config.il.batch_size)
 
     @jax.jit
@@ -316,11 +249,26 @@ def load_policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = N
         model = nnx.merge(graphdef, params, consts)
         return model.sample(model.encode(scene), rng, 1)
 
-    def policy(scenes: Scene) -> np.ndarray:
-        from irlvla_jax.scene import padded_chunks
+    def fn(scenes: Scene) -> np.ndarray:
         check_vocab(np.asarray(scenes.instruction), int(config.model.semantic.vocab_size))
         outs = [np.asarray(run(params, consts, b, jax.random.key(seed + i)))[:m]
                 for i, b, m in padded_chunks(scenes, chunk)]
         return np.concatenate(outs).astype(np.float32)
 
-    return policy
+    return fn
+
+
+def chains(config, workdir: str, scenes: Scene, *, samples: int = 1, seed: int = 0, chunk: int = 32) -> np.ndarray:
+    """All K anchor chains of ``samples`` samples of the latest IL policy per scene (deterministic DDIM,
+    chunk i drawn with ``jax.random.key(seed + i)``) -> [B, samples * K, 8, 3] metres / radians: the
+    candidates that best-of-N and the RWM's pick choose among."""
+    graphdef, params, consts = restore(config, workdir, mesh_lib.make_mesh(1))
+
+    @jax.jit
+    def run(scene, rng):
+        model = nnx.merge(graphdef, params, consts)
+        _, allx, _ = model.sample(model.encode(scene), rng, samples, return_scores=True)
+        return allx.reshape(allx.shape[0], -1, 8, 3)
+
+    return np.concatenate([np.asarray(run(b, jax.random.key(seed + i)))[:m]
+                           for i, b, m in padded_chunks(scenes, chunk)]).astype(np.float32)

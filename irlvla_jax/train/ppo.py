@@ -31,8 +31,6 @@ anything of that update is saved. :func:`load_policy` gives the evaluation polic
 """
 from __future__ import annotations
 
-import os
-import time
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -41,9 +39,11 @@ import numpy as np
 from flax import nnx
 
 from irlvla_jax.models import planner as planner_lib
-from irlvla_jax.scene import SceneSpec
+from irlvla_jax.scene import padded_chunks
+from irlvla_jax.train import imitation, loop
 from irlvla_jax.train import mesh as mesh_lib
 from irlvla_jax.train import ppo_core as core
+from irlvla_jax.train import reward as reward_stage
 
 REWARD_SOURCES = ("rwm", "scorer")
 
@@ -59,9 +59,24 @@ def trainable_path(config) -> Tuple[str, ...]:
     return ("planner", "mode_head") if str(config.ppo.objective) == "choice" else ("planner",)
 
 
-def run_name(reward: str, objective: str = "denoise") -> str:
-    """Checkpoint / TensorBoard name of a PPO run: ``ppo_<reward>`` (+ ``_choice`` for the ablation)."""
-    return f"ppo_{reward}" + ("_choice" if objective == "choice" else "")
+def run_name(config) -> str:
+    """The name of the PPO run ``config.ppo`` describes: ``ppo_<reward>`` (+ ``_choice`` for the re-ranking
+    ablation): its checkpoint folder, TensorBoard run, pipeline stage and table row."""
+    pc = config.ppo
+    return f"ppo_{pc.reward}" + ("_choice" if pc.objective == "choice" else "")
+
+
+def variant(config, **ppo):
+    """A copy of ``config`` with the given ``ppo`` keys replaced (e.g. ``reward="scorer"``); the config
+    itself when nothing changes."""
+    if all(config.ppo[k] == v for k, v in ppo.items()):
+        return config
+    import copy
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        for k, v in ppo.items():
+            config.ppo[k] = v
+    return config
 
 
 def split_trainable(params: Dict[str, Any], path: Tuple[str, ...]):
@@ -160,22 +175,9 @@ def make_monitor_fn(config):
 
 
 # --------------------------------------------------------------------------------------------------
-# Building blocks shared by train(), load_policy() and the benchmark.
+# Building blocks shared by train(), restore(), policy() and the benchmark.
 
-def _restore_il(config, workdir, mesh):
-    from irlvla_jax.train.checkpoint import Checkpointer
-    from irlvla_jax.train.imitation import abstract_state
-    spec = SceneSpec.from_config(config.scene)
-    graphdef, _, abstract = abstract_state(config, spec, mesh)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "il"), config=config, async_save=False)
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(f"no IL checkpoint in {ckpt.directory}; run `irlvla train --stage il` first")
-    state, _ = ckpt.restore(abstract)
-    return graphdef, state.params, state.consts
-
-
-def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, reward: Optional[str] = None,
-          seed: int = 0):
+def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, seed: int = 0):
     """-> (adapter, tx, state, static, update_fn (not jitted))."""
     pc = config.ppo
     hp = core.PPOHyper.from_config(pc)
@@ -185,7 +187,7 @@ def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, 
     tx = core.make_optimizer(float(pc.lr), float(pc.max_grad_norm), float(pc.choice_lr))
     state = core.init_state(trainable, tx, jax.random.PRNGKey(seed))
     static = {"frozen": frozen, "rwm": rwm_params}
-    upd = core.make_update(adapter, make_reward_fn(config, rwm_graphdef, reward), hp, tx, make_monitor_fn(config))
+    upd = core.make_update(adapter, make_reward_fn(config, rwm_graphdef), hp, tx, make_monitor_fn(config))
     return adapter, tx, state, static, upd
 
 
@@ -194,70 +196,34 @@ def merged_params(config, params, trainable):
     return merge_trainable(params, trainable_path(config), trainable)
 
 
-def checkpoint_dir(workdir: str, reward: str, objective: str = "denoise") -> str:
-    return os.path.join(workdir, "checkpoints", run_name(reward, objective))
-
-
 # --------------------------------------------------------------------------------------------------
 
-def train(config, workdir: str, *, reward: Optional[str] = None, objective: Optional[str] = None,
-          train_iter=None, progress: bool = True, num_updates: Optional[int] = None, mesh=None) -> Dict[str, Any]:
-    """Run (or resume) PPO to ``config.ppo.updates``; returns a summary dict (last metrics, timings)."""
-    from irlvla_jax.train.checkpoint import Checkpointer
-    from irlvla_jax.train.imitation import make_train_iter
-    from irlvla_jax.train.logging import Logger
-    config = with_objective(config, objective)
+def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_updates: Optional[int] = None,
+          mesh=None) -> Dict[str, Any]:
+    """Run (or resume) PPO to ``config.ppo.updates`` (or ``num_updates``) with ``config.ppo.reward`` and
+    ``config.ppo.objective``; returns a summary dict (last metrics, timings, the per-update history)."""
     pc = config.ppo
-    reward = reward or pc.reward
-    mesh_lib.maybe_initialize_distributed()
-    mesh = mesh or mesh_lib.make_mesh(int(config.train.num_devices))
+    reward = str(pc.reward)
     bs = int(pc.batch_size)
-    mesh_lib.check_batch_size(bs, mesh, "ppo.batch_size")
-    graphdef, params, consts = _restore_il(config, workdir, mesh)
+    mesh = loop.make_mesh(config, mesh, bs, "ppo.batch_size")
+    graphdef, params, consts = imitation.restore(config, workdir, mesh)
     rwm_gd = rwm_params = None
     if reward == "rwm":
-        from irlvla_jax.train.reward import load_rwm
-        rwm_gd, rwm_params = load_rwm(config, workdir)
-    _, _, state, static, upd = build(config, graphdef, params, consts, rwm_gd, rwm_params, reward,
-                                     seed=int(config.seed))
-    state = mesh_lib.replicate(state, mesh)
+        rwm_gd, rwm_params = reward_stage.restore(config, workdir)
+    _, _, state, static, upd = build(config, graphdef, params, consts, rwm_gd, rwm_params, seed=int(config.seed))
     static = mesh_lib.replicate(static, mesh)
-    if train_iter is None:
-        train_iter = make_train_iter(config, workdir, mesh_lib.local_batch_size(bs))
-    name = run_name(reward, str(pc.objective))
-    ckpt = Checkpointer(checkpoint_dir(workdir, reward, str(pc.objective)), config=config,
-                        max_to_keep=int(config.train.max_to_keep), async_save=bool(config.train.async_checkpoint))
-    state, start = ckpt.resume(state, data_iter=train_iter, name=name, unit="update")
-    total = int(num_updates if num_updates is not None else pc.updates)
+    name = run_name(config)
+    prep = loop.prepare(config, workdir, name, state, mesh, bs, train_iter=train_iter, unit="update")
     update = jax.jit(upd, donate_argnums=(0,))
-    log = Logger(workdir, name, total, start, enable_tqdm=progress)
-    every = int(pc.checkpoint_every)
-    t0 = time.time()
-    times = []
-
-    def next_batch(u):
-        return mesh_lib.shard_batch(next(train_iter), mesh)
-
-    def log_fn(step, scalars):
-        log.advance()
-        times.append(time.time())
-        log.scalars(step, scalars, "ppo/")
-
-    def save_fn(step, st):
-        if step % every == 0 or step == total:
-            ckpt.save(step, st, train_iter, force=step == total)
-
-    try:
-        state, hist = core.ppo_loop(update, state, static, next_batch, total, reward_source=reward, start=start,
-                                    save_fn=save_fn, log_fn=log_fn, progress=False)
-        ckpt.wait()
-    finally:
-        log.close()
-    wall = time.time() - t0
+    res = loop.run(workdir=workdir, name=name, prep=prep, total=int(num_updates if num_updates is not None
+                                                                    else pc.updates),
+                   step_fn=lambda st, b: update(st, static, b), prefix="ppo/", log_every=1,
+                   checkpoint_every=int(pc.checkpoint_every), progress=progress,
+                   check=lambda m, step: core.check_finite(m, step - 1, reward))
+    hist = res.history
     last = hist[-1] if hist else {}
-    step_s = float(np.median(np.diff(times))) if len(times) > 2 else None
     first = lambda k: hist[0].get(k) if hist else None  # noqa: E731
-    return dict(stage=name, updates=total, start=start, wall_s=wall, step_s=step_s,
+    return dict(stage=name, updates=res.step, start=prep.start, wall_s=res.wall_s, step_s=res.step_s,
                 trajectories_per_update=last.get("trajectories"),
                 reward_first=first("reward_mean"), reward_last=last.get("reward_mean"),
                 exec_reward_first=first("exec_reward"), exec_reward_last=last.get("exec_reward"),
@@ -265,40 +231,24 @@ def train(config, workdir: str, *, reward: Optional[str] = None, objective: Opti
                 history=hist)
 
 
-def with_objective(config, objective: Optional[str]):
-    """``config`` with ``ppo.objective = objective`` (a copy; unchanged when None)."""
-    if objective is None or objective == config.ppo.objective:
-        return config
-    import copy
-    config = copy.deepcopy(config)
-    with config.unlocked():
-        config.ppo.objective = objective
-    return config
-
-
-def load_trained(config, workdir: str, reward: str = "rwm", objective: Optional[str] = None):
-    """-> (graphdef, full VLA params with the PPO-trained part of the latest checkpoint, consts)."""
-    from irlvla_jax.train.checkpoint import Checkpointer
+def restore(config, workdir: str):
+    """The IL checkpoint with the PPO-trained part of the latest checkpoint of ``run_name(config)`` put
+    back -> (graphdef, full VLA params, consts)."""
     from irlvla_jax.train.state import abstract_like
-    config = with_objective(config, objective)
-    mesh = mesh_lib.make_mesh(1)
-    graphdef, params, consts = _restore_il(config, workdir, mesh)
-    _, _, state, _, _ = build(config, graphdef, params, consts, None, None, "scorer")
-    ckpt = Checkpointer(checkpoint_dir(workdir, reward, str(config.ppo.objective)), config=config,
-                        async_save=False)
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(f"no PPO checkpoint in {ckpt.directory}; run `irlvla train --stage ppo` "
-                                f"with ppo.reward={reward!r} ppo.objective={config.ppo.objective!r} first")
-    state, _ = ckpt.restore(abstract_like(state))
+    graphdef, params, consts = imitation.restore(config, workdir, mesh_lib.make_mesh(1))
+    _, _, state, _, _ = build(config, graphdef, params, consts)
+    name = run_name(config)
+    state = loop.open_latest(config, workdir, name, abstract_like(state),
+                             f"run `irlvla train --stage ppo` with ppo.reward={config.ppo.reward!r} "
+                             f"ppo.objective={config.ppo.objective!r} first")
     return graphdef, merged_params(config, params, state.params), consts
 
 
-def load_policy(config, workdir: str, reward: str = "rwm", *, objective: Optional[str] = None, seed: int = 0,
-                chunk: Optional[int] = None):
-    """Restore the IL checkpoint and the latest PPO checkpoint -> ``policy(scenes) -> [B, 1, 8, 3]``
-    (metres, radians, ego frame; deterministic DDIM, the top-scored anchor chain, like the IL policy)."""
-    from irlvla_jax.scene import padded_chunks
-    graphdef, full, consts = load_trained(config, workdir, reward, objective)
+def policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = None):
+    """The latest PPO checkpoint of ``run_name(config)`` -> ``policy(scenes) -> [B, 1, 8, 3]`` (metres,
+    radians, ego frame; deterministic DDIM, the top-scored anchor chain, like the IL policy; chunk i of
+    the scenes drawn with ``jax.random.key(seed + i)``)."""
+    graphdef, full, consts = restore(config, workdir)
     chunk = int(chunk or config.ppo.batch_size)
 
     @jax.jit
@@ -306,15 +256,15 @@ def load_policy(config, workdir: str, reward: str = "rwm", *, objective: Optiona
         model = nnx.merge(graphdef, p, consts)
         return model.sample(model.encode(scene), rng, 1)
 
-    def policy(scenes) -> np.ndarray:
+    def fn(scenes) -> np.ndarray:
         outs = [np.asarray(run(full, b, jax.random.key(seed + i)))[:m]
                 for i, b, m in padded_chunks(scenes, chunk)]
         return np.concatenate(outs).astype(np.float32)
 
-    return policy
+    return fn
 
 
-def rwm_report_on_policy(config, workdir: str, scenes, *, reward: str = "rwm", chunk: int = 16,
+def rwm_report_on_policy(config, workdir: str, scenes, *, chunk: int = 16,
                          seed: int = 0) -> Dict[str, Any]:
     """How well the RWM ranks what PPO asks it about: the final RL policy's own samples.
 
@@ -323,12 +273,10 @@ def rwm_report_on_policy(config, workdir: str, scenes, *, reward: str = "rwm", c
     the RWM and scored by the true scorer. Returns the within-scene Spearman correlation (mean over scenes
     whose true EPDMS is not constant), the regret of the RWM's top pick (true best minus true EPDMS of the
     RWM's argmax, mean over scenes), and the mean RWM reward vs mean true EPDMS (the reward's bias)."""
-    from irlvla_jax.scene import padded_chunks
     from irlvla_jax.scoring.epdms import make_scorer
-    from irlvla_jax.train.reward import load_rwm, within_scene_spearman
     pc = config.ppo
-    graphdef, full, consts = load_trained(config, workdir, reward)
-    rgd, rparams = load_rwm(config, workdir)
+    graphdef, full, consts = restore(config, workdir)
+    rgd, rparams = reward_stage.restore(config, workdir)
     adapter = make_vla_adapter(graphdef, consts, config)
     reward_fn = make_reward_fn(config, rgd, "rwm")
     M = int(pc.samples_per_scene)
@@ -349,7 +297,7 @@ def rwm_report_on_policy(config, workdir: str, scenes, *, reward: str = "rwm", c
         traj, pred = run(b, jax.random.key(seed + i))
         trues.append(np.asarray(scorer(b, traj).EPDMS)[:m]); preds.append(np.asarray(pred)[:m])
     pred, true = np.concatenate(preds), np.concatenate(trues)
-    rho = within_scene_spearman(pred, true)
+    rho = reward_stage.within_scene_spearman(pred, true)
     top = np.take_along_axis(true, np.argmax(pred, -1)[:, None], 1)[:, 0]
     return dict(scenes=int(true.shape[0]), trajectories_per_scene=int(true.shape[1]),
                 spearman_within_scene=float(np.nanmean(rho)), spearman_scenes=int(np.sum(np.isfinite(rho))),

@@ -46,6 +46,7 @@ Shapes: B scenes, M samples per scene, C chains per sample, S policy (denoising)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -165,24 +166,26 @@ class PolicyAdapter:
 
 @dataclasses.dataclass(frozen=True)
 class PPOHyper:
-    """The ``ppo`` config section's optimisation knobs (configs/*.py document each)."""
-    objective: str = "denoise"
-    samples_per_scene: int = 4
-    epochs: int = 2
-    num_minibatches: int = 2
-    clip_eps: float = 0.2
-    sigma: float = 0.05
-    noise: str = "smooth"
-    advantage: str = "anchor"
-    denoise_discount: float = 1.0
-    choice_weight: float = 1.0
-    choice_loss: str = "surrogate"
-    choice_temperature: float = 0.02
-    bc_weight: float = 0.0
+    """The ``ppo`` config section's optimisation knobs (configs/default.py documents each; no defaults
+    here: the config file is the one source)."""
+    objective: str
+    samples_per_scene: int
+    epochs: int
+    num_minibatches: int
+    clip_eps: float
+    sigma: float
+    noise: str
+    advantage: str
+    denoise_discount: float
+    choice_weight: float
+    choice_loss: str
+    choice_temperature: float
+    bc_weight: float
 
     @classmethod
     def from_config(cls, c) -> "PPOHyper":
-        return cls(**{f.name: type(f.default)(c[f.name]) for f in dataclasses.fields(cls) if f.name in c})
+        cast = {"str": str, "int": int, "float": float}
+        return cls(**{f.name: cast[str(f.type)](c[f.name]) for f in dataclasses.fields(cls)})
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -281,6 +284,51 @@ def executed(x0, logits):
 # --------------------------------------------------------------------------------------------------
 # The update.
 
+def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng):
+    """The PPO objective on one minibatch of stored rollouts -> (total, metrics).
+
+    ``params`` the trainable policy params (``static["frozen"]`` the rest); ``mb`` a dict of the minibatch's
+    scenes: batch, tokens, the stored transitions x_in / x_out [b, M, S, C, 8, 3] and their old log-probs
+    logp [b, M, S, C], choice_state / logits (the old mode logits [b, M, C]), the chain advantages adv
+    [b, M, C], choice_adv [b, M, C] and choice_target [b, C]. total = per-chain clipped surrogate over the
+    denoising steps (weighted by the denoising discount) + choice_weight x the chain-choice loss +
+    bc_weight x behaviour cloning."""
+    S = adapter.num_steps if hp.objective == "denoise" else 0
+    sigma = float(hp.sigma) if S else 0.0
+    factor = noise_factor(hp.noise)
+    w_steps = jnp.asarray(step_weights(S, hp.denoise_discount))
+    pp = (params, static["frozen"])
+    roll = Rollout(x_in=mb["x_in"], x_out=mb["x_out"], logp=mb["logp"], x0=None,
+                   choice_state=mb["choice_state"], logits=mb["logits"])
+    logp, logits = policy_log_probs(adapter, pp, mb["tokens"], roll, sigma, factor)
+    out = {}
+    # -- DENOISING STEPS: per-chain clipped surrogate, the chain's advantage at every step ----------
+    if S:
+        log_ratio = logp - mb["logp"]                                           # [b, M, S, C]
+        ratio = jnp.exp(log_ratio)
+        surr = clipped_surrogate(ratio, mb["adv"][:, :, None, :], hp.clip_eps)
+        pg = -jnp.mean(jnp.sum(surr * w_steps[:, None], 2)) / jnp.sum(w_steps)
+        out.update(approx_kl=jnp.mean(ratio - 1.0 - log_ratio), ratio=jnp.mean(ratio),
+                   clipfrac=jnp.mean((jnp.abs(ratio - 1.0) > hp.clip_eps).astype(jnp.float32)))
+    else:
+        pg = jnp.zeros(())
+    # -- CHAIN CHOICE: expected clipped surrogate over c ~ pi_old, or distillation of the improved choice
+    lp_new, lp_old = jax.nn.log_softmax(logits, -1), jax.nn.log_softmax(mb["logits"], -1)
+    if hp.choice_loss == "distill":
+        choice = -jnp.mean(jnp.sum(mb["choice_target"][:, None] * lp_new, -1))
+    else:
+        surr_c = clipped_surrogate(jnp.exp(lp_new - lp_old), mb["choice_adv"], hp.clip_eps)
+        choice = -jnp.mean(jnp.sum(jnp.exp(lp_old) * surr_c, -1))
+    # -- BEHAVIOUR CLONING ---------------------------------------------------------------------------
+    bc = adapter.bc_loss(pp, mb["tokens"], mb["batch"], rng) if hp.bc_weight > 0 else jnp.zeros(())
+    total = pg + hp.choice_weight * choice + hp.bc_weight * bc
+    out.update(loss=total, pg_loss=pg, choice_loss=choice, bc_loss=bc,
+               choice_kl=jnp.mean(jnp.sum(jnp.exp(lp_old) * (lp_old - lp_new), -1)),
+               choice_entropy=-jnp.mean(jnp.sum(jnp.exp(lp_new) * lp_new, -1)))
+    return total, out
+
+
+
 def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: optax.GradientTransformation,
                 monitor_fn: Callable | None = None) -> Callable:
     """Build ``update(state, static, batch) -> (state, metrics)`` (jit it once; donate ``state``).
@@ -296,39 +344,8 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
     S = adapter.num_steps if hp.objective == "denoise" else 0
     sigma = float(hp.sigma) if S else 0.0
     factor = noise_factor(hp.noise)
-    w_steps = jnp.asarray(step_weights(S, hp.denoise_discount))
     M = int(hp.samples_per_scene)
-
-    def loss_fn(params, static, mb, rng):
-        pp = (params, static["frozen"])
-        roll = Rollout(x_in=mb["x_in"], x_out=mb["x_out"], logp=mb["logp"], x0=None,
-                       choice_state=mb["choice_state"], logits=mb["logits"])
-        logp, logits = policy_log_probs(adapter, pp, mb["tokens"], roll, sigma, factor)
-        out = {}
-        # -- DENOISING STEPS: per-chain clipped surrogate, the chain's advantage at every step ----------
-        if S:
-            log_ratio = logp - mb["logp"]                                           # [b, M, S, C]
-            ratio = jnp.exp(log_ratio)
-            surr = clipped_surrogate(ratio, mb["adv"][:, :, None, :], hp.clip_eps)
-            pg = -jnp.mean(jnp.sum(surr * w_steps[:, None], 2)) / jnp.sum(w_steps)
-            out.update(approx_kl=jnp.mean(ratio - 1.0 - log_ratio), ratio=jnp.mean(ratio),
-                       clipfrac=jnp.mean((jnp.abs(ratio - 1.0) > hp.clip_eps).astype(jnp.float32)))
-        else:
-            pg = jnp.zeros(())
-        # -- CHAIN CHOICE: expected clipped surrogate over c ~ pi_old, or distillation of the improved choice
-        lp_new, lp_old = jax.nn.log_softmax(logits, -1), jax.nn.log_softmax(mb["logits"], -1)
-        if hp.choice_loss == "distill":
-            choice = -jnp.mean(jnp.sum(mb["choice_target"][:, None] * lp_new, -1))
-        else:
-            surr_c = clipped_surrogate(jnp.exp(lp_new - lp_old), mb["choice_adv"], hp.clip_eps)
-            choice = -jnp.mean(jnp.sum(jnp.exp(lp_old) * surr_c, -1))
-        # -- BEHAVIOUR CLONING ---------------------------------------------------------------------------
-        bc = adapter.bc_loss(pp, mb["tokens"], mb["batch"], rng) if hp.bc_weight > 0 else jnp.zeros(())
-        total = pg + hp.choice_weight * choice + hp.bc_weight * bc
-        out.update(loss=total, pg_loss=pg, choice_loss=choice, bc_loss=bc,
-                   choice_kl=jnp.mean(jnp.sum(jnp.exp(lp_old) * (lp_old - lp_new), -1)),
-                   choice_entropy=-jnp.mean(jnp.sum(jnp.exp(lp_new) * lp_new, -1)))
-        return total, out
+    loss_fn = functools.partial(loss, adapter, hp)
 
     def update(state: PPOState, static, batch):
         rng, r_roll, r_perm, r_exec = jax.random.split(state.rng, 4)
@@ -421,26 +438,3 @@ def make_optimizer(lr: float, max_grad_norm: float, choice_lr: float = 0.0,
 
     return optax.chain(optax.clip_by_global_norm(max_grad_norm),
                        optax.multi_transform({"base": optax.adam(lr), "choice": optax.adam(choice_lr)}, labels))
-
-
-def ppo_loop(update: Callable, state: PPOState, static, next_batch: Callable[[int], Any], num_updates: int,
-             *, reward_source: str, start: int = 0, save_fn: Callable | None = None,
-             log_fn: Callable | None = None, progress: bool = True):
-    """Host loop: for u in [start, num_updates): state = update(state, static, next_batch(u)); check the
-    reward on the host (NaN -> NonFiniteRewardError, raised before ``save_fn(u + 1, state)``); then log.
-    Returns (state, list of per-update host metrics)."""
-    from tqdm import tqdm
-    history = []
-    bar = tqdm(range(start, num_updates), desc=f"ppo[{reward_source}]", disable=not progress, leave=False)
-    for u in bar:
-        state, metrics = update(state, static, next_batch(u))
-        host = jax.device_get(metrics)
-        check_finite(host, u, reward_source)
-        scalars = {k: float(np.asarray(v)) for k, v in host.items() if np.asarray(v).ndim == 0}
-        history.append(scalars)
-        if log_fn is not None:
-            log_fn(u + 1, scalars)
-        if save_fn is not None:
-            save_fn(u + 1, state)
-        bar.set_postfix(reward=f"{scalars['reward_mean']:.3f}", exec=f"{scalars['exec_reward']:.3f}")
-    return state, history

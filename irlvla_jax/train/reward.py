@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, Dict, Optional
 
 import jax
@@ -51,8 +50,12 @@ from flax import nnx
 
 from irlvla_jax.models import planner as planner_lib
 from irlvla_jax.models import reward_model as R
+from irlvla_jax.scoring.epdms import SUB_SCORES
+from irlvla_jax.train import imitation, loop
 from irlvla_jax.train import mesh as mesh_lib
 from irlvla_jax.train.ppo_core import noise_factor
+
+RUN = "rwm"   # checkpoints/rwm, tb/rwm, rwm_metrics.jsonl
 
 SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor", "ppo")
 
@@ -128,7 +131,7 @@ def make_candidates(model, tokens, scenes, rng, rc, sched, ppo_noise=None):
         base = planner_lib.normalise(jnp.take_along_axis(pol, pick[..., None, None], 1), sched)
         std = jax.random.uniform(k3, (B, n_noisy, 1, 1), maxval=float(rc.noise_std))
         z = jax.random.normal(k4, base.shape)
-        n_smooth = int(round(n_noisy * float(rc.get("smooth_noise_frac", 0.0))))
+        n_smooth = int(round(n_noisy * float(rc.smooth_noise_frac)))
         if n_smooth:  # the last n_smooth chains: smooth noise L z over the pose axis (PPO's "smooth" noise)
             zs = jnp.einsum("ij,bnjc->bnic", jnp.asarray(noise_factor("smooth", 8)), z)
             z = jnp.where((jnp.arange(n_noisy) >= n_noisy - n_smooth)[None, :, None, None], zs, z)
@@ -151,7 +154,7 @@ def make_candidates(model, tokens, scenes, rng, rc, sched, ppo_noise=None):
 
 
 def labels_of(scores) -> Dict[str, Any]:
-    return {k: getattr(scores, k) for k in R.SUB_SCORES}
+    return {k: getattr(scores, k) for k in SUB_SCORES}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,7 +201,7 @@ def report(pred_exp: Dict[str, np.ndarray], pred_reward: np.ndarray, labels: Dic
            true_epdms: np.ndarray, source: np.ndarray, use_ec: bool) -> Dict[str, Any]:
     """Held-out metrics from host arrays (each [B, N]); see the module docstring."""
     out: Dict[str, Any] = {"scenes": int(true_epdms.shape[0]), "candidates_per_scene": int(true_epdms.shape[1])}
-    for k in R.SUB_SCORES:
+    for k in SUB_SCORES:
         if k == "EC" and not use_ec:
             continue
         lab, p = labels[k], pred_exp[k]
@@ -215,7 +218,7 @@ def report(pred_exp: Dict[str, np.ndarray], pred_reward: np.ndarray, labels: Dic
         out[f"{k}_positive_rate"] = float(np.mean(pos))
     pol = source == 0
     if pol.any():  # the PPO action set: the same AUROCs over the policy chains only
-        for k in R.SUB_SCORES:
+        for k in SUB_SCORES:
             if k in ("EP", "EC"):
                 continue
             out[f"{k}_auroc_policy"] = auroc(pred_exp[k][:, pol], labels[k][:, pol] >= 1.0)
@@ -255,11 +258,22 @@ def build_rwm(config, seed: int = 0):
 
 
 def make_optimizer(rc):
-    steps = max(int(rc.steps) * int(rc.get("inner_steps", 1)), 1)
-    warm = min(int(rc.warmup_steps) * int(rc.get("inner_steps", 1)), steps - 1) if steps > 1 else 0
+    steps = max(int(rc.steps) * int(rc.inner_steps), 1)
+    warm = min(int(rc.warmup_steps) * int(rc.inner_steps), steps - 1) if steps > 1 else 0
     sched = optax.warmup_cosine_decay_schedule(0.0, float(rc.lr), max(warm, 1), steps, float(rc.lr) * 0.05)
     return optax.chain(optax.clip_by_global_norm(float(rc.grad_clip)),
                        optax.adamw(sched, weight_decay=float(rc.weight_decay)))
+
+
+def loss(model, tokens, cands, scenes, labels, epdms, rc, pair_weight):
+    """The stage-2 objective: the RWM ``model`` on candidates ``cands`` [B, N, 8, 3] of scenes with scene
+    tokens ``tokens`` (``scenes`` the Scene batch when the RWM reads scene features, else None), against the
+    scorer's ``labels`` (:func:`labels_of`) and ``epdms`` [B, N]; ``rc`` = ``config.rwm``, ``pair_weight``
+    [N, N] the ranking-pair weights. -> (total, (loss terms, raw predictions))."""
+    out = model(tokens, cands, scenes=scenes)
+    losses = R.rwm_losses(out, labels, epdms, use_ec=bool(rc.use_ec), epdms_weight=float(rc.epdms_weight),
+                          rank_weight=float(rc.rank_weight), rank_scale=float(rc.rank_scale), pair_weight=pair_weight)
+    return losses["total"], (losses, out)
 
 
 def make_fns(config, vla_gd, rwm_gd, tx):
@@ -271,13 +285,12 @@ def make_fns(config, vla_gd, rwm_gd, tx):
     mode, hf = config.scoring.mode, bool(config.scoring.human_filter)
     sched = planner_lib.make_schedule(config.model.planner)
 
-    inner = int(rc.get("inner_steps", 1))
-    rank_w, rank_scale = float(rc.get("rank_weight", 0.0)), float(rc.get("rank_scale", 10.0))
+    inner = int(rc.inner_steps)
     src_np = candidate_sources(config)
     pol = np.isin(src_np, (0, 1, 5)).astype(np.float32)
     ppo_noise = ppo_noise_of(config)
-    pair_w = 1.0 + float(rc.get("policy_rank_boost", 0.0)) * np.outer(pol, pol)  # [N, N]
-    use_scenes = bool(rc.get("ego_features", False)) or bool(rc.get("scene_features", False))
+    pair_w = 1.0 + float(rc.policy_rank_boost) * np.outer(pol, pol)  # [N, N]
+    use_scenes = bool(rc.ego_features) or bool(rc.scene_features)
 
     def prepare(vla_params, vla_consts, scenes, key):
         vla = nnx.merge(vla_gd, vla_params, vla_consts)
@@ -297,10 +310,8 @@ def make_fns(config, vla_gd, rwm_gd, tx):
         labels = labels_of(s)
 
         def lf(p):
-            out = apply(p, tokens, cands, scenes)
-            losses = R.rwm_losses(out, labels, s.EPDMS, use_ec=use_ec, epdms_weight=float(rc.epdms_weight),
-                                  rank_weight=rank_w, rank_scale=rank_scale, pair_weight=jnp.asarray(pair_w))
-            return losses["total"], (losses, out)
+            return loss(nnx.merge(rwm_gd, p), tokens, cands, scenes if use_scenes else None, labels, s.EPDMS, rc,
+                        jnp.asarray(pair_w))
 
         def update(carry, _):
             params, opt = carry
@@ -356,85 +367,71 @@ def evaluate_rwm(config, eval_fn, params, vla_params, vla_consts, scenes, mesh, 
                   candidate_sources(config), bool(config.rwm.use_ec))
 
 
-def _load_split(config, workdir, split: str, n: int):
-    from irlvla_jax.data import loader as L
-    from irlvla_jax.scene import index
-    from irlvla_jax.train.imitation import _call_loader
-    scenes = _call_loader(L.load_split, config, workdir, split)
-    n = min(n, int(np.asarray(scenes.scene_id).shape[0]))
-    return index(scenes, slice(0, n))
+# --------------------------------------------------------------------------------------------------
+# Train, restore, policy.
+
+def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: bool = True, mesh=None,
+          num_steps: Optional[int] = None) -> Dict[str, Any]:
+    """Run (or resume) RWM training to ``config.rwm.steps``, then write the held-out report
+    (``<workdir>/rwm_report.json``) and return it."""
+    from irlvla_jax.train.state import TrainState
+    rc = config.rwm
+    bs = int(rc.batch_size)
+    mesh = loop.make_mesh(config, mesh, bs, "rwm.batch_size")
+    vla_gd, vla_params, vla_consts = imitation.restore(config, workdir, mesh)
+    rwm_gd, params = build_rwm(config, int(config.seed))
+    tx = make_optimizer(rc)
+    prep = loop.prepare(config, workdir, RUN, TrainState.create(params, {}, tx, int(config.seed)), mesh, bs,
+                        train_iter=train_iter)
+    train_step, eval_step = make_fns(config, vla_gd, rwm_gd, tx)
+    step_fn = jax.jit(train_step, donate_argnums=(0,))
+    total = int(num_steps if num_steps is not None else rc.steps)
+    res = loop.run(workdir=workdir, name=RUN, prep=prep, total=total, prefix="rwm/",
+                   step_fn=lambda st, b: step_fn(st, vla_params, vla_consts, b),
+                   log_every=int(config.train.log_every), checkpoint_every=int(rc.checkpoint_every),
+                   progress=progress)
+    if eval_scenes is None:
+        eval_scenes = loop.load_scenes(config, workdir, str(rc.eval_split), int(rc.eval_scenes))
+    rep = evaluate_rwm(config, jax.jit(eval_step), res.state.params, vla_params, vla_consts, eval_scenes, mesh, bs)
+    rep.update(steps=total, train_wall_s=res.wall_s, step_s=res.step_s, split=str(rc.eval_split),
+               scoring_mode=str(config.scoring.mode))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "rwm_report.json"), "w") as f:
+            json.dump(rep, f, indent=1, default=float)
+        print(json.dumps({"stage": RUN, **{k: rep[k] for k in ("spearman_within_scene", "regret",
+                                                               "regret_policy_chains", "steps") if k in rep}},
+                         default=float))
+    return rep
 
 
-def load_rwm(config, workdir: str):
-    """Latest RWM checkpoint -> (graphdef, params pure dict)."""
-    from irlvla_jax.train.checkpoint import Checkpointer
+def restore(config, workdir: str):
+    """The latest RWM checkpoint of ``workdir`` -> (graphdef, params pure dict)."""
     from irlvla_jax.train.state import TrainState
     gd, params = build_rwm(config, int(config.seed))
     tx = make_optimizer(config.rwm)
     abstract = jax.eval_shape(lambda p: TrainState.create(p, {}, tx, 0), params)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "rwm"), config=config, async_save=False)
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(f"no RWM checkpoint in {ckpt.directory}; run `irlvla train --stage rwm` first")
-    state, _ = ckpt.restore(abstract)
+    state = loop.open_latest(config, workdir, RUN, abstract, "run `irlvla train --stage rwm` first")
     return gd, state.params
 
 
-def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: bool = True, mesh=None,
-          num_steps: Optional[int] = None) -> Dict[str, Any]:
-    """Run (or resume) RWM training to ``config.rwm.steps``, then write the held-out report."""
-    from irlvla_jax.train.checkpoint import Checkpointer
-    from irlvla_jax.train.imitation import make_train_iter
-    from irlvla_jax.train.logging import Logger
-    from irlvla_jax.train.ppo import _restore_il
-    from irlvla_jax.train.state import TrainState
-    rc = config.rwm
-    mesh_lib.maybe_initialize_distributed()
-    mesh = mesh or mesh_lib.make_mesh(int(config.train.num_devices))
-    bs = int(rc.batch_size)
-    mesh_lib.check_batch_size(bs, mesh, "rwm.batch_size")
-    vla_gd, vla_params, vla_consts = _restore_il(config, workdir, mesh)
-    rwm_gd, params = build_rwm(config, int(config.seed))
-    tx = make_optimizer(rc)
-    state = mesh_lib.replicate(TrainState.create(params, {}, tx, int(config.seed)), mesh)
-    if train_iter is None:
-        train_iter = make_train_iter(config, workdir, mesh_lib.local_batch_size(bs))
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "rwm"), config=config,
-                        max_to_keep=int(config.train.max_to_keep), async_save=bool(config.train.async_checkpoint))
-    state, start = ckpt.resume(state, data_iter=train_iter, name="rwm")
-    train_step, eval_step = make_fns(config, vla_gd, rwm_gd, tx)
-    step_fn = jax.jit(train_step, donate_argnums=(0,))
-    total = int(num_steps if num_steps is not None else rc.steps)
-    log = Logger(workdir, "rwm", total, start, enable_tqdm=progress)
-    every, log_every = int(rc.checkpoint_every), int(config.train.log_every)
-    t0, times, step = time.time(), [], start
-    try:
-        while step < total:
-            batch = mesh_lib.shard_batch(next(train_iter), mesh)
-            ts = time.time()
-            state, m = step_fn(state, vla_params, vla_consts, batch)
-            step += 1
-            if step > start + 1:
-                jax.block_until_ready(m["loss_total"])
-                times.append(time.time() - ts)
-            log.advance()
-            if step % log_every == 0 or step == total:
-                log.scalars(step, m, "rwm/")
-            if step % every == 0 or step == total:
-                ckpt.save(step, state, train_iter, force=step == total)
-        ckpt.wait()
-    finally:
-        log.close()
-    train_wall = time.time() - t0
-    if eval_scenes is None:
-        eval_scenes = _load_split(config, workdir, rc.eval_split, int(rc.eval_scenes))
-    ev = jax.jit(eval_step)
-    rep = evaluate_rwm(config, ev, state.params, vla_params, vla_consts, eval_scenes, mesh, bs)
-    rep.update(steps=total, train_wall_s=train_wall, step_s=float(np.median(times)) if times else None,
-               split=str(rc.eval_split), scoring_mode=str(config.scoring.mode))
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "rwm_report.json"), "w") as f:
-            json.dump(rep, f, indent=1, default=float)
-        print(json.dumps({"stage": "rwm", **{k: rep[k] for k in ("spearman_within_scene", "regret",
-                                                                 "regret_policy_chains", "steps") if k in rep}},
-                         default=float))
-    return rep
+def policy(config, workdir: str, *, seed: int = 0, chunk: int = 32):
+    """The RWM stage's policy: the IL planner's K anchor chains (one sample, :func:`imitation.chains`), the
+    one with the highest RWM reward executed -- what the RWM knows without RL.
+    -> ``policy(scenes) -> np.ndarray [B, 1, 8, 3]`` (metres, radians, ego frame)."""
+    from irlvla_jax.scene import padded_chunks, pad_rows
+    gd, params, consts = imitation.restore(config, workdir, mesh_lib.make_mesh(1))
+    rgd, rparams = restore(config, workdir)
+    use_ec = bool(config.rwm.use_ec)
+
+    @jax.jit
+    def reward(scene, traj):
+        tok = nnx.merge(gd, params, consts).encode(scene)
+        return R.predicted_reward(nnx.merge(rgd, rparams)(tok, traj, scenes=scene), use_ec)
+
+    def fn(scenes) -> np.ndarray:
+        cands = imitation.chains(config, workdir, scenes, samples=1, seed=seed, chunk=chunk)
+        r = np.concatenate([np.asarray(reward(b, pad_rows(cands[i:i + m], chunk)))[:m]
+                            for i, b, m in padded_chunks(scenes, chunk)])
+        return np.take_along_axis(cands, np.argmax(r, -1)[:, None, None, None], 1)
+
+    return fn

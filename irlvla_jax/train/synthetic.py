@@ -97,13 +97,10 @@ class SyntheticIterator:
 
 def micro_config():
     """The tiny config shrunk further (scene sizes and model widths) for fast tests and CPU benchmarks."""
-    import importlib.util
     import os
+    from irlvla_jax.config import load_config
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec_ = importlib.util.spec_from_file_location("irlvla_tiny_config", os.path.join(here, "configs", "tiny.py"))
-    mod = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(mod)
-    c = mod.get_config()
+    c = load_config(os.path.join(here, "configs", "default.py"), "tiny")
     c.scene.update(dict(num_agents=4, num_lanes=4, lane_vertices=8, lane_points=4, num_drivable=2,
                         drivable_vertices=8, route_points=8, num_lights=2, light_vertices=8, instruction_tokens=6,
                         camera_hw=(16, 32), lidar_hw=(16, 16), lidar_channels=2, bev_hw=(16, 16)))

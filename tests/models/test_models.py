@@ -10,6 +10,7 @@ from irlvla_jax.models import perception as P
 from irlvla_jax.models import planner as PL
 from irlvla_jax.models import vla
 from irlvla_jax.models.semantic import check_vocab
+from irlvla_jax.train import imitation
 from irlvla_jax.scene import SceneSpec, validate
 from irlvla_jax.train.synthetic import micro_config, random_anchors, random_scenes
 
@@ -37,7 +38,7 @@ def setup():
         x0, logits = model.denoise(tokens, x_init, jnp.full((B, K), 3, jnp.int32))
         perm = jnp.array([2, 0, 3, 1])
         x0p, logitsp = model.denoise(tokens, x_init[:, perm], jnp.full((B, K), 3, jnp.int32))
-        return tokens, traj, chain0, chain1, (x0, logits, x0p, logitsp, perm), model.imitation_losses(scenes, rng)
+        return tokens, traj, chain0, chain1, (x0, logits, x0p, logitsp, perm), imitation.loss(model, scenes, rng, cfg.il)[1]
 
     out = forward(params, consts, scenes, jax.random.key(0))
     return dict(cfg=cfg, spec=spec, scenes=scenes, anchors=anchors, out=out, sched_noisy=sched_noisy)

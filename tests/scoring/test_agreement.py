@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from irlvla_jax.scene import SceneSpec
 from tests.reference import agreement as A
@@ -19,8 +18,6 @@ N_SCENES = 12
 
 
 def test_jax_scorer_agrees_with_reference():
-    pytest.importorskip("irlvla_jax.world.generate", reason="WORLD helper's generate_scene not available")
-    pytest.importorskip("irlvla_jax.scoring.epdms", reason="JAX scorer not available")
     import configs.tiny as tiny
     spec = SceneSpec.from_config(tiny.get_config().scene)
     res = A.run_agreement(spec, N_SCENES, mode="tracked", chunk=6)
@@ -37,7 +34,6 @@ def test_jax_scorer_agrees_with_reference():
 
 def test_agreement_inputs_are_varied():
     """The comparison is not vacuous: the plans produce failures of several kinds on these scenes."""
-    pytest.importorskip("irlvla_jax.world.generate", reason="WORLD helper's generate_scene not available")
     import configs.tiny as tiny
     spec = SceneSpec.from_config(tiny.get_config().scene)
     scenes, trajs, prevs, has_prev = A.make_inputs(spec, 4)

@@ -20,7 +20,8 @@ def one_device():
     spec = SceneSpec.from_config(cfg.scene)
     mesh = mesh_lib.make_mesh(1)
     anchors = random_anchors(cfg.data.num_anchors)
-    graphdef, tx, sched, state = imitation.init_state(cfg, spec, anchors, mesh)
+    graphdef, tx, sched, state = imitation.init_state(cfg, spec, anchors)
+    state = mesh_lib.replicate(state, mesh)            # as train/loop.prepare places it
     step = imitation.make_train_step(graphdef, tx, cfg.il, mesh, sched)
     batch = random_scenes(spec, BS, seed=3)
     return dict(cfg=cfg, spec=spec, anchors=anchors, graphdef=graphdef, tx=tx, sched=sched, state=state,
@@ -61,7 +62,7 @@ def test_eight_devices_match_one(one_device):
 
 
 def _run(cfg, workdir, anchors, spec, **kw):
-    return imitation.train(cfg, str(workdir), None, train_iter=SyntheticIterator(spec, BS, seed=11),
+    return imitation.train(cfg, str(workdir), train_iter=SyntheticIterator(spec, BS, seed=11),
                            anchors=anchors, progress=False, **kw)
 
 
@@ -75,7 +76,7 @@ def resumed(tmp_path_factory):
     killed = _run(cfg, b, anchors, spec, stop_at=120)      # crash after step 120; last checkpoint = step 100
     assert killed["steps"] == 120
     resumed = _run(cfg, b, anchors, spec)
-    init = imitation.init_state(cfg, spec, anchors, mesh_lib.make_mesh(1))[3].params
+    init = imitation.init_state(cfg, spec, anchors)[3].params
     return dict(cfg=cfg, spec=spec, full=full, resumed=resumed, dir=b, init=init)
 
 
@@ -92,7 +93,7 @@ def test_kill_and_resume_gives_same_parameters(resumed):
 
 
 def test_policy_from_checkpoint(resumed):
-    policy = imitation.load_policy(resumed["cfg"], str(resumed["dir"]), chunk=4)
+    policy = imitation.policy(resumed["cfg"], str(resumed["dir"]), chunk=4)
     scenes = random_scenes(resumed["spec"], 5, seed=5)
     traj = policy(scenes)
     assert traj.shape == (5, 1, 8, 3) and traj.dtype == np.float32 and np.isfinite(traj).all()
@@ -103,7 +104,7 @@ def test_config_mismatch_names_the_key(resumed):
     cfg = micro_config()
     cfg.model.dim = 32
     with pytest.raises(CheckpointMismatch, match=r"config\.model\.dim is 16 in the checkpoint but 32"):
-        imitation.load_policy(cfg, str(resumed["dir"]))
+        imitation.policy(cfg, str(resumed["dir"]))
 
 
 def test_state_mismatch_names_the_entry(tmp_path):
@@ -127,7 +128,7 @@ def test_state_mismatch_names_the_entry(tmp_path):
 
 
 def test_cli_stage_dispatch_errors():
-    from irlvla_jax.cli import UserError
+    from irlvla_jax.errors import UserError
     from irlvla_jax.train import commands
     with pytest.raises(UserError, match="--stage"):
         commands.train(micro_config(), "/tmp", types.SimpleNamespace(stage="nope"))

@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent('''
     from irlvla_jax.train.synthetic import SyntheticIterator, micro_config, random_anchors
     cfg = micro_config(); cfg.il.steps = 4; cfg.il.checkpoint_every = 2; cfg.train.num_devices = 0
     spec = SceneSpec.from_config(cfg.scene)
-    out = imitation.train(cfg, wd, None, train_iter=SyntheticIterator(spec, 4, seed=100 * pid),
+    out = imitation.train(cfg, wd, train_iter=SyntheticIterator(spec, 4, seed=100 * pid),
                           anchors=random_anchors(4), progress=False)
     leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(out["state"].params)]
     print("RESULT", jax.process_count(), len(jax.devices()), out["steps"], float(sum(abs(x).sum() for x in leaves)))

@@ -45,7 +45,9 @@ def _reward(static, batch, tokens, traj):
     return jnp.where(static["poison"], r.at[1, 2].set(jnp.nan), r)
 
 
-HP = P.PPOHyper(samples_per_scene=M, epochs=2, num_minibatches=2, sigma=0.2, noise="white", bc_weight=0.0)
+HP = P.PPOHyper(objective="denoise", samples_per_scene=M, epochs=2, num_minibatches=2, clip_eps=0.2, sigma=0.2,
+                noise="white", advantage="anchor", denoise_discount=1.0, choice_weight=1.0, choice_loss="surrogate",
+                choice_temperature=0.02, bc_weight=0.0)
 
 
 def _setup(seed=0):
@@ -200,16 +202,16 @@ def test_every_knob_changes_the_update(setup, name, value):
 
 def test_bad_knobs_are_one_line_errors():
     with pytest.raises(ValueError, match="ppo.objective"):
-        P.PPOHyper(objective="dppo").validate()
+        dataclasses.replace(HP, objective="dppo").validate()
     with pytest.raises(ValueError, match="ppo.advantage"):
-        P.PPOHyper(advantage="gae").validate()
+        dataclasses.replace(HP, advantage="gae").validate()
     with pytest.raises(ValueError, match="ppo.noise"):
-        P.PPOHyper(noise="pink").validate()
+        dataclasses.replace(HP, noise="pink").validate()
     with pytest.raises(ValueError, match="ppo.choice_loss"):
-        P.PPOHyper(choice_loss="ce").validate()
+        dataclasses.replace(HP, choice_loss="ce").validate()
     with pytest.raises(ValueError, match="samples_per_scene must be >= 2"):
-        P.PPOHyper(samples_per_scene=1).validate()
-    P.PPOHyper(objective="choice", samples_per_scene=1).validate()        # fine: no anchor groups
+        dataclasses.replace(HP, samples_per_scene=1).validate()
+    dataclasses.replace(HP, objective="choice", samples_per_scene=1).validate()    # fine: no anchor groups
 
 
 def test_sharded_update_matches_single_device(setup, update_fn):
@@ -227,14 +229,19 @@ def test_sharded_update_matches_single_device(setup, update_fn):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
-def test_nan_reward_stops_training_before_saving(setup, update_fn):
+def test_nan_reward_stops_training_before_saving(setup, update_fn, tmp_path):
+    """The shared host loop (train/loop.py) with PPO's check: the error comes before any checkpoint."""
+    from irlvla_jax.train import loop
+    from irlvla_jax.train.checkpoint import Checkpointer
     _, state, static, batch = setup
     static = dict(static, poison=jnp.array(True))
-    saved = []
+    ckpt = Checkpointer(str(tmp_path / "checkpoints" / "ppo_rwm"), async_save=False)
+    prep = loop.Prepared(mesh=None, state=state, start=0, ckpt=ckpt, train_iter=None)
     with pytest.raises(P.NonFiniteRewardError, match=r"update 0: 1 non-finite reward.*'rwm'.*no checkpoint"):
-        P.ppo_loop(update_fn, state, static, lambda u: batch, 3, reward_source="rwm",
-                   save_fn=lambda s, st: saved.append(s), progress=False)
-    assert saved == []
+        loop.run(workdir=str(tmp_path), name="ppo_rwm", prep=prep, total=3, prefix="ppo/", log_every=1,
+                 checkpoint_every=1, progress=False, step_fn=lambda st, b: update_fn(st, static, b),
+                 next_batch=lambda step: batch, check=lambda m, step: P.check_finite(m, step - 1, "rwm"))
+    assert ckpt.latest_step() is None
     new, m = update_fn(state, static, batch)   # the jitted update itself leaves params untouched
     assert not bool(m["reward_finite"]) and int(new.step) == 0
     for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params)):

@@ -1,13 +1,11 @@
-"""irlvla_jax/pipeline.py: stage markers (resume), baselines, bootstrap interval, tables (no training)."""
+"""irlvla_jax/pipeline.py: stage markers (resume), stage order, the results tables (no training)."""
 import json
 import os
 import types
 
-import numpy as np
 import pytest
 
 from irlvla_jax import pipeline as PL
-from irlvla_jax.scene import SceneSpec, empty_scene, stack
 
 
 def test_stage_marker_skips_finished_stage(tmp_path):
@@ -31,33 +29,12 @@ def test_failed_stage_leaves_no_marker(tmp_path):
     assert not os.path.exists(PL._marker(str(tmp_path), "ppo_rwm"))
 
 
-def test_constant_velocity_baseline():
-    spec = SceneSpec()
-    s = [empty_scene(spec) for _ in range(2)]
-    s[0].ego_state[3] = 10.0
-    s[1].ego_state[3:5] = (4.0, 1.0)
-    out = PL.constant_velocity(stack(s))
-    assert out.shape == (2, 1, 8, 3)
-    np.testing.assert_allclose(out[0, 0, :, 0], 10.0 * np.arange(1, 9) * 0.5)
-    np.testing.assert_allclose(out[1, 0, -1], [16.0, 4.0, 0.0])
-
-
-def test_bootstrap_interval_is_sane():
-    rng = np.random.default_rng(0)
-    a = rng.uniform(size=400)
-    m, lo, hi = PL.bootstrap_diff(a + 0.1, a)
-    assert m == pytest.approx(0.1) and lo <= m <= hi
-    b = rng.uniform(size=400)
-    m2, lo2, hi2 = PL.bootstrap_diff(a, b)
-    assert lo2 < m2 < hi2 and hi2 - lo2 > 0.02     # unpaired noise -> a real interval
-
-
 def test_results_table(tmp_path):
-    row = {c: 0.5 for c in ("EPDMS",) + PL.SUBS}
+    row = {c: 0.5 for c in PL.COLUMNS}
     res = dict(seed=0, split="test", scenes=3, scoring_mode="tracked", best_of_n_candidates=32,
                table={k: dict(row) for k in PL.POLICIES},
-               differences={"rl_rwm - il": dict(mean=0.01, lo=-0.02, hi=0.04)})
-    res["other_splits"] = [dict(res, split="hard", differences={"rl_rwm - il": dict(mean=0.02, lo=0.01, hi=0.03)})]
+               differences={"ppo_rwm - il": dict(mean=0.01, lo=-0.02, hi=0.04)})
+    res["other_splits"] = [dict(res, split="hard", differences={"ppo_rwm - il": dict(mean=0.02, lo=0.01, hi=0.03)})]
     text = PL._write_results(str(tmp_path), [res, dict(res, seed=1)])
     assert "| RL (RWM reward) |" in text and "best-of-32" in text and "mean +- std over seeds 0,1" in text
     assert "seed 0: hard split, 3 scenes" in text
@@ -84,7 +61,7 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
 
     def rec(name):
         def f(config, workdir, *a, **kw):
-            tag = name + (f":{kw['reward']}" if "reward" in kw else "")
+            tag = name + (f":{config.ppo.reward}" if name == "ppo" else "")
             if name == "ppo" and config.ppo.objective == "choice":
                 tag += ":choice"
             if tag == "ppo:scorer" and crash["on"]:
@@ -98,19 +75,19 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(imitation, "train", rec("il"))
     monkeypatch.setattr(reward, "train", rec("rwm"))
     monkeypatch.setattr(ppo, "train", rec("ppo"))
-    row = {c: 0.5 for c in ("EPDMS",) + PL.SUBS}
+    row = {c: 0.5 for c in PL.COLUMNS}
 
     def fake_eval(config, workdir, seed):
         calls.append(("evaluate", os.path.basename(workdir), seed, config.data.data_dir))
         return dict(seed=seed, split="test", scenes=1, scoring_mode="direct", best_of_n_candidates=4,
                     table={k: dict(row) for k in PL.POLICIES},
-                    differences={"rl_rwm - il": dict(mean=0.0, lo=0.0, hi=0.0)})
+                    differences={"ppo_rwm - il": dict(mean=0.0, lo=0.0, hi=0.0)})
     monkeypatch.setattr(PL, "evaluate_run", fake_eval)
     monkeypatch.setattr(PL, "make_figure", lambda *a, **k: "fig.png")
     cfg = ml_collections.ConfigDict(dict(
         seed=0, data=dict(data_dir=""),
-        ppo=dict(objective="denoise", lr=1e-5, updates=10, samples_per_scene=4, log_true_score=True),
-        pipeline=dict(choice_only_lr=3e-3, choice_only_updates=20, choice_only_samples=1)))
+        ppo=dict(reward="rwm", objective="denoise", lr=1e-5, updates=10, samples_per_scene=4, log_true_score=True),
+        pipeline=dict(choice_only_lr=3e-3, choice_only_updates=20, choice_only_samples=1, scorer_updates=0)))
     args = types.SimpleNamespace(seeds="0,1")
     with pytest.raises(RuntimeError, match="killed"):
         PL.main(cfg, str(tmp_path), args)

@@ -8,8 +8,10 @@ from flax import nnx
 
 from irlvla_jax.models import reward_features as F
 from irlvla_jax.models import reward_model as R
+from irlvla_jax.scoring.epdms import SUB_SCORES, epdms_formula
 
-CFG = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2))
+CFG = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2, kinematic_features=False,
+                                    ego_features=False, scene_features=False))
 SIZES = dict(meta=3, bev=5, map=4, obj=6, cmd=1)
 
 
@@ -32,7 +34,7 @@ def test_output_shapes_and_ranges(model):
     assert set(out.binary_logits) == {"DAC", "TLC", "TTC", "LK", "HC", "EC"}
     assert all(v.shape == (2, 5) for v in out.binary_logits.values()) and out.ep.shape == (2, 5)
     e = R.expectations(out)
-    assert set(e) == set(R.SUB_SCORES)
+    assert set(e) == set(SUB_SCORES)
     for v in e.values():
         assert v.shape == (2, 5) and float(v.min()) >= 0.0 and float(v.max()) <= 1.0
     r = R.predicted_reward(out, use_ec=False)
@@ -82,7 +84,7 @@ def test_losses_decrease_when_fitting_labels(model):
     labels = {k: jnp.asarray(rng.integers(0, 3, (2, 6)) / 2.0, jnp.float32) for k in R.TERNARY}
     labels |= {k: jnp.asarray(rng.integers(0, 2, (2, 6)), jnp.float32) for k in R.BINARY}
     labels["EP"] = jnp.asarray(rng.uniform(0, 1, (2, 6)), jnp.float32)
-    epdms = R.epdms_formula(labels, use_ec=False)
+    epdms = epdms_formula(labels, False)
     gd, state = nnx.split(model)
     tx = optax.adam(1e-2)
     opt = tx.init(state)
@@ -132,8 +134,8 @@ def test_report_metrics_against_scipy():
     # Regret: RWM picks the true best in scene 0, a 0.5 candidate in scene 1 (best 1.0).
     true2 = np.array([[0.2, 0.9, 0.5], [1.0, 0.5, 0.0]])
     pred2 = np.array([[0.1, 0.8, 0.3], [0.2, 0.9, 0.1]])
-    labels = {k: np.ones_like(true2) for k in R.SUB_SCORES}
-    rep = RW.report({k: np.full_like(true2, 0.5) for k in R.SUB_SCORES}, pred2, labels, true2,
+    labels = {k: np.ones_like(true2) for k in SUB_SCORES}
+    rep = RW.report({k: np.full_like(true2, 0.5) for k in SUB_SCORES}, pred2, labels, true2,
                     np.array([0, 0, 1]), use_ec=False)
     assert rep["regret"] == pytest.approx(0.25) and rep["epdms_rwm_top"] == pytest.approx(0.7)
     assert rep["regret_policy_chains"] == pytest.approx(0.25)
@@ -290,7 +292,8 @@ def test_unknown_arch_is_a_clear_error():
 def test_light_rwm_is_cheaper_per_trajectory():
     """The light head's per-trajectory multiply-adds (XLA cost analysis, features off) are < 1/4 of the
     transformer RWM's at the same width."""
-    cfg = ml_collections.ConfigDict(dict(d_model=64, num_layers=2, num_heads=4, ff_mult=2))
+    cfg = ml_collections.ConfigDict(dict(d_model=64, num_layers=2, num_heads=4, ff_mult=2, kinematic_features=False,
+                                         ego_features=False, scene_features=False))
     tok, traj = _tokens(2, 64), jnp.zeros((2, 64, 8, 3))
 
     def flops(arch):
