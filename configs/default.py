@@ -168,7 +168,7 @@ def get_config(arg: str = "tiny"):
     # `irlvla evaluate` (evaluate.py): splits scored, scenes per split (0 = all), scenes per scorer call,
     # bootstrap resamples and seed of the 95% intervals, PNG renders per split.
     c.evaluate = ml_collections.ConfigDict(dict(
-        splits=("val", "test", "hard"), max_scenes=64, chunk=32, bootstrap=1000, seed=0, renders=3))
+        splits=("val", "test", "hard"), max_scenes=64, chunk=32, bootstrap=2000, seed=0, renders=3))
 
     for key, value in VARIANTS[arg].items():
         *path, leaf = key.split(".")
