@@ -106,6 +106,16 @@ def test_smooth_noise_log_prob_matches_scipy():
     assert np.mean(np.diff(0.1 * z @ L.T, 2, 1) ** 2) < 0.1 * np.mean(np.diff(0.1 * z, 2, 1) ** 2)
 
 
+def test_smooth_noise_factor():
+    L = P.noise_factor("smooth", 8)   # the one smooth factor (RWM candidates and PPO)
+    assert L.shape == (8, 8) and np.allclose(np.triu(L, 1), 0.0)
+    np.testing.assert_allclose(np.sqrt(np.mean(np.sum(L * L, 1))), 1.0, rtol=1e-5)   # RMS pose std = std
+    # Second differences of L z are the (scaled) i.i.d. kicks: smooth, unlike white noise.
+    z = np.random.default_rng(0).normal(size=(8, 2000))
+    d2 = np.diff(np.concatenate([np.zeros((2, 2000)), L @ z]), 2, axis=0)
+    np.testing.assert_allclose(d2.std(), L[0, 0], rtol=0.05)
+
+
 def test_advantages_hand_computed():
     r = jnp.array([[[1.0, 0.0], [3.0, 0.0]]])                    # [B=1, M=2, C=2]
     # Per anchor: chain 0 group {1, 3} mean 2, LOO scale M / (M - 1) = 2; chain 1 all zero.
@@ -295,3 +305,26 @@ def test_configs_size_the_rollout():
     sp.loader.exec_module(mod)
     b = mod.get_config()
     assert b.ppo.batch_size * b.ppo.samples_per_scene * b.data.num_anchors >= 16384
+
+
+def test_loss_at_the_rollout_parameters_is_the_mean_advantage(setup):
+    """``ppo_core.loss`` (the objective lifted out of make_update) on a stored rollout, evaluated at the
+    rollout's own parameters: every ratio is 1, so the denoising term is -mean(advantage) exactly, the
+    choice surrogate is -E_old[A_choice] and behaviour cloning is off."""
+    _, state, static, batch = setup
+    pp = (state.params, static["frozen"])
+    tokens = ADAPTER.encode(pp, batch)
+    roll = P.rollout(ADAPTER, pp, tokens, batch, jax.random.PRNGKey(3), M, HP.sigma, P.noise_factor(HP.noise))
+    r = _reward(static, batch, tokens, P.trajectories(ADAPTER, roll, batch)).reshape(B, M, C)
+    adv = P.anchor_advantage(r, HP.advantage)
+    cadv = P.choice_advantage(r, roll.logits)
+    mb = dict(batch=batch, tokens=tokens, x_in=roll.x_in, x_out=roll.x_out, logp=roll.logp,
+              choice_state=roll.choice_state, logits=roll.logits, adv=adv, choice_adv=cadv,
+              choice_target=P.choice_target(r, HP.choice_temperature))
+    total, m = jax.jit(lambda p: P.loss(ADAPTER, HP, p, static, mb, jax.random.PRNGKey(0)))(state.params)
+    np.testing.assert_allclose(float(m["pg_loss"]), -float(jnp.mean(adv)), atol=1e-6)
+    probs = jax.nn.softmax(roll.logits, -1)
+    np.testing.assert_allclose(float(m["choice_loss"]), -float(jnp.mean(jnp.sum(probs * cadv, -1))), atol=1e-6)
+    assert float(m["bc_loss"]) == 0.0 and float(m["ratio"]) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(float(total), float(m["pg_loss"]) + HP.choice_weight * float(m["choice_loss"]),
+                               rtol=1e-6)

@@ -1,0 +1,80 @@
+"""Tests of irlvla_jax/models/reward_features.py: kinematic features of constant-acceleration and
+constant-turn plans, and the scene features of a hand-built scene."""
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+
+from irlvla_jax.models import reward_features as F
+from tests.models.conftest import const_accel_plan, tiny_scenes
+
+
+def _ego(vx=0.0, ax=0.0, yaw_rate=0.0):
+    """[1, 16, 7] ego past + state with the given current dynamics (heading at -0.1 s set from yaw_rate)."""
+    e = np.zeros((1, 16, 7), np.float32)
+    e[0, :, 3], e[0, :, 5] = vx, ax
+    e[0, 14, 2] = -0.1 * yaw_rate
+    return jnp.asarray(e)
+
+
+def test_kinematic_features_of_constant_acceleration_plan():
+    """x = v0 t + a t^2 / 2: segment velocities are v(t_mid) exactly, acceleration a, zero jerk and yaw."""
+    traj, t = const_accel_plan(5.0, 1.0)
+    k = {n: np.asarray(v)[0, 0] for n, v in F.kinematic_features(jnp.asarray(traj), _ego(5.0, 1.0)).items()}
+    np.testing.assert_allclose(k["v_lon"], 5.0 + 1.0 * (t - 0.25), atol=1e-4)
+    np.testing.assert_allclose(k["acc_lon"], 1.0, atol=1e-3)
+    np.testing.assert_allclose(k["jerk_lon"], 0.0, atol=1e-2)
+    for n in ("v_lat", "yaw_rate", "yaw_acc", "acc_lat"):
+        np.testing.assert_allclose(k[n], 0.0, atol=1e-5)
+    # A plan that brakes hard from the ego's 10 m/s to 5 m/s shows it at the first segment only with ego.
+    k_slow = F.kinematic_features(jnp.asarray(traj), _ego(10.0, 0.0))
+    assert float(k_slow["acc_lon"][0, 0, 0]) == pytest.approx((5.25 - 10.0) / 0.25, abs=1e-3)
+    assert float(k_slow["jerk_lon"][0, 0, 0]) == pytest.approx((5.25 - 10.0) / 0.25 / 0.375, abs=1e-2)
+    k_none = F.kinematic_features(jnp.asarray(traj), None)   # no ego: extrapolated, still a
+    np.testing.assert_allclose(np.asarray(k_none["acc_lon"])[0, 0], 1.0, atol=1e-3)
+
+
+def test_kinematic_features_of_constant_turn():
+    """Constant speed v on a circle at yaw rate w: yaw_rate = w, acc_lat = chord speed x w, no slip."""
+    v, w = 8.0, 0.3
+    t = np.arange(1, 9) * 0.5
+    R_ = v / w
+    traj = np.stack([R_ * np.sin(w * t), R_ * (1 - np.cos(w * t)), w * t], -1)[None, None].astype(np.float32)
+    k = {n: np.asarray(x)[0, 0] for n, x in F.kinematic_features(jnp.asarray(traj), _ego(v, 0.0, w)).items()}
+    chord = 2 * R_ * np.sin(w * 0.25) / 0.5
+    np.testing.assert_allclose(k["yaw_rate"], w, atol=1e-4)
+    np.testing.assert_allclose(k["v_lon"], chord, atol=1e-3)
+    np.testing.assert_allclose(k["v_lat"], 0.0, atol=1e-3)
+    np.testing.assert_allclose(k["acc_lat"], chord * w, atol=1e-3)
+    np.testing.assert_allclose(k["yaw_acc"], 0.0, atol=1e-2)
+    np.testing.assert_allclose(k["acc_lon"][1:], 0.0, atol=1e-3)
+
+
+def test_scene_features_hand_built():
+    """One square drivable polygon, a route along +x, one agent 20 m ahead moving at 5 m/s like the ego."""
+    sc = tiny_scenes(1)
+    dp = np.zeros_like(sc.drivable_polygons)
+    dp[0, 0] = np.array([[-10, -5], [100, -5], [100, 5], [-10, 5]], np.float32)[np.minimum(np.arange(dp.shape[2]), 4) % 4]
+    dv = np.zeros_like(sc.drivable_valid); dv[0, 0] = True
+    route = np.stack([np.linspace(-10, 100, sc.route.shape[1]), np.zeros(sc.route.shape[1])], -1)[None]
+    boxes = np.zeros_like(sc.agent_boxes); boxes[0, 0, :, :] = [20.0 + 1.461, 0, 0, 5.0, 2.0]
+    vel = np.zeros_like(sc.agent_velocity); vel[0, 0, :, 0] = 5.0
+    av = np.zeros_like(sc.agent_valid); av[0, 0] = True
+    sc = sc.replace(drivable_polygons=dp, drivable_valid=dv, route=route.astype(np.float32),
+                    route_valid=np.ones_like(sc.route_valid), agent_boxes=boxes, agent_velocity=vel, agent_valid=av)
+    t = np.arange(1, 9) * 0.5
+    straight = np.stack([5.0 * t, np.zeros(8), np.zeros(8)], -1)             # keeps the 20 m gap
+    left = np.stack([5.0 * t, 1.5 * t, np.zeros(8)], -1)                     # drifts off the road (|y| > 5)
+    f = np.asarray(jax.jit(F.scene_features)(sc, jnp.asarray(np.stack([straight, left])[None], jnp.float32)))[0]
+    names = F.SCENE_FEATURE_NAMES
+    col = lambda n: f[..., names.index(n)]  # noqa: E731
+    np.testing.assert_allclose(col("corners_off_road")[0], 0.0)
+    assert col("corners_off_road")[1, -1] == 0.5 and col("boundary_dist")[1, -1] < 0   # y = 6: 2 corners out
+    np.testing.assert_allclose(col("boundary_dist")[0], 1.0)                  # 5 m from the edge, clipped
+    np.testing.assert_allclose(col("route_lateral")[0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(col("route_lateral")[1], np.minimum(1.5 * t / 2.0, 3.0), atol=1e-4)
+    # Gap ahead = 20 m - (5.176 + 5.0) / 2 at every pose (agent and ego at the same speed), / 5.
+    np.testing.assert_allclose(col("gap_ahead")[0], (20.0 - (5.176 + 5.0) / 2) / 5.0, atol=1e-4)
+    np.testing.assert_allclose(col("gap_any")[0], col("gap_moving")[0])
+    np.testing.assert_allclose(col("gap_static")[0], 3.0)                     # no static object: far
+    np.testing.assert_allclose(col("route_progress")[0], 5.0 * t / 40.0, atol=1e-4)   # along the route

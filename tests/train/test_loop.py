@@ -1,0 +1,71 @@
+"""Tests of irlvla_jax/train/loop.py (the host loop every stage shares): the checkpoint, logging and
+validation cadences, ``stop_at`` (a simulated crash) and ``check`` running before a step's checkpoint.
+
+A toy jitted step (``w += batch``) on a tiny pytree and a real :class:`Checkpointer` (synchronous, no
+data iterator) keep it fast."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from irlvla_jax.train import loop
+from irlvla_jax.train.checkpoint import Checkpointer
+
+
+@jax.jit
+def _step(state, batch):
+    w = state["w"] + batch
+    return {"w": w}, {"loss": jnp.sum(w), "vec": w}     # the non-scalar "vec" is not logged
+
+
+def _batch(step):
+    return jnp.full((3,), float(step + 1))             # step k (0-based) adds k + 1
+
+
+def _run(tmp_path, total, **kw):
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=100, async_save=False)
+    prep = loop.Prepared(mesh=None, state={"w": jnp.zeros(3)}, start=0, ckpt=ckpt, train_iter=None)
+    res = loop.run(workdir=str(tmp_path), name="toy", prep=prep, total=total, step_fn=_step, prefix="toy/",
+                   next_batch=_batch, progress=False, **kw)
+    return res, ckpt
+
+
+def test_cadences_of_checkpoints_logs_and_validation(tmp_path):
+    calls = []
+
+    def validate(step, state):
+        calls.append(step)
+        return {"w0": state["w"][0]}
+
+    res, ckpt = _run(tmp_path, 7, log_every=3, checkpoint_every=2, validate=validate, validate_every=4)
+    assert res.step == 7
+    np.testing.assert_allclose(res.state["w"], np.full(3, 28.0))              # 1 + 2 + ... + 7
+    assert list(ckpt.mngr.all_steps()) == [2, 4, 6, 7] and ckpt.latest_step() == 7
+    assert [h["step"] for h in res.history] == [3, 6, 7]
+    assert res.history[0] == {"step": 3, "loss": pytest.approx(3 * 6.0)} and "vec" not in res.history[-1]
+    assert calls == [4, 7] and res.last_validation == {"val/w0": pytest.approx(28.0)}
+    restored, step = ckpt.restore(jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                                         res.state), step=4)
+    assert step == 4
+    np.testing.assert_allclose(restored["w"], np.full(3, 10.0))
+    assert (tmp_path / "toy_metrics.jsonl").read_text().count("\n") == 3 + 2  # 3 train rows, 2 validation rows
+
+
+def test_stop_at_skips_the_final_checkpoint(tmp_path):
+    res, ckpt = _run(tmp_path, 10, log_every=1, checkpoint_every=2, stop_at=5)
+    assert res.step == 5 and [h["step"] for h in res.history] == [1, 2, 3, 4, 5]
+    assert list(ckpt.mngr.all_steps()) == [2, 4]
+
+
+def test_check_raising_prevents_that_steps_checkpoint(tmp_path):
+    seen = []
+
+    def check(metrics, step):
+        seen.append(step)
+        if step == 2:
+            raise FloatingPointError("bad reward")
+
+    with pytest.raises(FloatingPointError, match="bad reward"):
+        _run(tmp_path, 6, log_every=5, checkpoint_every=1, check=check)
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
+    assert seen == [1, 2] and list(ckpt.mngr.all_steps()) == [1] and 2 not in ckpt.mngr.all_steps()

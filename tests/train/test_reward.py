@@ -1,0 +1,108 @@
+"""Tests of irlvla_jax/train/reward.py (RWM training): the report metrics against scipy, the expert
+perturbations, and the PPO-distributed candidates with their candidate_sources."""
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from irlvla_jax.scoring.epdms import SUB_SCORES
+
+
+def test_report_metrics_against_scipy():
+    from scipy.stats import spearmanr
+    from irlvla_jax.train import reward as RW
+    # AUROC: perfect, reversed, and a hand-counted case with a tie.
+    assert RW.auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert RW.auroc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1])) == 0.0
+    # pos {0.5, 0.7}, neg {0.5, 0.1}: pairs (0.5>0.5 tie=.5, 0.5>0.1, 0.7>0.5, 0.7>0.1) -> 3.5/4
+    assert RW.auroc(np.array([0.5, 0.7, 0.5, 0.1]), np.array([1, 1, 0, 0])) == pytest.approx(0.875)
+    assert np.isnan(RW.auroc(np.array([0.3, 0.4]), np.array([1, 1])))
+    rng = np.random.default_rng(0)
+    pred = rng.normal(size=(5, 12))
+    true = np.round(pred + rng.normal(size=(5, 12)), 1)
+    true[:, :3] = true[:, 3:4]  # ties
+    rho = RW.within_scene_spearman(pred, true)
+    want = [spearmanr(p, t).statistic for p, t in zip(pred, true)]
+    np.testing.assert_allclose(rho, want, atol=1e-9)
+    assert np.isnan(RW.within_scene_spearman(pred[:1], np.ones((1, 12))))[0]
+    # Regret: RWM picks the true best in scene 0, a 0.5 candidate in scene 1 (best 1.0).
+    true2 = np.array([[0.2, 0.9, 0.5], [1.0, 0.5, 0.0]])
+    pred2 = np.array([[0.1, 0.8, 0.3], [0.2, 0.9, 0.1]])
+    labels = {k: np.ones_like(true2) for k in SUB_SCORES}
+    rep = RW.report({k: np.full_like(true2, 0.5) for k in SUB_SCORES}, pred2, labels, true2,
+                    np.array([0, 0, 1]), use_ec=False)
+    assert rep["regret"] == pytest.approx(0.25) and rep["epdms_rwm_top"] == pytest.approx(0.7)
+    assert rep["regret_policy_chains"] == pytest.approx(0.25)
+    assert rep["spearman_within_scene"] == pytest.approx(np.mean([1.0, 0.5]))
+
+
+def test_expert_perturbations_are_valid_and_varied():
+    from irlvla_jax.train.reward import perturb_expert
+    t = np.arange(1, 9, dtype=np.float32) * 0.5
+    expert = np.stack([8.0 * t, np.zeros(8), np.zeros(8)], -1)[None].astype(np.float32)  # 8 m/s straight
+    p = np.asarray(perturb_expert(jnp.asarray(expert), jax.random.PRNGKey(0), 64))
+    assert p.shape == (1, 64, 8, 3) and np.all(np.isfinite(p))
+    end = p[0, :, -1]
+    assert end[:, 0].std() > 1.0 and end[:, 1].std() > 0.5       # speed and lateral variation
+    assert np.any(np.all(np.abs(p[0] - expert[0]) < 1e-5, axis=(-2, -1)))  # some copies untouched
+    # At 0.5 s: lateral ramp <= 3.5 m / 8 plus rotation <= 0.25 rad of x <= 1.5 x 4 m -> |y| < 1.93 m.
+    assert np.all(np.abs(p[0, :, 0, 1]) < 0.4375 + 6.0 * np.sin(0.25) + 1e-4)
+    assert np.all(np.abs(p[0, :, :, 2]) < 0.25 + 3.5 * 0.25 / 8.0 + 1e-4)      # heading change bounded
+
+
+def test_ppo_candidates_follow_the_ppo_rollout_distribution():
+    """rwm.ppo_samples: samples of all K chains drawn as the PPO rollout draws them; their source id (5)
+    and count match candidate_sources, and the exploration noise moves them by about sigma."""
+    from irlvla_jax.models import planner as planner_lib, vla
+    from irlvla_jax.scene import SceneSpec
+    from irlvla_jax.train import reward as RW
+    from irlvla_jax.train.ppo_core import noise_factor
+    from irlvla_jax.train.synthetic import micro_config, random_anchors, random_scenes
+    cfg = micro_config()
+    spec = SceneSpec.from_config(cfg.scene)
+    K = int(cfg.data.num_anchors)
+    gd, params, consts = vla.build(cfg.model, spec, random_anchors(K))
+    model = nnx.merge(gd, params, consts)
+    scenes = random_scenes(spec, 2, seed=1)
+    tok = model.encode(scenes)
+    sched = planner_lib.make_schedule(cfg.model.planner)
+    L = noise_factor("smooth")
+    key = jax.random.PRNGKey(3)
+    x0 = RW.ppo_samples(model.planner, tok, key, 2, 0.0, L, sched)
+    x1 = RW.ppo_samples(model.planner, tok, key, 2, 0.05, L, sched)
+    assert x0.shape == (2, 2 * K, 8, 3)
+    rms = float(jnp.sqrt(jnp.mean((planner_lib.normalise(x1, sched) - planner_lib.normalise(x0, sched)) ** 2)))
+    assert 0.025 < rms < 0.15, rms
+    with cfg.unlocked():
+        cfg.rwm.ppo_samples = 2
+    cands, src = RW.make_candidates(model, tok, scenes, key, cfg.rwm, sched, (0.05, L))
+    np.testing.assert_array_equal(src, RW.candidate_sources(cfg))
+    assert cands.shape[1] == len(src) and int(np.sum(src == 5)) == 2 * K
+
+
+def test_loss_adds_the_weighted_ranking_term():
+    """reward.loss (the stage-2 objective): the RWM on candidates against scorer labels; the config's
+    rank_weight adds exactly rank_weight x the within-scene ranking loss to the total."""
+    import ml_collections
+    from irlvla_jax.models import reward_model as R
+    from irlvla_jax.train import reward as RW
+    cfg = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2, arch="light",
+                                         kinematic_features=False, ego_features=False, scene_features=False))
+    model = R.build(cfg, 12, rngs=nnx.Rngs(0))
+    tok = {k: jax.random.normal(jax.random.PRNGKey(i), (2, n, 12))
+           for i, (k, n) in enumerate((("meta", 2), ("bev", 4), ("map", 3), ("obj", 3), ("cmd", 1)))}
+    traj = jax.random.normal(jax.random.PRNGKey(9), (2, 5, 8, 3)) * 5.0
+    rng = np.random.default_rng(0)
+    labels = {k: jnp.asarray(rng.integers(0, 3, (2, 5)) / 2.0, jnp.float32) for k in R.TERNARY}
+    labels |= {k: jnp.asarray(rng.integers(0, 2, (2, 5)), jnp.float32) for k in R.BINARY}
+    labels["EP"] = jnp.asarray(rng.uniform(0, 1, (2, 5)), jnp.float32)
+    epdms = jnp.asarray(rng.uniform(0, 1, (2, 5)), jnp.float32)
+    rc = ml_collections.ConfigDict(dict(use_ec=False, epdms_weight=2.0, rank_weight=0.0, rank_scale=10.0))
+    pair = jnp.ones((5, 5))
+    total0, (terms0, out) = RW.loss(model, tok, traj, None, labels, epdms, rc, pair)
+    assert set(SUB_SCORES) - {"EC"} <= set(terms0) and float(total0) == pytest.approx(float(terms0["total"]))
+    rc.rank_weight = 1.5
+    total1, (terms1, _) = RW.loss(model, tok, traj, None, labels, epdms, rc, pair)
+    np.testing.assert_allclose(float(total1) - float(total0), 1.5 * float(terms1["rank"]), rtol=1e-5)
+    assert out.ep.shape == (2, 5)
