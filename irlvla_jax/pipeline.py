@@ -139,23 +139,33 @@ def evaluate_run(config, workdir: str, seed: int) -> Dict[str, Any]:
     return res
 
 
-def evaluate_split(config, workdir: str, seed: int, split: str) -> Dict[str, Any]:
+def evaluate_split(config, workdir: str, seed: int, split: str, policies: Dict[str, Callable] | None = None,
+                   rwm_report: bool = True) -> Dict[str, Any]:
     """The table of one split: the first ``pipeline.eval_scenes`` scenes, every policy of :data:`POLICIES`
     scored by ``irlvla_jax.evaluate.evaluate_splits`` (the function ``irlvla evaluate`` uses), the paired
-    differences of :data:`DIFFERENCES`, and the RWM report on the RL policy's own samples."""
+    differences of :data:`DIFFERENCES`, and (``rwm_report``) the RWM report on the RL policy's own samples.
+    ``policies`` (name -> PolicyFn for every name of :data:`POLICIES`) replaces the run's trained policies
+    (:func:`register_policies`)."""
     from irlvla_jax import evaluate
     from irlvla_jax.data import loader as L
     from irlvla_jax.train import ppo
     pc = config.pipeline
     scenes = L.load_split(config, split, data_dir=L.data_dir(config, workdir), limit=int(pc.eval_scenes))
-    names = register_policies(config, workdir, seed)
+    if policies is None:
+        names = register_policies(config, workdir, seed)
+    else:
+        for name, fn in policies.items():
+            evaluate.register_policy(name, fn, overwrite=True)
+        names = list(POLICIES)
     res = evaluate.evaluate_splits(config, workdir, names, scenes_by_split={split: scenes},
                                    differences=DIFFERENCES, keep_per_scene=True)["splits"][split]
     rows = {k: {c: res["groups"]["all"][k][c]["mean"] for c in COLUMNS} for k in names}
     diffs = {k: {q: d[q] for q in ("mean", "lo", "hi")} for k, d in res["differences"].items()}
     n = int(res["num_scenes"])
-    rwm_rep = ppo.rwm_report_on_policy(ppo.variant(config, reward="rwm"), workdir,
-                                       index(scenes, slice(0, min(int(pc.rwm_report_scenes), n))), seed=seed)
+    rwm_rep = None
+    if rwm_report:
+        rwm_rep = ppo.rwm_report_on_policy(ppo.variant(config, reward="rwm"), workdir,
+                                           index(scenes, slice(0, min(int(pc.rwm_report_scenes), n))), seed=seed)
     return dict(seed=seed, split=split, scenes=n, scoring_mode=str(config.scoring.mode),
                 best_of_n_candidates=int(pc.best_of_samples) * int(config.data.num_anchors), table=rows,
                 differences=diffs, rwm_on_policy=rwm_rep,

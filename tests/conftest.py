@@ -11,3 +11,17 @@ jax.config.update("jax_compilation_cache_dir", os.path.abspath(_cache))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 SHARED = os.environ.get("IRLVLA_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def world_dataset(tmp_path_factory):
+    """A tiny generated world dataset (val: 12 scenes) and a workdir: (config, workdir)."""
+    from irlvla_jax.data.tfds_builder import generate_dataset
+    from tests.data.conftest import tiny_config
+    d = str(tmp_path_factory.mktemp("evaldata"))
+    c = tiny_config(data_dir=d, num_train=4, num_val=12, num_test=4, num_hard=4, num_anchors=2)
+    generate_dataset(c, d, generator="irlvla_jax.world.generate:generate_scene", workers=0, progress=False)
+    return c, str(tmp_path_factory.mktemp("evalwork"))

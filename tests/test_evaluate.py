@@ -66,16 +66,6 @@ def test_policy_registry_and_trajectory_checks():
         E.load_stage_policies(None, "/tmp", "nonsense")
 
 
-@pytest.fixture(scope="module")
-def world_dataset(tmp_path_factory):
-    from irlvla_jax.data.tfds_builder import generate_dataset
-    from tests.data.conftest import tiny_config
-    d = str(tmp_path_factory.mktemp("evaldata"))
-    c = tiny_config(data_dir=d, num_train=4, num_val=12, num_test=4, num_hard=4, num_anchors=2)
-    generate_dataset(c, d, generator="irlvla_jax.world.generate:generate_scene", workers=0, progress=False)
-    return c, str(tmp_path_factory.mktemp("evalwork"))
-
-
 def test_evaluate_end_to_end(world_dataset, capsys):
     from irlvla_jax import config as C
     c, wd = world_dataset

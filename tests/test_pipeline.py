@@ -1,8 +1,10 @@
-"""irlvla_jax/pipeline.py: stage markers (resume), stage order, the results tables (no training)."""
+"""irlvla_jax/pipeline.py: stage markers (resume), stage order, the headline table through evaluate, the
+results files (no training)."""
 import json
 import os
 import types
 
+import numpy as np
 import pytest
 
 from irlvla_jax import pipeline as PL
@@ -103,3 +105,37 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     # Every training seed reads the dataset of seed 0 (the loader checks the world seed, not config.seed).
     assert {c[4] for c in calls if c[0] != "evaluate"} == {0}
     assert "mean +- std over seeds 0,1" in (tmp_path / "results.md").read_text()
+
+
+def test_headline_table_comes_from_evaluate(world_dataset, tmp_path):
+    """pipeline.evaluate_split (the code behind the headline table) on a generated split, with simple
+    policies under the table's names: every row is evaluate's mean, every difference is the paired
+    per-scene difference with its bootstrap interval, and the results files print the table."""
+    import copy
+    from irlvla_jax import evaluate as E
+    c, wd = world_dataset
+    c = copy.deepcopy(c)
+    c.pipeline.eval_split, c.pipeline.eval_scenes = "val", 10
+    c.evaluate.bootstrap, c.evaluate.renders, c.evaluate.chunk = 200, 0, 4
+    n_of = lambda s: np.asarray(s.scene_id).shape[0]  # noqa: E731
+    still = lambda s: np.zeros((n_of(s), 1, 8, 3), np.float32)  # noqa: E731
+    pols = {p: E.constant_velocity for p in PL.POLICIES}
+    pols.update(expert=E.expert, ppo_rwm=E.expert, il=still, ppo_rwm_choice=still)
+    try:
+        res = PL.evaluate_split(c, wd, 0, "val", policies=pols, rwm_report=False)
+    finally:
+        for p in PL.POLICIES:
+            if p not in ("constant_velocity", "expert"):
+                E.unregister_policy(p)
+    assert res["scenes"] == 10 and set(res["table"]) == set(PL.POLICIES)
+    per = {k: np.asarray(v) for k, v in res["per_scene_epdms"].items()}
+    for p in PL.POLICIES:
+        assert res["table"][p]["EPDMS"] == pytest.approx(per[p].mean()) and per[p].shape == (10,)
+    assert res["table"]["ppo_rwm"] == res["table"]["expert"]
+    d = res["differences"]["ppo_rwm - il"]
+    assert d["mean"] == pytest.approx((per["ppo_rwm"] - per["il"]).mean()) and d["lo"] <= d["mean"] <= d["hi"]
+    assert d["lo"] > 0                                   # the logged expert beats standing still
+    assert res["differences"]["ppo_rwm - ppo_rwm_choice"]["mean"] == pytest.approx(d["mean"])
+    assert set(res["differences"]) == {f"{a} - {b}" for a, b in PL.DIFFERENCES}
+    text = PL._write_results(str(tmp_path), [res])
+    assert "| RL (RWM reward) |" in text and "val split, 10 scenes" in text

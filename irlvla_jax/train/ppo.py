@@ -140,6 +140,13 @@ def make_vla_adapter(graphdef, consts, config) -> core.PolicyAdapter:
                               bc_loss=bc_loss, num_steps=n_steps)
 
 
+def loss(config, adapter: core.PolicyAdapter, params, static, mb, rng):
+    """The stage-3 objective with the knobs of ``config.ppo``: :func:`irlvla_jax.train.ppo_core.loss` (the
+    per-chain clipped surrogate over the denoising steps + the chain-choice loss + behaviour cloning) on a
+    minibatch ``mb`` of stored rollouts. -> (total, metrics)."""
+    return core.loss(adapter, core.PPOHyper.from_config(config.ppo), params, static, mb, rng)
+
+
 def make_reward_fn(config, rwm_graphdef=None, reward: Optional[str] = None):
     """reward_fn(static, batch, tokens, traj [B, N, 8, 3]) -> [B, N]: the RWM's EPDMS-formula reward of
     ``static["rwm"]`` (``reward = "rwm"``) or the true JAX scorer's EPDMS (``"scorer"``)."""
