@@ -28,11 +28,8 @@ def main():
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--config", default="configs/tiny.py")
     a = ap.parse_args()
-    import importlib.util
-    spec_mod = importlib.util.spec_from_file_location("cfg", a.config)
-    mod = importlib.util.module_from_spec(spec_mod)
-    spec_mod.loader.exec_module(mod)
-    spec = SceneSpec.from_config(mod.get_config().scene)
+    from irlvla_jax.config import load_config
+    spec = SceneSpec.from_config(load_config(a.config).scene)
     for mode in a.modes.split(","):
         res = A.run_agreement(spec, a.scenes, mode=mode, split=a.split, seed=a.seed, chunk=a.chunk,
                               progress=True)

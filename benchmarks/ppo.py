@@ -15,7 +15,6 @@ the first config>} with ratio = RWM trajectories/s / scorer trajectories/s.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -31,11 +30,8 @@ from irlvla_jax.train import ppo, ppo_core as core, reward as RW, synthetic  # n
 
 
 def _config(name):
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, here)
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m.get_config()
+    from irlvla_jax.config import load_config
+    return load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "default.py"), name)
 
 
 def _timed(fn, args, iters):
@@ -61,7 +57,7 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
     rgd, rparams = RW.build_rwm(c)
     scenes = synthetic.random_scenes(spec, B, seed=1, vocab=int(c.model.semantic.vocab_size))
     hp = core.PPOHyper.from_config(c.ppo)
-    adapter, _, state, static, _ = ppo.build(c, gd, params, consts, rgd, rparams, "rwm")
+    adapter, _, state, static, _ = ppo.build(c, gd, params, consts, rgd, rparams)
     factor = core.noise_factor(hp.noise)
 
     @jax.jit

@@ -12,7 +12,6 @@ call); ``ratio`` = baseline step time / functional step time. Prints one JSON li
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -27,11 +26,9 @@ DEFAULT_PEAK_TFLOPS = {"cpu": 0.05, "gpu": 60.0, "tpu": 197.0}  # fp32-ish assum
 
 
 def load_config(name):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", f"{name}.py")
-    sp = importlib.util.spec_from_file_location(f"cfg_{name}", path)
-    mod = importlib.util.module_from_spec(sp)
-    sp.loader.exec_module(mod)
-    return mod.get_config()
+    from irlvla_jax import config as config_lib
+    return config_lib.load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+                                               "default.py"), name)
 
 
 def _time(fn, n):

@@ -1,11 +1,11 @@
 """``irlvla evaluate``: policies -> trajectories -> EPDMS tables with bootstrap 95 % intervals.
 
-    irlvla evaluate --config configs/tiny.py --workdir DIR [--stage il,rl] [--config.evaluate.max_scenes=N]
+    irlvla evaluate --config configs/tiny.py --workdir DIR [--policies il,ppo_rwm] [--config.evaluate.max_scenes=N]
 
 For every split in ``config.evaluate.splits`` (loaded whole with ``data.loader.load_split``), every policy
 proposes one plan per scene (``[B, 1, 8, 3]``: 8 poses (x, y, heading) at 0.5 ... 4.0 s, metres /
-radians, ego rear-axle frame at t0), the JAX scorer (``scoring.epdms.make_scorer``, mode
-``config.scoring.mode``, human filter ``config.scoring.human_filter``) scores them, and a table of EPDMS and
+radians, ego rear-axle frame at t0), the JAX scorer (``scoring.epdms.scorer_from_config``: mode, human
+filter and devices of ``config.scoring``) scores them in chunks (``score_in_chunks``), and a table of EPDMS and
 its 9 sub-scores per policy is printed and written to ``<workdir>/eval/evaluate_<mode>.{json,md}``: the
 mean over scenes with a seeded percentile-bootstrap 95 % interval, for the whole split and per scenario
 family. TensorBoard scalars go to ``<workdir>/tb/eval``.
@@ -14,12 +14,14 @@ Policies are a registry ``name -> fn(scenes: Scene [B]) -> trajectories [B, 1, 8
 * built in: ``constant_velocity`` (the ego's body-frame velocity held for 4 s, heading kept) and
   ``expert`` (the logged plan; an upper reference, not a learned policy);
 * :func:`register_policy` adds any other (e.g. best-of-N by the true scorer);
-* trained stages: ``--stage il,rl`` loads the stages' latest checkpoints through the loaders in
-  ``STAGE_LOADERS`` (``loader(config, workdir) -> policy fn``); :func:`register_stage_loader` adds more.
-  ``--stage all`` loads every stage whose loader is importable and has a checkpoint.
-Stages: ``il`` (imitation), ``rl`` (PPO, reward-world-model reward), ``rl_scorer`` (PPO ablation, true-scorer
-reward). When ``il`` and an RL stage are evaluated, the paired difference RL - IL (per scene, same scenes)
-is reported with its bootstrap interval (:func:`paired_difference`).
+* trained runs, by run name (the checkpoint folder): ``--policies il,rwm,ppo_rwm`` loads their latest
+  checkpoints through ``STAGE_LOADERS`` (``loader(config, workdir) -> policy fn``; each stage module's
+  ``policy``); ``--policies all`` loads every run that has a checkpoint. Runs: ``il`` (imitation), ``rwm``
+  (the IL chains picked by the RWM), ``ppo_rwm`` (RL, RWM reward), ``ppo_scorer`` (RL, true-scorer reward:
+  ablation), ``ppo_rwm_choice`` (RL re-ranking only: ablation).
+Paired EPDMS differences (per scene, same scenes) with bootstrap intervals (:func:`paired_difference`):
+each RL run - IL and every learned policy - constant velocity (:func:`default_differences`), or the pairs
+a caller passes (``irlvla pipeline`` uses this same function for its table).
 
 The main tables use no previous-frame plan (a learned policy would need the sensors of the frame at
 -0.5 s, which dataset scenes do not hold), so there EC = 1 and EPDMS uses the /14 denominator

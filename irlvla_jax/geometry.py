@@ -328,16 +328,6 @@ def project_to_polyline(points, line):
     return arc, side * dist, dist
 
 
-def interpolate_polyline(line, s):
-    """Points ``[..., K, 2]`` at arc lengths ``s [..., K]`` along ``line [..., R, 2]`` (clipped to the ends)."""
-    arc = polyline_arclength(line)
-    x = jnp.interp(s, arc, line[..., 0]) if line.ndim == 2 else None
-    if line.ndim != 2:
-        raise ValueError("interpolate_polyline expects an unbatched line [R, 2]; vmap it for batches")
-    y = jnp.interp(s, arc, line[..., 1])
-    return jnp.stack([x, y], axis=-1)
-
-
 def interp(x, xp, fp):
     """``jnp.interp(x, xp, fp[..., c])`` for every channel c at once: ``x [...]``, ``xp [R]`` sorted,
     ``fp [R, C]`` -> ``[..., C]``. The same formula as ``jnp.interp`` (constant extrapolation), with a

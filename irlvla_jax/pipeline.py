@@ -1,20 +1,24 @@
-"""``irlvla pipeline``: generate -> IL -> RWM -> PPO (RWM reward) -> PPO (true-scorer reward) -> evaluate.
+"""``irlvla pipeline``: generate -> il -> rwm -> ppo_rwm -> ppo_scorer -> ppo_rwm_choice -> evaluate.
 
     irlvla pipeline --config configs/tiny.py --workdir DIR [--seeds 0,1,2] [--config.key=value ...]
 
 Resumable stage by stage: each finished stage writes ``<run>/stages/<stage>.json`` (its summary) and is
 skipped when that marker exists; the training stages also resume from their own latest checkpoint when
-killed mid-way. With ``--seeds``, the dataset is generated once in ``DIR`` (seed ``config.seed``) and each
-training seed runs in ``DIR/seed_<s>`` (``config.seed = s``; data read from ``DIR/data``).
+killed mid-way. Stage names are run names: the checkpoint folders, TensorBoard runs and table rows carry
+the same names (``ppo_rwm``: RL with the RWM reward; ``ppo_scorer``: with the true scorer, ablation, for
+``pipeline.scorer_updates``; ``ppo_rwm_choice``: re-ranking only, ablation, :func:`choice_config`). With
+``--seeds``, the dataset is generated once in ``DIR`` (seed ``config.seed``) and each training seed runs
+in ``DIR/seed_<s>`` (``config.seed = s``; data read from ``DIR/data``).
 
-The evaluation (test split, ``config.pipeline.eval_split``, first ``eval_scenes`` scenes, scorer mode of
-``config.scoring``) ends with one table per seed: constant velocity, expert, IL, RL (RWM reward),
-RL (true-scorer reward, ablation), best-of-N by the true scorer (all K anchor chains of
-``pipeline.best_of_samples`` IL samples, the best one picked with the true score: an upper bound);
-EPDMS and the 9 sub-scores each; then RL - IL (EPDMS, per-scene paired) with a bootstrap 95% interval
-(``irlvla_jax.evaluate.paired_difference`` when available). With several seeds, a final table of the mean
-and std over seeds. Outputs: ``<run>/results.json``, ``<run>/results.md``, ``<run>/pipeline.png``
-(training curves + example scenes with candidates coloured by true and by RWM-predicted reward).
+The evaluation is ``irlvla_jax.evaluate.evaluate_splits`` (what ``irlvla evaluate`` runs): the table's
+policies (:data:`POLICIES`: constant velocity, expert, IL, the IL chains picked by the RWM, the three RL
+runs, and best-of-N by the true scorer over all K anchor chains of ``pipeline.best_of_samples`` IL samples,
+an upper reference) are registered with it (:func:`register_policies`) and scored on the first
+``pipeline.eval_scenes`` scenes of ``pipeline.eval_split`` (and of ``pipeline.extra_splits``); EPDMS and
+the 9 sub-scores each, the paired differences of :data:`DIFFERENCES` with bootstrap 95% intervals, and the
+RWM's ranking quality on the RL policy's own samples. With several seeds, a final table of the mean and std
+over seeds. Outputs: ``<run>/results.json``, ``<run>/results.md``, ``<run>/pipeline.png`` (training curves
++ example scenes with candidates coloured by true and by RWM-predicted reward), ``<run>/reward_vs_true.png``.
 """
 from __future__ import annotations
 

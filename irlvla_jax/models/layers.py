@@ -82,21 +82,6 @@ class Block(nnx.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class CrossBlock(nnx.Module):
-    """Pre-LayerNorm cross-attention from queries ``[B, N, D]`` to a context ``[B, S, D]`` + MLP."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4, *, rngs: nnx.Rngs, dtype=jnp.float32):
-        self.ln_q = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype)
-        self.ln_c = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype)
-        self.attn = Attention(dim, heads, rngs=rngs, dtype=dtype)
-        self.ln2 = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype)
-        self.mlp = MLP(dim, mlp_ratio * dim, dim, rngs=rngs, dtype=dtype)
-
-    def __call__(self, q, ctx):
-        q = q + self.attn(self.ln_q(q), self.ln_c(ctx))
-        return q + self.mlp(self.ln2(q))
-
-
 def sinusoidal(t, dim: int, max_period: float = 10000.0):
     """Sinusoidal embedding of (integer or real) positions/timesteps: ``t [...] -> [..., dim]`` float32."""
     half = dim // 2

@@ -28,7 +28,6 @@ from flax import struct
 from irlvla_jax.scoring import comfort, metrics, reference_planner, rollout
 
 SUB_SCORES = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
-MULTIPLICATIVE = ("NC", "DAC", "DDC", "TLC")
 WEIGHTS = {"EP": 5.0, "TTC": 5.0, "LK": 2.0, "HC": 2.0, "EC": 2.0}
 PROGRESS_THRESHOLD = 5.0
 MODES = ("tracked", "direct")

@@ -27,7 +27,7 @@ LK_LIMIT, LK_STEPS = 0.5, 20
 NC_STATIC_PENALTY = 0.5
 # TLC tests the ego box only against the lights that are ever red on the route; at most this many
 # (a static subset, so the box-polygon tests stay cheap). Scenes with more are refused at conversion
-# (``irlvla_jax.scoring.vectors``) and counted by :func:`route_light_overflow`.
+# (``irlvla_jax.scoring.vectors``).
 MAX_ROUTE_LIGHTS = 4
 
 
@@ -71,12 +71,6 @@ def select_lights(polygons, red):
     k = min(MAX_ROUTE_LIGHTS, polygons.shape[0])
     order = jnp.argsort(~jnp.any(red, axis=-1), stable=True)[:k]
     return polygons[order], red[order]
-
-
-def route_light_overflow(scene):
-    """Number of on-route lights beyond MAX_ROUTE_LIGHTS (must be 0 for exact TLC)."""
-    n = np.sum(np.asarray(scene.light_valid) & np.asarray(scene.light_on_route), axis=-1)
-    return np.maximum(n - MAX_ROUTE_LIGHTS, 0)
 
 
 def area_flags(scene, corners, center, rear):
@@ -201,32 +195,13 @@ def _bearing(rear, target, cos_h, sin_h):
     return (dot > 0) & (dot2 > _COS2_AHEAD * n2), (dot < 0) & (dot2 > _COS2_BEHIND * n2)
 
 
-def _exclusive_any_before(events, axis=-1):
-    """True where some event happened strictly earlier along ``axis``.
-
-    Via the index of the first event (a min-reduction, O(n)) rather than a cumulative sum, which
-    XLA:CPU lowers to an O(n^2) reduce-window."""
-    n = events.shape[axis]
-    shape = [1] * events.ndim
-    shape[axis] = n
-    idx = jnp.arange(n).reshape(shape)
-    first = jnp.min(jnp.where(events, idx, n), axis=axis, keepdims=True)
-    return idx > first
-
-
 def _first_before(a, b):
     """Per row of ``a, b [R, n]`` (disjoint events): some ``a`` event occurs with no ``b`` event before it,
     i.e. the first ``a`` comes before the first ``b`` -> bool [R]. The same as
-    ``any(a & ~_exclusive_any_before(b))`` with two O(n) min-reductions."""
+    "some a event with no b event at or before it", computed with two O(n) min-reductions."""
     n = a.shape[-1]
     idx = jnp.arange(n)
     return jnp.min(jnp.where(a, idx, n), axis=-1) < jnp.min(jnp.where(b, idx, n), axis=-1)
-
-
-def trajectory_flags(scene, states):
-    """Per-step area flags of one trajectory ``states [41, 11]`` (the expensive, object-free part)."""
-    corners, center = ego_boxes(states)
-    return area_flags(scene, corners, center, states[:, :2])
 
 
 def trajectory_metrics(scene, ctx, states, fl=None):

@@ -68,21 +68,6 @@ def _polygon_centroid(poly):
     return jnp.stack([cx, cy], axis=-1)
 
 
-def _segments_to_polygon_distance(s0, s1, seg_ok, poly):
-    """Min distance between valid segments s0-s1 [K, 2] and polygon(s) [..., V, 2]; 0 when they touch."""
-    q0 = poly[..., None, :, :]
-    q1 = jnp.roll(poly, -1, axis=-2)[..., None, :, :]
-    a0, a1 = s0[:, None, :], s1[:, None, :]                                # [K, 1, 2]
-    d = jnp.minimum(jnp.minimum(geo.point_segment_distance(a0, q0, q1), geo.point_segment_distance(a1, q0, q1)),
-                    jnp.minimum(geo.point_segment_distance(q0, a0, a1), geo.point_segment_distance(q1, a0, a1)))
-    cross = geo.segments_intersect(a0, a1, q0, q1)
-    d = jnp.where(cross, 0.0, d)
-    d = jnp.min(d, axis=-1)                                                # [..., K]
-    inside = geo.points_in_polygon(s0, poly)                               # [..., K]
-    d = jnp.where(inside, 0.0, d)
-    return jnp.min(jnp.where(seg_ok, d, jnp.inf), axis=-1)
-
-
 def starting_speed_limit(scene):
     """Speed limit of NAVSIM's starting lane (m/s; FALLBACK_SPEED when unknown)."""
     origin = jnp.zeros((1, 2))
@@ -312,14 +297,3 @@ def select(m):
     total = multi * (5 * ep + 5 * m["TTC"] + 2 * m["LK"] + 2 * 1.0) / 14.0
     return jnp.argmax(total), total
 
-
-def pdm_closed(scene, return_all: bool = False):
-    """Reference poses [41, 3] (t = 0..4 s, ego frame) of PDM-Closed for one scene (standalone; the
-    scorer fuses these steps with its own rollout and metrics calls)."""
-    refs, ctx = proposals(scene)
-    states = rollout.rollout(refs, rollout.ego_state_array(scene.ego_state), "tracked")
-    m = jax.vmap(lambda st: metrics.trajectory_metrics(scene, ctx, st))(states)
-    best, total = select(m)
-    if return_all:
-        return refs[best], dict(refs=refs, total=total, best=best, metrics=m)
-    return refs[best]

@@ -2,7 +2,9 @@
 
     irlvla train --stage il --config configs/tiny.py --workdir DIR
 
-Loss (weights ``config.il.w_*``)::
+The stage module's four names (train/loop.py): :func:`loss`, :func:`train`, :func:`restore`, :func:`policy`.
+
+Loss (:func:`loss`, weights ``config.il.w_*``)::
 
     w_traj * L1(x0 of the positive anchor chain, expert)     (normalised trajectory space, planner.py)
   + w_mode * CE(mode logits, positive anchor)
@@ -12,14 +14,15 @@ Loss (weights ``config.il.w_*``)::
 
 Optimiser: AdamW, linear warm-up then cosine decay to ``end_lr_ratio * lr``, global-norm clipping.
 One jitted train step (``make_train_step``) with the state donated; parameters replicated, the batch
-sharded over the mesh's 'data' axis (train/mesh.py). Validation every ``val_every`` steps on a fixed
-val subset: loss terms, ADE / FDE (metres, the top-scored of K chains, one sample) and EPDMS through
-``irlvla_jax.scoring.epdms.make_scorer`` when the scorer is available. Checkpoints (train/checkpoint.py)
-every ``checkpoint_every`` steps and at the end, with the data-iterator state, so a killed run resumes
-exactly. TensorBoard scalars in ``<workdir>/tb/il``; checkpoints in ``<workdir>/checkpoints/il``.
+sharded over the mesh's 'data' axis (train/mesh.py); the host loop is train/loop.py. Validation every
+``val_every`` steps on a fixed val subset: loss terms, ADE / FDE (metres, the top-scored of K chains, one
+sample) and EPDMS (``config.scoring``). Checkpoints every ``checkpoint_every`` steps and at the end, with
+the data-iterator state, so a killed run resumes exactly. TensorBoard scalars in ``<workdir>/tb/il``;
+checkpoints in ``<workdir>/checkpoints/il``.
 
-Evaluation hook: :func:`load_policy` ``(config, workdir) -> fn(scenes) -> [B, 1, 8, 3]`` (metres,
-radians, ego frame) restores the latest IL checkpoint; ``irlvla_jax.evaluate`` registers it as "il".
+:func:`policy` ``(config, workdir) -> fn(scenes) -> [B, 1, 8, 3]`` (metres, radians, ego frame) restores
+the latest IL checkpoint (``irlvla evaluate --policies il``); :func:`chains` gives all K anchor chains
+(the candidates of best-of-N and of the RWM stage's policy).
 """
 from __future__ import annotations
 

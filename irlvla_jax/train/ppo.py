@@ -5,7 +5,9 @@
 
 The math (rollout, per-chain log-probs, anchor-group advantages, the clipped objectives, the scan-structured
 update) is generic and lives in :mod:`irlvla_jax.train.ppo_core`; this module adapts the VLA to it and
-runs the loop.
+exposes the stage's four names (train/loop.py): :func:`loss`, :func:`train`, :func:`restore`, :func:`policy`.
+A run is named by :func:`run_name` from ``ppo.reward`` and ``ppo.objective`` (``ppo_rwm``, ``ppo_scorer``,
+``ppo_rwm_choice``); :func:`variant` makes the config of another run.
 
 Policy: the VLA's truncated-diffusion planner (``models/planner.py``). A sample runs the K anchor chains
 jointly through the ``ddim_steps`` DDIM steps; evaluation executes the chain with the highest mode logit
@@ -27,7 +29,7 @@ true scorer (``ppo/exec_true_epdms`` beside ``ppo/exec_reward``: the reward-hack
 Checkpoints: ``<workdir>/checkpoints/<run_name>`` (``ppo_rwm``, ``ppo_scorer``, ``ppo_rwm_choice``;
 Orbax, with the data-iterator state; resumable); TensorBoard in ``<workdir>/tb/<run_name>``. A
 non-finite reward stops training with :class:`~irlvla_jax.train.ppo_core.NonFiniteRewardError` before
-anything of that update is saved. :func:`load_policy` gives the evaluation policy ``scenes -> [B, 1, 8, 3]``.
+anything of that update is saved. :func:`policy` gives the evaluation policy ``scenes -> [B, 1, 8, 3]``.
 """
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
     irlvla train --stage rwm --config configs/tiny.py --workdir DIR
 
+The stage module's four names (train/loop.py): :func:`loss`, :func:`train`, :func:`restore` and
+:func:`policy` (the IL planner's anchor chains, the one with the highest RWM reward executed).
+
 Per training scene, the jitted step builds N candidate trajectories [B, N, 8, 3] (metres / radians, ego
 frame at t0):
   * policy: ``rwm.policy_samples`` samples of the IL policy, *all* K anchor chains of each (the set the

@@ -136,10 +136,6 @@ def boxes_mask(boxes: np.ndarray, grid) -> np.ndarray:
     return m
 
 
-def _box_polys(boxes: np.ndarray) -> np.ndarray:
-    return box_corners(boxes)
-
-
 # ----------------------------------------------------------------------------------------------------
 # BEV semantic raster.
 

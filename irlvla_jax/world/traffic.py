@@ -20,11 +20,10 @@ from typing import List, Optional
 import numpy as np
 
 from irlvla_jax.geometry import EGO_LENGTH
-from irlvla_jax.scene import AGENT_BICYCLE, AGENT_PEDESTRIAN, AGENT_STATIC, AGENT_VEHICLE, T_FUT, DT
+from irlvla_jax.scene import AGENT_PEDESTRIAN, AGENT_STATIC, AGENT_VEHICLE, T_FUT, DT
 from irlvla_jax.world.paths import Path
 
 T = np.arange(T_FUT) * DT          # 0.0 ... 4.0 s
-HEIGHTS = {AGENT_VEHICLE: 1.6, AGENT_PEDESTRIAN: 1.75, AGENT_BICYCLE: 1.6, AGENT_STATIC: 0.9}
 
 
 @dataclasses.dataclass
