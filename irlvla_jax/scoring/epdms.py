@@ -75,7 +75,7 @@ def _prepare_scene(scene, traj, prev, ref_poses, modes):
         plan_refs, ctx_fc = reference_planner.proposals(scene)
     else:
         plan_refs, ctx_fc = jnp.broadcast_to(ref_poses, (15,) + ref_poses.shape), \
-            reference_planner._forecast_context(scene)
+            reference_planner.forecast_context(scene)
     n_plan = plan_refs.shape[0]
     init = rollout.ego_state_array(scene.ego_state)
     refs = [plan_refs, rollout.interpolate_poses(traj), rollout.interpolate_poses(scene.expert_future)[None]]

@@ -85,7 +85,7 @@ def starting_speed_limit(scene):
     return jnp.where(lim > 0, lim, FALLBACK_SPEED)
 
 
-def _forecast_context(scene):
+def forecast_context(scene):
     """The planner's observation as a metrics context: t0 objects at constant velocity, 0.2 s samples."""
     boxes0 = scene.agent_boxes[:, 0]                                       # [A, 5]
     static = scene.agent_type == AGENT_STATIC
@@ -277,7 +277,7 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets):
 
 def proposals(scene, ctx=None):
     """PDM-Closed's 15 reference proposals [15, 41, 3] (3 paths x 5 speeds, path-major) and its context."""
-    ctx = _forecast_context(scene) if ctx is None else ctx
+    ctx = forecast_context(scene) if ctx is None else ctx
     limit = starting_speed_limit(scene)
     targets = jnp.asarray(SPEED_FRACTIONS) * limit
 
