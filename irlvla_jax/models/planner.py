@@ -45,7 +45,7 @@ new parameters is ``gaussian_log_prob(x_{k+1}, step_mean(params', x_k, k), std_k
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -78,13 +78,27 @@ class Schedule:
     min_std: float = struct.field(pytree_node=False)
 
 
+class ScheduleKey(NamedTuple):
+    """Everything that defines a :class:`Schedule`, hashable (stored on the module as static metadata)."""
+    train_timesteps: int
+    trunc_steps: int
+    ddim_steps: int
+    beta_start: float
+    beta_end: float
+    norm_offset: tuple
+    norm_scale: tuple
+    eta: float
+    min_std: float
+
+
 def schedule_key(pcfg, ddim_steps: int | None = None, eta: float | None = None,
-                 min_std: float | None = None) -> tuple:
-    """Hashable tuple of everything that defines a :class:`Schedule` (stored on the module)."""
-    return (int(pcfg.train_timesteps), int(pcfg.trunc_steps), int(pcfg.ddim_steps if ddim_steps is None else ddim_steps),
-            float(pcfg.beta_start), float(pcfg.beta_end), tuple(float(v) for v in pcfg.norm_offset),
-            tuple(float(v) for v in pcfg.norm_scale), float(pcfg.eta if eta is None else eta),
-            float(pcfg.min_std if min_std is None else min_std))
+                 min_std: float | None = None) -> ScheduleKey:
+    """The :class:`ScheduleKey` of ``config.model.planner`` (overrides for ddim_steps / eta / min_std)."""
+    return ScheduleKey(int(pcfg.train_timesteps), int(pcfg.trunc_steps),
+                       int(pcfg.ddim_steps if ddim_steps is None else ddim_steps), float(pcfg.beta_start),
+                       float(pcfg.beta_end), tuple(float(v) for v in pcfg.norm_offset),
+                       tuple(float(v) for v in pcfg.norm_scale), float(pcfg.eta if eta is None else eta),
+                       float(pcfg.min_std if min_std is None else min_std))
 
 
 def make_schedule(pcfg, ddim_steps: int | None = None, eta: float | None = None,
@@ -94,8 +108,10 @@ def make_schedule(pcfg, ddim_steps: int | None = None, eta: float | None = None,
 
 
 @functools.lru_cache(maxsize=64)
-def _schedule_from_key(key: tuple) -> Schedule:
-    T, trunc, n, beta_start, beta_end, offset, scale, eta, min_std = key
+def _schedule_from_key(key: ScheduleKey) -> Schedule:
+    T, trunc, n = key.train_timesteps, key.trunc_steps, key.ddim_steps
+    beta_start, beta_end, offset, scale, eta, min_std = (key.beta_start, key.beta_end, key.norm_offset,
+                                                         key.norm_scale, key.eta, key.min_std)
     if not 1 <= trunc <= T:
         raise ValueError(f"config.model.planner.trunc_steps={trunc} must be in [1, train_timesteps={T}]")
     if not 1 <= n <= trunc:
