@@ -342,7 +342,7 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
             sres["per_scene"], sres["trajectories"] = per_policy, trajs
         sres["seconds"] = round(time.time() - t0, 2)
         results["splits"][split] = sres
-        n_render = int(ec.get("renders", 0))
+        n_render = int(ec.renders)
         if n_render > 0:
             sres["renders"] = render_examples(scenes, {p: pols[p] for p in names}, per_policy, split,
                                               os.path.join(workdir, "eval", "renders"), n_render)

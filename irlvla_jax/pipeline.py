@@ -138,7 +138,7 @@ def evaluate_run(config, workdir: str, seed: int) -> Dict[str, Any]:
     of ``pipeline.extra_splits`` (all their scenes, up to ``eval_scenes``) under ``"other_splits"``."""
     pc = config.pipeline
     res = evaluate_split(config, workdir, seed, str(pc.eval_split))
-    extra = [str(x) for x in pc.get("extra_splits", ()) if str(x) != str(pc.eval_split)]
+    extra = [str(x) for x in pc.extra_splits if str(x) != str(pc.eval_split)]
     res["other_splits"] = [evaluate_split(config, workdir, seed, x) for x in extra]
     return res
 

@@ -110,8 +110,8 @@ def render(config, workdir, args):
     """PNG per scene for the first N scenes (by id) of a split: <workdir>/render/<split>/<family>_<id>.png."""
     from irlvla_jax import viz
     rest = list(getattr(args, "rest", []) or [])
-    split = str(config.data.get("render_split", "val"))
-    count = int(config.data.get("render_count", 8))
+    split = str(config.data.render_split)
+    count = int(config.data.render_count)
     for a in rest:
         if a in SPLITS:
             split = a

@@ -51,7 +51,7 @@ class DatasetError(FileNotFoundError):
 
 def data_dir(config, workdir: str) -> str:
     """config.data.data_dir if set, else <workdir>/data (absolute)."""
-    d = str(config.data.get("data_dir", "") or "")
+    d = str(config.data.data_dir or "")
     return os.path.abspath(d if d else os.path.join(workdir, "data"))
 
 
@@ -63,7 +63,7 @@ def resolve_data_dir(config, workdir: str) -> str:
 
 
 def _dir(config, data_dir_: Optional[str]) -> str:
-    d = data_dir_ or str(config.data.get("data_dir", "") or "")
+    d = data_dir_ or str(config.data.data_dir or "")
     if not d:
         raise ValueError("config.data.data_dir is empty: pass data_dir=irlvla_jax.data.loader.data_dir(config, "
                          "workdir), or set --config.data.data_dir=DIR")
@@ -183,7 +183,7 @@ def make_loader(config, split: str, batch_size: int, *, shuffle: bool = True, se
                          f"(config.data.{'num_' + split})")
     ds = grain.MapDataset.source(src)
     if shuffle:
-        ds = ds.seed(int(config.data.get("shuffle_seed", 0) if seed is None else seed)).shuffle()
+        ds = ds.seed(int(config.data.shuffle_seed if seed is None else seed)).shuffle()
     ds = ds[: per_process * pc][pi::pc]
     if num_epochs is None:
         ds = ds.repeat()

@@ -57,7 +57,7 @@ SPLIT_KEYS = {"train": "num_train", "val": "num_val", "test": "num_test", "hard"
 def world_seed(config) -> int:
     """The seed the dataset is generated from: ``config.data.world_seed`` when >= 0, else ``config.seed``.
     (``irlvla pipeline --seeds`` pins it to the dataset's seed, so training seeds vary alone.)"""
-    ws = int(config.data.get("world_seed", -1)) if "data" in config else -1
+    ws = int(config.data.world_seed)
     return ws if ws >= 0 else int(config.seed)
 
 

@@ -25,7 +25,7 @@ EXACT_TOL = 1e-6
 
 
 def _mode(config, args) -> str:
-    mode = getattr(args, "mode", None) or (config.scoring.mode if "scoring" in config else "tracked")
+    mode = getattr(args, "mode", None) or config.scoring.mode
     if mode not in ("tracked", "direct"):
         raise ValueError(f"--mode must be 'tracked' or 'direct', got {mode!r}")
     return mode
@@ -189,9 +189,9 @@ def score(config, workdir, args):
     preds = read_predictions(args.predictions)
     data_dir = loader.resolve_data_dir(config, workdir)
     scenes = loader.load_split(config, split, data_dir=data_dir)
-    hf = bool(config.scoring.human_filter) if "scoring" in config else True
+    hf = bool(config.scoring.human_filter)
     from irlvla_jax.scoring import epdms
-    fn, n_dev = epdms.scorer_from_config(config, mode) if "scoring" in config else (None, 1)
+    fn, n_dev = epdms.scorer_from_config(config, mode)
     ids, res = score_predictions(scenes, preds, mode, human_filter=hf, chunk=epdms.round_chunk(16, n_dev),
                                  scorer=fn)
     summary = {"mode": mode, "split": split, "scenes": len(ids), "human_filter": hf,

@@ -251,8 +251,8 @@ def scorer_from_config(config, mode: str = None):
     ``n_devices`` (:func:`round_chunk`). Single-process only (each process scores its own files)."""
     sc = config.scoring
     mode = str(sc.mode) if mode is None else mode
-    hf = bool(sc.get("human_filter", True))
-    n = int(sc.get("num_devices", 1))
+    hf = bool(sc.human_filter)
+    n = int(sc.num_devices)
     if n == 1:
         return make_scorer(mode, hf), 1
     mesh = data_mesh(n, key="config.scoring.num_devices")
