@@ -8,7 +8,15 @@ leaves the previous checkpoint as the latest). Items:
 * ``data``   — the data iterator's ``get_state()`` as JSON (grain iterators and the DATA loader expose
   ``get_state()/set_state()``; this is what ``grain.checkpoint.CheckpointSave`` writes too), restored with
   ``set_state``;
-* ``config`` — the full config as JSON.
+* ``config`` — the full config as JSON;
+* ``digest`` — the integrity record written at save time: a CRC-32 of every saved array's bytes and the
+  names of non-finite arrays (a state with any is refused: NaN is never saved).
+
+Integrity on restore: the restored arrays are re-hashed and compared with ``digest`` and checked finite;
+a step that fails (or whose files cannot be read at all) raises :class:`~irlvla_jax.errors.CheckpointCorrupt`
+naming the step's folder and the array. :meth:`Checkpointer.resume` then sets the step aside
+(``<step>.corrupt``), says so in one line, and falls back to the newest intact step.
+:func:`verify_directory` checks every step of a folder (``irlvla checkpoints``).
 
 Restore validates before reading any array: (1) the saved config's model-defining sections
 (``scene``, ``model``, ``data.num_anchors``) against the current config, and (2) every entry of the
@@ -21,13 +29,17 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Optional, Tuple
+import zlib
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from irlvla_jax.errors import CheckpointCorrupt, NonFiniteError
+
 MODEL_KEYS = ("scene", "model")
+CORRUPT_SUFFIX = ".corrupt"
 
 
 class CheckpointMismatch(ValueError):
@@ -47,6 +59,44 @@ def tree_entries(tree) -> Dict[str, Tuple[tuple, str]]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         out["/".join(_key_str(k) for k in path)] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
     return out
+
+
+def host_arrays(tree) -> Dict[str, np.ndarray]:
+    """Pytree of (device) arrays -> {"a/b/0": contiguous host numpy array} (typed PRNG keys as their data)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = leaf.addressable_data(0)      # a replicated multi-process array: this process's copy
+        out["/".join(_key_str(k) for k in path)] = np.ascontiguousarray(jax.device_get(leaf))
+    return out
+
+
+def digest(tree) -> Dict[str, Any]:
+    """The integrity record of a state: {"crc32": {name: CRC-32 of the array's bytes}, "nonfinite": [names of
+    floating arrays holding a NaN / inf]}."""
+    crc, bad = {}, []
+    for name, a in host_arrays(tree).items():
+        crc[name] = zlib.crc32(a.reshape(-1).view(np.uint8)) if a.size else 0
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            bad.append(name)
+    return {"crc32": crc, "nonfinite": bad}
+
+
+def check_digest(saved: Optional[Dict[str, Any]], state, where: str) -> None:
+    """Raise CheckpointCorrupt naming the first array of ``state`` that is not finite or whose bytes differ
+    from ``saved`` (the digest written at save time; None: an old checkpoint without one, only finiteness)."""
+    now = digest(state)
+    if now["nonfinite"]:
+        raise CheckpointCorrupt(f"checkpoint {where}: array {now['nonfinite'][0]} holds NaN/inf "
+                                f"({len(now['nonfinite'])} array(s) non-finite)")
+    if saved is None:
+        return
+    for name, c in now["crc32"].items():
+        if saved["crc32"].get(name) != c:
+            raise CheckpointCorrupt(f"checkpoint {where}: array {name} does not match the digest written when "
+                                    "it was saved (damaged file)")
 
 
 def _metadata_entries(md, prefix="") -> Dict[str, Tuple[tuple, str]]:
@@ -121,22 +171,36 @@ def compare_trees(saved: Dict[str, tuple], target: Dict[str, tuple], where: str)
 
 class Checkpointer:
     """Thin wrapper over ``ocp.CheckpointManager``. ``config`` is saved with every step and checked on
-    restore."""
+    restore; every step carries the digest of its arrays, checked on restore."""
 
     def __init__(self, directory: str, *, config=None, max_to_keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(directory)
         self.config = _config_json(config)
-        opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
+        self.max_to_keep, self.async_save = max_to_keep, async_save
+        self._open()
+
+    def _open(self) -> None:
+        opts = ocp.CheckpointManagerOptions(max_to_keep=self.max_to_keep, enable_async_checkpointing=self.async_save,
                                             create=True)
         handlers = dict(state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler(),
-                        data=ocp.JsonCheckpointHandler())
+                        data=ocp.JsonCheckpointHandler(), digest=ocp.JsonCheckpointHandler())
         self.mngr = ocp.CheckpointManager(self.directory, options=opts, item_handlers=handlers)
 
     def latest_step(self) -> Optional[int]:
         return self.mngr.latest_step()
 
+    def all_steps(self) -> List[int]:
+        return sorted(self.mngr.all_steps())
+
     def save(self, step: int, state, data_iter=None, force: bool = False) -> bool:
-        args = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(self.config))
+        """Save ``state`` (+ the data iterator's state, the config and the digest) as ``step``. A state
+        holding NaN / inf is refused with NonFiniteError before anything is written."""
+        dg = digest(state)
+        if dg["nonfinite"]:
+            raise NonFiniteError(f"refusing to save step {step} to {self.directory}: array {dg['nonfinite'][0]} "
+                                 f"holds NaN/inf ({len(dg['nonfinite'])} array(s))")
+        args = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(self.config),
+                    digest=ocp.args.JsonSave(dg))
         if data_iter is not None:
             args["data"] = ocp.args.JsonSave({"state": data_iter.get_state()})
         return self.mngr.save(int(step), args=ocp.args.Composite(**args), force=force)
@@ -148,44 +212,130 @@ class Checkpointer:
         self.mngr.wait_until_finished()
         self.mngr.close()
 
+    def where(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
     def validate(self, abstract_state, step: Optional[int] = None) -> int:
         """Check config and state structure of ``step`` (default latest); return the step."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        where = os.path.join(self.directory, str(step))
-        saved_cfg = self.mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        where = self.where(step)
+        try:
+            saved_cfg = self.mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        except Exception as e:  # noqa: BLE001 - any failure to read is damage, reported in one line
+            raise CheckpointCorrupt(f"checkpoint {where}: its config item cannot be read "
+                                    f"({type(e).__name__}: {_first_line(e)})") from e
         if self.config:
             compare_configs(saved_cfg or {}, self.config, where)
-        md = self.mngr.item_metadata(step)["state"]
+        try:
+            md = self.mngr.item_metadata(step)["state"]
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointCorrupt(f"checkpoint {where}: its state metadata cannot be read "
+                                    f"({type(e).__name__}: {_first_line(e)})") from e
         md = getattr(md, "tree", md)
         if md is None:
-            raise CheckpointMismatch(f"checkpoint {where} has no readable 'state' item (incomplete or foreign "
-                                     "checkpoint); delete it or use a new workdir")
+            raise CheckpointCorrupt(f"checkpoint {where}: no readable 'state' item (incomplete or foreign "
+                                    "checkpoint)")
         compare_trees(_metadata_entries(md), tree_entries(abstract_state), where)
         return step
 
-    def resume(self, state, data_iter=None, name: str = "train", unit: str = "step"):
-        """Resume from the latest checkpoint if there is one: -> (state, start step); (state, 0) otherwise.
-
-        ``state`` (concrete) gives the expected structure; the data iterator is restored in place."""
-        if self.latest_step() is None:
-            return state, 0
-        from irlvla_jax.train.state import abstract_like
-        state, start = self.restore(abstract_like(state), data_iter=data_iter)
-        print(f"{name}: resumed from {unit} {start}")
-        return state, start
-
     def restore(self, abstract_state, step: Optional[int] = None, data_iter=None):
-        """Validate, then restore the state (and the data iterator in place). -> (state, step)."""
+        """Validate, restore and verify the state (and the data iterator in place). -> (state, step).
+        Raises CheckpointMismatch (the checkpoint is of another config / model) or CheckpointCorrupt."""
         step = self.validate(abstract_state, step)
+        where = self.where(step)
         args = dict(state=ocp.args.StandardRestore(abstract_state))
+        has_digest = os.path.isdir(os.path.join(where, "digest"))
+        if has_digest:
+            args["digest"] = ocp.args.JsonRestore()
         if data_iter is not None:
             args["data"] = ocp.args.JsonRestore()
-        out = self.mngr.restore(step, args=ocp.args.Composite(**args))
+        try:
+            out = self.mngr.restore(step, args=ocp.args.Composite(**args))
+        except Exception as e:  # noqa: BLE001 - TensorStore / JSON errors of a damaged step: one line
+            raise CheckpointCorrupt(f"checkpoint {where}: cannot be read ({type(e).__name__}: "
+                                    f"{_first_line(e)})") from e
+        check_digest(out.get("digest") if has_digest else None, out["state"], where)
         if data_iter is not None:
             if out.get("data") is None:
-                raise CheckpointMismatch(f"checkpoint {self.directory}/{step} has no data-iterator state; "
+                raise CheckpointMismatch(f"checkpoint {where} has no data-iterator state; "
                                          "resume with a fresh workdir or without a data iterator")
             data_iter.set_state(out["data"]["state"])
         return out["state"], step
+
+    def set_aside(self, step: int) -> str:
+        """Rename a damaged step's folder to ``<step>.corrupt`` (kept for inspection, no longer a step)."""
+        self.mngr.wait_until_finished()
+        src = self.where(step)
+        dst = src + CORRUPT_SUFFIX
+        n = 1
+        while os.path.exists(dst):
+            n += 1
+            dst = f"{src}{CORRUPT_SUFFIX}{n}"
+        os.replace(src, dst)
+        self.mngr.close()
+        self._open()
+        return dst
+
+    def restore_intact(self, abstract_state, data_iter=None, name: str = "", set_aside: bool = True):
+        """Restore the newest step that passes its integrity check; each damaged newer step is reported in
+        one line and (``set_aside``) renamed ``<step>.corrupt``. -> (state, step), or (None, None) when no
+        step is intact."""
+        for step in reversed(self.all_steps()):
+            try:
+                return self.restore(abstract_state, step, data_iter=data_iter)
+            except CheckpointCorrupt as e:
+                msg = f"{name + ': ' if name else ''}{e}"
+                if set_aside:
+                    msg += f"; set aside as {self.set_aside(step)}"
+                print(msg + "; falling back to the previous step", flush=True)
+        return None, None
+
+    def resume(self, state, data_iter=None, name: str = "train", unit: str = "step"):
+        """Resume from the newest intact checkpoint if there is one: -> (state, start step); (state, 0)
+        otherwise. ``state`` (concrete) gives the expected structure; the data iterator is restored in
+        place. Damaged steps are set aside (see :meth:`restore_intact`)."""
+        if self.latest_step() is None:
+            return state, 0
+        from irlvla_jax.train.state import abstract_like
+        restored, start = self.restore_intact(abstract_like(state), data_iter=data_iter, name=name)
+        if restored is None:
+            print(f"{name}: no intact checkpoint left in {self.directory}; starting from {unit} 0", flush=True)
+            return state, 0
+        print(f"{name}: resumed from {unit} {start}")
+        return restored, start
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def verify_directory(directory: str) -> List[Dict[str, Any]]:
+    """Every step of a checkpoint folder with its status: "ok" (digest and finiteness pass), "unverified"
+    (saved without a digest; finite), "corrupt: <reason>"; set-aside folders listed as "set aside".
+    Arrays are restored as saved (no model needed). -> [{"step", "status", "path"}]."""
+    rows = []
+    mngr = ocp.CheckpointManager(os.path.abspath(directory), item_handlers=dict(
+        state=ocp.StandardCheckpointHandler(), digest=ocp.JsonCheckpointHandler()))
+    for step in sorted(mngr.all_steps()):
+        where = os.path.join(directory, str(step))
+        has_digest = os.path.isdir(os.path.join(where, "digest"))
+        args = dict(state=ocp.args.StandardRestore())
+        if has_digest:
+            args["digest"] = ocp.args.JsonRestore()
+        try:
+            out = mngr.restore(step, args=ocp.args.Composite(**args))
+            check_digest(out.get("digest") if has_digest else None, out["state"], where)
+            status = "ok" if has_digest else "unverified (saved without a digest)"
+        except CheckpointCorrupt as e:
+            status = f"corrupt: {_first_line(e)}"
+        except Exception as e:  # noqa: BLE001
+            status = f"corrupt: cannot be read ({type(e).__name__}: {_first_line(e)})"
+        rows.append(dict(step=step, status=status, path=where))
+    mngr.close()
+    for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        if CORRUPT_SUFFIX in entry:
+            rows.append(dict(step=entry.split(".")[0], status="set aside", path=os.path.join(directory, entry)))
+    return rows

@@ -42,7 +42,7 @@ from irlvla_jax.models.semantic import check_vocab
 from irlvla_jax.scene import Scene, SceneSpec, padded_chunks, validate
 from irlvla_jax.train import loop
 from irlvla_jax.train import mesh as mesh_lib
-from irlvla_jax.train.state import TrainState
+from irlvla_jax.train.state import TrainState, finite_flags
 
 RUN = "il"   # checkpoints/il, tb/il, il_metrics.jsonl
 LOSS_TERMS = ("traj_l1", "mode_ce", "det_heat", "det_box", "bev_seg", "map_line", "map_exist", "meta_speed",
@@ -105,7 +105,7 @@ def make_train_step(graphdef, tx, il, mesh, sched=None) -> Callable:
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.consts, scene, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(terms, loss=loss, grad_norm=optax.global_norm(grads))
+        metrics = dict(terms, loss=loss, grad_norm=optax.global_norm(grads), **finite_flags(loss, grads, params))
         if sched is not None:
             metrics["lr"] = sched(state.step)
         new = state.replace(params=params, opt_state=opt_state, step=state.step + 1, rng=next_rng)

@@ -9,7 +9,11 @@ checkpoint), then :func:`run` (the loop below) with the stage's jitted step.
 
 The loop, for step in [start, total): ``state, metrics = step_fn(state, next_batch(step))``; the
 optional host ``check(metrics, step)`` (PPO: raises on a non-finite reward) runs BEFORE any checkpoint
-of that step; scalars are logged every ``log_every`` steps (TensorBoard ``<workdir>/tb/<name>``, the
+of that step. Every step function returns the finiteness of its loss, gradients and parameters
+(``train.state.finite_flags``); the loop keeps those device flags without a host round-trip and reads
+them at every log / checkpoint step and at the end, so a non-finite step stops training with
+:class:`~irlvla_jax.errors.NonFiniteError` naming the first bad step and quantity, before any checkpoint
+of it (saves of earlier steps still in flight finish first). Scalars are logged every ``log_every`` steps (TensorBoard ``<workdir>/tb/<name>``, the
 JSON-lines history and the progress bar, :class:`~irlvla_jax.train.logging.Logger`); ``validate(step,
 state)`` every ``validate_every`` steps and at the end; a checkpoint every ``checkpoint_every`` steps and
 at the end (with the data-iterator state: a killed run resumes exactly).
@@ -29,7 +33,9 @@ import numpy as np
 
 from irlvla_jax.train import mesh as mesh_lib
 from irlvla_jax.train.checkpoint import Checkpointer
+from irlvla_jax.errors import NonFiniteError
 from irlvla_jax.train.logging import Logger, quiet_libraries
+from irlvla_jax.train.state import FINITE_PREFIX
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,12 +105,17 @@ def checkpoint_dir(workdir: str, name: str) -> str:
 
 
 def open_latest(config, workdir: str, name: str, abstract_state, hint: str):
-    """Restore the latest checkpoint of run ``name`` into ``abstract_state`` -> state. A missing
-    checkpoint raises FileNotFoundError ending with ``hint`` (the command that makes one)."""
+    """Restore the newest intact checkpoint of run ``name`` into ``abstract_state`` -> state (a damaged
+    newer step is reported in one line and skipped). No checkpoint raises FileNotFoundError ending with
+    ``hint`` (the command that makes one); no intact one raises CheckpointCorrupt."""
+    from irlvla_jax.errors import CheckpointCorrupt
     ckpt = Checkpointer(checkpoint_dir(workdir, name), config=config, async_save=False)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"no {name} checkpoint in {ckpt.directory}; {hint}")
-    state, _ = ckpt.restore(abstract_state)
+    state, _ = ckpt.restore_intact(abstract_state, name=name, set_aside=False)
+    if state is None:
+        raise CheckpointCorrupt(f"no intact {name} checkpoint in {ckpt.directory} (`irlvla checkpoints` lists "
+                                f"them); {hint}")
     return state
 
 
@@ -139,6 +150,19 @@ def run(*, workdir: str, name: str, prep: Prepared, total: int, step_fn: Callabl
     ``check(host_metrics, step)`` runs on every step's metrics before its checkpoint."""
     mesh, state, start, ckpt, it = prep.mesh, prep.state, prep.start, prep.ckpt, prep.train_iter
     log = Logger(workdir, name, total, start, enable_tqdm=progress)
+    pending: List[tuple] = []           # (step, device finiteness flags) not yet read on the host
+    last_saved = [start if start else None]
+
+    def check_pending():
+        for s, flags in jax.device_get(pending):
+            bad = [k[len(FINITE_PREFIX):] for k, ok in flags.items() if not bool(ok)]
+            if bad:
+                raise NonFiniteError(
+                    f"{name}: step {s}: non-finite {' and '.join(bad)}; stopped before saving it (last checkpoint: "
+                    f"{'step ' + str(last_saved[0]) if last_saved[0] else 'none'}); lower the learning rate "
+                    f"or check the inputs")
+        pending.clear()
+
     history: List[Dict[str, float]] = []
     last_val: Dict[str, float] = {}
     times: List[float] = []
@@ -158,9 +182,12 @@ def run(*, workdir: str, name: str, prep: Prepared, total: int, step_fn: Callabl
             t0 = time.time()
             state, metrics = step_fn(state, batch)
             step += 1
+            pending.append((step, {k: v for k, v in metrics.items() if k.startswith(FINITE_PREFIX)}))
+            metrics = {k: v for k, v in metrics.items() if not k.startswith(FINITE_PREFIX)}
             host_metrics = None
-            if check is not None or step % log_every == 0 or step == total or step == start + 1:
-                host_metrics = jax.device_get(metrics)         # the only host sync: at logged steps
+            save_now = step % checkpoint_every == 0 or step == total
+            if check is not None or step % log_every == 0 or save_now or step == start + 1:
+                host_metrics = jax.device_get(metrics)         # the only host sync: at logged / saved steps
                 now = time.time()
                 if step == start + 1:
                     compile_s = now - t0
@@ -169,6 +196,8 @@ def run(*, workdir: str, name: str, prep: Prepared, total: int, step_fn: Callabl
                 t_mark, step_mark = now, step
             if check is not None:
                 check(host_metrics, step)
+            if host_metrics is not None:
+                check_pending()
             log.advance()
             if step % log_every == 0 or step == total:
                 vals = log.scalars(step, {k: v for k, v in host_metrics.items() if np.ndim(v) == 0}, prefix)
@@ -177,12 +206,17 @@ def run(*, workdir: str, name: str, prep: Prepared, total: int, step_fn: Callabl
                 last_val = log.scalars(step, validate(step, state), "val/")
             if step % checkpoint_every == 0 and step != total:
                 ckpt.save(step, state, it)
+                last_saved[0] = step
             if stop_at is not None and step >= stop_at:
                 raise Stop()
+        check_pending()
         ckpt.save(step, state, it, force=True)
         ckpt.wait()
     except Stop:
         ckpt.wait()
+    except BaseException:
+        ckpt.wait()            # saves of earlier steps in flight finish; nothing of the failing step is written
+        raise
     finally:
         log.close()
     jax.block_until_ready(state)

@@ -56,6 +56,8 @@ import numpy as np
 import optax
 from flax import struct
 
+from irlvla_jax.train.state import finite_flags
+
 LOG_2PI = math.log(2.0 * math.pi)
 OBJECTIVES = ("denoise", "choice")
 ADVANTAGES = ("anchor", "scene")
@@ -393,6 +395,7 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
         new_state = PPOState(params=keep(new_p, state.params), opt_state=keep(new_o, state.opt_state),
                              step=state.step + finite.astype(state.step.dtype), rng=rng)
         metrics = {k: jnp.mean(v) for k, v in ms.items()}
+        metrics.update(finite_flags(ms["loss"], ms["grad_norm"], new_p))
         # -- MONITOR: the pre-update policy's executed trajectories ---------------------------------------
         ex = rollout(adapter, pp, tokens, batch, r_exec, 1, 0.0)
         ex_traj = adapter.to_traj(executed(ex.x0, ex.logits), batch)

@@ -57,6 +57,7 @@ from irlvla_jax.scoring.epdms import SUB_SCORES
 from irlvla_jax.train import imitation, loop
 from irlvla_jax.train import mesh as mesh_lib
 from irlvla_jax.train.ppo_core import noise_factor
+from irlvla_jax.train.state import finite_flags
 
 RUN = "rwm"   # checkpoints/rwm, tb/rwm, rwm_metrics.jsonl
 
@@ -329,7 +330,7 @@ def make_fns(config, vla_gd, rwm_gd, tx):
         pred = R.predicted_reward(out, use_ec)
         m = {f"loss_{k}": v for k, v in losses.items()}
         m.update(grad_norm=gnorm[-1], true_epdms=jnp.mean(s.EPDMS),
-                 reward_mae=jnp.mean(jnp.abs(pred - s.EPDMS)))
+                 reward_mae=jnp.mean(jnp.abs(pred - s.EPDMS)), **finite_flags(losses["total"], gnorm, params))
         return state.replace(params=params, opt_state=opt, step=state.step + 1, rng=nxt), m
 
     def eval_step(params, vla_params, vla_consts, scenes, rng):

@@ -43,3 +43,18 @@ def abstract_like(tree: Any) -> Any:
         sh = getattr(x, "sharding", None)
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
     return jax.tree.map(f, tree)
+
+
+FINITE_PREFIX = "finite_"
+
+
+def finite_flags(loss, grads, params) -> dict:
+    """In-jit finiteness of a training step's quantities: {"finite_loss", "finite_grads", "finite_params"}
+    (bool scalars). A step function returns them among its metrics; the host loop (train/loop.py) checks
+    them before any checkpoint of that step and names the first quantity that is not finite."""
+    def all_finite(tree):
+        leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+                  if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+        return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+    return {f"{FINITE_PREFIX}loss": all_finite(loss), f"{FINITE_PREFIX}grads": all_finite(grads),
+            f"{FINITE_PREFIX}params": all_finite(params)}

@@ -24,3 +24,84 @@ def test_state_mismatch_names_the_entry(tmp_path):
             "step": jax.ShapeDtypeStruct((), np.int32)}
     state, step = ck.restore(good)
     assert step == 1 and state["params"]["planner"]["kernel"].shape == (4, 3)
+
+
+# --------------------------------------------------------------------------------------------------
+# Integrity: a digest written at save time, checked on restore; resume falls back to the newest intact step.
+
+def _two_steps(tmp_path, n=4000):
+    import jax.numpy as jnp
+    ck = Checkpointer(str(tmp_path / "ck"), async_save=False)
+    for step in (1, 2):
+        ck.save(step, {"params": {"w": jnp.arange(n, dtype=jnp.float32) * step}, "step": jnp.int32(step)})
+    ck.wait()
+    return ck, {"params": {"w": jnp.zeros(n, jnp.float32)}, "step": jnp.int32(0)}
+
+
+def _largest_data_file(step_dir):
+    import os
+    files = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs
+             if os.sep + "d" + os.sep in os.path.join(dp, f) + os.sep]
+    return max(files, key=os.path.getsize)
+
+
+def _damage_xor(path):
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+def _damage_low_bit(path):
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0x01
+    open(path, "wb").write(bytes(data))
+
+
+def _damage_truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 3])
+
+
+def _damage_delete(path):
+    import os
+    os.remove(path)
+
+
+@pytest.mark.parametrize("damage", [_damage_xor, _damage_low_bit, _damage_truncate, _damage_delete])
+def test_damaged_array_file_falls_back_to_the_intact_step(tmp_path, capsys, damage):
+    import os
+    ck, state = _two_steps(tmp_path)
+    damage(_largest_data_file(ck.where(2)))
+    restored, step = ck.resume(state, name="il")
+    out = capsys.readouterr().out
+    assert step == 1 and int(restored["step"]) == 1
+    np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), np.arange(4000, dtype=np.float32))
+    line = [ln for ln in out.splitlines() if "set aside" in ln][0]
+    assert ck.where(2) in line and "falling back" in line and len(out.splitlines()) == 2   # + "resumed from"
+    assert os.path.isdir(ck.where(2) + ".corrupt") and ck.all_steps() == [1]
+
+
+@pytest.mark.parametrize("what", ["config", "state"])
+def test_damaged_metadata_or_missing_state_falls_back(tmp_path, capsys, what):
+    import os
+    import shutil
+    ck, state = _two_steps(tmp_path)
+    if what == "config":
+        open(os.path.join(ck.where(2), "config", "metadata"), "w").write("{not json")
+    else:
+        shutil.rmtree(os.path.join(ck.where(2), "state"))
+    _, step = ck.resume(state, name="rwm")
+    assert step == 1 and f"checkpoint {ck.where(2)}" in capsys.readouterr().out
+
+
+def test_nan_is_never_saved_and_digest_lists_steps(tmp_path):
+    import jax.numpy as jnp
+    from irlvla_jax.errors import NonFiniteError
+    from irlvla_jax.train.checkpoint import verify_directory
+    ck, _ = _two_steps(tmp_path)
+    with pytest.raises(NonFiniteError, match=r"refusing to save step 3 .*params/w holds NaN"):
+        ck.save(3, {"params": {"w": jnp.full(4, jnp.nan)}, "step": jnp.int32(3)})
+    assert ck.all_steps() == [1, 2]
+    _damage_xor(_largest_data_file(ck.where(2)))
+    rows = {r["step"]: r["status"] for r in verify_directory(ck.directory)}
+    assert rows[1] == "ok" and rows[2].startswith("corrupt:")

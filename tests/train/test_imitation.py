@@ -123,3 +123,17 @@ def test_loss_gathers_every_weighted_term(one_device):
     il.w_traj = 0.0
     total0, _ = imitation.loss(model, scene, jax.random.key(0), il)
     np.testing.assert_allclose(float(total) - float(total0), float(w["traj_l1"]) * float(terms["traj_l1"]), rtol=1e-4)
+
+
+def test_exploding_learning_rate_stops_before_a_nan_checkpoint(tmp_path):
+    """il.lr = 1e30: training stops with NonFiniteError naming the step and quantity; every checkpoint
+    written before it is intact and finite (NaN is never saved)."""
+    from irlvla_jax.errors import NonFiniteError
+    from irlvla_jax.train.checkpoint import verify_directory
+    cfg = micro_config()
+    cfg.il.lr, cfg.il.steps, cfg.il.checkpoint_every, cfg.il.warmup_steps = 1e30, 40, 1, 0
+    spec = SceneSpec.from_config(cfg.scene)
+    with pytest.raises(NonFiniteError, match=r"il: step \d+: non-finite (loss|grads|params)"):
+        _run(cfg, tmp_path, random_anchors(cfg.data.num_anchors), spec)
+    rows = verify_directory(str(tmp_path / "checkpoints" / "il"))
+    assert all(r["status"] == "ok" for r in rows), rows

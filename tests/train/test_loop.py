@@ -69,3 +69,24 @@ def test_check_raising_prevents_that_steps_checkpoint(tmp_path):
         _run(tmp_path, 6, log_every=5, checkpoint_every=1, check=check)
     ckpt = Checkpointer(str(tmp_path / "ckpt"), async_save=False)
     assert seen == [1, 2] and list(ckpt.mngr.all_steps()) == [1] and 2 not in ckpt.mngr.all_steps()
+
+
+def test_non_finite_step_stops_before_its_checkpoint(tmp_path):
+    """The finiteness flags a step returns are read at log / checkpoint steps without a per-step host sync;
+    the first bad step and quantity are named and no checkpoint of it (or after it) exists."""
+    from irlvla_jax.errors import NonFiniteError
+    from irlvla_jax.train.state import finite_flags
+
+    @jax.jit
+    def nan_at_3(state, batch):
+        w = state["w"] + jnp.where(batch[0] == 3.0, jnp.nan, batch)       # step 3 (1-based) goes NaN
+        loss = jnp.sum(w)
+        return {"w": w}, {"loss": loss, **finite_flags(loss, batch, w)}
+
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=100, async_save=False)
+    prep = loop.Prepared(mesh=None, state={"w": jnp.zeros(3)}, start=0, ckpt=ckpt, train_iter=None)
+    with pytest.raises(NonFiniteError, match=r"toy: step 3: non-finite loss and params; stopped before saving "
+                                             r"it \(last checkpoint: step 2\)"):
+        loop.run(workdir=str(tmp_path), name="toy", prep=prep, total=10, step_fn=nan_at_3, prefix="toy/",
+                 next_batch=_batch, progress=False, log_every=5, checkpoint_every=2)
+    assert list(ckpt.mngr.all_steps()) == [2]
