@@ -11,6 +11,7 @@ this module's parsed flags plus positional ``args.rest``. One meaning per flag:
                  ppo_rwm_choice; comma-separated, or all)
   --split        `score`: the split the predictions are for (default test)
   --predictions  `score`: the predictions file (JSON or .npz)
+  --subset       `score`: allow predictions for a subset of the split's scenes
   --mode         `score`, `vectors`: scoring mode override, tracked | direct
   --seeds        `pipeline`: comma-separated training seeds
 
@@ -37,6 +38,7 @@ COMMANDS = {
     "evaluate": ("irlvla_jax.evaluate:main", "EPDMS tables for baselines and trained policies"),
     "train": ("irlvla_jax.train.commands:train", "train a stage: --stage il | rwm | ppo"),
     "pipeline": ("irlvla_jax.pipeline:main", "generate -> IL -> RWM -> PPO -> evaluate, resumable"),
+    "checkpoints": ("irlvla_jax.train.inspect_checkpoints:main", "list every checkpoint step with its integrity"),
 }
 
 
@@ -78,7 +80,8 @@ def _run(argv):
     modname, fn = COMMANDS[cmd][0].split(":")
     func = getattr(importlib.import_module(modname), fn)
     args = types.SimpleNamespace(stage=FLAGS.stage, policies=FLAGS.policies, split=FLAGS.split,
-                                 predictions=FLAGS.predictions, mode=FLAGS.mode, rest=rest[1:], seeds=FLAGS.seeds)
+                                 predictions=FLAGS.predictions, mode=FLAGS.mode, rest=rest[1:], seeds=FLAGS.seeds,
+                                 subset=FLAGS.subset)
     return func(cfg, workdir, args)
 
 
@@ -103,6 +106,7 @@ def main(argv=None) -> None:
                                           "ppo_rwm_choice; comma-separated, or all)")
     flags.DEFINE_string("split", None, "`score`: the split the predictions are for (default test)")
     flags.DEFINE_string("predictions", None, "`score`: the predictions file (JSON or .npz)")
+    flags.DEFINE_bool("subset", False, "`score`: allow predictions for a subset of the split's scenes")
     flags.DEFINE_string("mode", None, "`score`, `vectors`: scoring mode override, tracked | direct")
     flags.DEFINE_string("seeds", None, "comma-separated seeds for `pipeline`")
 

@@ -7,8 +7,11 @@
   ``{"mode", "proposals", "agreement": {...}, "mean_abs_delta_epdms"}``.
 * ``score``: a predictions file maps scene ids to 8 poses ``[[x, y, heading] x 8]`` (JSON object, or
   ``.npz`` with arrays ``scene_id [K]`` and ``trajectories [K, 8, 3]``); the scenes come from the
-  dataset's split (``--split`` names it, default ``test``). Unknown ids, non-finite values and
-  wrong shapes are refused with a message naming the scene and the field; nothing is silently scored.
+  dataset's split (``--split`` names it, default ``test``), and every scene of it needs exactly one
+  prediction (``--subset`` allows fewer; the table then says "n of N scenes"). Unreadable files, ids that
+  are not integers, unknown or repeated ids, non-numeric, non-finite (as float32) or implausible values
+  (:data:`MAX_ABS_XY`, :data:`MAX_ABS_HEADING`) and wrong shapes are refused with one line naming the
+  file, the scene and the field; nothing is silently scored.
 """
 from __future__ import annotations
 
@@ -113,64 +116,212 @@ def vectors(config, workdir, args):
 # ----------------------------------------------------------------------------------------------------
 # irlvla score --predictions FILE
 
+# Plausibility bounds of a predicted pose (ego rear-axle frame at t0; metres, radians). The plan spans
+# 4 s and no ego drives faster than ~50 m/s (180 km/h), so |x| and |y| cannot exceed 4 * 50 = 200 m:
+# a pose outside that box is a unit or frame error (centimetres, a global / UTM frame), not a plan.
+MAX_ABS_XY = 200.0
+# Headings are radians. 2*pi admits both the [-pi, pi] and the [0, 2*pi) conventions (and an unwrapped
+# U-turn); anything larger is degrees or garbage.
+MAX_ABS_HEADING = 2 * np.pi
+POSE_FIELDS = ("x", "y", "heading")
+FORMATS = ("expected a JSON object {\"scene_id\": [[x, y, heading] x 8]} or an .npz with arrays "
+           "scene_id [K] (integers) and trajectories [K, 8, 3] (floats)")
+_SHOW = 40   # characters of a bad value shown in a message
+
+
+def _short(v) -> str:
+    r = repr(dict(v) if isinstance(v, _Pairs) else v)
+    return r if len(r) <= _SHOW else r[:_SHOW - 3] + "..."
+
+
+def _kind(v) -> str:
+    return {bool: "a boolean", str: "a string", type(None): "null/None", list: "a list",
+            _Pairs: "an object", dict: "an object"}.get(type(v), type(v).__name__)
+
+
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs in file order (json.load keeps only the last duplicate)."""
+
+
+def _unreadable(path: str, why: str) -> ValueError:
+    return ValueError(f"predictions {path}: cannot read the file ({why}); {FORMATS}")
+
+
+def _where(path: str, sid) -> str:
+    return f"predictions {path}: scene {sid}: field 'trajectory'"
+
+
+def _json_pose_values(path: str, sid, traj):
+    """Walk the nested lists of one JSON trajectory: every leaf an int/float (not bool) -> nested floats."""
+    def walk(v, at):
+        if type(v) is list:                        # not _Pairs: a JSON object is no pose
+            return [walk(x, at + (i,)) for i, x in enumerate(v)]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            loc = (f"pose {at[0]}, {POSE_FIELDS[at[1]]}" if len(at) == 2 and at[1] < 3
+                   else "element " + "".join(f"[{i}]" for i in at) if at else "value")
+            raise ValueError(f"{_where(path, sid)}: {loc} is {_kind(v)} ({_short(v)}), expected a number "
+                             f"(x, y in metres, heading in radians)")
+        try:
+            return float(v)
+        except OverflowError:                      # an integer too large for a float
+            return float("inf")
+    return walk(traj, ())
+
+
+def _check_trajectory(path: str, sid, arr: np.ndarray) -> np.ndarray:
+    """[8, 3] numeric -> float32, refusing wrong shapes, non-finite (after the cast) and implausible poses."""
+    if arr.shape != (8, 3):
+        raise ValueError(f"{_where(path, sid)} must have shape (8, 3) (8 poses x [x, y, heading]), got "
+                         f"{arr.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        a32 = arr.astype(np.float32)
+    bad = ~np.isfinite(a32)
+    if bad.any():
+        r, c = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{_where(path, sid)} has a non-finite value ({float(arr[r, c]):g} -> {float(a32[r, c])} as float32) "
+                         f"at pose {r}, {POSE_FIELDS[c]}; every value must be a finite float32")
+    lim = np.asarray([MAX_ABS_XY, MAX_ABS_XY, MAX_ABS_HEADING], np.float32)
+    bad = np.abs(a32) > lim
+    if bad.any():
+        r, c = (int(v) for v in np.argwhere(bad)[0])
+        what = (f"|{POSE_FIELDS[c]}| <= {MAX_ABS_XY:g} m (4 s of driving in the ego frame at t0; are the "
+                f"poses in metres, in the ego frame?)" if c < 2 else
+                f"|heading| <= 2*pi (radians, not degrees)")
+        raise ValueError(f"{_where(path, sid)} pose {r}, {POSE_FIELDS[c]} = {float(arr[r, c]):g} is implausible: "
+                         f"expected {what}")
+    return a32
+
+
+def _read_json(path: str, raw: bytes):
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _unreadable(path, "not UTF-8 text: a pickle or other binary file?") from None
+    try:
+        d = json.loads(text, object_pairs_hook=_Pairs)
+    except json.JSONDecodeError as e:
+        raise _unreadable(path, f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise _unreadable(path, "JSON nested too deeply") from None
+    if not isinstance(d, _Pairs):
+        raise _unreadable(path, f"the JSON top level is {_kind(d)}, not an object")
+    items, first = [], {}
+    for n, (key, traj) in enumerate(d):
+        if not (key.isascii() and key.isdigit()):
+            raise ValueError(f"predictions {path}: scene id {_short(key)} (JSON key #{n}) is not an integer; "
+                             f"keys must be integer scene ids such as \"12\"")
+        sid = int(key)
+        if sid in first:
+            raise ValueError(f"predictions {path}: scene {sid}: field 'scene id' appears twice (JSON keys "
+                             f"{_short(first[sid])} and {_short(key)}); give one trajectory per scene")
+        first[sid] = key
+        try:
+            arr = np.asarray(_json_pose_values(path, sid, traj), np.float64)
+        except ValueError as e:
+            if str(e).startswith(f"predictions {path}:"):
+                raise
+            raise ValueError(f"{_where(path, sid)} must have shape (8, 3) (8 poses x [x, y, heading]), got "
+                             f"ragged nested lists") from None
+        items.append((sid, arr))
+    return items
+
+
+def _read_npz(path: str):
+    import zipfile
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _unreadable(path, f"not a valid .npz: {why}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise _unreadable(path, "a single .npy array, not an .npz archive")
+    with z:
+        arrays = {}
+        for k in ("scene_id", "trajectories"):
+            if k not in z.files:
+                raise ValueError(f"predictions {path}: missing array '{k}' (have {sorted(z.files)}); {FORMATS}")
+            try:
+                arrays[k] = z[k]
+            except ValueError as e:        # object arrays need pickle: refused
+                raise ValueError(f"predictions {path}: field '{k}' is an object array (pickled; "
+                                 f"{str(e).splitlines()[0]}); save it as a numeric array") from None
+            except (OSError, EOFError, zipfile.BadZipFile) as e:
+                raise _unreadable(path, f"array '{k}' is corrupt: {e}") from None
+    ids, traj = arrays["scene_id"], arrays["trajectories"]
+    if ids.ndim != 1:
+        raise ValueError(f"predictions {path}: field 'scene_id' must have shape [K], got {ids.shape}")
+    if ids.dtype.kind not in "iu":
+        vals = ids.tolist()
+        bad = next((v for v in vals if isinstance(v, float) and not v.is_integer()), vals[0] if vals else None)
+        at = f" (e.g. {_short(bad)})" if vals else ""
+        raise ValueError(f"predictions {path}: field 'scene_id' has dtype {ids.dtype}{at}, expected integers; "
+                         f"save it as np.asarray(ids, np.int64)")
+    if traj.dtype.kind not in "iuf":
+        raise ValueError(f"predictions {path}: field 'trajectories' has dtype {traj.dtype}, expected a numeric "
+                         f"(float) array [K, 8, 3] of x, y in metres and heading in radians")
+    if traj.ndim < 1 or traj.shape[0] != ids.shape[0]:
+        raise ValueError(f"predictions {path}: fields 'scene_id' and 'trajectories' differ in length "
+                         f"({ids.shape[0]} ids, trajectories of shape {traj.shape}); give one [8, 3] "
+                         f"trajectory per id")
+    return [(int(s), traj[i]) for i, s in enumerate(ids.tolist())]
+
+
 def read_predictions(path: str) -> Dict[int, np.ndarray]:
-    """Predictions file -> {scene_id: [8, 3] float32}; raises ValueError naming the scene and field."""
+    """Predictions file -> {scene_id: [8, 3] float32}. Every problem is a one-line ValueError naming the
+    file, the scene and the field: an unreadable file (pickle, empty, corrupt .npz, not JSON), ids that are
+    not integers or appear twice, scene_id / trajectories of different lengths, non-numeric values
+    (booleans, strings, null), wrong shapes, values that are not finite as float32, and poses outside
+    |x|, |y| <= MAX_ABS_XY m, |heading| <= MAX_ABS_HEADING rad."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"predictions file {path!r} does not exist")
-    if path.endswith(".npz"):
-        z = np.load(path)
-        for k in ("scene_id", "trajectories"):
-            if k not in z:
-                raise ValueError(f"predictions {path}: missing array '{k}' (need scene_id [K], trajectories [K, 8, 3])")
-        items = [(i, t) for i, t in zip(z["scene_id"].tolist(), z["trajectories"])]
+    if not os.path.isfile(path):
+        raise _unreadable(path, "not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise _unreadable(path, str(e)) from None
+    if not raw:
+        raise _unreadable(path, "the file is empty")
+    if path.endswith(".npz") or raw[:4] == b"PK\x03\x04":
+        items = _read_npz(path)
     else:
-        with open(path) as fh:
-            try:
-                d = json.load(fh)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"predictions {path}: not valid JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"predictions {path}: expected a JSON object {{scene_id: [[x, y, heading] x 8]}}")
-        items = list(d.items())
+        items = _read_json(path, raw)
     out: Dict[int, np.ndarray] = {}
-    for key, traj in items:
-        try:
-            sid = int(key)
-        except (TypeError, ValueError):
-            raise ValueError(f"predictions {path}: scene id {key!r} is not an integer") from None
-        try:
-            arr = np.asarray(traj, np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"predictions {path}: scene {sid}: field 'trajectory' is not a numeric array") from None
-        if arr.shape != (8, 3):
-            raise ValueError(f"predictions {path}: scene {sid}: field 'trajectory' must have shape (8, 3) "
-                             f"(8 poses x [x, y, heading]), got {arr.shape}")
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            r, c = (int(v) for v in np.argwhere(bad)[0])
-            raise ValueError(f"predictions {path}: scene {sid}: field 'trajectory' has a non-finite value "
-                             f"({arr[r, c]}) at pose {r}, {('x', 'y', 'heading')[c]}")
+    for sid, traj in items:
         if sid in out:
-            raise ValueError(f"predictions {path}: scene {sid} appears twice")
-        out[sid] = arr.astype(np.float32)
+            raise ValueError(f"predictions {path}: scene {sid}: field 'scene_id' appears twice; give one "
+                             f"trajectory per scene")
+        out[sid] = _check_trajectory(path, sid, np.asarray(traj))
     if not out:
-        raise ValueError(f"predictions {path}: no predictions")
+        raise ValueError(f"predictions {path}: no predictions; {FORMATS}")
     return out
 
 
 def score_predictions(scenes, preds: Dict[int, np.ndarray], mode: str, human_filter: bool = True,
-                      chunk: int = 16, scorer=None):
-    """Score predictions against a stacked Scene batch; every prediction must name a scene of the batch.
-    ``scorer``: a jitted scorer (default ``make_scorer(mode, human_filter)``); ``chunk`` scenes per call."""
+                      chunk: int = 16, scorer=None, subset: bool = False, source: str = "",
+                      split: str = ""):
+    """Score predictions against a stacked Scene batch (the split). Every prediction must name a scene of
+    the batch, and every scene must have one unless ``subset``. ``scorer``: a jitted scorer (default
+    ``make_scorer(mode, human_filter)``); ``chunk`` scenes per call; ``source`` / ``split`` name the file
+    and the split in messages. -> (scene ids scored, in split order; {EPDMS and sub-scores: [K]})."""
     from irlvla_jax import scene as S
     from irlvla_jax.scoring import epdms
 
-    ids = np.asarray(scenes.scene_id).tolist()
-    index = {int(s): i for i, s in enumerate(ids)}
+    where = f"predictions {source}" if source else "predictions"
+    in_split = f"the split {split!r}" if split else "the split"
+    ids = [int(s) for s in np.asarray(scenes.scene_id).tolist()]
+    index = {s: i for i, s in enumerate(ids)}
     unknown = [s for s in preds if s not in index]
     if unknown:
-        raise ValueError(f"predictions: scene {unknown[0]} is not in the split ({len(unknown)} unknown id(s); "
-                         f"known ids run {min(ids)}..{max(ids)})")
+        raise ValueError(f"{where}: scene {unknown[0]} is not in {in_split} ({len(unknown)} unknown id(s); "
+                         f"known ids run {min(ids)}..{max(ids)}); predict only the split's scenes")
+    missing = [s for s in ids if s not in preds]
+    if missing and not subset:
+        first = ", ".join(str(s) for s in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(f"{where}: {len(missing)} of the {len(ids)} scenes of {in_split} have no prediction "
+                         f"(scene ids {first}); predict every scene, or pass --subset to score only the "
+                         f"{len(preds)} given")
     sel = sorted(preds, key=lambda s: index[s])
     rows = np.asarray([index[s] for s in sel])
     traj = np.stack([preds[s] for s in sel])[:, None]                     # [K, 1, 8, 3]
@@ -180,25 +331,32 @@ def score_predictions(scenes, preds: Dict[int, np.ndarray], mode: str, human_fil
 
 
 def score(config, workdir, args):
-    """``irlvla score --predictions FILE [--split SPLIT] [--mode tracked|direct]``."""
+    """``irlvla score --predictions FILE [--split SPLIT] [--mode tracked|direct] [--subset]``."""
     from irlvla_jax.data import loader
     if not args.predictions:
         raise ValueError("--predictions FILE is required (JSON {scene_id: 8 x [x, y, heading]} or .npz)")
     mode = _mode(config, args)
     split = args.split or "test"
+    subset = bool(getattr(args, "subset", False))
     preds = read_predictions(args.predictions)
     data_dir = loader.resolve_data_dir(config, workdir)
     scenes = loader.load_split(config, split, data_dir=data_dir)
+    n_split = int(np.asarray(scenes.scene_id).shape[0])
     hf = bool(config.scoring.human_filter)
     from irlvla_jax.scoring import epdms
     fn, n_dev = epdms.scorer_from_config(config, mode)
     ids, res = score_predictions(scenes, preds, mode, human_filter=hf, chunk=epdms.round_chunk(16, n_dev),
-                                 scorer=fn)
-    summary = {"mode": mode, "split": split, "scenes": len(ids), "human_filter": hf,
+                                 scorer=fn, subset=subset, source=args.predictions, split=split)
+    summary = {"mode": mode, "split": split, "scenes": len(ids), "split_scenes": n_split, "human_filter": hf,
                **{k: float(np.mean(v)) for k, v in res.items()}}
     out = os.path.join(workdir, f"scores_{split}_{mode}.json")
     with open(out, "w") as fh:
         json.dump({"summary": summary, "per_scene": {str(i): {k: float(res[k][j]) for k in res}
                                                      for j, i in enumerate(ids)}}, fh)
+    part = " (--subset)" if len(ids) < n_split else ""
+    print(f"EPDMS of {args.predictions}: split {split}, {len(ids)} of {n_split} scenes{part}, mode {mode}")
+    print(f"{'score':>10s} {'mean':>8s}")
+    for k in ("EPDMS",) + SUB_SCORES:
+        print(f"{k:>10s} {summary[k]:8.4f}")
     print(json.dumps(summary))
     return summary

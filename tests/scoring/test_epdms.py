@@ -1,8 +1,6 @@
 """Aggregation, human filter, EC handling, compile-once behaviour and input validation of the scorer."""
 from __future__ import annotations
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +8,6 @@ import pytest
 
 from irlvla_jax import scene as S
 from irlvla_jax.scoring import vectors as V
-from irlvla_jax.scoring import commands as C
 from irlvla_jax.scoring import epdms as E
 from tests.scoring.vector_data import vectors_dir
 
@@ -120,21 +117,3 @@ def test_two_stage_weights():
     far = jnp.asarray([[[900.0, 0.0], [950.0, 0.0]]])       # weights ~0 -> uniform
     got = float(E.two_stage(so, sp, sn, sq, end, far, end, far)[0])
     assert got == pytest.approx(0.5 * (0.5 + 0.5 * 0.5), abs=1e-6)
-
-
-def test_read_predictions_refuses_bad_files(tmp_path, batches):
-    _, scenes, _, _, _ = batches
-    good = {"1": np.zeros((8, 3)).tolist()}
-    p = tmp_path / "p.json"
-    p.write_text(json.dumps(good))
-    assert C.read_predictions(str(p))[1].shape == (8, 3)
-    p.write_text(json.dumps({"1": np.zeros((7, 3)).tolist()}))
-    with pytest.raises(ValueError, match=r"scene 1: field 'trajectory' must have shape \(8, 3\)"):
-        C.read_predictions(str(p))
-    bad = np.zeros((8, 3))
-    bad[2, 1] = np.nan
-    p.write_text(json.dumps({"5": bad.tolist()}).replace("NaN", "NaN"))
-    with pytest.raises(ValueError, match="scene 5: field 'trajectory' has a non-finite value .* pose 2, y"):
-        C.read_predictions(str(p))
-    with pytest.raises(ValueError, match="scene 123456 is not in the split"):
-        C.score_predictions(S.index(scenes, np.arange(2)), {123456: np.zeros((8, 3), np.float32)}, "direct")
