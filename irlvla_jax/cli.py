@@ -85,16 +85,54 @@ def _run(argv):
     return func(cfg, workdir, args)
 
 
+def _flag_value(argv, name: str):
+    """The value of ``--name VALUE`` / ``--name=VALUE`` in argv (the last one), or None."""
+    val = None
+    for i, a in enumerate(argv):
+        if a == f"--{name}" and i + 1 < len(argv):
+            val = argv[i + 1]
+        elif a.startswith(f"--{name}="):
+            val = a.split("=", 1)[1]
+    return val
+
+
+def _check_config_file(argv) -> None:
+    """Load the ``--config`` file once before flag parsing, so a missing file, a file that does not load, no
+    get_config or a get_config that does not return a ConfigDict is one line naming the file."""
+    import ml_collections
+    from irlvla_jax.config import load_config
+    path = _flag_value(argv, "config")
+    if path is None:
+        return                                   # `_run` says --config is required
+    cfg = load_config(path)
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise UserError(f"config file {path!r}: get_config() returned a {type(cfg).__name__}, not an "
+                        "ml_collections.ConfigDict (see configs/default.py)")
+
+
+def _override_error(argv, e: BaseException) -> UserError:
+    """A --config.<key>=value that does not apply, as one line naming the flag."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    overrides = [a for a in argv if a.startswith("--config.")]
+    named = [a.split("=")[0] for a in overrides if a.split("=")[0][len("--config."):].split(".")[-1] in text]
+    flag = (named or [a.split("=")[0] for a in overrides] or ["--config"])[0]
+    if isinstance(e, (AttributeError, KeyError)):
+        return UserError(f"{flag}: the config has no such key; configs/default.py lists every key")
+    return UserError(f"{flag}: bad value ({text.strip(chr(34) + chr(39))}); give a value of the key's type")
+
+
 def main(argv=None) -> None:
     """Console-script entry point."""
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
+    from irlvla_jax.errors import NonFiniteError
+    from irlvla_jax.scene import SceneError
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(_usage())
         return
-    # `irlvla vectors DIR` needs no config: its documented default is configs/tiny.py.
-    if argv[1] == "vectors" and not any(a == "--config" or a.startswith("--config=") for a in argv):
+    # `irlvla vectors DIR` and `irlvla checkpoints` need no config: their documented default is configs/tiny.py.
+    if argv[1] in ("vectors", "checkpoints") and _flag_value(argv, "config") is None:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         argv += ["--config", os.path.join(here, "configs", "tiny.py")]
     if argv[1] == "vectors" and not any(a.startswith("--workdir") for a in argv):
@@ -109,32 +147,22 @@ def main(argv=None) -> None:
     flags.DEFINE_bool("subset", False, "`score`: allow predictions for a subset of the split's scenes")
     flags.DEFINE_string("mode", None, "`score`, `vectors`: scoring mode override, tracked | direct")
     flags.DEFINE_string("seeds", None, "comma-separated seeds for `pipeline`")
-
-    started = []
-
-    def _main(av):
-        from irlvla_jax.scene import SceneError
-        started.append(True)
-        try:
-            _run(av)
-        except (UserError, SceneError, ValueError, FileNotFoundError, KeyError) as e:
-            if os.environ.get("IRLVLA_TRACEBACK"):
-                raise
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"irlvla: error: {msg}  (IRLVLA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
-            sys.exit(2)
-
     try:
-        app.run(_main, argv=argv)
-    except (AttributeError, KeyError, TypeError) as e:
-        # ml_collections raises these while parsing --config.<key>=... for a key the config lacks.
-        if started or os.environ.get("IRLVLA_TRACEBACK"):
+        _check_config_file(argv)
+        try:
+            rest = flags.FLAGS(argv)
+        except flags.Error as e:
+            if any(a.startswith("--config.") for a in argv):
+                raise _override_error(argv, e) from e
+            raise UserError(str(e).strip().splitlines()[0]) from e
+        except (AttributeError, KeyError, TypeError, ValueError) as e:   # ml_collections, applying --config.<key>
+            raise _override_error(argv, e) from e
+        _run(rest)
+    except (UserError, SceneError, ValueError, FileNotFoundError, KeyError, NonFiniteError) as e:
+        if os.environ.get("IRLVLA_TRACEBACK"):
             raise
-        key = str(e).strip("\"' ")
-        bad = [a.split("=")[0] for a in argv if a.startswith("--config.") and key and key in a] or ["--config.*"]
-        msg = (f"bad config override ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-               if isinstance(e, TypeError) else f"the config has no key {key!r} (check the config file for valid keys)")
-        print(f"irlvla: error: {bad[0]}: {msg}", file=sys.stderr)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"irlvla: error: {msg}  (IRLVLA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         sys.exit(2)
 
 

@@ -288,4 +288,8 @@ def load_config(path: str, arg: str | None = None):
         raise UserError(f"config file {path!r} does not load: {type(e).__name__}: {e}") from e
     if not callable(getattr(mod, "get_config", None)):
         raise UserError(f"config file {path!r} defines no get_config()")
-    return mod.get_config() if arg is None else mod.get_config(arg)
+    try:
+        return mod.get_config() if arg is None else mod.get_config(arg)
+    except Exception as e:  # noqa: BLE001 - user code again
+        raise UserError(f"config file {path!r}: get_config({'' if arg is None else repr(arg)}) failed: "
+                        f"{type(e).__name__}: {e}") from e

@@ -56,6 +56,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from irlvla_jax.errors import NonFiniteError
 from irlvla_jax.train.state import finite_flags
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -65,7 +66,7 @@ NOISES = ("white", "smooth")
 CHOICE_LOSSES = ("surrogate", "distill")
 
 
-class NonFiniteRewardError(FloatingPointError):
+class NonFiniteRewardError(NonFiniteError):
     """Raised on the host when an update saw a NaN/inf reward (the update was not applied)."""
 
 
