@@ -18,9 +18,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import signal
 import struct
+import sys
+import threading
+import time
 import zlib
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -128,8 +133,48 @@ def load_generator(path: str) -> Callable:
             from None
 
 
-def init_worker(spec: SceneSpec, seed: int, generator: str) -> None:
+def init_worker(spec: SceneSpec, seed: int, generator: str, parent_pid: Optional[int] = None) -> None:
+    """Set up this process to make records. In a pool worker, ``parent_pid`` (the pid of the process that
+    started the pool) makes the worker die with its parent (:func:`die_with_parent`); None: in-process."""
+    if parent_pid is not None:
+        die_with_parent(int(parent_pid))
     _W.update(spec=spec, seed=int(seed), gen=load_generator(generator))
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_S = 1.0
+
+
+def die_with_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> None:
+    """End this process when its parent (``parent_pid``) ends, even by ``kill -9``.
+
+    A killed pool owner cannot stop its workers, and spawned workers blocked on the task queue never see
+    EOF (each holds a copy of the queue's write end), so without this they live on as orphans. Two
+    guards, each a no-op where unsupported:
+    - Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``: the kernel kills this process as soon as the parent
+      dies. (It fires when the *thread* that started this process exits: start pool workers from a
+      thread that outlives the pool, as generate_dataset does.)
+    - anywhere: a daemon thread that exits the process once ``os.getppid()`` is no longer ``parent_pid``
+      (the orphan was re-parented), checked every ``poll_s`` seconds.
+    If the parent is already gone when this runs, the process exits at once.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0))
+        except (OSError, AttributeError):  # no libc / no prctl: the watchdog alone
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="irlvla-parent-watchdog", daemon=True).start()
 
 
 def make_record(task: Tuple[str, int]) -> Tuple[bytes, Dict[str, Any]]:

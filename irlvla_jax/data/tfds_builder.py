@@ -14,11 +14,15 @@ generation index), so the scene id is stored in the record; readers that need a 
 Generation (:func:`generate_dataset`): scenes come from ``generate_scene(spec, seed, index, split)``
 (:mod:`irlvla_jax.world.generate`), computed in ``config.data.workers`` spawned processes
 (``imap`` in index order), each scene validated and encoded in the worker; the parent writes through
-TFDS. A scene depends only on (seed, split, index), so records are byte-identical for a given seed
-whatever the worker count. Writing is atomic: everything goes to ``<data_dir>/.<name>.incomplete-*``,
-the metadata JSON is written last, and the directory is renamed into place only then. An interrupted
-run leaves at most an ``.incomplete-*`` directory, which readers never open (and the next generate
-deletes: so do not run two generates of the same dataset name into the same data_dir at once).
+TFDS. A scene depends only on (seed, split, index) and every example is serialised canonically (feature
+map in key order: ``_CanonicalExampleWriter``), so the array_record files (and dataset_info.json,
+features.json, anchors.npy) are byte-identical for a given seed whatever the worker count or process;
+only irlvla_dataset.json differs (timings, worker count). Workers die with the generate process, even
+when it is killed with SIGKILL (:func:`irlvla_jax.data.records.die_with_parent`). Writing is atomic:
+everything goes to ``<data_dir>/.<name>.incomplete-*``, the metadata JSON is written last, and the
+directory is renamed into place only then. An interrupted run leaves at most an ``.incomplete-*``
+directory, which readers never open (and the next generate deletes: so do not run two generates of the
+same dataset name into the same data_dir at once).
 
 Cost (tiny spec, measured by benchmarks/generate.py): the world takes ~13 ms CPU per scene; validation
 + encoding ~1 ms in the worker; the writer process ~1 ms per scene (TFDS serialisation, array_record
@@ -93,6 +97,7 @@ class _Plan:
 
 def _builder_class():
     import tensorflow_datasets as tfds
+    from tensorflow_datasets.core import writer as tfds_writer
 
     class IrlvlaWorld(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """Scenes of the embedded procedural world; splits train / val / test / hard."""
@@ -123,6 +128,9 @@ def _builder_class():
                 }),
                 supervised_keys=None)
 
+        def _example_writer(self):
+            return _CanonicalExampleWriter(file_format=self.info.file_format)
+
         def _split_generators(self, dl_manager):
             return {s: self._generate_examples(s) for s in SPLITS}
 
@@ -142,7 +150,26 @@ def _builder_class():
                     plan.progress.update(1)
                 yield i, {"scene_id": summ["scene_id"], "family": summ["family"], "record": rec}
 
+    class _CanonicalExampleWriter(tfds_writer.ExampleWriter):
+        """Writes each example in canonical (deterministic) protobuf form.
+
+        TFDS serialises an example as a tf.train.Example whose features are a protobuf map; the upb
+        runtime emits map entries in hash-table order, and its hash seed differs per process, so the
+        same example gives different bytes in different processes. Re-serialising with
+        ``deterministic=True`` sorts the entries by key (family, record, scene_id): the same seed gives
+        byte-identical files. Parsing the same bytes back gives the same example either way.
+        """
+
+        def write(self, path, examples):
+            return super().write(path, ((k, canonical_example(v)) for k, v in examples))
+
     return IrlvlaWorld
+
+
+def canonical_example(serialized: bytes) -> bytes:
+    """A serialized tf.train.Example -> the same example with its feature map serialised in key order."""
+    from tensorflow_datasets.proto import tf_example_pb2
+    return tf_example_pb2.Example.FromString(serialized).SerializeToString(deterministic=True)
 
 
 def _ordered_map(executor, tasks, chunk: int, window: int):
@@ -230,7 +257,7 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
         if workers > 1:
             pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"), initializer=records.init_worker,
-                initargs=(spec, want["seed"], generator))
+                initargs=(spec, want["seed"], generator, os.getpid()))
         else:
             records.init_worker(spec, want["seed"], generator)
         plan = _Plan(sizes=sizes, pool=pool, workers=max(workers, 1), progress=bar)

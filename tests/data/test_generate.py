@@ -1,6 +1,8 @@
 """Generation: determinism over worker counts, validation on write, atomicity (no complete-looking
 dataset after a failure or a kill), metadata, anchors stored with the dataset."""
 import glob
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +39,128 @@ def test_same_seed_gives_identical_records_for_any_worker_count(tmp_path, datase
     m3 = generate_dataset(c, str(tmp_path / "s1"), generator=STANDIN, workers=0, progress=False)
     f3 = _record_files(os.path.join(str(tmp_path / "s1"), m3["name"]))
     assert open(f3[0], "rb").read() != open(f0[0], "rb").read()
+
+
+# irlvla_dataset.json keys that legitimately differ between runs (timings, the worker count)
+VOLATILE_META = {"generate_seconds", "cpu_seconds", "scenes_per_second", "workers"}
+GENERATE_PROC = os.path.join(ROOT, "tests", "data", "generate_proc.py")
+
+
+def _file_hashes(path):
+    out = {}
+    for r, _, fs in os.walk(path):
+        for f in fs:
+            with open(os.path.join(r, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(r, f), path)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def test_generate_is_byte_identical_across_processes_and_worker_counts(tmp_path, dataset):
+    """Files, not just decoded scenes: another process (its own protobuf map hash seed) with 2 workers
+    writes the same bytes as this process with none; only irlvla_dataset.json's timings differ."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    from irlvla_jax.data.tfds_builder import canonical_example
+    cfg0, meta0 = dataset
+    d = str(tmp_path)
+    p = subprocess.run([sys.executable, GENERATE_PROC, d, "2", STANDIN], cwd=ROOT, capture_output=True,
+                       timeout=180)
+    assert p.returncode == 0, p.stderr.decode()[-3000:]
+    a, b = os.path.join(cfg0.data.data_dir, meta0["name"]), os.path.join(d, meta0["name"])
+    ha, hb = _file_hashes(a), _file_hashes(b)
+    assert sorted(ha) == sorted(hb)
+    assert len([f for f in ha if ".array_record-" in f]) == 4
+    differ = sorted(f for f in ha if ha[f] != hb[f])
+    assert differ in ([], [META_FILE]), differ
+    ma, mb = (json.load(open(os.path.join(x, META_FILE))) for x in (a, b))
+    assert {k: v for k, v in ma.items() if k not in VOLATILE_META} == \
+        {k: v for k, v in mb.items() if k not in VOLATILE_META}
+    assert ma["workers"] == 0 and mb["workers"] == 2
+    # every record is in canonical form (independent of whether two processes' map orders happen to agree)
+    for f in _record_files(b):
+        r = ArrayRecordReader(f)
+        try:
+            raw = r.read_all()
+        finally:
+            r.close()
+        assert raw and all(canonical_example(x) == x for x in raw), f
+
+
+def _processes():
+    """{pid: (ppid, start time)} of the live (non-zombie) processes: psutil if installed, else /proc."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    out = {}
+    if psutil is not None:
+        for q in psutil.process_iter(["ppid", "create_time", "status"]):
+            if q.info["status"] != psutil.STATUS_ZOMBIE and q.info["ppid"] is not None:
+                out[q.pid] = (q.info["ppid"], q.info["create_time"])
+        return out
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("needs psutil or /proc to list processes")
+    for e in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{e}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if f[0] not in "ZX":  # state; f[1] ppid; f[19] start time (fields 3, 4 and 22 of stat)
+            out[int(e)] = (int(f[1]), f[19])
+    return out
+
+
+def _descendants(pid, procs):
+    kids, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        for c, (pp, start) in procs.items():
+            if pp == p and c not in kids:
+                kids[c] = start
+                todo.append(c)
+    return kids
+
+
+def test_killed_generate_takes_its_workers_with_it(tmp_path):
+    """kill -9 of a 2-worker generate mid-run: its workers (and the multiprocessing resource tracker)
+    end within seconds instead of living on as orphans."""
+    d, marks = str(tmp_path / "data"), tmp_path / "marks"
+    marks.mkdir()
+    env = dict(os.environ, IRLVLA_TEST_MARKS=str(marks))
+    p = subprocess.Popen([sys.executable, GENERATE_PROC, d, "2", "slow"], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    kids = {}
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:  # until both workers run the generator (their initializer done)
+            kids.update(_descendants(p.pid, _processes()))
+            if len(os.listdir(marks)) >= 2:
+                break
+            assert p.poll() is None, p.stderr.read().decode()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the workers never started generating")
+        kids.update(_descendants(p.pid, _processes()))
+        workers = {int(m) for m in os.listdir(marks)}
+        assert workers <= set(kids) and len(kids) >= 2, (workers, kids)
+    finally:
+        p.kill()
+        p.wait()
+    deadline = time.time() + 10
+    while True:
+        procs = _processes()
+        left = [c for c, start in kids.items() if c in procs and procs[c][1] == start]
+        if not left or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    for c in left:  # do not leave them behind for the next test
+        try:
+            os.kill(c, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not left, f"processes of the killed generate still alive 10 s later: {left} of {sorted(kids)}"
+    assert p.returncode == -signal.SIGKILL
 
 
 def test_metadata_counts_families_and_anchors(dataset):
