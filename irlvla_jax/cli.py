@@ -82,7 +82,27 @@ def _run(argv):
     args = types.SimpleNamespace(stage=FLAGS.stage, policies=FLAGS.policies, split=FLAGS.split,
                                  predictions=FLAGS.predictions, mode=FLAGS.mode, rest=rest[1:], seeds=FLAGS.seeds,
                                  subset=FLAGS.subset)
-    return func(cfg, workdir, args)
+    with _lock(cmd, cfg, workdir, args):
+        return func(cfg, workdir, args)
+
+
+def _lock(cmd: str, cfg, workdir: str, args):
+    """The workdir lock of a command that writes (irlvla_jax.workdir): ``train`` locks its run (il, rwm,
+    ppo_<reward>[_choice]), ``pipeline`` the whole pipeline (its stages lock their runs too), ``generate``
+    the dataset folder. Other commands only read."""
+    import contextlib
+    from irlvla_jax import workdir as workdir_lib
+    if cmd == "train" and args.stage in ("il", "rwm"):
+        return workdir_lib.hold(workdir, args.stage)
+    if cmd == "train" and args.stage == "ppo":
+        from irlvla_jax.train.ppo import run_name
+        return workdir_lib.hold(workdir, run_name(cfg))
+    if cmd == "pipeline":
+        return workdir_lib.hold(workdir, "pipeline")
+    if cmd == "generate":
+        from irlvla_jax.data import loader
+        return workdir_lib.hold(loader.data_dir(cfg, workdir), f"generate-{cfg.data.name}")
+    return contextlib.nullcontext()
 
 
 def _flag_value(argv, name: str):

@@ -59,7 +59,12 @@ def _stage(run: str, stage: str, fn: Callable[[], Dict[str, Any]]) -> Dict[str, 
         return out
     print(f"pipeline: stage {stage} ...", flush=True)
     t0 = time.time()
-    out = fn() or {}
+    from irlvla_jax import workdir as workdir_lib
+    if stage in ("generate", "evaluate"):
+        out = fn() or {}
+    else:
+        with workdir_lib.hold(run, stage):       # the same lock `irlvla train` takes for this run
+            out = fn() or {}
     out = {k: v for k, v in out.items() if k not in ("state", "history")}
     out["wall_s"] = time.time() - t0
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -383,7 +388,11 @@ def main(config, workdir: str, args) -> List[Dict[str, Any]]:
     os.makedirs(workdir, exist_ok=True)
     data_dir = L.resolve_data_dir(config, workdir)
     # The dataset is generated once (seed config.seed) and shared by every training seed.
-    _stage(workdir, "generate", lambda: data_commands.generate(config, workdir, types.SimpleNamespace(rest=[])))
+    def generate():
+        from irlvla_jax import workdir as workdir_lib
+        with workdir_lib.hold(data_dir, f"generate-{config.data.name}"):     # as `irlvla generate` does
+            return data_commands.generate(config, workdir, types.SimpleNamespace(rest=[]))
+    _stage(workdir, "generate", generate)
     if len(seeds) == 1 and not seeds_arg:
         return [run_one(config, workdir, seeds[0], data_dir)]
     results = [run_one(config, os.path.join(workdir, f"seed_{s}"), s, data_dir) for s in seeds]

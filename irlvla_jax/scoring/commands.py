@@ -186,7 +186,7 @@ def _check_trajectory(path: str, sid, arr: np.ndarray) -> np.ndarray:
         r, c = (int(v) for v in np.argwhere(bad)[0])
         what = (f"|{POSE_FIELDS[c]}| <= {MAX_ABS_XY:g} m (4 s of driving in the ego frame at t0; are the "
                 f"poses in metres, in the ego frame?)" if c < 2 else
-                f"|heading| <= 2*pi (radians, not degrees)")
+                "|heading| <= 2*pi (radians, not degrees)")
         raise ValueError(f"{_where(path, sid)} pose {r}, {POSE_FIELDS[c]} = {float(arr[r, c]):g} is implausible: "
                          f"expected {what}")
     return a32
