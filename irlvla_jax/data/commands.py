@@ -19,7 +19,7 @@ import numpy as np
 
 from irlvla_jax.errors import UserError
 from irlvla_jax.data import loader
-from irlvla_jax.data.tfds_builder import generate_dataset
+from irlvla_jax.data.tfds_builder import META_FILE, dataset_path, generate_dataset
 from irlvla_jax.scene import COMMANDS, FAMILIES, SPLITS, SceneSpec
 
 
@@ -34,8 +34,17 @@ def generate(config, workdir, args):
     if bad:
         raise UserError(f"generate: unexpected argument(s) {bad}; the only positional argument is 'force'")
     d = loader.resolve_data_dir(config, workdir)
+    old = dataset_path(d, config.data.name)
+    if os.path.isfile(os.path.join(old, META_FILE)):
+        loader.read_meta(old)  # a corrupt metadata file: one line naming it, not a JSON traceback
     meta = generate_dataset(config, d, force="force" in rest)
     path = os.path.join(d, meta["name"])
+    if meta.get("skipped"):
+        try:
+            loader.open_dataset(config, d)
+        except loader.DatasetError as e:  # same identity but damaged (a deleted / truncated file): rebuild it
+            print(f"{str(e).split('; ')[0]}; regenerating it")
+            meta = generate_dataset(config, d, force=True)
     if meta.get("skipped"):
         print(f"dataset {path} is up to date (same seed, spec and sizes); pass 'force' to regenerate")
     total = sum(meta["sizes"].values())
@@ -64,11 +73,15 @@ def _range(v):
 
 
 def inspect(config, workdir, args):
-    """Read every record (decoded and validated): counts per split and family, key value ranges."""
+    """Read every record (decoded and validated): counts per split and family, key value ranges.
+
+    Refuses (one-line DatasetError) a dataset with a missing / bad file that training would trip on:
+    see :func:`irlvla_jax.data.loader.open_dataset` (metadata, anchors.npy, TFDS files, shards)."""
     d = loader.resolve_data_dir(config, workdir)
     meta = loader.open_dataset(config, d)
+    anchors = loader.load_anchors(config, data_dir=d)
     from tqdm import tqdm
-    out = {"path": meta["path"], "seed": meta["seed"], "splits": {}}
+    out = {"path": meta["path"], "seed": meta["seed"], "anchors_shape": list(anchors.shape), "splits": {}}
     for split in SPLITS:
         sc = loader.load_split(config, split, data_dir=d)
         ego_v = np.hypot(sc.ego_state[:, 3], sc.ego_state[:, 4])

@@ -25,6 +25,12 @@ of scenes (and of batches: no multi-host hang at the end of an epoch); at most p
 per epoch are skipped, different ones each epoch. Sharding is by process only; devices within a process
 get their slice through :func:`to_global`.
 
+Validation on open (:func:`open_dataset`, called by every reader and by ``irlvla inspect``): a missing or
+malformed irlvla_dataset.json, anchors.npy (not [K, 8, 3] float32 finite), TFDS folder, dataset_info.json,
+features.json, or a split's shard file (missing, truncated, empty, wrong record count) raises a one-line
+:class:`DatasetError` (a :class:`irlvla_jax.errors.UserError`) naming the file and the fix, before TFDS or
+grain open anything.
+
 Validation on read: every record is decoded and checked against the config's SceneSpec and
 ``scene.validate``; a malformed / truncated record, NaN, or a wrong shape raises a one-line
 :class:`SceneError` naming the field, the split, the record index and the scene id.
@@ -39,14 +45,18 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from irlvla_jax.data import records
+from irlvla_jax.errors import UserError
 from irlvla_jax.data.tfds_builder import world_seed  # noqa: F401  (re-exported)
-from irlvla_jax.data.tfds_builder import (ANCHORS_FILE, FORMAT_VERSION, META_FILE, dataset_path,
-                                          read_metadata, split_sizes)
+from irlvla_jax.data.tfds_builder import (ANCHORS_FILE, FORMAT_VERSION, META_FILE, TFDS_NAME, dataset_path,
+                                          split_sizes)
 from irlvla_jax.scene import FIELDS, SPLITS, Scene, SceneError, SceneSpec
 
 
-class DatasetError(FileNotFoundError):
-    """A dataset is missing or incomplete (one-line message with the command that fixes it)."""
+class DatasetError(UserError, FileNotFoundError):
+    """A dataset is missing, incomplete or damaged (one-line message naming the file and the fix)."""
+
+
+_REGENERATE = "delete the folder and run `irlvla generate` again"
 
 
 def data_dir(config, workdir: str) -> str:
@@ -70,8 +80,144 @@ def _dir(config, data_dir_: Optional[str]) -> str:
     return os.path.abspath(d)
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _damaged(path: str, what: str) -> DatasetError:
+    return DatasetError(f"dataset {path}: {what}; {_REGENERATE}")
+
+
+def _read_json(path: str, rel: str, *, hint: Optional[str] = None) -> Any:
+    """The JSON file <path>/<rel>; a missing, unreadable or malformed file is a one-line DatasetError."""
+    f = os.path.join(path, rel)
+    if not os.path.isfile(f):
+        raise DatasetError(f"dataset {path}: {rel} is missing; {hint or _REGENERATE}")
+    try:
+        with open(f, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as e:
+        raise _damaged(path, f"{rel} is not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from e
+    except (OSError, ValueError) as e:  # permissions, a directory, bytes that are not UTF-8
+        raise _damaged(path, f"{rel} cannot be read ({_one_line(e)})") from e
+
+
+def _check_anchors(path: str, k: int) -> np.ndarray:
+    """<path>/anchors.npy, checked: shape [k, 8, 3], float32, finite."""
+    f = os.path.join(path, ANCHORS_FILE)
+    if not os.path.isfile(f):
+        raise _damaged(path, f"{ANCHORS_FILE} is missing")
+    try:
+        with open(f, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as e:
+        raise _damaged(path, f"{ANCHORS_FILE} cannot be read ({_one_line(e)})") from e
+    if magic != b"\x93NUMPY":
+        raise _damaged(path, f"{ANCHORS_FILE} is not a .npy file")
+    try:
+        a = np.load(f, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - truncated / not an .npy file / unreadable
+        raise _damaged(path, f"{ANCHORS_FILE} cannot be read ({_one_line(e)})") from e
+    if not isinstance(a, np.ndarray) or a.shape != (k, 8, 3) or a.dtype != np.float32:
+        raise _damaged(path, f"{ANCHORS_FILE} has shape {getattr(a, 'shape', None)} dtype {getattr(a, 'dtype', None)}, "
+                             f"expected ({k}, 8, 3) float32 (config.data.num_anchors={k})")
+    if not np.all(np.isfinite(a)):
+        raise _damaged(path, f"{ANCHORS_FILE} holds {int((~np.isfinite(a)).sum())} non-finite value(s)")
+    return a
+
+
+def _shard_names(info: Dict[str, Any], entry: Dict[str, Any], split: str, n: int):
+    template = str(entry.get("filepathTemplate") or "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}")
+    fmt = str(info.get("fileFormat") or "array_record")
+    for i in range(n):
+        yield (template.replace("{DATASET}", str(info.get("name") or TFDS_NAME)).replace("{SPLIT}", split)
+               .replace("{FILEFORMAT}", fmt).replace("{SHARD_X_OF_Y}", f"{i:05d}-of-{n:05d}")
+               .replace("{SHARD_INDEX}", f"{i:05d}").replace("{NUM_SHARDS}", f"{n:05d}"))
+
+
+def _check_tfds(path: str, meta: Dict[str, Any]) -> None:
+    """The TFDS folder: dataset_info.json and features.json readable, every split's shard files present,
+    complete (their array_record footer reads) and holding the records dataset_info.json lists."""
+    rel_dir = meta.get("tfds_dir")
+    if not isinstance(rel_dir, str) or not rel_dir:
+        raise _damaged(path, f"{META_FILE} has no 'tfds_dir' entry")
+    tdir = os.path.join(path, rel_dir)
+    if not os.path.isdir(tdir):
+        raise _damaged(path, f"the TFDS folder {rel_dir} is missing")
+    info_rel = os.path.join(rel_dir, "dataset_info.json")
+    info = _read_json(path, info_rel)
+    _read_json(path, os.path.join(rel_dir, "features.json"))
+    entries = {e.get("name"): e for e in info.get("splits", []) if isinstance(e, dict)} \
+        if isinstance(info, dict) and isinstance(info.get("splits"), list) else None
+    if entries is None:
+        raise _damaged(path, f"{info_rel} has no 'splits' list")
+    if info.get("fileFormat", "array_record") != "array_record":
+        raise _damaged(path, f"{info_rel} has fileFormat {info.get('fileFormat')!r}, expected 'array_record'")
+    from array_record.python import array_record_module as ar
+    for split in SPLITS:
+        if split not in entries:
+            raise _damaged(path, f"{info_rel} lists no split '{split}'")
+        try:
+            lengths = [int(x) for x in entries[split].get("shardLengths", [])]
+        except (TypeError, ValueError):
+            raise _damaged(path, f"{info_rel}: split '{split}' has malformed shardLengths") from None
+        want = int(meta["sizes"][split])
+        if sum(lengths) == 0:
+            raise _damaged(path, f"split '{split}' is empty ({info_rel} lists no records for it; "
+                                 f"{META_FILE} says {want})")
+        if sum(lengths) != want:
+            raise _damaged(path, f"{info_rel} lists {sum(lengths)} records for split '{split}' but {META_FILE} "
+                                 f"says {want}")
+        for name, n in zip(_shard_names(info, entries[split], split, len(lengths)), lengths):
+            rel = os.path.join(rel_dir, name)
+            f = os.path.join(path, rel)
+            if not os.path.isfile(f):
+                raise _damaged(path, f"shard file {rel} of split '{split}' is missing")
+            try:
+                reader = ar.ArrayRecordReader(f, "readahead_buffer_size:0")
+            except Exception as e:  # noqa: BLE001 - unreadable file
+                raise _damaged(path, f"shard file {rel} cannot be read ({_one_line(e)})") from e
+            try:
+                ok, have = reader.ok(), (reader.num_records() if reader.ok() else 0)
+            finally:
+                try:
+                    reader.close()
+                except Exception as e:  # noqa: BLE001 - close() reports the reader's error state
+                    err = e
+                else:
+                    err = None
+            if not ok:
+                why = f" ({_one_line(err)})" if err is not None else ""
+                raise _damaged(path, f"shard file {rel} of split '{split}' is truncated or corrupt{why}")
+            if have == 0:
+                raise _damaged(path, f"split '{split}' is empty (shard file {rel} holds no records, "
+                                     f"{info_rel} lists {n})")
+            if have != n:
+                raise _damaged(path, f"shard file {rel} of split '{split}' holds {have} records but {info_rel} "
+                                     f"lists {n}")
+
+
+def read_meta(path: str) -> Dict[str, Any]:
+    """<path>/irlvla_dataset.json as a dict; unreadable, not JSON or not an object: one-line DatasetError."""
+    meta = _read_json(path, META_FILE)
+    if not isinstance(meta, dict):
+        raise _damaged(path, f"{META_FILE} holds a JSON {type(meta).__name__}, not an object")
+    return meta
+
+
+_META_KEYS = ("format", "spec", "sizes", "seed", "num_anchors", "tfds_dir")
+
+
 def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
-    """Check that the config's dataset exists, is complete and matches the config; return its metadata."""
+    """Check that the config's dataset exists, is complete, undamaged and matches the config; return its metadata.
+
+    Checked before TFDS / grain open anything, each failure a one-line :class:`DatasetError` (a
+    :class:`UserError`) naming the file and the fix: irlvla_dataset.json (present, valid JSON, complete,
+    matching the config), anchors.npy ([K, 8, 3] float32, finite, K = config.data.num_anchors), the TFDS
+    folder's dataset_info.json and features.json, and every split's array_record shard files (present, not
+    truncated, holding the listed number of records, not empty).
+    """
     d = _dir(config, data_dir_)
     name = config.data.name
     path = dataset_path(d, name)
@@ -82,11 +228,18 @@ def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
             raise DatasetError(f"dataset '{name}' in {d} is incomplete (an interrupted generate left {partial[0]}); "
                                f"{hint}")
         raise DatasetError(f"no dataset '{name}' in {d}; {hint}")
-    meta = read_metadata(path)
-    if meta is None or not meta.get("complete"):
+    if not os.path.exists(os.path.join(path, META_FILE)):
+        raise DatasetError(f"dataset {path} is incomplete (no {META_FILE} completion marker); {hint}")
+    meta = read_meta(path)
+    if not meta.get("complete"):
         raise DatasetError(f"dataset {path} is incomplete (no {META_FILE} completion marker); {hint}")
     if meta.get("format") != FORMAT_VERSION:
         raise DatasetError(f"dataset {path} has record format {meta.get('format')}; regenerate it ({hint})")
+    missing = [k for k in _META_KEYS if k not in meta]
+    bad = [k for k in ("spec", "sizes") if k in meta and not isinstance(meta[k], dict)]
+    if missing or bad or not all(s in meta["sizes"] for s in SPLITS):
+        raise _damaged(path, f"{META_FILE} lacks or has malformed entries "
+                             f"{missing + bad or ['sizes.' + s for s in SPLITS if s not in meta['sizes']]}")
     spec = SceneSpec.from_config(config.scene)
     want = json.loads(json.dumps(dataclasses.asdict(spec)))
     for k, v in want.items():
@@ -99,6 +252,8 @@ def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
         if have != cfg_val:
             raise DatasetError(f"dataset {path} was generated with {key}={have} but the config has "
                                f"config.{key}={cfg_val}; regenerate it (irlvla generate) or pass the same overrides")
+    _check_anchors(path, int(config.data.num_anchors))
+    _check_tfds(path, meta)
     meta["path"] = path
     return meta
 
@@ -107,8 +262,12 @@ def _data_source(meta: Dict[str, Any], split: str):
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
     import tensorflow_datasets as tfds
-    builder = tfds.builder_from_directory(os.path.join(meta["path"], meta["tfds_dir"]))
-    return builder.as_data_source(split=split)
+    try:
+        builder = tfds.builder_from_directory(os.path.join(meta["path"], meta["tfds_dir"]))
+        return builder.as_data_source(split=split)
+    except Exception as e:  # noqa: BLE001 - open_dataset checked the files; anything left is still damage
+        raise _damaged(meta["path"], f"TFDS cannot open split '{split}' of {meta['tfds_dir']} "
+                                     f"({_one_line(e)})") from e
 
 
 class _RawSource:
@@ -224,12 +383,7 @@ def load_split(config, split: str, *, data_dir: Optional[str] = None, limit: Opt
 def load_anchors(config, *, data_dir: Optional[str] = None) -> np.ndarray:
     """The dataset's anchors [K, 8, 3] float32 (K = config.data.num_anchors)."""
     meta = open_dataset(config, data_dir)
-    a = np.load(os.path.join(meta["path"], ANCHORS_FILE))
-    k = int(config.data.num_anchors)
-    if a.shape != (k, 8, 3) or not np.all(np.isfinite(a)):
-        raise DatasetError(f"{meta['path']}/{ANCHORS_FILE} has shape {a.shape} (finite: {np.isfinite(a).all()}), "
-                           f"expected ({k}, 8, 3) from config.data.num_anchors; regenerate the dataset")
-    return a.astype(np.float32)
+    return _check_anchors(meta["path"], int(config.data.num_anchors)).astype(np.float32)
 
 
 def load_metadata(config, *, data_dir: Optional[str] = None) -> Dict[str, Any]:
@@ -263,4 +417,4 @@ def to_global(batch, mesh, axis: str = "data"):
 
 
 __all__ = ["data_dir", "resolve_data_dir", "make_loader", "load_split", "load_anchors", "load_metadata",
-           "to_global", "open_dataset", "DatasetError", "split_sizes"]
+           "to_global", "open_dataset", "read_meta", "DatasetError", "split_sizes"]

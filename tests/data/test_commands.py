@@ -111,3 +111,9 @@ def test_generate_command_with_the_real_world(tmp_path, capsys):
     assert loader.load_anchors(cfg).shape == (3, 8, 3)
     again = commands.generate(cfg, str(tmp_path), _args())
     assert again["skipped"]
+    # same identity but damaged (anchors.npy deleted): generate rebuilds it instead of calling it up to date
+    os.remove(tmp_path / "data" / "irlvla_world_tiny" / "anchors.npy")
+    capsys.readouterr()
+    fixed = commands.generate(cfg, str(tmp_path), _args())
+    assert not fixed["skipped"] and "anchors.npy is missing; regenerating it" in capsys.readouterr().out
+    assert loader.load_anchors(cfg).shape == (3, 8, 3)
