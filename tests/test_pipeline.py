@@ -87,7 +87,7 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(PL, "evaluate_run", fake_eval)
     monkeypatch.setattr(PL, "make_figure", lambda *a, **k: "fig.png")
     cfg = ml_collections.ConfigDict(dict(
-        seed=0, data=dict(data_dir="", world_seed=-1),
+        seed=0, data=dict(data_dir="", world_seed=-1, name="irlvla_world_tiny"),
         ppo=dict(reward="rwm", objective="denoise", lr=1e-5, updates=10, samples_per_scene=4, log_true_score=True),
         pipeline=dict(choice_only_lr=3e-3, choice_only_updates=20, choice_only_samples=1, scorer_updates=0)))
     args = types.SimpleNamespace(seeds="0,1")

@@ -362,9 +362,15 @@ def evaluate_rwm(config, eval_fn, params, vla_params, vla_consts, scenes, mesh, 
         raise ValueError(f"rwm evaluation needs at least {batch_size} scenes (rwm.batch_size), got "
                          f"{int(np.asarray(scenes.scene_id).shape[0])}")
     acc = {"exp": [], "pred": [], "lab": [], "true": []}
+    pid, nproc = jax.process_index(), jax.process_count()
+    lb = mesh_lib.local_batch_size(batch_size)
     for i in range(0, n, batch_size):
-        b = mesh_lib.shard_batch(index(scenes, slice(i, i + batch_size)), mesh)
-        e, r, lab, t, _ = jax.device_get(eval_fn(params, vla_params, vla_consts, b, jax.random.PRNGKey(seed + i)))
+        b = mesh_lib.shard_batch(index(scenes, slice(i + pid * lb, i + (pid + 1) * lb)), mesh)   # this process's rows
+        out = eval_fn(params, vla_params, vla_consts, b, jax.random.PRNGKey(seed + i))[:4]
+        if nproc > 1:
+            from jax.experimental import multihost_utils
+            out = multihost_utils.process_allgather(out, tiled=True)
+        e, r, lab, t = jax.device_get(out)
         acc["exp"].append(e); acc["pred"].append(r); acc["lab"].append(lab); acc["true"].append(t)
     cat = lambda xs: {k: np.concatenate([x[k] for x in xs]) for k in xs[0]}  # noqa: E731
     return report(cat(acc["exp"]), np.concatenate(acc["pred"]), cat(acc["lab"]), np.concatenate(acc["true"]),
