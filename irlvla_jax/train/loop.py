@@ -77,10 +77,12 @@ class Prepared:
 
 def make_mesh(config, mesh=None, batch_size: Optional[int] = None, batch_key: str = ""):
     """Initialise ``jax.distributed`` when launched multi-process, build the ('data',) mesh over
-    ``config.train.num_devices`` (unless ``mesh`` is given) and check that ``batch_size`` splits over it."""
+    ``config.train.num_devices`` (unless ``mesh`` is given), print the layout (process, host, devices) and
+    check that ``batch_size`` splits over it."""
     quiet_libraries()
     mesh_lib.maybe_initialize_distributed()
     mesh = mesh or mesh_lib.make_mesh(int(config.train.num_devices))
+    print(f"{mesh_lib.layout(mesh_lib.cluster_source())}; the 'data' mesh spans {mesh.size}", flush=True)
     if batch_size is not None:
         mesh_lib.check_batch_size(int(batch_size), mesh, batch_key)
     return mesh

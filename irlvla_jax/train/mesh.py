@@ -6,10 +6,14 @@ replicated) and let the compiler propagate shardings through ``jit``. ``jax.make
 Explicit axes in this JAX (0.10); Explicit would force ``out_sharding=`` on sharded contractions in the
 models, which are written sharding-agnostic. Everything that needs a mesh calls :func:`make_mesh`.
 
-Multi-host: :func:`maybe_initialize_distributed` calls ``jax.distributed.initialize`` when the
-environment asks for it (``IRLVLA_COORDINATOR=host:port``, ``IRLVLA_NUM_PROCESSES``,
-``IRLVLA_PROCESS_ID``; or any cluster JAX auto-detects when ``IRLVLA_DISTRIBUTED=1``). Each process
-loads its own shard of the batch (the grain loader shards by ``jax.process_index()``) and
+Multi-host: :func:`maybe_initialize_distributed` is the one place that reads the cluster, in this order:
+(1) explicit: ``IRLVLA_COORDINATOR=host:port``, ``IRLVLA_NUM_PROCESSES``, ``IRLVLA_PROCESS_ID``
+(launch/local.sh sets them); (2) SLURM: ``SLURM_NTASKS > 1`` inside an allocation (launch/slurm.sbatch;
+JAX's SLURM detection derives the coordinator from ``SLURM_JOB_NODELIST`` and the rank from
+``SLURM_PROCID``); (3) JAX's own auto-detection (Cloud TPU pods, ...) with ``IRLVLA_DISTRIBUTED=1``
+(launch/tpu_vm.sh). It prints the process / device layout it sees. A process silent for
+``IRLVLA_HEARTBEAT_TIMEOUT`` seconds is declared dead and every other process stops with an error.
+Each process loads its own shard of the batch (the grain loader shards by ``jax.process_index()``) and
 :func:`shard_batch` assembles the global array with ``jax.make_array_from_process_local_data``.
 """
 from __future__ import annotations
@@ -35,24 +39,48 @@ def _timeouts() -> dict:
     return dict(heartbeat_timeout_seconds=int(os.environ.get("IRLVLA_HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_S)))
 
 
+def cluster_source() -> str:
+    """Where the cluster layout comes from: "explicit", "slurm", "auto" or "single" (see the module doc)."""
+    if os.environ.get("IRLVLA_COORDINATOR"):
+        return "explicit"
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and os.environ.get("SLURM_PROCID") is not None:
+        return "slurm"
+    if os.environ.get("IRLVLA_DISTRIBUTED") == "1":
+        return "auto"
+    return "single"
+
+
 def maybe_initialize_distributed() -> bool:
-    """Initialise multi-process JAX if the environment says so (idempotent). Returns True if initialised."""
+    """Initialise multi-process JAX if the environment says so (idempotent; see the module docstring).
+    Returns True if initialised."""
     global _INITIALIZED
     if _INITIALIZED:
         return True
-    coord = os.environ.get("IRLVLA_COORDINATOR")
-    if coord:
+    source = cluster_source()
+    if source == "explicit":
         try:
             n, pid = int(os.environ["IRLVLA_NUM_PROCESSES"]), int(os.environ["IRLVLA_PROCESS_ID"])
         except KeyError as e:
             raise ValueError(f"IRLVLA_COORDINATOR is set but environment variable {e.args[0]} is missing; "
                              "set IRLVLA_NUM_PROCESSES and IRLVLA_PROCESS_ID too") from None
-        jax.distributed.initialize(coord, num_processes=n, process_id=pid, **_timeouts())
-        _INITIALIZED = True
-    elif os.environ.get("IRLVLA_DISTRIBUTED") == "1":
+        jax.distributed.initialize(os.environ["IRLVLA_COORDINATOR"], num_processes=n, process_id=pid, **_timeouts())
+    elif source == "slurm":
+        jax.distributed.initialize(cluster_detection_method="slurm", **_timeouts())
+    elif source == "auto":
         jax.distributed.initialize(**_timeouts())
-        _INITIALIZED = True
-    return _INITIALIZED
+    else:
+        return False
+    _INITIALIZED = True
+    return True
+
+
+def layout(source: str = "") -> str:
+    """One line: this process's index and host, its devices, the global device count."""
+    import socket
+    local = jax.local_devices()
+    return (f"irlvla: process {jax.process_index()}/{jax.process_count()} on {socket.gethostname()}"
+            f"{' (' + source + ')' if source else ''}: {len(local)} local {local[0].platform} device(s), "
+            f"{jax.device_count()} in all")
 
 
 def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
