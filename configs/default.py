@@ -15,6 +15,11 @@ import ml_collections
 
 VARIANTS = {
     "tiny": {},
+    # The paper's ablations, on tiny (docs/ablations.md): each changes the model or the method.
+    "no_semantic": {"model.planner.contexts": ("bev", "map", "obj"), "il.w_meta": 0.0},   # no meta tokens
+    "no_3d": {"model.planner.contexts": ("meta",)},                 # no BEV / object / map tokens to the planner
+    "regression": {"model.planner.kind": "regression", "ppo.objective": "choice"},   # no diffusion
+    "rl_scorer": {"ppo.reward": "scorer"},                          # RL with the true scorer instead of the RWM
     "base": {
         "scene.num_agents": 32, "scene.num_lanes": 48, "scene.lane_vertices": 48, "scene.lane_points": 24,
         "scene.drivable_vertices": 48, "scene.route_points": 96, "scene.num_lights": 24,
@@ -70,7 +75,9 @@ def get_config(arg: str = "tiny"):
     # VLA model (models/): token width and heads; perception (camera / LiDAR conv channels, BEV stride and
     # token grid side, object / map queries, detection heat-map sigma in BEV cells); semantic reasoning
     # (instruction vocabulary, transformer width / layers / heads, meta tokens); the truncated-diffusion
-    # planner (layers, heads, the DDPM schedule: train_timesteps, trunc_steps (start of the truncated chain),
+    # planner (kind: "diffusion" (truncated diffusion around the anchors) | "regression" (one pass from the clean
+    # anchors, no noise: the regression-head ablation); contexts: the scene-token families it cross-attends to;
+    # layers, heads, the DDPM schedule: train_timesteps, trunc_steps (start of the truncated chain),
     # ddim_steps, beta range, DDIM eta, min_std floor of a step's noise, trajectory normalisation
     # x_norm = (x - norm_offset) / norm_scale per (x, y, heading)).
     c.model = ml_collections.ConfigDict(dict(
@@ -78,7 +85,8 @@ def get_config(arg: str = "tiny"):
         perception=dict(camera_channels=(16, 32, 32), lidar_channels=(16, 32), bev_stride=4,
                         bev_tokens_side=4, num_objects=8, num_map_queries=8, heatmap_sigma=1.0),
         semantic=dict(backbone="small", vocab_size=128, width=64, layers=2, heads=4, num_meta=4),
-        planner=dict(layers=2, heads=4, train_timesteps=1000, trunc_steps=50, ddim_steps=2,
+        planner=dict(kind="diffusion", contexts=("meta", "bev", "map", "obj"), layers=2, heads=4,
+                     train_timesteps=1000, trunc_steps=50, ddim_steps=2,
                      beta_start=1e-4, beta_end=0.02, eta=0.0, min_std=0.0,
                      norm_offset=(20.0, 0.0, 0.0), norm_scale=(20.0, 8.0, 0.5))))
 

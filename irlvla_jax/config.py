@@ -62,8 +62,8 @@ SCHEMA = {
     "model.perception": ("camera_channels", "lidar_channels", "bev_stride", "bev_tokens_side", "num_objects",
                          "num_map_queries", "heatmap_sigma"),
     "model.semantic": ("backbone", "vocab_size", "width", "layers", "heads", "num_meta"),
-    "model.planner": ("layers", "heads", "train_timesteps", "trunc_steps", "ddim_steps", "beta_start", "beta_end",
-                      "eta", "min_std", "norm_offset", "norm_scale"),
+    "model.planner": ("kind", "contexts", "layers", "heads", "train_timesteps", "trunc_steps", "ddim_steps",
+                      "beta_start", "beta_end", "eta", "min_std", "norm_offset", "norm_scale"),
     "il": ("steps", "batch_size", "lr", "warmup_steps", "end_lr_ratio", "weight_decay", "grad_clip", "w_traj",
            "w_mode", "w_det_heat", "w_det_box", "w_bev_seg", "w_map_line", "w_map_exist", "w_meta", "val_every",
            "val_batches", "epdms_scenes", "checkpoint_every"),
@@ -130,6 +130,11 @@ def _check_model(cfg) -> None:
     require(len(pl.norm_offset) == 3 and len(pl.norm_scale) == 3 and min(pl.norm_scale) > 0,
             "model.planner.norm_scale", "norm_offset and norm_scale need 3 entries (x, y, heading), scale > 0")
     require(float(pl.eta) >= 0 and float(pl.min_std) >= 0, "model.planner.eta", "eta and min_std must be >= 0")
+    from irlvla_jax.models.planner import CONTEXTS, KINDS
+    require(pl.kind in KINDS, "model.planner.kind", f"must be one of {KINDS}, got {pl.kind!r}")
+    ctx = tuple(pl.contexts)
+    require(len(ctx) >= 1 and len(set(ctx)) == len(ctx) and all(c in CONTEXTS for c in ctx), "model.planner.contexts",
+            f"must be a non-empty subset of {CONTEXTS} without repeats, got {ctx!r}")
 
 
 @checker("il")
@@ -204,6 +209,9 @@ def _check_ppo(cfg) -> None:
             f"got {p.choice_loss!r}")
     for k in ("bc_weight", "choice_weight", "choice_lr"):
         require(float(p[k]) >= 0, f"ppo.{k}", f"must be >= 0, got {p[k]}")
+    require(p.objective == "choice" or cfg.model.planner.kind == "diffusion", "ppo.objective",
+            "'denoise' needs model.planner.kind = 'diffusion' (a regression planner has no denoising chain); "
+            "use ppo.objective = 'choice'")
     require(0 < float(p.denoise_discount) <= 1, "ppo.denoise_discount",
             f"must be in (0, 1], got {p.denoise_discount}")
 

@@ -264,7 +264,7 @@ def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
     scenes = L.load_split(config, str(config.pipeline.eval_split), data_dir=L.data_dir(config, workdir),
                           limit=max(n_scenes, 1) * 4)
     sel = index(scenes, slice(0, n_scenes))
-    gd, params, consts = imitation.restore(config, workdir, mesh_lib.make_mesh(1))
+    gd, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
     rgd, rparams = reward.restore(config, workdir)
     from irlvla_jax.scoring.epdms import score
     sched = planner_lib.make_schedule(config.model.planner)

@@ -175,16 +175,19 @@ class Chain:
 # ---------------------------------------------------------------------------------------------------
 # Network.
 
+CONTEXTS = ("meta", "bev", "map", "obj")     # the scene-token families a planner can cross-attend to
+KINDS = ("diffusion", "regression")
+
+
 class PlannerBlock(nnx.Module):
     """Self-attention over chains; cross-attention to meta, BEV, map, object tokens (in that order);
     FFN with timestep/command conditioning (adaptive LayerNorm shift/scale). ``[B, C, D] -> [B, C, D]``."""
 
-    CONTEXTS = ("meta", "bev", "map", "obj")
-
-    def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs, dtype=jnp.float32, contexts=CONTEXTS):
+        self.contexts = tuple(contexts)
         self.ln_sa = nnx.LayerNorm(dim, rngs=rngs, dtype=dtype)
         self.sa = Attention(dim, heads, rngs=rngs, dtype=dtype)
-        for name in self.CONTEXTS:
+        for name in self.contexts:
             setattr(self, f"ln_q_{name}", nnx.LayerNorm(dim, rngs=rngs, dtype=dtype))
             setattr(self, f"ln_c_{name}", nnx.LayerNorm(dim, rngs=rngs, dtype=dtype))
             setattr(self, f"ca_{name}", Attention(dim, heads, rngs=rngs, dtype=dtype))
@@ -194,7 +197,7 @@ class PlannerBlock(nnx.Module):
 
     def __call__(self, h, ctx: dict, cond):
         h = h + self.sa(self.ln_sa(h))
-        for name in self.CONTEXTS:
+        for name in self.contexts:
             c = getattr(self, f"ln_c_{name}")(ctx[name])
             h = h + getattr(self, f"ca_{name}")(getattr(self, f"ln_q_{name}")(h), c)
         shift, scale = jnp.split(self.ada(jax.nn.silu(cond)), 2, -1)
@@ -217,7 +220,9 @@ class Planner(nnx.Module):
         self.t_mlp = MLP(D, D, D, rngs=rngs, dtype=dt)
         self.x_in = MLP(N_POSES * POSE_DIM, D, D, rngs=rngs, dtype=dt)
         self.pose_pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (D,)))
-        self.blocks = nnx.List([PlannerBlock(D, int(p.heads), rngs=rngs, dtype=dt) for _ in range(self.num_layers)])
+        self.kind = str(p.kind)
+        self.blocks = nnx.List([PlannerBlock(D, int(p.heads), rngs=rngs, dtype=dt, contexts=tuple(p.contexts))
+                                for _ in range(self.num_layers)])
         self.ln_out = nnx.LayerNorm(D, rngs=rngs, dtype=dt)
         self.pose_head = nnx.Linear(D, N_POSES * POSE_DIM, rngs=rngs)
         self.mode_head = nnx.Linear(D, 1, rngs=rngs)
@@ -250,6 +255,8 @@ class Planner(nnx.Module):
         index = m * K + k)."""
         a = self.anchors_norm()
         K = a.shape[0]
+        if self.kind == "regression":                      # no noise: the anchors themselves are the queries
+            return jnp.broadcast_to(jnp.tile(a, (num_samples, 1, 1))[None], (batch, num_samples * K) + a.shape[1:])
         t0 = int(self.sched.timesteps[0])
         ab = _abar(self.sched, t0)
         eps = jax.random.normal(rng, (batch, num_samples * K, N_POSES, POSE_DIM))
@@ -274,6 +281,11 @@ class Planner(nnx.Module):
         """Run the n denoising steps from ``x_init`` [B, C, 8, 3] (normalised). Noise std per step is
         ``step_stds(sched)``; a zero std gives the deterministic mean. Returns a :class:`Chain`."""
         s = sched or self.sched
+        if self.kind == "regression":                      # one pass: x0 regressed from the anchors
+            B, C = x_init.shape[:2]
+            x0, logits = self.denoise(tokens, x_init, jnp.zeros((B, C), jnp.int32))
+            return Chain(xs=jnp.stack([x_init, x0]), means=x0[None], log_probs=jnp.zeros((1, B, C)), x0=x0[None],
+                         mode_logits=logits[None])
         stds = step_stds(s)
         xs, means, lps, x0s, lgs = [x_init], [], [], [], []
         x = x_init
@@ -314,10 +326,14 @@ class Planner(nnx.Module):
         a = self.anchors_norm()
         K = a.shape[0]
         B = expert.shape[0]
-        r1, r2 = jax.random.split(rng)
-        t = jax.random.randint(r1, (B, K), 0, s.trunc)
-        ab = _abar(s, t)[..., None, None]
-        x_t = jnp.sqrt(ab) * a[None] + jnp.sqrt(1.0 - ab) * jax.random.normal(r2, (B, K, N_POSES, POSE_DIM))
+        if self.kind == "regression":
+            t = jnp.zeros((B, K), jnp.int32)
+            x_t = jnp.broadcast_to(a[None], (B,) + a.shape)
+        else:
+            r1, r2 = jax.random.split(rng)
+            t = jax.random.randint(r1, (B, K), 0, s.trunc)
+            ab = _abar(s, t)[..., None, None]
+            x_t = jnp.sqrt(ab) * a[None] + jnp.sqrt(1.0 - ab) * jax.random.normal(r2, (B, K, N_POSES, POSE_DIM))
         x0, logits = self.denoise(tokens, x_t, t)
         d = jnp.linalg.norm(self.anchors[...][None, :, :, :2] - expert[:, None, :, :2], axis=-1).mean(-1)
         pos = jnp.argmin(d, -1)                                                     # [B]

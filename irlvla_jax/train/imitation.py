@@ -244,7 +244,7 @@ def policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = None):
     radians, ego frame; the top-scored of the K anchor chains, deterministic DDIM, chunk i of the scenes
     drawn with ``jax.random.key(seed + i)``). Any batch size works: scenes run in fixed chunks
     (``config.il.batch_size`` unless given; the last padded)."""
-    graphdef, params, consts = restore(config, workdir, mesh_lib.make_mesh(1))
+    graphdef, params, consts = restore(config, workdir, mesh_lib.restore_mesh())
     chunk = int(chunk or config.il.batch_size)
 
     @jax.jit
@@ -265,7 +265,7 @@ def chains(config, workdir: str, scenes: Scene, *, samples: int = 1, seed: int =
     """All K anchor chains of ``samples`` samples of the latest IL policy per scene (deterministic DDIM,
     chunk i drawn with ``jax.random.key(seed + i)``) -> [B, samples * K, 8, 3] metres / radians: the
     candidates that best-of-N and the RWM's pick choose among."""
-    graphdef, params, consts = restore(config, workdir, mesh_lib.make_mesh(1))
+    graphdef, params, consts = restore(config, workdir, mesh_lib.restore_mesh())
 
     @jax.jit
     def run(scene, rng):

@@ -95,6 +95,12 @@ def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
     return jax.make_mesh((n,), (DATA,), axis_types=(jax.sharding.AxisType.Auto,), devices=devs[:n])
 
 
+def restore_mesh() -> jax.sharding.Mesh:
+    """The mesh a restored checkpoint is placed on outside training: one device in a single process (policies,
+    evaluation), every device in a multi-process job (the arrays are global there)."""
+    return make_mesh(1 if jax.process_count() == 1 else 0)
+
+
 def batch_sharding(mesh) -> NamedSharding:
     """Leading (batch) axis over 'data', the rest replicated."""
     return NamedSharding(mesh, P(DATA))

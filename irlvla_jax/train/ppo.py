@@ -244,7 +244,7 @@ def restore(config, workdir: str):
     """The IL checkpoint with the PPO-trained part of the latest checkpoint of ``run_name(config)`` put
     back -> (graphdef, full VLA params, consts)."""
     from irlvla_jax.train.state import abstract_like
-    graphdef, params, consts = imitation.restore(config, workdir, mesh_lib.make_mesh(1))
+    graphdef, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
     _, _, state, _, _ = build(config, graphdef, params, consts)
     name = run_name(config)
     state = loop.open_latest(config, workdir, name, abstract_like(state),

@@ -429,7 +429,7 @@ def policy(config, workdir: str, *, seed: int = 0, chunk: int = 32):
     one with the highest RWM reward executed -- what the RWM knows without RL.
     -> ``policy(scenes) -> np.ndarray [B, 1, 8, 3]`` (metres, radians, ego frame)."""
     from irlvla_jax.scene import padded_chunks, pad_rows
-    gd, params, consts = imitation.restore(config, workdir, mesh_lib.make_mesh(1))
+    gd, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
     rgd, rparams = restore(config, workdir)
     use_ec = bool(config.rwm.use_ec)
 
