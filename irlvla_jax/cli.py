@@ -8,12 +8,15 @@ this module's parsed flags plus positional ``args.rest``. One meaning per flag:
 
   --stage        `train`: the stage to train, il | rwm | ppo
   --policies     `evaluate`: trained runs to evaluate beside the baselines (il, rwm, ppo_rwm, ppo_scorer,
-                 ppo_rwm_choice; comma-separated, or all)
+                 ppo_rwm_choice; comma-separated, or all); `sweep`: the table row reported (default ppo_rwm)
   --split        `score`: the split the predictions are for (default test)
   --predictions  `score`: the predictions file (JSON or .npz)
   --subset       `score`: allow predictions for a subset of the split's scenes
   --mode         `score`, `vectors`: scoring mode override, tracked | direct
-  --seeds        `pipeline`: comma-separated training seeds
+  --seeds        `pipeline`, `sweep`: comma-separated training seeds
+  --grid         `sweep`: KEY=V1,V2,... config values to sweep (repeat; cells: their Cartesian product)
+  --baseline     `sweep`: the cell the others are compared with, KEY=VALUE,... (default the first cell)
+  --launcher     `sweep`: local (run one after another, default) | slurm (sbatch each) | print
 
 ``--config`` is required, except for `vectors`, whose documented default is configs/tiny.py (it reads
 only the scorer settings). Errors meant for the user (bad config, bad data, bad input) are raised as
@@ -39,6 +42,8 @@ COMMANDS = {
     "train": ("irlvla_jax.train.commands:train", "train a stage: --stage il | rwm | ppo"),
     "pipeline": ("irlvla_jax.pipeline:main", "generate -> IL -> RWM -> PPO -> evaluate, resumable"),
     "checkpoints": ("irlvla_jax.train.inspect_checkpoints:main", "list every checkpoint step with its integrity"),
+    "export": ("irlvla_jax.export:main", "export a policy (--stage il | rl): Orbax params + jax.export function"),
+    "sweep": ("irlvla_jax.sweep:main", "a pipeline per grid cell x seed, one table with 95% intervals"),
 }
 
 
@@ -81,7 +86,7 @@ def _run(argv):
     func = getattr(importlib.import_module(modname), fn)
     args = types.SimpleNamespace(stage=FLAGS.stage, policies=FLAGS.policies, split=FLAGS.split,
                                  predictions=FLAGS.predictions, mode=FLAGS.mode, rest=rest[1:], seeds=FLAGS.seeds,
-                                 subset=FLAGS.subset)
+                                 subset=FLAGS.subset, grid=FLAGS.grid, baseline=FLAGS.baseline, launcher=FLAGS.launcher)
     with _lock(cmd, cfg, workdir, args):
         return func(cfg, workdir, args)
 
@@ -161,12 +166,15 @@ def main(argv=None) -> None:
     flags.DEFINE_string("workdir", None, "output directory (datasets, checkpoints, logs, reports)")
     flags.DEFINE_string("stage", None, "`train`: the stage to train, il | rwm | ppo")
     flags.DEFINE_string("policies", None, "`evaluate`: trained runs to evaluate (il, rwm, ppo_rwm, ppo_scorer, "
-                                          "ppo_rwm_choice; comma-separated, or all)")
+                                          "ppo_rwm_choice; comma-separated, or all); `sweep`: the row reported")
     flags.DEFINE_string("split", None, "`score`: the split the predictions are for (default test)")
     flags.DEFINE_string("predictions", None, "`score`: the predictions file (JSON or .npz)")
     flags.DEFINE_bool("subset", False, "`score`: allow predictions for a subset of the split's scenes")
     flags.DEFINE_string("mode", None, "`score`, `vectors`: scoring mode override, tracked | direct")
-    flags.DEFINE_string("seeds", None, "comma-separated seeds for `pipeline`")
+    flags.DEFINE_string("seeds", None, "comma-separated seeds for `pipeline` and `sweep`")
+    flags.DEFINE_multi_string("grid", None, "`sweep`: KEY=V1,V2,... config values to sweep (repeat the flag)")
+    flags.DEFINE_string("baseline", None, "`sweep`: the baseline cell, KEY=VALUE,... (default the first cell)")
+    flags.DEFINE_enum("launcher", "local", ["local", "slurm", "print"], "`sweep`: local | slurm | print")
     try:
         _check_config_file(argv)
         try:
