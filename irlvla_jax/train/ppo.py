@@ -247,7 +247,9 @@ def restore(config, workdir: str):
     graphdef, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
     _, _, state, _, _ = build(config, graphdef, params, consts)
     name = run_name(config)
-    state = loop.open_latest(config, workdir, name, abstract_like(state),
+    rep = mesh_lib.replicated(mesh_lib.restore_mesh())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract_like(state))
+    state = loop.open_latest(config, workdir, name, abstract,
                              f"run `irlvla train --stage ppo` with ppo.reward={config.ppo.reward!r} "
                              f"ppo.objective={config.ppo.objective!r} first")
     return graphdef, merged_params(config, params, state.params), consts

@@ -419,7 +419,9 @@ def restore(config, workdir: str):
     from irlvla_jax.train.state import TrainState
     gd, params = build_rwm(config, int(config.seed))
     tx = make_optimizer(config.rwm)
-    abstract = jax.eval_shape(lambda p: TrainState.create(p, {}, tx, 0), params)
+    rep = mesh_lib.replicated(mesh_lib.restore_mesh())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                            jax.eval_shape(lambda p: TrainState.create(p, {}, tx, 0), params))
     state = loop.open_latest(config, workdir, RUN, abstract, "run `irlvla train --stage rwm` first")
     return gd, state.params
 
