@@ -381,9 +381,9 @@ def evaluate_rwm(config, eval_fn, params, vla_params, vla_consts, scenes, mesh, 
 # Train, restore, policy.
 
 def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: bool = True, mesh=None,
-          num_steps: Optional[int] = None) -> Dict[str, Any]:
-    """Run (or resume) RWM training to ``config.rwm.steps``, then write the held-out report
-    (``<workdir>/rwm_report.json``) and return it."""
+          num_steps: Optional[int] = None, report: bool = True) -> Dict[str, Any]:
+    """Run (or resume) RWM training to ``config.rwm.steps``, then (``report``) write the held-out report
+    (``<workdir>/rwm_report.json``) and return it; without it, return the training summary."""
     from irlvla_jax.train.state import TrainState
     rc = config.rwm
     bs = int(rc.batch_size)
@@ -400,6 +400,8 @@ def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: 
                    step_fn=lambda st, b: step_fn(st, vla_params, vla_consts, b),
                    log_every=int(config.train.log_every), checkpoint_every=int(rc.checkpoint_every),
                    progress=progress)
+    if not report:
+        return dict(steps=total, train_wall_s=res.wall_s, step_s=res.step_s)
     if eval_scenes is None:
         eval_scenes = loop.load_scenes(config, workdir, str(rc.eval_split), int(rc.eval_scenes))
     rep = evaluate_rwm(config, jax.jit(eval_step), res.state.params, vla_params, vla_consts, eval_scenes, mesh, bs)

@@ -13,6 +13,7 @@ by 1 process restore on 2).
 """
 import os
 import sys
+import time
 
 mode = sys.argv[1]
 if mode == "single":
@@ -96,9 +97,12 @@ def main():
         return
     wd, out = (sys.argv[3], sys.argv[4]) if mode == "single" else (sys.argv[4], sys.argv[5])
     imitation.train(c, wd, train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=False)
-    reward.train(c, wd, train_iter=Rows(spec, 21), eval_scenes=random_scenes(spec, B, 5), progress=False)
+    reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
     ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
     arrays = params_of(c, wd)
+    wait_for = os.environ.get("IRLVLA_WAIT_FOR")        # the 1-process run runs alongside: wait for its result
+    while wait_for and not os.path.exists(wait_for):
+        time.sleep(0.5)
     if mode == "multi" and len(sys.argv) > 6:
         arrays.update({"ref/" + k: v for k, v in params_of(c, sys.argv[6]).items()})
     if jax.process_index() == 0:

@@ -5,8 +5,11 @@ a 1-process run's checkpoints restore on 2; the loader shards scenes by process 
 a process killed with kill -9 ends the job with a non-zero exit within the heartbeat bound.
 
 Tolerance: the 2 x 4 and 1 x 8 programs reduce gradients over the same 8 shards in a different order
-(an all-reduce across processes, then devices), so float32 sums differ in the last bits and Adam
-amplifies that slightly; parameters agree to rtol 1e-4 / atol 1e-5 (measured: max |diff| ~1e-6).
+(an all-reduce across processes, then devices), so float32 sums differ in the last bits. For almost every
+parameter that is invisible (median |diff| ~1e-9). Parameters whose true gradient is zero -- attention key
+biases and the mode head's bias (a softmax is shift-invariant) -- get pure rounding-noise gradients, which
+Adam normalises into steps of up to the learning rate, so those entries differ by up to ~1e-4 after three
+steps (measured 8.5e-5). Hence atol 2e-4 / rtol 1e-4 for all, and a median |diff| below 1e-6.
 """
 import os
 import signal
@@ -40,12 +43,12 @@ def runs(tmp_path_factory):
     t0 = time.time()
     single = subprocess.Popen([sys.executable, WORKER, "single", "8", str(d / "single"), str(d / "single.npz")],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
-    out_single = single.communicate(timeout=600)[0]
-    assert single.returncode == 0, out_single[-3000:]
     port = _port()
     procs = [subprocess.Popen([sys.executable, WORKER, "multi", str(i), port, str(d / "multi"), str(d / "multi.npz"),
                                str(d / "single")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=_env()) for i in range(2)]
+                              env=_env(IRLVLA_WAIT_FOR=str(d / "single.npz"))) for i in range(2)]
+    out_single = single.communicate(timeout=600)[0]
+    assert single.returncode == 0, out_single[-3000:]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, o in zip(procs, outs):
         assert p.returncode == 0 and "DONE 2 8" in o, o[-3000:]
@@ -59,8 +62,9 @@ def test_two_processes_match_one_process(runs):
     assert {k.split("/")[0] for k in keys} == {"il", "rwm", "ppo"} and set(keys) <= set(multi)
     worst = max(float(np.max(np.abs(multi[k] - single[k]))) for k in keys)
     for k in keys:
-        np.testing.assert_allclose(multi[k], single[k], rtol=1e-4, atol=1e-5, err_msg=k)
-    assert any(float(np.max(np.abs(single[k]))) > 0 for k in keys) and worst < 1e-4
+        np.testing.assert_allclose(multi[k], single[k], rtol=1e-4, atol=2e-4, err_msg=k)
+    median = float(np.median([float(np.max(np.abs(multi[k] - single[k]))) for k in keys]))
+    assert any(float(np.max(np.abs(single[k]))) > 0 for k in keys) and worst < 2e-4 and median < 1e-6, (worst, median)
 
 
 def test_checkpoints_move_between_layouts(runs):
