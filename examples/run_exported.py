@@ -8,6 +8,7 @@ policy_any_batch.jax_export (symbolic batch, any B; equal to a few float32 ulps)
 """
 import json
 import os
+import pickle
 import sys
 import time
 
@@ -28,8 +29,12 @@ if not any_batch and b != fn["batch"]:
     sys.exit(f"run_exported: error: {fn['file']} takes exactly {fn['batch']} scenes per call, got {b}; "
              f"pass --any-batch for {man['functions']['any_batch']['file']} (any batch size)")
 params = ocp.PyTreeCheckpointer().restore(os.path.abspath(os.path.join(d, man["params"])))
-with open(os.path.join(d, fn["file"]), "rb") as f:
-    exported = jax.export.deserialize(bytearray(f.read()))
+try:                                   # jax.export's own format needs the `flatbuffers` package ...
+    with open(os.path.join(d, fn["file"]), "rb") as f:
+        exported = jax.export.deserialize(bytearray(f.read()))
+except ImportError:                    # ... without it: the same Exported pickled (same jax version)
+    with open(os.path.join(d, fn["file"] + ".pkl"), "rb") as f:
+        exported = pickle.load(f)
 traj = np.asarray(exported.call(params, scenes, np.int32(man["inputs"]["seed"]["default"])))
 print(f"{man['stage']} ({man['run']}): trajectories {traj.shape} {traj.dtype} in {time.perf_counter() - t0:.2f} s")
 print("first pose (x m, y m, heading rad):", traj[0, 0].tolist())

@@ -9,7 +9,9 @@ writes ``DIR/export/<stage>/`` (replaced as a whole: built beside it, then renam
                    the stage's policy, ``il`` reads the anchors from it and ``rl`` has them embedded in the
                    function as compile-time constants (``ppo.policy`` closes over them; XLA folds them, so
                    passing them in would change the last bits).
-* ``policy.jax_export``, ``policy_any_batch.jax_export``: the inference function,
+* ``policy.jax_export``, ``policy_any_batch.jax_export``: the inference function (and ``<file>.pkl``, the
+  same ``jax.export.Exported`` pickled, which loads without the ``flatbuffers`` package that
+  ``jax.export.deserialize`` needs -- same jax version, trusted files only),
   ``jax.export.export(jax.jit(infer))(...).serialize()`` (StableHLO for CPU), called as
   ``exported.call(params, scenes, seed)``:
 
@@ -48,8 +50,10 @@ run ``ppo_rwm`` (``train/ppo.py`` with ``ppo.reward=rwm``, ``ppo.objective=denoi
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -61,6 +65,7 @@ from irlvla_jax.errors import CheckpointCorrupt, UserError
 
 STAGES = ("il", "rl")
 FUNCTIONS = {"fixed": ("policy.jax_export", "chunk"), "any_batch": ("policy_any_batch.jax_export", "b")}
+PICKLE_SUFFIX = ".pkl"      # beside each function: the Exported pickled (no flatbuffers needed to load)
 PARAMS_DIR = "params"
 SAMPLE_INPUT, SAMPLE_OUTPUT, MANIFEST = "sample_input.npz", "sample_output.npy", "manifest.json"
 
@@ -234,6 +239,10 @@ def export(config, workdir: str, stage: str, *, seed: int = 0) -> Dict[str, Any]
             blob = bytes(fns[key].serialize())
             _atomic_write(os.path.join(tmp, fname), blob)
             sizes[key] = len(blob)
+            # The same Exported as a pickle: jax.export.deserialize needs the `flatbuffers` package; a pickle
+            # loads with jax + numpy alone (the same jax version; only load pickles you trust).
+            _atomic_write(os.path.join(tmp, fname + PICKLE_SUFFIX),
+                          pickle.dumps(dataclasses.replace(fns[key], _get_vjp=None)))
         np.savez(os.path.join(tmp, SAMPLE_INPUT), **sample)
         np.save(os.path.join(tmp, SAMPLE_OUTPUT), expected.astype(np.float32))
         functions = {key: dict(file=fname, batch=chunk if batch == "chunk" else batch, bytes=sizes[key],

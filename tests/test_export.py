@@ -91,6 +91,7 @@ def test_export_il_and_rl(tmp_path, capsys):
     assert m["dir"] == d and m["run"] == "il" and m["chunk"] == cfg.il.batch_size
     names = sorted(os.listdir(d))
     assert names == sorted(["manifest.json", "params", "policy.jax_export", "policy_any_batch.jax_export",
+                            "policy.jax_export.pkl", "policy_any_batch.jax_export.pkl",
                             "sample_input.npz", "sample_output.npy"]), names
     assert not [n for n in os.listdir(os.path.dirname(d)) if n.startswith(".")]      # no temporary left
     man, params, fixed = _load(d, "fixed")
