@@ -72,7 +72,7 @@ def test_checkpoints_move_between_layouts(runs):
     restored in the 2-process job (``ref/``) equal its own parameters."""
     import jax
     from irlvla_jax.train import imitation, mesh as mesh_lib, ppo
-    from tests.train.multihost_worker import config, flat
+    from tests.train.multihost_common import config, flat
     d, single, multi = runs
     c = config()
     for n in (8, 4):

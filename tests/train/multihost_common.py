@@ -1,0 +1,60 @@
+"""What the multi-host test and its worker share (no side effects on import): the micro config of the run,
+this process's rows of the global synthetic batches, and the flattened parameters of every stage."""
+
+import jax
+import numpy as np
+
+from irlvla_jax.scene import index
+from irlvla_jax.train import imitation, ppo, reward
+from irlvla_jax.train import mesh as mesh_lib
+from irlvla_jax.train.synthetic import micro_config, random_scenes
+
+B = 8
+
+
+class Rows:
+    """This process's rows of the global synthetic batches (resumable like the grain loader)."""
+
+    def __init__(self, spec, seed):
+        self.spec, self.seed, self.i = spec, seed, 0
+        n, p = jax.process_count(), jax.process_index()
+        self.rows = slice(p * B // n, (p + 1) * B // n)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        b = index(random_scenes(self.spec, B, self.seed + self.i), self.rows)
+        self.i += 1
+        return b
+
+    def get_state(self):
+        return {"i": self.i}
+
+    def set_state(self, s):
+        self.i = int(s["i"])
+
+
+def config():
+    c = micro_config()
+    c.train.num_devices, c.train.async_checkpoint = 0, False
+    c.scoring.mode = "direct"
+    c.il.update(dict(steps=3, batch_size=B, checkpoint_every=2, warmup_steps=1))
+    c.rwm.update(dict(steps=2, batch_size=B, checkpoint_every=2, eval_scenes=B, warmup_steps=1, d_model=16,
+                      num_layers=1, num_heads=2, noisy_chains=4, expert_perturbations=4, ppo_samples=1))
+    c.ppo.update(dict(updates=2, batch_size=B, samples_per_scene=2, checkpoint_every=1, log_true_score=False))
+    return c
+
+
+def flat(tree):
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): np.asarray(
+        leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def params_of(c, wd):
+    out = {}
+    out.update({"il/" + k: v for k, v in flat(imitation.restore(c, wd, mesh_lib.make_mesh(0))[1]).items()})
+    out.update({"rwm/" + k: v for k, v in flat(reward.restore(c, wd)[1]).items()})
+    out.update({"ppo/" + k: v for k, v in flat(ppo.restore(c, wd)[1]).items()})
+    return out
