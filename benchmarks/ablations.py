@@ -127,14 +127,19 @@ def main():
     ap.add_argument("--data_dir", default="")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--scenes", type=int, default=500)
+    ap.add_argument("--train_only", action="store_true", help="train the seeds' runs, no table")
+    ap.add_argument("--score_only", action="store_true", help="score the finished runs and write the table")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     wd = os.path.abspath(a.workdir)
     data_dir = os.path.abspath(a.data_dir or os.path.join(wd, "data"))
-    if not a.data_dir:
+    if not a.data_dir and not a.score_only:
         cli(["generate", "--config", "configs/default.py:tiny", "--workdir", wd, f"--config.data.data_dir={data_dir}"])
-    for s in seeds:
-        train(wd, data_dir, s)
+    if not a.score_only:
+        for s in seeds:
+            train(wd, data_dir, s)
+    if a.train_only:
+        return
     path = os.path.join(wd, "scores.npz")
     scores = score(wd, data_dir, seeds, a.scenes)
     np.savez(path, **scores)
