@@ -125,5 +125,7 @@ def test_killed_process_ends_the_job_within_the_bound(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    assert rc != 0 and took < 60, (rc, took, open(tmp_path / "p0.log").read()[-2000:])
+    log0 = open(tmp_path / "p0.log").read()
+    assert rc != 0 and took < 60, (rc, took, log0[-2000:])
+    assert "unhealthy (stopped sending heartbeats):\n1\n" in log0      # names the dead process (task 1)
     print(f"process 0 exited {rc} {took:.0f} s after kill -9 of process 1")
