@@ -82,6 +82,11 @@ def score(workdir: str, data_dir: str, seeds, n_scenes: int):
     from irlvla_jax.train import imitation, ppo
     out = {}
     for seed in seeds:
+        cache = os.path.join(workdir, f"scores_seed{seed}_{n_scenes}.npz")      # a seed is scored once
+        if os.path.exists(cache):
+            out.update(dict(np.load(cache)))
+            continue
+        mine = {}
         scenes = None
         for row, variant, policy in ROWS:
             c = config_of(variant, data_dir, seed)
@@ -92,8 +97,10 @@ def score(workdir: str, data_dir: str, seeds, n_scenes: int):
             scorer, nd = __import__("irlvla_jax.scoring.epdms", fromlist=["x"]).scorer_from_config(c)
             s = E.score_policy(scorer, scenes, E._check_trajectories(row, fn(scenes), n_scenes), 32, desc=row)
             for k, v in s.items():
-                out[f"{row}/{seed}/{k}"] = v
+                mine[f"{row}/{seed}/{k}"] = v
             print(f"seed {seed} {row}: EPDMS {s['EPDMS'].mean():.4f}", flush=True)
+        np.savez(cache, **mine)
+        out.update(mine)
     return out
 
 
