@@ -93,6 +93,7 @@ def expert_previous(scenes: S.Scene) -> np.ndarray:
 # policy name -> fn(scenes) -> its plan made at -0.5 s [B, 1, 8, 3] (ego frame at -0.5 s), for EC.
 PREVIOUS_PLANS: Dict[str, PolicyFn] = {"constant_velocity": constant_velocity_previous, "expert": expert_previous}
 
+
 # Trained policies by run name (the checkpoint folder under <workdir>/checkpoints): run -> loader(config,
 # workdir) -> PolicyFn. ``--policies`` names them.
 def _ppo_loader(**ppo):

@@ -196,10 +196,6 @@ def cell_overrides(cell_ov: Dict[str, str]) -> List[str]:
     return [f"--config.{k}={v}" for k, v in cell_ov.items()]
 
 
-
-
-
-
 class Plan:
     """Every command of a sweep: ``generate`` once, then ``pipeline`` per (cell, seed)."""
 

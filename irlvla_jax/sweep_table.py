@@ -15,8 +15,10 @@ from irlvla_jax.errors import UserError
 
 Cell = Tuple[str, Dict[str, str]]       # (name, {config key: value})
 
+
 def run_dir(workdir: str, name: str, seed: int) -> str:
     return os.path.join(workdir, name, f"seed_{seed}")
+
 
 def finished(run: str) -> bool:
     """The run's pipeline finished: its results.json and evaluate marker exist."""
@@ -25,6 +27,7 @@ def finished(run: str) -> bool:
 
 # --------------------------------------------------------------------------------------------------
 # The table.
+
 
 def load_run(run: str, policy: str) -> Dict[str, Any]:
     """A finished run's scores of ``policy``: {"table": {column: value}, "per_scene": [EPDMS per scene],

@@ -51,7 +51,6 @@ TERNARY_VALUES = (0.0, 0.5, 1.0)
 _HEAD_DIM = 3 + 3 + len(BINARY) + 1
 
 
-
 @struct.dataclass
 class RWMOutput:
     """Raw predictions for [B, N] candidates.

@@ -331,7 +331,6 @@ def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng):
     return total, out
 
 
-
 def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: optax.GradientTransformation,
                 monitor_fn: Callable | None = None) -> Callable:
     """Build ``update(state, static, batch) -> (state, metrics)`` (jit it once; donate ``state``).
