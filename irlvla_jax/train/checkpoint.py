@@ -63,14 +63,15 @@ def tree_entries(tree) -> Dict[str, Tuple[tuple, str]]:
 
 def host_arrays(tree) -> Dict[str, np.ndarray]:
     """Pytree of (device) arrays -> {"a/b/0": contiguous host numpy array} (typed PRNG keys as their data)."""
-    out = {}
+    names, leaves = [], []
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
             leaf = leaf.addressable_data(0)      # a replicated multi-process array: this process's copy
-        out["/".join(_key_str(k) for k in path)] = np.ascontiguousarray(jax.device_get(leaf))
-    return out
+        names.append("/".join(_key_str(k) for k in path))
+        leaves.append(leaf)
+    return {n: np.ascontiguousarray(a) for n, a in zip(names, jax.device_get(leaves))}   # one transfer
 
 
 def digest(tree) -> Dict[str, Any]:
