@@ -79,6 +79,7 @@ def config_of(variant: str, data_dir: str, seed: int):
 def score(workdir: str, data_dir: str, seeds, n_scenes: int):
     from irlvla_jax import evaluate as E
     from irlvla_jax.data import loader as L
+    from irlvla_jax.scoring.epdms import scorer_from_config
     from irlvla_jax.train import imitation, ppo
     out = {}
     for seed in seeds:
@@ -94,8 +95,8 @@ def score(workdir: str, data_dir: str, seeds, n_scenes: int):
             if scenes is None:
                 scenes = L.load_split(c, "test", data_dir=data_dir, limit=n_scenes)
             fn = imitation.policy(c, wd, seed=seed, chunk=32) if policy == "il" else ppo.policy(c, wd, seed=seed, chunk=32)
-            scorer, nd = __import__("irlvla_jax.scoring.epdms", fromlist=["x"]).scorer_from_config(c)
-            s = E.score_policy(scorer, scenes, E._check_trajectories(row, fn(scenes), n_scenes), 32, desc=row)
+            scorer, _ = scorer_from_config(c)
+            s = E.score_policy(scorer, scenes, fn(scenes), 32, desc=row)
             for k, v in s.items():
                 mine[f"{row}/{seed}/{k}"] = v
             print(f"seed {seed} {row}: EPDMS {s['EPDMS'].mean():.4f}", flush=True)
