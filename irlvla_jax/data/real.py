@@ -1,0 +1,580 @@
+"""Real driving logs -> Scene windows: the source-independent half of the Argoverse 2 and ScenarioNet
+adapters (:mod:`irlvla_jax.data.av2`, :mod:`irlvla_jax.data.scenarionet`).
+
+An adapter reads its format into a :class:`RealLog` (global frame, 10 Hz) and this module does the rest,
+with the NAVSIM adapter's conventions (:mod:`irlvla_jax.data.navsim`) and its map code
+(:func:`irlvla_jax.data.navsim.scene_map.fill_map`):
+
+* **Windows**, like NAVSIM's scene filter: t0 every ``stride`` steps (default 5 = 0.5 s, one NAVSIM
+  frame) wherever the log has 1.5 s of ego history and 4 s of ego future (``T_PAST`` + ``T_FUT`` steps);
+  a window is named ``<log>@<t0 in ms>``.
+* **Frame**: the ego rear-axle frame at t0. ``ego_state`` = (0, 0, 0, vx, vy, ax, ay): the velocity and
+  acceleration of the rear axle in the body frame, by central differences of the 10 Hz poses (what a
+  NAVSIM log's ``ego_dynamic_state`` holds). ``ego_past`` = the 15 logged 10 Hz states before t0;
+  ``expert_future`` = the logged poses at 0.5 ... 4.0 s.
+* **Agents** at their logged 10 Hz states (a NAVSIM log has 2 Hz boxes that its adapter interpolates to
+  10 Hz): valid between a track's first and last sighting in [t0, t0 + 4 s], linearly interpolated over
+  gaps; velocity by central differences, zero for static objects. Tracks present at t0 first, then by
+  distance to the ego, as NAVSIM; the tracks beyond ``spec.num_agents`` are dropped and **counted** in
+  the window's report (with the nearest dropped distance).
+* **Route**: the lanes the logged ego drives. Every 10 Hz ego pose of the *whole log* is matched to the
+  lanes whose polygon holds its rear axle with a heading error below 60 deg (the best-aligned one); the
+  roadblocks of those lanes, in order of first visit, are the route (``roadblock_ids``). Assumes the
+  driver followed its mission route (what NAVSIM's route is) and that the map covers the logged path; a
+  window whose t0 pose matches no lane has no route and is rejected with that reason. Roadblocks group
+  lanes that run side by side in the same direction (:func:`group_roadblocks`), so a lane change stays
+  on the route, as in nuPlan.
+* **Driving command** (left / straight / right) from the route: the heading change of the route
+  centerline between the ego's projection and 40 m further along (left / right beyond +-0.5 rad, else
+  straight) -- NAVSIM's commands also come from the route, not from the future poses.
+* **Map**: lanes longer than ``MAX_LANE_LENGTH`` are cut into chained pieces; the drivable area (the
+  source's drivable polygons united with all lane polygons) is clipped to a box around the ego and cut
+  into at most ``spec.num_drivable`` hole-free pieces of at most ``spec.drivable_vertices`` vertices
+  (:func:`drivable_pieces`); lanes, pieces and lights then go through NAVSIM's ``fill_map``. What was cut
+  (lanes beyond the budget, drivable area outside the box, the largest simplification error) is in the
+  window's report, never silently.
+* **Lights** from the log where it has them (per lane, per 10 Hz step, read at t0, t0 + 0.5 s, ...).
+* **Sensors**: the world's camera / LiDAR / BEV renderers (:mod:`irlvla_jax.world.sensors`) fed with the
+  window's real map and boxes -- simulated sensors of real geometry, not the log's cameras. The
+  instruction is built from the command and the speed limit with the world's language.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from irlvla_jax import scene as S
+from irlvla_jax.data.navsim import geometry as G
+from irlvla_jax.data.navsim.maps import MapArea, MapLane
+
+MAX_LANE_LENGTH = 30.0          # m: longer lanes are cut into chained pieces (vertex budget, map crop)
+CROP_BEHIND, CROP_AHEAD, CROP_SIDE = 30.0, 90.0, 50.0   # m: drivable-area box around the ego (its frame)
+ROUTE_HEADING_TOL = np.pi / 3   # rad: an ego pose matches a lane whose direction is within this
+COMMAND_LOOKAHEAD, COMMAND_TURN = 40.0, 0.5   # m, rad: route heading change that makes left / right
+
+
+@dataclasses.dataclass
+class Track:
+    """One object's track on the log's 10 Hz clock, global frame.
+
+    id: str; type: ``scene.AGENT_*``; length, width, height: metres (box size, constant);
+    xyh [T, 3] float64: box centre x, y (m) and heading (rad) at every step (anything where not valid);
+    valid [T] bool: observed at that step.
+    """
+    id: str
+    type: int
+    length: float
+    width: float
+    height: float
+    xyh: np.ndarray
+    valid: np.ndarray
+
+
+@dataclasses.dataclass
+class Marking:
+    """A painted line for the camera: polyline [k, 2] (global, m) and style 0 solid / 1 dashed / 2 yellow."""
+    points: np.ndarray
+    style: int
+
+
+@dataclasses.dataclass
+class RealLog:
+    """A real log in a global (city / dataset) frame on a uniform 10 Hz clock.
+
+    source: "av2" | "nuscenes" | "waymo" | ...; name: the log / scenario id; path: the file or folder read
+    (for messages); t [T] float64 s (t[i] = t[0] + 0.1 i); ego [T, 3] float64: rear-axle x, y (m),
+    heading (rad); tracks: the other objects; lanes: :class:`MapLane` with polygon, centerline in driving
+    direction, successors, ``speed_limit`` m/s or None, ``is_connector`` (inside an intersection) and
+    ``roadblock_id`` (set by :func:`group_roadblocks` unless the source has roadblocks); drivable:
+    drivable-area polygons (may be empty: the lanes then bound the drivable area); intersections:
+    intersection polygons (may be empty); crosswalks: polygons [4, 2]; markings: painted lines;
+    lights: None if the source has no light states, else one dict per step {lane id: is_red}.
+    """
+    source: str
+    name: str
+    path: str
+    t: np.ndarray
+    ego: np.ndarray
+    tracks: List[Track]
+    lanes: List[MapLane]
+    drivable: List[MapArea]
+    intersections: List[MapArea]
+    crosswalks: List[np.ndarray]
+    markings: List[Marking]
+    lights: Optional[List[Dict[str, bool]]] = None
+
+
+@dataclasses.dataclass
+class Window:
+    """One window of a log: its Scene, or ``None`` with a one-line ``reason``; ``report`` says what was cut
+    (agents / lanes / drivable area dropped, the largest polygon simplification error in metres)."""
+    log: str
+    token: str
+    t0: int
+    scene: Optional[S.Scene]
+    reason: str = ""
+    report: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def failed_log(log: str, error: Exception) -> Window:
+    """The one window an adapter yields for a log it cannot read: ``t0 = -1``, no scene, the error as reason."""
+    return Window(log, log, -1, None, f"log failed: {error}")
+
+
+class LogError(ValueError):
+    """A log file is malformed: the message names the file and the field."""
+
+    def __init__(self, path: str, field: str, problem: str):
+        super().__init__(f"{path}: field '{field}': {problem}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Map preparation (once per log): lane pieces, successors, roadblocks.
+
+def _heading_at(line: np.ndarray, s: float) -> float:
+    """Direction (rad) of polyline ``line`` [k, 2] at arc length s."""
+    seg = np.diff(line, axis=0)
+    i = int(np.clip(np.searchsorted(G.arclength(line), s, side="right") - 1, 0, len(seg) - 1))
+    return float(np.arctan2(seg[i, 1], seg[i, 0]))
+
+
+def split_lanes(lanes: Sequence[MapLane], max_length: float = MAX_LANE_LENGTH) -> List[MapLane]:
+    """Lanes longer than ``max_length`` cut into chained pieces of equal length (ids ``<id>``, ``<id>#1``,
+    ...; the first piece keeps the id, so lights and predecessors still point at the lane's start). A
+    piece's polygon is the lane polygon clipped between the normals of the centerline at its two ends."""
+    from shapely.geometry import Polygon
+    out: List[MapLane] = []
+    for ln in lanes:
+        cl = G.fit_polyline(ln.centerline, 10 ** 6)
+        length = float(G.arclength(cl)[-1]) if len(cl) >= 2 else 0.0
+        n = int(np.ceil(length / max_length)) if length > max_length else 1
+        if n == 1:
+            out.append(ln)
+            continue
+        poly = Polygon(G.clean_ring(ln.polygon)).buffer(0)
+        cuts = np.linspace(0.0, length, n + 1)
+        ids = [ln.id] + [f"{ln.id}#{k}" for k in range(1, n)]
+        for k in range(n):
+            piece_cl = G.crop_polyline(cl, cuts[k], cuts[k + 1])
+            h0, h1 = _heading_at(cl, cuts[k] + 1e-6), _heading_at(cl, cuts[k + 1] - 1e-6)
+            a, b = piece_cl[0], piece_cl[-1]
+            w = 50.0
+            n0, n1 = np.array([-np.sin(h0), np.cos(h0)]), np.array([-np.sin(h1), np.cos(h1)])
+            t0, t1 = np.array([np.cos(h0), np.sin(h0)]), np.array([np.cos(h1), np.sin(h1)])
+            a0, b0 = (a - 0.01 * t0 if k else a - w * t0), (b + 0.01 * t1 if k < n - 1 else b + w * t1)
+            quad = Polygon([a0 - w * n0, b0 - w * n1, b0 + w * n1, a0 + w * n0]).buffer(0)
+            part = poly.intersection(quad)
+            if part.geom_type != "Polygon":
+                parts = [g for g in getattr(part, "geoms", []) if g.geom_type == "Polygon"]
+                part = max(parts, key=lambda g: g.area) if parts else None
+            ring = (np.asarray(part.exterior.coords)[:-1] if part is not None and not part.is_empty
+                    else ln.polygon)
+            succ = (ids[k + 1],) if k < n - 1 else ln.successors
+            out.append(MapLane(ids[k], ring, piece_cl, ln.roadblock_id, ln.is_connector, ln.speed_limit, succ))
+    return out
+
+
+def infer_successors(lanes: Sequence[MapLane], gap: float = 1.5, max_turn: float = np.pi / 4) -> List[MapLane]:
+    """Adds to each lane's successors the lanes whose centerline starts within ``gap`` m of its end,
+    heading within ``max_turn`` (for sources without a lane graph, e.g. nuScenes in ScenarioNet)."""
+    starts = np.array([ln.centerline[0] for ln in lanes])
+    h_start = np.array([_heading_at(ln.centerline, 0.0) for ln in lanes])
+    out = []
+    for ln in lanes:
+        end = ln.centerline[-1]
+        h_end = _heading_at(ln.centerline, float(G.arclength(ln.centerline)[-1]))
+        near = np.nonzero((np.linalg.norm(starts - end, axis=-1) < gap)
+                          & (np.abs(G.wrap_angle(h_start - h_end)) < max_turn))[0]
+        extra = tuple(lanes[j].id for j in near if lanes[j].id != ln.id and lanes[j].id not in ln.successors)
+        out.append(dataclasses.replace(ln, successors=tuple(ln.successors) + extra))
+    return out
+
+
+def group_roadblocks(lanes: Sequence[MapLane], max_gap: float = 6.0, max_angle: float = np.pi / 6) -> List[MapLane]:
+    """Lanes without a ``roadblock_id`` grouped into roadblocks: two lanes share one when the middle of one's
+    centerline lies beside the other's (projection strictly inside it, 1.5 ... ``max_gap`` m to the side)
+    and both run the same way (within ``max_angle``) -- lanes side by side in one direction, what nuPlan
+    calls a roadblock. Union-find; a group is named by its smallest lane id."""
+    parent = {ln.id: ln.id for ln in lanes}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    mids, heads, lens = [], [], []
+    for ln in lanes:
+        s = G.arclength(ln.centerline)
+        mids.append(np.array([np.interp(s[-1] / 2, s, ln.centerline[:, 0]), np.interp(s[-1] / 2, s, ln.centerline[:, 1])]))
+        heads.append(_heading_at(ln.centerline, s[-1] / 2))
+        lens.append(s[-1])
+    mids = np.asarray(mids)
+    for i, a in enumerate(lanes):
+        if a.roadblock_id:
+            continue
+        cand = np.nonzero(np.linalg.norm(mids - mids[i], axis=-1) < max_gap + 0.5 * (lens[i] + np.asarray(lens)))[0]
+        for j in cand:
+            b = lanes[j]
+            if j == i or b.roadblock_id or len(b.centerline) < 2:
+                continue
+            s, d = G.project_on_polyline(b.centerline, mids[i])
+            if not (1.5 <= d <= max_gap and 0.0 < s < lens[j]):
+                continue
+            if abs(G.wrap_angle(_heading_at(b.centerline, s) - heads[i])) < max_angle:
+                parent[find(a.id)] = find(b.id)
+    groups: Dict[str, List[str]] = {}
+    for ln in lanes:
+        groups.setdefault(find(ln.id), []).append(ln.id)
+    name = {lid: min(ids) for ids in groups.values() for lid in ids}
+    return [ln if ln.roadblock_id else dataclasses.replace(ln, roadblock_id="rb:" + name[ln.id]) for ln in lanes]
+
+
+def prepare_lanes(lanes: Sequence[MapLane]) -> List[MapLane]:
+    """A source's lanes -> the lanes a window uses: cut to ``MAX_LANE_LENGTH`` pieces, successors inferred
+    where the graph lacks them, grouped into roadblocks."""
+    if not lanes:
+        return []
+    return group_roadblocks(infer_successors(split_lanes(lanes)))
+
+
+def match_route(ego: np.ndarray, lanes: Sequence[MapLane]) -> Tuple[List[str], np.ndarray]:
+    """The lanes the ego drives: for each pose [T, 3] the best-aligned lane holding its rear axle (heading
+    error below ``ROUTE_HEADING_TOL``) or "" -> (roadblock ids in order of first visit, lane id per step)."""
+    boxes = np.array([[*ln.polygon.min(0), *ln.polygon.max(0)] for ln in lanes]) if lanes else np.zeros((0, 4))
+    per_step = []
+    for x, y, h in ego:
+        best, best_err = "", ROUTE_HEADING_TOL
+        for k in np.nonzero((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3]))[0]:
+            ln = lanes[k]
+            if len(ln.centerline) < 2 or not G.point_in_polygon(np.array([x, y]), ln.polygon):
+                continue
+            s, _ = G.project_on_polyline(ln.centerline, np.array([x, y]))
+            err = abs(G.wrap_angle(_heading_at(ln.centerline, s) - h))
+            if err < best_err:
+                best, best_err = ln.id, err
+        per_step.append(best)
+    rb_of = {ln.id: ln.roadblock_id for ln in lanes}
+    order: List[str] = []
+    for lid in per_step:
+        if lid and rb_of[lid] not in order:
+            order.append(rb_of[lid])
+    return order, np.asarray(per_step, object)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Drivable area of a window: clipped to a box around the ego, cut into hole-free pieces within budget.
+
+def crop_box(pose: np.ndarray):
+    """The window's map box (shapely polygon, global frame): ``CROP_BEHIND`` m behind the ego to
+    ``CROP_AHEAD`` m ahead, ``CROP_SIDE`` m to each side, aligned with its heading."""
+    from shapely.geometry import Polygon
+    c, s = np.cos(pose[2]), np.sin(pose[2])
+    loc = np.array([[-CROP_BEHIND, -CROP_SIDE], [CROP_AHEAD, -CROP_SIDE], [CROP_AHEAD, CROP_SIDE],
+                    [-CROP_BEHIND, CROP_SIDE]])
+    return Polygon(np.stack([pose[0] + c * loc[:, 0] - s * loc[:, 1], pose[1] + s * loc[:, 0] + c * loc[:, 1]], -1))
+
+
+def _polygons(geom) -> list:
+    if geom.is_empty:
+        return []
+    if geom.geom_type == "Polygon":
+        return [geom] if geom.area > 1e-6 else []
+    return [p for g in getattr(geom, "geoms", []) for p in _polygons(g)]
+
+
+def _halves(p):
+    """Cut polygon p in two across the longer side of its bounding box (through a hole's centre if it has
+    one, so holes open up)."""
+    from shapely.geometry import box
+    x0, y0, x1, y1 = p.bounds
+    if p.interiors:
+        cx, cy = np.asarray(p.interiors[0].centroid.coords)[0]
+    else:
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if x1 - x0 >= y1 - y0:
+        return _polygons(p.intersection(box(x0 - 1, y0 - 1, cx, y1 + 1))) + _polygons(p.intersection(box(cx, y0 - 1, x1 + 1, y1 + 1)))
+    return _polygons(p.intersection(box(x0 - 1, y0 - 1, x1 + 1, cy))) + _polygons(p.intersection(box(x0 - 1, cy, x1 + 1, y1 + 1)))
+
+
+def drivable_pieces(region, budget: int, max_vertices: int) -> Tuple[List[np.ndarray], Dict[str, float]]:
+    """A drivable region (shapely geometry) -> at most ``budget`` hole-free rings [k <= max_vertices, 2],
+    largest first, and what it cost: ``dropped_area_m2`` (pieces beyond the budget), ``holes_filled_m2``
+    and ``max_simplify_m`` (the largest Hausdorff distance between a piece and its simplified ring).
+
+    Pieces with holes or too many vertices are cut in halves (:func:`_halves`) while the budget allows;
+    then holes are filled and rings simplified (Douglas-Peucker, the smallest tolerance that fits)."""
+    from shapely.geometry import Polygon
+    pieces = _polygons(region)
+
+    def bad(p):
+        return bool(p.interiors) or len(p.exterior.coords) - 1 > max_vertices
+
+    while len(pieces) < budget:
+        worst = [i for i, p in enumerate(pieces) if bad(p)]
+        if not worst:
+            break
+        i = max(worst, key=lambda i: (bool(pieces[i].interiors), len(pieces[i].exterior.coords)))
+        halves = _halves(pieces[i])
+        if len(pieces) - 1 + len(halves) > budget or len(halves) < 2:
+            break
+        pieces[i:i + 1] = halves
+    pieces.sort(key=lambda p: -p.area)
+    cost = {"dropped_area_m2": float(sum(p.area for p in pieces[budget:])), "holes_filled_m2": 0.0,
+            "max_simplify_m": 0.0}
+    rings = []
+    for p in pieces[:budget]:
+        if p.interiors:
+            cost["holes_filled_m2"] += float(sum(Polygon(r).area for r in p.interiors))
+            p = Polygon(p.exterior)
+        q, tol = p, 0.0
+        while len(q.exterior.coords) - 1 > max_vertices:
+            tol = max(2 * tol, 0.02)
+            q = p.simplify(tol, preserve_topology=True)
+            q = q if q.geom_type == "Polygon" else max(_polygons(q), key=lambda g: g.area)
+        if tol > 0:
+            cost["max_simplify_m"] = max(cost["max_simplify_m"], float(p.hausdorff_distance(q)))
+        ring = np.asarray(q.exterior.coords)[:-1]
+        if len(ring) >= 3:
+            rings.append(ring)
+    cost = {k: round(v, 3) for k, v in cost.items()}
+    return rings, cost
+
+
+# ----------------------------------------------------------------------------------------------------
+# Windows -> Scenes.
+
+DEFAULT_SPEED_LIMIT = 40 / 3.6   # m/s: assumed where the source has no limit (AV2 maps carry none)
+MAP_RADIUS = 60.0                # m: lanes (polygon distance) kept around the ego (NAVSIM: 100 m)
+STATIC_TYPES = (S.AGENT_STATIC,)
+
+
+def ego_dynamics(ego: np.ndarray, dt: float = S.DT) -> np.ndarray:
+    """Rear-axle (vx, vy, ax, ay) [T, 4] in the body frame from poses [T, 3] at ``dt`` (central differences)."""
+    v = np.gradient(ego[:, :2], dt, axis=0)
+    a = np.gradient(v, dt, axis=0)
+    c, s = np.cos(ego[:, 2]), np.sin(ego[:, 2])
+    rot = lambda u: np.stack([c * u[:, 0] + s * u[:, 1], -s * u[:, 0] + c * u[:, 1]], -1)  # noqa: E731
+    return np.concatenate([rot(v), rot(a)], -1)
+
+
+def _track_states(tr: Track, i0: int, origin: np.ndarray):
+    """A track over steps i0 ... i0+40 in the t0 frame -> (states [41, 5] x, y, h, vx, vy; valid [41])."""
+    sl = slice(i0, i0 + S.T_FUT)
+    ok = tr.valid[sl].astype(bool)
+    out = np.zeros((S.T_FUT, 5))
+    if not ok.any():
+        return out, ok
+    idx = np.nonzero(ok)[0]
+    valid = np.zeros(S.T_FUT, bool)
+    valid[idx[0]:idx[-1] + 1] = True
+    rel = G.relative_pose(tr.xyh[sl][ok], origin)
+    rel[:, 2] = np.unwrap(rel[:, 2])
+    t = np.arange(S.T_FUT)[valid]
+    st = np.stack([np.interp(t, idx, rel[:, j]) for j in range(3)], -1)
+    if tr.type not in STATIC_TYPES and len(idx) > 1:
+        vel = np.gradient(st[:, :2], S.DT, axis=0)
+    else:
+        vel = np.zeros((len(t), 2))
+    st[:, 2] = G.wrap_angle(st[:, 2])
+    out[valid] = np.concatenate([st, vel], -1)
+    return out, valid
+
+
+def _agents(log: RealLog, i0: int, origin: np.ndarray, spec: S.SceneSpec, f: dict) -> Dict[str, Any]:
+    rows = []
+    for tr in log.tracks:
+        st, valid = _track_states(tr, i0, origin)
+        if not valid.any():
+            continue
+        first = int(np.argmax(valid))
+        rows.append((not valid[0], float(np.hypot(*st[first, :2])), tr.id, tr, st, valid))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    for i, (_, _, _, tr, st, valid) in enumerate(rows[:spec.num_agents]):
+        f["agent_boxes"][i, :, :3] = np.where(valid[:, None], st[:, :3], 0.0)
+        f["agent_boxes"][i, :, 3:5] = (tr.length, tr.width)
+        f["agent_velocity"][i] = np.where(valid[:, None], st[:, 3:5], 0.0)
+        f["agent_type"][i] = tr.type
+        f["agent_valid"][i] = valid
+    dropped = rows[spec.num_agents:]
+    return {"agents": len(rows), "agents_dropped": len(dropped),
+            "nearest_dropped_m": round(min(r[1] for r in dropped), 1) if dropped else None,
+            "heights": [r[3].height for r in rows[:spec.num_agents]]}
+
+
+def route_command(route: np.ndarray) -> str:
+    """left / straight / right from the heading change of ``route`` (t0 frame) over the ``COMMAND_LOOKAHEAD``
+    m after the ego's projection."""
+    s_ego, _ = G.project_on_polyline(route, np.zeros(2))
+    ahead = G.crop_polyline(route, s_ego, s_ego + COMMAND_LOOKAHEAD)
+    seg = np.diff(ahead, axis=0)
+    seg = seg[np.linalg.norm(seg, axis=-1) > 1e-6]
+    if len(seg) < 1:
+        return "straight"
+    dh = float(G.wrap_angle(np.arctan2(seg[-1, 1], seg[-1, 0]) - np.arctan2(seg[0, 1], seg[0, 0])))
+    return "left" if dh > COMMAND_TURN else "right" if dh < -COMMAND_TURN else "straight"
+
+
+def instruction_text(command: str, route: np.ndarray, connectors: Sequence[np.ndarray], limit: float) -> str:
+    """The world's phrasing: a turn (with its distance when an on-route connector lies ahead) or "follow the
+    road", then the speed limit."""
+    from irlvla_jax.world import language
+    if command == "straight":
+        base = "follow the road"
+    else:
+        base = f"turn {command} at the intersection"
+        ahead = [float(c[0, 0]) for c in connectors if len(c) and c[0, 0] > 3.0]
+        if ahead:
+            base += f" in {language.round5(min(ahead))} m"
+    return f"{base}, speed limit {language.kmh(limit)} km/h"
+
+
+def window_token(log: RealLog, i0: int) -> str:
+    """``<log>@<t0 in ms since the log's start>``."""
+    return f"{log.name}@{int(round((log.t[i0] - log.t[0]) * 1000))}"
+
+
+@dataclasses.dataclass
+class PreparedLog:
+    """What every window of a log shares: lanes cut and grouped (:func:`prepare_lanes`), the route's
+    roadblock ids and the lane matched at each step (:func:`match_route`), ego dynamics [T, 4]."""
+    log: RealLog
+    lanes: List[MapLane]
+    route_ids: List[str]
+    lane_per_step: np.ndarray
+    dynamics: np.ndarray
+
+
+def prepare(log: RealLog) -> PreparedLog:
+    lanes = prepare_lanes(log.lanes)
+    route_ids, per_step = match_route(log.ego, lanes)
+    return PreparedLog(log, lanes, route_ids, per_step, ego_dynamics(log.ego))
+
+
+def window_steps(log: RealLog, stride: int = 5) -> List[int]:
+    """The t0 steps of a log's windows: every ``stride`` steps with 1.5 s of history and 4 s of future."""
+    return list(range(S.T_PAST, len(log.t) - S.T_FUT + 1, max(int(stride), 1)))
+
+
+def _map_regions(log: RealLog, lanes: Sequence[MapLane], origin: np.ndarray):
+    """(road, intersection) drivable regions of the window (shapely, global frame, clipped to the box)."""
+    from shapely.geometry import Polygon
+    from shapely.ops import unary_union
+    box = crop_box(origin)
+
+    def poly(r):
+        return Polygon(G.clean_ring(r)).buffer(0)
+
+    near = [ln for ln in lanes if poly(ln.polygon).intersects(box)]
+    inter = unary_union([poly(a.polygon) for a in log.intersections] +
+                        [poly(ln.polygon) for ln in near if ln.is_connector]).intersection(box)
+    allr = unary_union([poly(a.polygon) for a in log.drivable] + [poly(ln.polygon) for ln in near]).intersection(box)
+    return allr.difference(inter), inter
+
+
+def window_scene(p: PreparedLog, i0: int, spec: S.SceneSpec, *, split: str = "real",
+                 render: bool = True) -> Tuple[S.Scene, Dict[str, Any]]:
+    """The Scene of the window with t0 = step ``i0`` (validated) and its report; SceneError if it cannot be
+    made (the message is the window's rejection reason)."""
+    from irlvla_jax.data.navsim.maps import MapQuery
+    from irlvla_jax.data.navsim.scene_map import fill_map
+    log = p.log
+    token = window_token(log, i0)
+    where = f"{log.source} window {token}"
+    f = {k: v.copy() for k, v in S.empty_scene(spec).to_dict().items()}
+    origin = log.ego[i0]
+    rel = G.relative_pose(log.ego[i0 - S.T_PAST:i0 + S.T_FUT], origin)
+    dyn = p.dynamics
+    f["ego_state"][:] = [0.0, 0.0, 0.0, *dyn[i0]]
+    f["ego_past"][:] = np.concatenate([rel[:S.T_PAST], dyn[i0 - S.T_PAST:i0]], -1)
+    f["expert_future"][:] = rel[S.T_PAST + 5::5][:S.N_POSES]
+    speed = np.hypot(dyn[i0:i0 + S.T_FUT:5, 0], dyn[i0:i0 + S.T_FUT:5, 1])      # 2 Hz, t = 0 ... 4 s
+    fut = f["expert_future"]
+    f["meta_speed"][...] = S.meta_speed_label(speed[0], speed[-1], speed.min())
+    f["meta_path"][...] = S.meta_path_label(float(G.wrap_angle(fut[-1, 2])), float(fut[-1, 1]), 2.5)
+    report = _agents(log, i0, origin, spec, f)
+    heights = report.pop("heights")
+
+    if not p.lane_per_step[i0]:
+        raise S.SceneError("route", "the ego's rear axle at t0 inside a lane running its way (within 60 deg)",
+                           "no such lane in the map", where)
+    near = [ln for ln in p.lanes if G.point_polygon_distance(origin[:2], ln.polygon) <= MAP_RADIUS]
+    road, inter = _map_regions(log, near, origin)
+    inter_rings, c_int = drivable_pieces(inter, spec.num_drivable // 4, spec.drivable_vertices)
+    road_rings, c_road = drivable_pieces(road, spec.num_drivable - len(inter_rings), spec.drivable_vertices)
+    q = MapQuery(lanes=list(p.lanes), roadblocks=[MapArea(f"road{k}", r) for k, r in enumerate(road_rings)],
+                 intersections=[MapArea(f"inter{k}", r) for k, r in enumerate(inter_rings)], carparks=[])
+    lights_t = [dict(log.lights[i0 + 5 * k]) if log.lights else {} for k in range(S.N_LIGHT)]
+    route, fam = fill_map(f, spec, q, p.route_ids, origin, lights_t, where, MAP_RADIUS)
+    s_ego, _ = G.project_on_polyline(route, np.zeros(2))
+    route = G.crop_polyline(route, s_ego - 60.0, s_ego + 140.0)
+    f["route"][:], f["route_valid"][:] = S.pad_polyline(G.fit_polyline(route, spec.route_points),
+                                                        spec.route_points, "route")
+    command = route_command(route)
+    f["command"][:] = 0.0
+    f["command"][S.COMMANDS.index(command)] = 1.0
+    assumed = float(f["speed_limit"]) <= 0.0
+    if assumed:
+        f["speed_limit"][...] = DEFAULT_SPEED_LIMIT
+    conn = [f["lane_centerlines"][i][f["lane_point_valid"][i]] for i in range(spec.num_lanes)
+            if f["lane_valid"][i] and f["lane_on_route"][i] and f["lane_is_connector"][i]]
+    from irlvla_jax.world import language
+    f["instruction"][:], f["instruction_valid"][:] = language.encode(
+        instruction_text(command, route, conn, float(f["speed_limit"])), spec.instruction_tokens)
+    f["split"][...] = S.SPLITS.index(split)
+    f["family"][...] = S.FAMILIES.index(fam)
+    f["scene_id"][...] = zlib.crc32(token.encode()) & 0x7FFFFFFF
+    if render:
+        _render(f, spec, log, origin, road_rings + inter_rings, heights)
+    report.update(lanes_near=len(near), lanes_dropped=max(0, len(near) - spec.num_lanes),
+                  drivable_dropped_m2=round(c_int["dropped_area_m2"] + c_road["dropped_area_m2"], 1),
+                  holes_filled_m2=round(c_int["holes_filled_m2"] + c_road["holes_filled_m2"], 1),
+                  max_simplify_m=max(c_int["max_simplify_m"], c_road["max_simplify_m"]),
+                  speed_limit_assumed=assumed, command=command)
+    return S.validate(S.Scene.from_dict(f, where), spec, where), report
+
+
+def _render(f: dict, spec: S.SceneSpec, log: RealLog, origin: np.ndarray, rings, heights) -> None:
+    """Camera, LiDAR and BEV of the window from its real geometry (the world's renderers)."""
+    from irlvla_jax.world import sensors
+    from irlvla_jax.world.paths import ccw
+    ok = f["agent_valid"][:, 0]
+    types = f["agent_type"][ok]
+    palette = np.array([[200, 40, 40], [40, 70, 180], [230, 230, 230], [40, 40, 40], [150, 150, 160]], float)
+    colors = np.array([palette[int(f["scene_id"] + i) % len(palette)] if t == S.AGENT_VEHICLE else
+                       [230, 120, 40.0] if t == S.AGENT_PEDESTRIAN else
+                       [150, 60, 170.0] if t == S.AGENT_BICYCLE else [240, 100, 20.0]
+                       for i, t in enumerate(types)]).reshape(-1, 3)
+    hts = np.asarray(heights + [1.5] * (spec.num_agents - len(heights)))[:spec.num_agents][ok]
+    box = crop_box(origin)
+    inp = sensors.SensorInput(
+        drivable=[ccw(G.to_frame(r, origin)) for r in rings],
+        markings=[(G.to_frame(m.points, origin), m.style) for m in log.markings
+                  if len(m.points) >= 2 and box.distance(_shape_point(m.points[len(m.points) // 2])) < 60.0],
+        crosswalks=[G.to_frame(c, origin) for c in log.crosswalks
+                    if box.distance(_shape_point(np.mean(c, 0))) < 1.0],
+        boxes=f["agent_boxes"][ok, 0].astype(np.float64), types=types, heights=hts, colors=colors, lights=[])
+    rng = np.random.default_rng(int(f["scene_id"]))
+    f["camera"][:] = sensors.render_camera(spec, inp)
+    f["lidar"][:] = sensors.render_lidar(spec, inp, rng)
+    f["bev_semantic"][:] = sensors.render_bev(spec, inp)
+
+
+def _shape_point(xy):
+    from shapely.geometry import Point
+    return Point(float(xy[0]), float(xy[1]))
+
+
+def log_windows(log: RealLog, spec: S.SceneSpec, *, stride: int = 5, render: bool = True) -> Iterator[Window]:
+    """Every window of ``log``: converted (validated Scene + report) or rejected (reason)."""
+    p = prepare(log)
+    for i0 in window_steps(log, stride):
+        token = window_token(log, i0)
+        try:
+            scene, report = window_scene(p, i0, spec, render=render)
+            yield Window(log.name, token, i0, scene, "", report)
+        except S.SceneError as e:
+            yield Window(log.name, token, i0, None, f"{e.field}: expected {e.expected}, found {e.found}")
