@@ -10,7 +10,8 @@ Conventions (see :mod:`irlvla_jax.data.real` for the windows):
 
 * **Clock**: the annotation (LiDAR sweep) timestamps, ~10 Hz with sub-millisecond jitter, are put on a
   uniform 10 Hz grid from the first one (each to its nearest step; two on one step, or a gap of a whole
-  step inside the log, is an error naming the file).
+  step inside the log, is an error naming the file). Objects go to the city frame with the ego pose at
+  their own sweep time; the ego is sampled on the uniform grid (so finite differences give its speed).
 * **Ego**: AV2's ego-vehicle frame has its origin at the rear axle (x forward, y left), as NAVSIM's;
   ``city_SE3_egovehicle`` is interpolated (position linearly, yaw unwrapped) at each sweep time. Only yaw
   is kept (the scene is planar); pitch / roll are dropped.
@@ -196,7 +197,8 @@ def load_log(log_dir: str) -> real.RealLog:
             raise real.LogError(ann_path, "length_m", f"track {tid}: non-positive box size ({L}, {W})")
         out_tracks.append(real.Track(tid, agent_type(tr["cat"]), float(L), float(W), float(H), tr["xyh"], tr["valid"]))
     lanes, drivable, crosswalks, markings = load_map(maps[0])
-    return real.RealLog(source="av2", name=name, path=log_dir, t=np.arange(n) * S.DT, ego=ego_at_sweep,
+    ego = _pose_interp(poses, stamps[0] + np.arange(n) * 100_000_000, pose_path)     # on the uniform clock
+    return real.RealLog(source="av2", name=name, path=log_dir, t=np.arange(n) * S.DT, ego=ego,
                         tracks=out_tracks, lanes=lanes, drivable=drivable, intersections=[],
                         crosswalks=crosswalks, markings=markings, lights=None)
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from irlvla_jax import scene as S
 from irlvla_jax.data.navsim import geometry as G
+from irlvla_jax.data.navsim.convert import MAP_RADIUS
 from irlvla_jax.data.navsim.maps import MapArea, MapLane
 
 MAX_LANE_LENGTH = 30.0          # m: longer lanes are cut into chained pieces (vertex budget, map crop)
@@ -348,7 +349,6 @@ def drivable_pieces(region, budget: int, max_vertices: int) -> Tuple[List[np.nda
 # Windows -> Scenes.
 
 DEFAULT_SPEED_LIMIT = 40 / 3.6   # m/s: assumed where the source has no limit (AV2 maps carry none)
-MAP_RADIUS = 60.0                # m: lanes (polygon distance) kept around the ego (NAVSIM: 100 m)
 STATIC_TYPES = (S.AGENT_STATIC,)
 
 
@@ -475,11 +475,29 @@ def _map_regions(log: RealLog, lanes: Sequence[MapLane], origin: np.ndarray):
     return allr.difference(inter), inter
 
 
+def window_map(p: PreparedLog, i0: int, spec: S.SceneSpec):
+    """The window's map query (global frame: every lane of the log for the route search, the drivable
+    pieces), the lanes within ``MAP_RADIUS`` and what the drivable pieces cost (:func:`drivable_pieces`)."""
+    from irlvla_jax.data.navsim.maps import MapQuery
+    origin = p.log.ego[i0]
+    near = [ln for ln in p.lanes if G.point_polygon_distance(origin[:2], ln.polygon) <= MAP_RADIUS]
+    road, inter = _map_regions(p.log, near, origin)
+    within = _shape_point(origin[:2]).buffer(MAP_RADIUS, 64)
+    road, inter = road.intersection(within), inter.intersection(within)
+    inter_rings, c_int = drivable_pieces(inter, spec.num_drivable // 4, spec.drivable_vertices)
+    road_rings, c_road = drivable_pieces(road, spec.num_drivable - len(inter_rings), spec.drivable_vertices)
+    q = MapQuery(lanes=list(p.lanes), roadblocks=[MapArea(f"road{k}", r) for k, r in enumerate(road_rings)],
+                 intersections=[MapArea(f"inter{k}", r) for k, r in enumerate(inter_rings)], carparks=[])
+    cost = {"drivable_dropped_m2": round(c_int["dropped_area_m2"] + c_road["dropped_area_m2"], 1),
+            "holes_filled_m2": round(c_int["holes_filled_m2"] + c_road["holes_filled_m2"], 1),
+            "max_simplify_m": max(c_int["max_simplify_m"], c_road["max_simplify_m"])}
+    return q, near, cost
+
+
 def window_scene(p: PreparedLog, i0: int, spec: S.SceneSpec, *, split: str = "real",
                  render: bool = True) -> Tuple[S.Scene, Dict[str, Any]]:
     """The Scene of the window with t0 = step ``i0`` (validated) and its report; SceneError if it cannot be
     made (the message is the window's rejection reason)."""
-    from irlvla_jax.data.navsim.maps import MapQuery
     from irlvla_jax.data.navsim.scene_map import fill_map
     log = p.log
     token = window_token(log, i0)
@@ -501,12 +519,7 @@ def window_scene(p: PreparedLog, i0: int, spec: S.SceneSpec, *, split: str = "re
     if not p.lane_per_step[i0]:
         raise S.SceneError("route", "the ego's rear axle at t0 inside a lane running its way (within 60 deg)",
                            "no such lane in the map", where)
-    near = [ln for ln in p.lanes if G.point_polygon_distance(origin[:2], ln.polygon) <= MAP_RADIUS]
-    road, inter = _map_regions(log, near, origin)
-    inter_rings, c_int = drivable_pieces(inter, spec.num_drivable // 4, spec.drivable_vertices)
-    road_rings, c_road = drivable_pieces(road, spec.num_drivable - len(inter_rings), spec.drivable_vertices)
-    q = MapQuery(lanes=list(p.lanes), roadblocks=[MapArea(f"road{k}", r) for k, r in enumerate(road_rings)],
-                 intersections=[MapArea(f"inter{k}", r) for k, r in enumerate(inter_rings)], carparks=[])
+    q, near, cost = window_map(p, i0, spec)
     lights_t = [dict(log.lights[i0 + 5 * k]) if log.lights else {} for k in range(S.N_LIGHT)]
     route, fam = fill_map(f, spec, q, p.route_ids, origin, lights_t, where, MAP_RADIUS)
     s_ego, _ = G.project_on_polyline(route, np.zeros(2))
@@ -528,11 +541,8 @@ def window_scene(p: PreparedLog, i0: int, spec: S.SceneSpec, *, split: str = "re
     f["family"][...] = S.FAMILIES.index(fam)
     f["scene_id"][...] = zlib.crc32(token.encode()) & 0x7FFFFFFF
     if render:
-        _render(f, spec, log, origin, road_rings + inter_rings, heights)
-    report.update(lanes_near=len(near), lanes_dropped=max(0, len(near) - spec.num_lanes),
-                  drivable_dropped_m2=round(c_int["dropped_area_m2"] + c_road["dropped_area_m2"], 1),
-                  holes_filled_m2=round(c_int["holes_filled_m2"] + c_road["holes_filled_m2"], 1),
-                  max_simplify_m=max(c_int["max_simplify_m"], c_road["max_simplify_m"]),
+        _render(f, spec, log, origin, [a.polygon for a in q.roadblocks + q.intersections], heights)
+    report.update(lanes_near=len(near), lanes_dropped=max(0, len(near) - spec.num_lanes), **cost,
                   speed_limit_assumed=assumed, command=command)
     return S.validate(S.Scene.from_dict(f, where), spec, where), report
 
@@ -578,3 +588,59 @@ def log_windows(log: RealLog, spec: S.SceneSpec, *, stride: int = 5, render: boo
             yield Window(log.name, token, i0, scene, "", report)
         except S.SceneError as e:
             yield Window(log.name, token, i0, None, f"{e.field}: expected {e.expected}, found {e.found}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The same window as a NAVSIM log (frames at 2 Hz + a DictMapLayers map): what the NAVSIM adapter reads.
+
+NAVSIM_NAME = {S.AGENT_VEHICLE: "vehicle", S.AGENT_PEDESTRIAN: "pedestrian", S.AGENT_BICYCLE: "bicycle",
+               S.AGENT_STATIC: "generic_object"}
+
+
+def _quaternion(yaw: float) -> List[float]:
+    return [float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2))]
+
+
+def navsim_window(p: PreparedLog, i0: int, spec: S.SceneSpec, command: np.ndarray):
+    """Window ``i0`` written in NAVSIM's log format -> (frames, maps): 12 frame dicts at 2 Hz (4 history,
+    t0 = frames[3], 8 future; token of frames[3] = the window token) and a ``DictMapLayers`` dict with one
+    map named after the window (its lanes and drivable pieces, :func:`window_map`). Boxes and velocities
+    are in each frame's ego rear-axle frame, the ego pose as translation + (w, x, y, z) quaternion, the
+    dynamics in the body frame, as NAVSIM's logs hold them. ``command`` [4] is written into every frame."""
+    log, token = p.log, window_token(p.log, i0)
+    q, _, _ = window_map(p, i0, spec)
+    frames = []
+    for j in range(4 + S.N_POSES):
+        k = i0 + 5 * (j - 3)
+        x, y, h = log.ego[k]
+        c, s = np.cos(h), np.sin(h)
+        boxes, names, vel, tids = [], [], [], []
+        for tr in log.tracks:
+            if not tr.valid[k]:
+                continue
+            lo, hi = max(k - 1, 0), min(k + 1, len(log.t) - 1)
+            ok = tr.valid[lo] and tr.valid[hi] and hi > lo and tr.type != S.AGENT_STATIC
+            v = (tr.xyh[hi, :2] - tr.xyh[lo, :2]) / ((hi - lo) * S.DT) if ok else np.zeros(2)
+            d = tr.xyh[k, :2] - (x, y)
+            boxes.append([c * d[0] + s * d[1], -s * d[0] + c * d[1], 0.0, tr.length, tr.width, tr.height,
+                          float(G.wrap_angle(tr.xyh[k, 2] - h))])
+            vel.append([c * v[0] + s * v[1], -s * v[0] + c * v[1], 0.0])
+            names.append(NAVSIM_NAME[tr.type])
+            tids.append(tr.id)
+        frames.append({
+            "token": token if j == 3 else f"{token}#{j}", "timestamp": int(round(log.t[k] * 1e6)),
+            "log_name": log.name, "scene_token": token, "map_location": token,
+            "roadblock_ids": list(p.route_ids), "ego2global_translation": [float(x), float(y), 0.0],
+            "ego2global_rotation": _quaternion(float(h)), "ego_dynamic_state": [float(v) for v in p.dynamics[k]],
+            "driving_command": [float(v) for v in command],
+            "traffic_lights": sorted(log.lights[k].items()) if log.lights else [],
+            "anns": {"gt_boxes": np.asarray(boxes, np.float64).reshape(-1, 7), "gt_names": np.asarray(names),
+                     "gt_velocity_3d": np.asarray(vel, np.float64).reshape(-1, 3),
+                     "instance_tokens": np.asarray(tids), "track_tokens": np.asarray(tids)}})
+    lanes = [{"id": ln.id, "polygon": ln.polygon.tolist(), "centerline": ln.centerline.tolist(),
+              "roadblock_id": ln.roadblock_id, "is_connector": ln.is_connector, "speed_limit": ln.speed_limit,
+              "successors": list(ln.successors)} for ln in q.lanes]
+    maps = {token: {"lanes": lanes,
+                    "roadblocks": [{"id": a.id, "polygon": a.polygon.tolist()} for a in q.roadblocks],
+                    "intersections": [{"id": a.id, "polygon": a.polygon.tolist()} for a in q.intersections]}}
+    return frames, maps
