@@ -279,11 +279,14 @@ def crop_box(pose: np.ndarray):
     return Polygon(np.stack([pose[0] + c * loc[:, 0] - s * loc[:, 1], pose[1] + s * loc[:, 0] + c * loc[:, 1]], -1))
 
 
+MIN_PIECE_AREA = 0.05   # m^2: slivers left by polygon differences are dropped (counted in dropped_area_m2)
+
+
 def _polygons(geom) -> list:
     if geom.is_empty:
         return []
     if geom.geom_type == "Polygon":
-        return [geom] if geom.area > 1e-6 else []
+        return [geom] if geom.area > MIN_PIECE_AREA else []
     return [p for g in getattr(geom, "geoms", []) for p in _polygons(g)]
 
 
