@@ -50,7 +50,7 @@ Motion v1.2 scenarios):
 * **Drivable area**: nuScenes' converter writes the outline of the union of the drivable_area /
   road_segment / road_block layers as closed ``ROAD_LINE_SOLID_SINGLE_WHITE`` polylines named
   ``boundary_<n>`` (exterior and hole rings): they are rebuilt into the area (even-odd) and cut into
-  hole-free pieces (needs shapely, like :func:`irlvla_jax.data.real.split_lanes`). Waymo has none (road
+  hole-free pieces (needs shapely, like :func:`irlvla_jax.data.real_map.split_lanes`). Waymo has none (road
   edges are open polylines): ``drivable`` is empty and the lanes bound the drivable area. No intersection
   polygons in either source.
 * **Crosswalks**: ``CROSSWALK`` polygons as 4 corners (the minimum-area rectangle around polygons with

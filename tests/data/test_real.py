@@ -15,7 +15,7 @@ The speed limit is left out: where a source has none the real adapter assumes on
 import numpy as np
 
 from irlvla_jax import scene as S
-from irlvla_jax.data import av2, real
+from irlvla_jax.data import av2, real, real_map
 from irlvla_jax.data import navsim as N
 from tests.data.real_fixtures import real_dir, write_av2_log
 
@@ -74,12 +74,12 @@ def test_real_window_is_the_same_through_a_navsim_log():
 def test_drivable_pieces_fit_the_budget_and_report_the_cost():
     from shapely.geometry import Point, Polygon
     ring = Polygon([(0, 0), (100, 0), (100, 40), (0, 40)]).difference(Point(50, 20).buffer(5, 32))
-    rings, cost = real.drivable_pieces(ring, 8, 16)
+    rings, cost = real_map.drivable_pieces(ring, 8, 16)
     assert 2 <= len(rings) <= 8 and all(3 <= len(r) <= 16 for r in rings)
     area = sum(Polygon(r).area for r in rings)
     assert abs(area - ring.area) < 0.02 * ring.area and cost["holes_filled_m2"] == 0.0
-    rings, cost = real.drivable_pieces(ring, 1, 64)      # no budget to open the hole: it is filled, and said
+    rings, cost = real_map.drivable_pieces(ring, 1, 64)      # no budget to open the hole: it is filled, and said
     assert len(rings) == 1 and cost["holes_filled_m2"] > 70
     circle = Point(0, 0).buffer(30, 64)
-    rings, cost = real.drivable_pieces(circle, 1, 8)
+    rings, cost = real_map.drivable_pieces(circle, 1, 8)
     assert len(rings[0]) <= 8 and 0.5 < cost["max_simplify_m"] < 5
