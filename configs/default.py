@@ -6,6 +6,8 @@
 ``get_config(arg)`` builds the tiny defaults below and applies the variant's overrides (``VARIANTS``), so a
 default is changed in one place. Variants:
   tiny  CPU-sized everything (tests, demos, the README's main job): minutes on 2 cores.
+  tiny_real  tiny with room for real streets (64 agents, 64 lanes, 24 drivable pieces): real-log conversion
+        and zero-shot evaluation of tiny checkpoints.
   base  one GPU, a NAVSIM-scale world (~100k train, ~12k test scenes) and a model of tens of millions of
         parameters (256 x 1024 camera).
 Any key can be overridden on the command line: ``--config.ppo.lr=2e-5``. Every section is checked strictly
@@ -20,6 +22,9 @@ VARIANTS = {
     "no_3d": {"model.planner.contexts": ("meta",)},                 # no BEV / object / map tokens to the planner
     "regression": {"model.planner.kind": "regression", "ppo.objective": "choice"},   # no diffusion
     "rl_scorer": {"ppo.reward": "scorer"},                          # RL with the true scorer instead of the RWM
+    # Real logs (irlvla convert av2|scenarionet|navsim): tiny's model and sensors, room for a real street's
+    # agents and map (padding only: tiny checkpoints serve these scenes, train.checkpoint.PADDING_KEYS).
+    "tiny_real": {"scene.num_agents": 64, "scene.num_lanes": 64, "scene.num_drivable": 24},
     "base": {
         "scene.num_agents": 32, "scene.num_lanes": 48, "scene.lane_vertices": 48, "scene.lane_points": 24,
         "scene.drivable_vertices": 48, "scene.route_points": 96, "scene.num_lights": 24,

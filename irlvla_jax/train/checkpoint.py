@@ -39,6 +39,11 @@ import orbax.checkpoint as ocp
 from irlvla_jax.errors import CheckpointCorrupt, NonFiniteError
 
 MODEL_KEYS = ("scene", "model")
+# Scene sizes that only pad arrays the models read with any size (agents, map, route, lights): a checkpoint
+# trained at one padding serves scenes of another (e.g. real logs converted with room for more agents).
+PADDING_KEYS = tuple(f"scene.{k}" for k in ("num_agents", "num_lanes", "lane_vertices", "lane_points",
+                                             "num_drivable", "drivable_vertices", "route_points", "num_lights",
+                                             "light_vertices"))
 CORRUPT_SUFFIX = ".corrupt"
 
 
@@ -134,13 +139,14 @@ def _flat(d, prefix=""):
 
 
 def compare_configs(saved: dict, current: dict, where: str) -> None:
-    """Raise CheckpointMismatch naming the first model-defining config key that differs."""
+    """Raise CheckpointMismatch naming the first model-defining config key that differs (``PADDING_KEYS``
+    may differ)."""
     keys = [k for k in MODEL_KEYS if k in saved or k in current]
     s = _flat({k: saved.get(k) for k in keys})
     c = _flat({k: current.get(k) for k in keys})
     s["data.num_anchors"] = (saved.get("data") or {}).get("num_anchors")
     c["data.num_anchors"] = (current.get("data") or {}).get("num_anchors")
-    for k in sorted(set(s) | set(c)):
+    for k in sorted((set(s) | set(c)) - set(PADDING_KEYS)):
         a, b = s.get(k, "<absent>"), c.get(k, "<absent>")
         if isinstance(a, list):
             a = tuple(a)

@@ -105,3 +105,17 @@ def test_nan_is_never_saved_and_digest_lists_steps(tmp_path):
     _damage_xor(_largest_data_file(ck.where(2)))
     rows = {r["step"]: r["status"] for r in verify_directory(ck.directory)}
     assert rows[1] == "ok" and rows[2].startswith("corrupt:")
+
+
+def test_padding_sizes_may_differ_but_model_sizes_may_not():
+    """A checkpoint serves scenes of another padding (more agents / lanes: real logs), never another model."""
+    from irlvla_jax.train.checkpoint import PADDING_KEYS, compare_configs
+    saved = {"scene": {"num_agents": 16, "num_lanes": 32, "camera_hw": [48, 96]}, "model": {"dim": 64}}
+    compare_configs(saved, {"scene": {"num_agents": 64, "num_lanes": 64, "camera_hw": [48, 96]},
+                            "model": {"dim": 64}}, "ck")
+    assert "scene.num_agents" in PADDING_KEYS and "scene.camera_hw" not in PADDING_KEYS
+    with pytest.raises(CheckpointMismatch, match="config.scene.camera_hw is"):
+        compare_configs(saved, {"scene": {"num_agents": 16, "num_lanes": 32, "camera_hw": [96, 96]},
+                                "model": {"dim": 64}}, "ck")
+    with pytest.raises(CheckpointMismatch, match="config.model.dim is"):
+        compare_configs(saved, {"scene": saved["scene"], "model": {"dim": 32}}, "ck")
