@@ -17,6 +17,25 @@ this module's parsed flags plus positional ``args.rest``. One meaning per flag:
   --grid         `sweep`: KEY=V1,V2,... config values to sweep (repeat; cells: their Cartesian product)
   --baseline     `sweep`: the cell the others are compared with, KEY=VALUE,... (default the first cell)
   --launcher     `sweep`: local (run one after another, default) | slurm (sbatch each) | print
+  --name         `convert`: the dataset written (default real_<source>); `submit`, `evaluate`, `inspect`,
+                 `render`: the dataset read (sets config.data.name; `evaluate` of a converted dataset scores
+                 its split real)
+  --stride       `convert`: steps of 0.1 s between window starts (default 5 = 0.5 s; navsim: a multiple of 5)
+  --maps         `convert navsim`: nuPlan maps root (NAVSIM devkit), map JSON file or folder of them
+  --policy       `submit`: the policy, a trained run (il, rwm, ppo_rwm, ...) or a baseline (cv, expert)
+  --out          `submit`: the submission pickle (default <workdir>/submissions/<name>_<policy>.pkl)
+
+Real logs (irlvla_jax.data.converted; a converted dataset has the one split ``real`` and no anchors)::
+
+    irlvla convert navsim|av2|scenarionet SRC --config configs/tiny.py --workdir DIR [--name NAME]
+                   [--stride N] [--maps PATH]        -> DIR/data/NAME (default NAME real_<source>)
+    irlvla evaluate --config configs/tiny.py --workdir DIR --name real_navsim [--policies il,ppo_rwm]
+    irlvla submit  --config configs/tiny.py --workdir DIR --name real_navsim --policy ppo_rwm [--out FILE]
+                   [team_name=... authors=a,b email=... institution=... country=... version=v2|v1]
+
+``evaluate --name`` (or ``--config.data.name=NAME --config.evaluate.splits="('real',)"``) scores the trained
+runs of DIR (their checkpoints carry their anchors) on the converted split; its tables go to
+``DIR/eval/evaluate_<NAME>_<mode>.*`` so the world's are kept.
 
 ``--config`` is required, except for `vectors`, whose documented default is configs/tiny.py (it reads
 only the scorer settings). Errors meant for the user (bad config, bad data, bad input) are raised as
@@ -44,6 +63,8 @@ COMMANDS = {
     "checkpoints": ("irlvla_jax.train.inspect_checkpoints:main", "list every checkpoint step with its integrity"),
     "export": ("irlvla_jax.export:main", "export a policy (--stage il | rl): Orbax params + jax.export function"),
     "sweep": ("irlvla_jax.sweep:main", "a pipeline per grid cell x seed, one table with 95% intervals"),
+    "convert": ("irlvla_jax.data.commands:convert", "convert real logs (navsim | av2 | scenarionet) to a dataset"),
+    "submit": ("irlvla_jax.data.commands:submit", "NAVSIM submission pickle of a policy on a converted split"),
 }
 
 
@@ -86,7 +107,9 @@ def _run(argv):
     func = getattr(importlib.import_module(modname), fn)
     args = types.SimpleNamespace(stage=FLAGS.stage, policies=FLAGS.policies, split=FLAGS.split,
                                  predictions=FLAGS.predictions, mode=FLAGS.mode, rest=rest[1:], seeds=FLAGS.seeds,
-                                 subset=FLAGS.subset, grid=FLAGS.grid, baseline=FLAGS.baseline, launcher=FLAGS.launcher)
+                                 subset=FLAGS.subset, grid=FLAGS.grid, baseline=FLAGS.baseline, launcher=FLAGS.launcher,
+                                 name=FLAGS.name, stride=FLAGS.stride, maps=FLAGS.maps, policy=FLAGS.policy,
+                                 out=FLAGS.out)
     with _lock(cmd, cfg, workdir, args):
         return func(cfg, workdir, args)
 
@@ -107,6 +130,10 @@ def _lock(cmd: str, cfg, workdir: str, args):
     if cmd == "generate":
         from irlvla_jax.data import loader
         return workdir_lib.hold(loader.data_dir(cfg, workdir), f"generate-{cfg.data.name}")
+    if cmd == "convert":        # the same lock name as generate: one writer per dataset folder
+        from irlvla_jax.data import loader
+        from irlvla_jax.data.commands import convert_name
+        return workdir_lib.hold(loader.data_dir(cfg, workdir), f"generate-{convert_name(args)}")
     return contextlib.nullcontext()
 
 
@@ -175,6 +202,12 @@ def main(argv=None) -> None:
     flags.DEFINE_multi_string("grid", None, "`sweep`: KEY=V1,V2,... config values to sweep (repeat the flag)")
     flags.DEFINE_string("baseline", None, "`sweep`: the baseline cell, KEY=VALUE,... (default the first cell)")
     flags.DEFINE_enum("launcher", "local", ["local", "slurm", "print"], "`sweep`: local | slurm | print")
+    flags.DEFINE_string("name", None, "`convert`: the dataset written (default real_<source>); `submit`, "
+                                      "`evaluate`: the dataset read (config.data.name)")
+    flags.DEFINE_integer("stride", None, "`convert`: 0.1 s steps between window starts (default 5; navsim: x5)")
+    flags.DEFINE_string("maps", None, "`convert navsim`: nuPlan maps root, map JSON file or folder of them")
+    flags.DEFINE_string("policy", None, "`submit`: a trained run (il, rwm, ppo_rwm, ...) or a baseline (cv, expert)")
+    flags.DEFINE_string("out", None, "`submit`: the submission pickle (default <workdir>/submissions/...)")
     try:
         _check_config_file(argv)
         try:

@@ -1,6 +1,13 @@
 """``irlvla evaluate``: policies -> trajectories -> EPDMS tables with bootstrap 95 % intervals.
 
     irlvla evaluate --config configs/tiny.py --workdir DIR [--policies il,ppo_rwm] [--config.evaluate.max_scenes=N]
+                    [--name DATASET]
+
+``--name DATASET`` evaluates another dataset of the data dir (``config.data.name``): a converted one
+(``irlvla convert``; its only split is ``real``, scored instead of ``config.evaluate.splits``) or another
+world dataset. Trained policies come from the workdir's checkpoints, which hold their own anchors, so a
+converted dataset (which has none) needs nothing from the world dataset. Its tables are written to
+``<workdir>/eval/evaluate_<DATASET>_<mode>.{json,md}``.
 
 For every split in ``config.evaluate.splits`` (loaded whole with ``data.loader.load_split``), every policy
 proposes one plan per scene (``[B, 1, 8, 3]``: 8 poses (x, y, heading) at 0.5 ... 4.0 s, metres /
@@ -266,7 +273,8 @@ def _table(title: str, pols: Dict[str, dict]) -> List[str]:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"# EPDMS evaluation ({results['mode']} mode, human filter {results['human_filter']})", "",
+    on = f" of dataset {results['dataset']}" if results.get("dataset") else ""
+    lines = [f"# EPDMS evaluation{on} ({results['mode']} mode, human filter {results['human_filter']})", "",
              "Mean over scenes, [bootstrap 95% interval]. No previous-frame plans: EC = 1, EPDMS uses /14.", ""]
     for split, sres in results["splits"].items():
         for group, pols in sres["groups"].items():
@@ -378,14 +386,34 @@ def render_examples(scenes: S.Scene, pols: Dict[str, PolicyFn], per_policy: Dict
     return paths
 
 
+def _select_dataset(config, workdir: str, name: str):
+    """``--name``: a copy of ``config`` reading dataset ``name``; a converted dataset's split ``real``."""
+    import re
+    from irlvla_jax.data import loader as L
+    from irlvla_jax.errors import UserError
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", str(name)):
+        raise UserError(f"--name {name!r}: a dataset name must match [a-z][a-z0-9_]*, e.g. real_navsim")
+    cfg = config.copy_and_resolve_references()
+    cfg.data.name = str(name)
+    meta = L.open_dataset(cfg, L.data_dir(cfg, workdir))
+    if L.is_converted(meta):
+        cfg.evaluate.splits = tuple(L.dataset_splits(meta))
+    return cfg
+
+
 def main(config, workdir, args):
     """CLI entry: evaluate the baselines and the ``--policies`` runs, print and save the tables."""
+    name = getattr(args, "name", None)
     loaded = load_stage_policies(config, workdir, getattr(args, "policies", None))
     names = ["constant_velocity", "expert"] + [n for n in loaded if n not in ("constant_velocity", "expert")]
+    if name:
+        config = _select_dataset(config, workdir, name)
     results = evaluate_splits(config, workdir, names)
+    if name:
+        results["dataset"] = str(name)
     out = os.path.join(workdir, "eval")
     os.makedirs(out, exist_ok=True)
-    base = os.path.join(out, f"evaluate_{results['mode']}")
+    base = os.path.join(out, f"evaluate_{name + '_' if name else ''}{results['mode']}")
     with open(base + ".json", "w") as f:
         json.dump(results, f, indent=1)
     md = markdown(results)

@@ -89,7 +89,11 @@ def meta_path_label(heading_change: float, lane_shift: float, lane_change_thresh
 # BEV semantic classes (priority: later classes overwrite earlier ones when rasterised).
 BEV_CLASSES = ("background", "drivable", "lane_line", "vehicle", "pedestrian", "static")
 # Splits and scenario families.
-SPLITS = ("train", "val", "test", "hard")
+# WORLD_SPLITS: the generated world's splits (`irlvla generate`); "real": every window converted from real logs
+# (`irlvla convert`: NAVSIM, Argoverse 2, ScenarioNet), the only split of a converted dataset. A scene's
+# ``split`` field is its index in SPLITS ("real" is appended last so the world's codes never change).
+WORLD_SPLITS = ("train", "val", "test", "hard")
+SPLITS = WORLD_SPLITS + ("real",)
 FAMILIES = (
     "cruise_lead",        # cruising behind a lead vehicle
     "lead_brake",         # lead vehicle braking hard (NC, TTC)

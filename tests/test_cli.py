@@ -42,3 +42,26 @@ def test_config_errors_are_one_line(tmp_path, args, message):
     assert p.returncode == 2, p.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("irlvla: error: "), p.stderr[-2000:]
     assert re.search(message, lines[0]), lines[0]
+
+
+CONVERT_CASES = [
+    (["convert", "waymo", "{d}"], r"convert: expected `irlvla convert navsim\|av2\|scenarionet SRC"),
+    (["convert", "navsim", "{d}/missing"], r"convert navsim: SRC '.*/missing' does not exist"),
+    (["convert", "navsim", "{d}", "--stride", "3"], r"--stride 3: NAVSIM frames are 0.5 s apart; give a multiple of 5"),
+    (["convert", "av2", "{d}", "--maps", "{d}"], r"--maps: only `convert navsim` reads a map source"),
+    (["convert", "navsim", "{d}"], r"convert navsim: no NAVSIM \*.pkl logs .* in '.*'"),
+    (["submit", "--policy", "cv"], r"submit: --name NAME is required"),
+]
+
+
+@pytest.mark.parametrize("args,message", CONVERT_CASES)
+def test_convert_and_submit_errors_are_one_line(tmp_path, args, message):
+    import re
+    argv = [a.format(d=tmp_path) for a in args]
+    p = subprocess.run([sys.executable, "-m", "irlvla_jax.cli", *argv, "--config", TINY, "--workdir",
+                        str(tmp_path / "wd")], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                       env=dict(os.environ, IRLVLA_TRACEBACK=""))
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("irlvla: error: "), p.stderr[-2000:]
+    assert re.search(message, lines[0]), lines[0]

@@ -14,7 +14,9 @@ Public API::
     load_split(config, split, *, data_dir=None, limit=None) -> Scene
         the whole split (or its first ``limit`` scenes by scene id), stacked, sorted by scene_id.
         Holds the whole split in memory (base spec: ~1.5 MB per scene): use ``limit`` or make_loader there.
-    load_anchors(config, *, data_dir=None) -> np.ndarray [K, 8, 3] float32
+    iter_split(config, split, batch_size, *, data_dir=None) -> iterator of Scene batches in scene_id order
+        (one batch decoded at a time; the last one smaller).
+    load_anchors(config, *, data_dir=None) -> np.ndarray [K, 8, 3] float32 (world datasets only)
     load_metadata(config, *, data_dir=None) -> dict  (the dataset's irlvla_dataset.json)
     to_global(batch, mesh, axis="data") -> Scene of jax.Arrays sharded over ``axis`` (multi-process safe)
 
@@ -24,6 +26,12 @@ The shuffled split is first cut to a multiple of ``process_count`` so every proc
 of scenes (and of batches: no multi-host hang at the end of an epoch); at most process_count - 1 scenes
 per epoch are skipped, different ones each epoch. Sharding is by process only; devices within a process
 get their slice through :func:`to_global`.
+
+Datasets are of two kinds (``kind`` in irlvla_dataset.json): generated world datasets (``irlvla generate``;
+splits train / val / test / hard, anchors.npy, matched against the config's seed, sizes and anchors) and
+converted datasets (``irlvla convert``, :mod:`irlvla_jax.data.converted`; ``kind="converted"``, the one split
+``real``, no anchors: matched against the config's SceneSpec only). Select one with ``config.data.name``;
+asking a dataset for a split it does not hold is a one-line :class:`DatasetError` saying which has it.
 
 Validation on open (:func:`open_dataset`, called by every reader and by ``irlvla inspect``): a missing or
 malformed irlvla_dataset.json, anchors.npy (not [K, 8, 3] float32 finite), TFDS folder, dataset_info.json,
@@ -49,7 +57,7 @@ from irlvla_jax.errors import UserError
 from irlvla_jax.data.tfds_builder import world_seed  # noqa: F401  (re-exported)
 from irlvla_jax.data.tfds_builder import (ANCHORS_FILE, FORMAT_VERSION, META_FILE, TFDS_NAME, dataset_path,
                                           split_sizes)
-from irlvla_jax.scene import FIELDS, SPLITS, Scene, SceneError, SceneSpec
+from irlvla_jax.scene import FIELDS, SPLITS, WORLD_SPLITS, Scene, SceneError, SceneSpec
 
 
 class DatasetError(UserError, FileNotFoundError):
@@ -155,7 +163,7 @@ def _check_tfds(path: str, meta: Dict[str, Any]) -> None:
     if info.get("fileFormat", "array_record") != "array_record":
         raise _damaged(path, f"{info_rel} has fileFormat {info.get('fileFormat')!r}, expected 'array_record'")
     from array_record.python import array_record_module as ar
-    for split in SPLITS:
+    for split in dataset_splits(meta):
         if split not in entries:
             raise _damaged(path, f"{info_rel} lists no split '{split}'")
         try:
@@ -207,6 +215,20 @@ def read_meta(path: str) -> Dict[str, Any]:
 
 
 _META_KEYS = ("format", "spec", "sizes", "seed", "num_anchors", "tfds_dir")
+_CONVERTED_KEYS = ("format", "spec", "sizes", "tfds_dir", "source")
+CONVERTED = "converted"
+_CONVERT_HINT = ("run `irlvla convert navsim|av2|scenarionet SRC --config <config> --workdir <workdir> "
+                 "--name {name}` first")
+
+
+def is_converted(meta: Dict[str, Any]) -> bool:
+    """Whether a dataset's metadata is that of a converted dataset (``irlvla convert``: split ``real`` only)."""
+    return meta.get("kind") == CONVERTED
+
+
+def dataset_splits(meta: Dict[str, Any]):
+    """The splits a dataset holds: ("real",) for a converted dataset, the world's four otherwise."""
+    return ("real",) if is_converted(meta) else WORLD_SPLITS
 
 
 def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
@@ -222,6 +244,8 @@ def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
     name = config.data.name
     path = dataset_path(d, name)
     hint = "run `irlvla generate --config <config> --workdir <workdir>` first"
+    if str(name).startswith("real"):    # `irlvla convert` names its datasets real_<source> by default
+        hint = _CONVERT_HINT.format(name=name)
     if not os.path.isdir(path):
         partial = [x for x in (os.listdir(d) if os.path.isdir(d) else []) if x.startswith(f".{name}.incomplete-")]
         if partial:
@@ -235,17 +259,24 @@ def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
         raise DatasetError(f"dataset {path} is incomplete (no {META_FILE} completion marker); {hint}")
     if meta.get("format") != FORMAT_VERSION:
         raise DatasetError(f"dataset {path} has record format {meta.get('format')}; regenerate it ({hint})")
-    missing = [k for k in _META_KEYS if k not in meta]
+    conv = is_converted(meta)
+    splits = dataset_splits(meta)
+    missing = [k for k in (_CONVERTED_KEYS if conv else _META_KEYS) if k not in meta]
     bad = [k for k in ("spec", "sizes") if k in meta and not isinstance(meta[k], dict)]
-    if missing or bad or not all(s in meta["sizes"] for s in SPLITS):
+    if missing or bad or not all(s in meta["sizes"] for s in splits):
         raise _damaged(path, f"{META_FILE} lacks or has malformed entries "
-                             f"{missing + bad or ['sizes.' + s for s in SPLITS if s not in meta['sizes']]}")
+                             f"{missing + bad or ['sizes.' + s for s in splits if s not in meta['sizes']]}")
     spec = SceneSpec.from_config(config.scene)
     want = json.loads(json.dumps(dataclasses.asdict(spec)))
     for k, v in want.items():
         if meta["spec"].get(k) != v:
-            raise DatasetError(f"dataset {path} was generated with scene.{k}={meta['spec'].get(k)} but the config "
-                               f"has config.scene.{k}={v}; regenerate it or use the matching config")
+            raise DatasetError(f"dataset {path} was {'converted' if conv else 'generated'} with "
+                               f"scene.{k}={meta['spec'].get(k)} but the config has config.scene.{k}={v}; "
+                               f"{'convert' if conv else 'regenerate'} it or use the matching config")
+    if conv:        # no seed, split sizes or anchors of the config to match: those are the world dataset's
+        _check_tfds(path, meta)
+        meta["path"] = path
+        return meta
     for key, have, cfg_val in [(f"data.num_{s}", meta["sizes"].get(s), n) for s, n in split_sizes(config).items()] + \
             [("seed", meta.get("seed"), world_seed(config)), ("data.num_anchors", meta.get("num_anchors"),
                                                            int(config.data.num_anchors))]:
@@ -258,9 +289,22 @@ def open_dataset(config, data_dir_: Optional[str] = None) -> Dict[str, Any]:
     return meta
 
 
-def _data_source(meta: Dict[str, Any], split: str):
+def _check_split(meta: Dict[str, Any], split: str) -> None:
+    """A split the dataset holds, else a one-line DatasetError saying which dataset has it."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    if is_converted(meta) and split != "real":
+        raise DatasetError(f"dataset {meta['path']} is converted from {meta.get('source')} logs and has only the "
+                           f"split 'real', not {split!r}; evaluate it with `irlvla evaluate --name "
+                           f"{os.path.basename(meta['path'])}` (or --config.evaluate.splits=\"('real',)\")")
+    if not is_converted(meta) and split == "real":
+        raise DatasetError(f"dataset {meta['path']} is a generated world dataset ({'/'.join(WORLD_SPLITS)}); the "
+                           "split 'real' is in converted datasets: run `irlvla convert ...` and pass --name NAME "
+                           "(or --config.data.name=NAME)")
+
+
+def _data_source(meta: Dict[str, Any], split: str):
+    _check_split(meta, split)
     import tensorflow_datasets as tfds
     try:
         builder = tfds.builder_from_directory(os.path.join(meta["path"], meta["tfds_dir"]))
@@ -337,9 +381,9 @@ def make_loader(config, split: str, batch_size: int, *, shuffle: bool = True, se
     n = len(src)
     per_process = n // pc
     if per_process < batch_size:
+        more = "convert more logs" if split == "real" else f"generate more scenes (config.data.num_{split})"
         raise ValueError(f"split '{split}' has {n} scenes = {per_process} per process (x{pc}), fewer than "
-                         f"batch_size {batch_size}; lower the batch size or generate more scenes "
-                         f"(config.data.{'num_' + split})")
+                         f"batch_size {batch_size}; lower the batch size or {more}")
     ds = grain.MapDataset.source(src)
     if shuffle:
         ds = ds.seed(int(config.data.shuffle_seed if seed is None else seed)).shuffle()
@@ -381,9 +425,30 @@ def load_split(config, split: str, *, data_dir: Optional[str] = None, limit: Opt
 
 
 def load_anchors(config, *, data_dir: Optional[str] = None) -> np.ndarray:
-    """The dataset's anchors [K, 8, 3] float32 (K = config.data.num_anchors)."""
+    """The dataset's anchors [K, 8, 3] float32 (K = config.data.num_anchors). A converted dataset has none
+    (one-line DatasetError): anchors come from the world dataset the policy was trained on."""
     meta = open_dataset(config, data_dir)
+    if is_converted(meta):
+        raise DatasetError(f"dataset {meta['path']} is converted from {meta.get('source')} logs and has no anchors; "
+                           "anchors come from the generated world dataset (train on it: config.data.name of the "
+                           "world) -- a trained policy carries its own in its checkpoint")
     return _check_anchors(meta["path"], int(config.data.num_anchors)).astype(np.float32)
+
+
+def iter_split(config, split: str, batch_size: int, *, data_dir: Optional[str] = None, check: bool = True):
+    """Yield the split as numpy Scene batches of at most ``batch_size`` scenes, in scene_id order (the last
+    batch smaller), decoding one batch at a time (memory: one batch, not the split)."""
+    meta = open_dataset(config, data_dir)
+    spec = SceneSpec.from_config(config.scene)
+    raw = _RawSource(_data_source(meta, split), split)
+    ids = []
+    for i in range(len(raw)):       # scene ids only: the "scene_id" feature, no record decoding
+        ids.append(int(raw[i][1]["scene_id"]))
+    order = np.argsort(np.asarray(ids, np.int64), kind="stable")
+    dec = _Decode(spec, split, check)
+    for s0 in range(0, len(order), int(batch_size)):
+        scenes = [dec(raw[int(i)]) for i in order[s0:s0 + int(batch_size)]]
+        yield Scene(**{n: np.stack([s[n] for s in scenes]) for n in FIELDS})
 
 
 def load_metadata(config, *, data_dir: Optional[str] = None) -> Dict[str, Any]:
@@ -416,5 +481,6 @@ def to_global(batch, mesh, axis: str = "data"):
     return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
-__all__ = ["data_dir", "resolve_data_dir", "make_loader", "load_split", "load_anchors", "load_metadata",
-           "to_global", "open_dataset", "read_meta", "DatasetError", "split_sizes"]
+__all__ = ["data_dir", "resolve_data_dir", "make_loader", "load_split", "iter_split", "load_anchors",
+           "load_metadata", "to_global", "open_dataset", "read_meta", "DatasetError", "split_sizes", "is_converted",
+           "dataset_splits"]

@@ -24,6 +24,10 @@ directory is renamed into place only then. An interrupted run leaves at most an 
 directory, which readers never open (and the next generate deletes: so do not run two generates of the
 same dataset name into the same data_dir at once).
 
+The converter of real logs (:mod:`irlvla_jax.data.converted`, ``irlvla convert``) writes through the same
+builder and the same atomic steps (:func:`start_write`, :func:`write_tfds` with ``_Plan.examples``,
+:func:`publish`): one split, ``real``, and no anchors.
+
 Cost (tiny spec, measured by benchmarks/generate.py): the world takes ~13 ms CPU per scene; validation
 + encoding ~1 ms in the worker; the writer process ~1 ms per scene (TFDS serialisation, array_record
 write); each spawned worker pays ~2 s of imports (jax via flax.struct in scene.py, scipy in the world).
@@ -42,13 +46,13 @@ import resource
 import shutil
 import time
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from irlvla_jax.data import records
 from irlvla_jax.data.anchors import compute_anchors
-from irlvla_jax.scene import FAMILIES, SPLITS, SceneError, SceneSpec
+from irlvla_jax.scene import FAMILIES, WORLD_SPLITS, SceneError, SceneSpec
 
 TFDS_NAME = "irlvla_world"
 TFDS_VERSION = "1.0.0"
@@ -87,12 +91,15 @@ def check_name(name: str) -> str:
 
 @dataclasses.dataclass
 class _Plan:
-    """What the builder's generators need (set by generate_dataset; not part of the TFDS config)."""
+    """What the builder's generators need (set by generate_dataset / the converter; not part of the TFDS
+    config). The splits written are the keys of ``sizes``. ``examples`` (the converter's) maps a split to
+    an iterator of (record bytes, summary with scene_id and family); without it the world generator runs."""
     sizes: Dict[str, int]
     pool: Any            # multiprocessing Pool or None (in-process)
     workers: int
     progress: Any        # tqdm or None
     summaries: Dict[str, List[Dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    examples: Optional[Callable[[str], Iterator[Tuple[bytes, Dict[str, Any]]]]] = None
 
 
 def _builder_class():
@@ -100,7 +107,7 @@ def _builder_class():
     from tensorflow_datasets.core import writer as tfds_writer
 
     class IrlvlaWorld(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-        """Scenes of the embedded procedural world; splits train / val / test / hard."""
+        """Scene records: the embedded world's train / val / test / hard, or a converted dataset's real."""
         name = TFDS_NAME
         VERSION = tfds.core.Version(TFDS_VERSION)
         RELEASE_NOTES = {TFDS_VERSION: "Scene records (irlvla_jax.data.records, format 1)."}
@@ -132,13 +139,15 @@ def _builder_class():
             return _CanonicalExampleWriter(file_format=self.info.file_format)
 
         def _split_generators(self, dl_manager):
-            return {s: self._generate_examples(s) for s in SPLITS}
+            return {s: self._generate_examples(s) for s in self._plan.sizes}
 
         def _generate_examples(self, split):
             plan = self._plan
             n = plan.sizes[split]
             tasks = [(split, i) for i in range(n)]
-            if plan.pool is None:
+            if plan.examples is not None:       # the converter: n is not known before the end
+                it = plan.examples(split)
+            elif plan.pool is None:
                 it = map(records.make_record, tasks)
             else:
                 chunk = max(1, min(16, n // (plan.workers * 4) or 1))
@@ -239,14 +248,8 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
     if old is not None and not force and all(old.get(k) == v for k, v in want.items()):
         old["skipped"] = True
         return old
-    os.makedirs(data_dir, exist_ok=True)
-    for d in os.listdir(data_dir):  # stale leftovers of interrupted runs
-        if d.startswith(f".{name}.incomplete-") or d.startswith(f".{name}.old-"):
-            shutil.rmtree(os.path.join(data_dir, d), ignore_errors=True)
-    tmp = os.path.join(data_dir, f".{name}.incomplete-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
+    tmp = start_write(data_dir, name)
     records.load_generator(generator)  # fail early, in this process, with a clear message
-    import tensorflow_datasets as tfds
     from tqdm import tqdm
     pool = None
     t0 = time.time()
@@ -261,11 +264,7 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
         else:
             records.init_worker(spec, want["seed"], generator)
         plan = _Plan(sizes=sizes, pool=pool, workers=max(workers, 1), progress=bar)
-        tfds.disable_progress_bar()
-        builder = builder_class()(plan=plan, data_dir=os.path.join(tmp, "tfds"), file_format="array_record")
-        with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing ..."
-            builder.download_and_prepare(download_dir=os.path.join(tmp, "tfds", "downloads"))
-        shutil.rmtree(os.path.join(tmp, "tfds", "downloads"), ignore_errors=True)
+        write_tfds(tmp, plan)
         if pool is not None:
             pool.shutdown()
             pool = None
@@ -273,7 +272,7 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
         gen_s = time.time() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = [round((b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime), 2) for a, b in zip(cpu0, cpu1)]
-        ids = [s["scene_id"] for split in SPLITS for s in plan.summaries[split]]
+        ids = [s["scene_id"] for split in WORLD_SPLITS for s in plan.summaries[split]]
         if len(set(ids)) != len(ids):
             dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
             raise SceneError("scene_id", "unique ids over all splits", f"duplicates {dup}", "generate")
@@ -284,23 +283,12 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
         meta.update(
             complete=True, tfds_dir=os.path.relpath(tfds_dir(tmp), tmp),
             families={split: {f: int(sum(s["family"] == i for s in plan.summaries[split]))
-                              for i, f in enumerate(FAMILIES)} for split in SPLITS},
-            stats={split: _stats(plan.summaries[split]) for split in SPLITS},
+                              for i, f in enumerate(FAMILIES)} for split in WORLD_SPLITS},
+            stats={split: _stats(plan.summaries[split]) for split in WORLD_SPLITS},
             anchors_shape=list(anchors.shape), workers=workers, generate_seconds=round(gen_s, 2),
             cpu_seconds={"writer_process": cpu[0], "worker_processes": cpu[1]},
             scenes_per_second=round(sum(sizes.values()) / max(gen_s, 1e-9), 2))
-        meta["bytes_on_disk"] = _dir_size(tmp)
-        with open(os.path.join(tmp, META_FILE), "w") as fh:  # the completion marker: written last
-            json.dump(meta, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        trash = None
-        if os.path.exists(final):
-            trash = os.path.join(data_dir, f".{name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(final, trash)
-        os.rename(tmp, final)
-        if trash:
-            shutil.rmtree(trash, ignore_errors=True)
+        publish(tmp, final, meta)
         meta["skipped"] = False
         return meta
     except BaseException:
@@ -309,6 +297,46 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
         bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def start_write(data_dir: str, name: str) -> str:
+    """Delete stale leftovers of interrupted writes of dataset ``name`` in ``data_dir`` and create the temp
+    directory ``<data_dir>/.<name>.incomplete-<pid>-<random>`` the dataset is written into; return it."""
+    os.makedirs(data_dir, exist_ok=True)
+    for d in os.listdir(data_dir):  # stale leftovers of interrupted runs
+        if d.startswith(f".{name}.incomplete-") or d.startswith(f".{name}.old-"):
+            shutil.rmtree(os.path.join(data_dir, d), ignore_errors=True)
+    tmp = os.path.join(data_dir, f".{name}.incomplete-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    return tmp
+
+
+def write_tfds(tmp: str, plan: _Plan) -> None:
+    """Write the TFDS array_record files of ``plan``'s splits under ``<tmp>/tfds`` (see :func:`tfds_dir`)."""
+    import tensorflow_datasets as tfds
+    tfds.disable_progress_bar()
+    builder = builder_class()(plan=plan, data_dir=os.path.join(tmp, "tfds"), file_format="array_record")
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing ..."
+        builder.download_and_prepare(download_dir=os.path.join(tmp, "tfds", "downloads"))
+    shutil.rmtree(os.path.join(tmp, "tfds", "downloads"), ignore_errors=True)
+
+
+def publish(tmp: str, final: str, meta: Dict[str, Any]) -> None:
+    """Write ``meta`` as the completion marker (last, fsynced) into ``tmp`` and rename ``tmp`` to ``final``
+    (an older ``final`` is moved aside first and deleted after). Sets ``meta["bytes_on_disk"]``."""
+    meta["bytes_on_disk"] = _dir_size(tmp)
+    with open(os.path.join(tmp, META_FILE), "w") as fh:  # the completion marker: written last
+        json.dump(meta, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    data_dir, name = os.path.split(final)
+    trash = None
+    if os.path.exists(final):
+        trash = os.path.join(data_dir, f".{name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, trash)
+    os.rename(tmp, final)
+    if trash:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _stats(summ: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from irlvla_jax.scene import FAMILIES, INTERACTIVE_FAMILIES, SPLITS, Scene, SceneSpec, validate
+from irlvla_jax.scene import FAMILIES, INTERACTIVE_FAMILIES, SPLITS, WORLD_SPLITS, Scene, SceneSpec, validate
 from irlvla_jax.world.pack import pack_scene
 from irlvla_jax.world.simulate import Built, build
 
@@ -49,8 +49,8 @@ def family_for(split: str, seed: int, index: int) -> str:
 
 
 def _split_id(split: str) -> int:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in WORLD_SPLITS:
+        raise ValueError(f"split must be one of the world's splits {WORLD_SPLITS}, got {split!r}")
     return SPLITS.index(split)
 
 

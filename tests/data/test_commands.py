@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from irlvla_jax.data import commands
-from irlvla_jax.scene import FAMILIES, SPLITS
+from irlvla_jax.scene import FAMILIES, SPLITS, WORLD_SPLITS
 from tests.data.conftest import ROOT, SIZES
 
 
@@ -56,7 +56,7 @@ def test_inspect_counts_families_and_ranges(dataset, tmp_path, capsys):
     printed = json.loads(text.strip().splitlines()[-1])
     assert printed == json.loads(json.dumps(out))
     assert out["counts_match_metadata"]
-    for s in SPLITS:
+    for s in WORLD_SPLITS:
         r = out["splits"][s]
         assert r["count"] == SIZES[f"num_{s}"]
         assert r["families"] == meta["families"][s]
@@ -103,7 +103,7 @@ def test_generate_command_with_the_real_world(tmp_path, capsys):
     assert cfg.data.data_dir == str(tmp_path / "data")  # resolved and stored for later calls
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(line)["path"] == str(tmp_path / "data" / "irlvla_world_tiny")
-    for s in SPLITS:
+    for s in WORLD_SPLITS:
         assert sum(summary["families"][s].values()) == summary["sizes"][s]
     assert all(v == 1 for v in summary["families"]["train"].values())  # 9 = one block of the 9 families
     val = loader.load_split(cfg, "val")

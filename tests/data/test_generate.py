@@ -15,7 +15,7 @@ import pytest
 from irlvla_jax.data import loader
 from irlvla_jax.data.anchors import compute_anchors
 from irlvla_jax.data.tfds_builder import META_FILE, generate_dataset
-from irlvla_jax.scene import FAMILIES, SPLITS, SceneError
+from irlvla_jax.scene import FAMILIES, WORLD_SPLITS, SceneError
 from tests.data.conftest import ROOT, SIZES, STANDIN, tiny_config
 
 
@@ -166,7 +166,7 @@ def test_killed_generate_takes_its_workers_with_it(tmp_path):
 def test_metadata_counts_families_and_anchors(dataset):
     cfg, meta = dataset
     assert meta["complete"] and meta["seed"] == 0
-    for s in SPLITS:
+    for s in WORLD_SPLITS:
         assert meta["sizes"][s] == SIZES[f"num_{s}"]
         assert sum(meta["families"][s].values()) == SIZES[f"num_{s}"]
         assert set(meta["families"][s]) == set(FAMILIES)

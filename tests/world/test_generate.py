@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from irlvla_jax.scene import FAMILIES, INTERACTIVE_FAMILIES, SPLITS, validate
+from irlvla_jax.scene import FAMILIES, INTERACTIVE_FAMILIES, SPLITS, WORLD_SPLITS, validate
 from irlvla_jax.world.generate import family_for, generate_scene
 
 
@@ -54,7 +54,7 @@ def test_all_families_valid_and_labelled(family_scenes, tiny_spec):
 
 
 def test_family_mix_every_split():
-    for split in SPLITS:
+    for split in WORLD_SPLITS:
         fams = [family_for(split, 0, i) for i in range(60)]
         assert set(fams) == set(FAMILIES), split
     hard = [family_for("hard", 0, i) for i in range(600)]
@@ -65,7 +65,7 @@ def test_family_mix_every_split():
 
 
 def test_scene_ids_unique(tiny_spec):
-    ids = {int(generate_scene(tiny_spec, 0, i, s, "curve").scene_id) for s in SPLITS for i in range(3)}
+    ids = {int(generate_scene(tiny_spec, 0, i, s, "curve").scene_id) for s in WORLD_SPLITS for i in range(3)}
     assert len(ids) == 12
 
 
