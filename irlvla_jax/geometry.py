@@ -121,6 +121,14 @@ def segment_rect_overlap(p, q, rect):
     return _segments_hit_box(ex(x0), ex(y0), ex(x1), ex(y1), jnp.asarray(hl), jnp.asarray(hw))[..., 0]
 
 
+def _ray_crossing(px, py, x0, y0, x1, y1):
+    """Crossing-number contribution of edges (x0, y0)-(x1, y1) for the ray from (px, py) towards +x
+    (broadcast) -> bool. Zero-length edges never count. The one formula of every points-in-polygon test."""
+    straddle = (y0 > py) != (y1 > py)
+    dy = jnp.where(straddle, y1 - y0, 1.0)
+    return straddle & (px < x0 + (py - y0) * (x1 - x0) / dy)
+
+
 def points_in_polygon(points, poly, vmask=None, max_dense: int = 16):
     """Crossing-number test: ``points [..., P, 2]`` in ``poly [..., V, 2]`` -> bool [..., P].
 
@@ -131,29 +139,51 @@ def points_in_polygon(points, poly, vmask=None, max_dense: int = 16):
     del vmask
     px, py = points[..., :, 0], points[..., :, 1]
     v = poly.shape[-2]
-
-    def crossing(x0, y0, x1, y1):  # edge coordinates [..., 1] -> bool [..., P]
-        straddle = (y0 > py) != (y1 > py)
-        dy = jnp.where(straddle, y1 - y0, 1.0)
-        return straddle & (px < x0 + (py - y0) * (x1 - x0) / dy)
-
     nxt = jnp.roll(poly, -1, axis=-2)
     if v <= max_dense:
-        x0, y0 = poly[..., None, :, 0], poly[..., None, :, 1]
-        x1, y1 = nxt[..., None, :, 0], nxt[..., None, :, 1]
-        pxx, pyy = px[..., :, None], py[..., :, None]
-        straddle = (y0 > pyy) != (y1 > pyy)
-        dy = jnp.where(straddle, y1 - y0, 1.0)
-        cross = straddle & (pxx < x0 + (pyy - y0) * (x1 - x0) / dy)
+        cross = _ray_crossing(px[..., :, None], py[..., :, None], poly[..., None, :, 0], poly[..., None, :, 1],
+                              nxt[..., None, :, 0], nxt[..., None, :, 1])
         return (jnp.sum(cross, axis=-1) % 2) == 1
     shape = jnp.broadcast_shapes(px.shape, poly.shape[:-2] + (1,))
 
     def body(k, parity):
         e0 = jax.lax.dynamic_index_in_dim(poly, k, axis=-2, keepdims=False)
         e1 = jax.lax.dynamic_index_in_dim(nxt, k, axis=-2, keepdims=False)
-        return parity ^ crossing(e0[..., 0:1], e0[..., 1:2], e1[..., 0:1], e1[..., 1:2])
+        return parity ^ _ray_crossing(px, py, e0[..., 0:1], e0[..., 1:2], e1[..., 0:1], e1[..., 1:2])
 
     return jax.lax.fori_loop(0, v, body, jnp.zeros(shape, bool))
+
+
+def polygon_edge_count(poly):
+    """Number of edges that can matter ``[...]`` (int32) of padded polygons ``[..., V, 2]``: 1 + the last
+    vertex index that differs from vertex 0. The edges after it join copies of vertex 0 (zero length: no
+    crossing, and no distance other than vertex 0's), so every test may stop there."""
+    differs = jnp.any(poly != poly[..., :1, :], axis=-1)                       # [..., V]
+    idx = jnp.arange(poly.shape[-2], dtype=jnp.int32)
+    return jnp.max(jnp.where(differs, idx, 0), axis=-1) + 1
+
+
+def edge_table(poly):
+    """Polygons ``[L, V, 2]`` -> edges ``[V, L, 4]`` (x0, y0, x1, y1; edge k joins vertex k to k + 1 mod V),
+    edge-major so that one edge of every polygon is a contiguous row."""
+    nxt = jnp.roll(poly, -1, axis=-2)
+    return jnp.moveaxis(jnp.concatenate([poly, nxt], axis=-1), -2, 0)
+
+
+def points_in_indexed_polygons(points, edges, index, n_edges):
+    """Sparse points-in-polygon: ``points [n, P, 2]`` each tested against polygon ``index [n]`` of an
+    :func:`edge_table` ``edges [V, L, 4]``, visiting edges 0 .. ``n_edges`` - 1 (a traced int: the
+    largest :func:`polygon_edge_count` of the indexed polygons) -> bool [n, P].
+
+    The same crossing formula as :func:`points_in_polygon`, so the same bits; one gathered edge per
+    polygon per step (memory O(n P))."""
+    px, py = points[..., 0], points[..., 1]
+
+    def body(k, parity):
+        e = jnp.take(jax.lax.dynamic_index_in_dim(edges, k, axis=0, keepdims=False), index, axis=0)  # [n, 4]
+        return parity ^ _ray_crossing(px, py, e[:, None, 0], e[:, None, 1], e[:, None, 2], e[:, None, 3])
+
+    return jax.lax.fori_loop(0, n_edges, body, jnp.zeros(px.shape, bool))
 
 
 def _orient(a, b, c):
@@ -241,45 +271,55 @@ def box_polygon_overlap(box, poly):
     return _box_polygon_local(box, poly)[0]
 
 
-def point_segment_distance(p, a, b):
-    """Distance from points ``p [..., 2]`` to segments a-b ``[..., 2]``."""
+def point_segment_d2(p, a, b):
+    """Squared distance from points ``p [..., 2]`` to segments a-b ``[..., 2]``."""
     # Component-wise (not jnp.sum over the size-2 axis, which XLA:CPU runs as a slow reduction).
     abx, aby = b[..., 0] - a[..., 0], b[..., 1] - a[..., 1]
     den = abx * abx + aby * aby
     t = jnp.clip(((p[..., 0] - a[..., 0]) * abx + (p[..., 1] - a[..., 1]) * aby) / jnp.where(den > 0, den, 1.0),
                  0.0, 1.0)
     dx, dy = p[..., 0] - (a[..., 0] + t * abx), p[..., 1] - (a[..., 1] + t * aby)
-    return jnp.sqrt(dx * dx + dy * dy)
+    return dx * dx + dy * dy
+
+
+def point_segment_distance(p, a, b):
+    """Distance from points ``p [..., 2]`` to segments a-b ``[..., 2]``."""
+    return jnp.sqrt(point_segment_d2(p, a, b))
 
 
 def points_to_edges_distance(points, poly, max_dense: int = 16):
     """Min distance from ``points [..., P, 2]`` to the edges of ``poly [..., V, 2]`` -> [..., P].
 
-    For V > ``max_dense`` the edges are visited in a loop (memory O(P) instead of O(P x V))."""
+    For V > ``max_dense`` the edges are visited in a loop (memory O(P) instead of O(P x V)). The minimum
+    is taken over squared distances with one square root at the end: sqrt is correctly rounded and
+    monotone, so min(sqrt(d2)) == sqrt(min(d2)) bit for bit."""
     nxt = jnp.roll(poly, -1, axis=-2)
     v = poly.shape[-2]
     if v <= max_dense:
-        return jnp.min(point_segment_distance(points[..., :, None, :], poly[..., None, :, :], nxt[..., None, :, :]),
-                       axis=-1)
+        return jnp.sqrt(jnp.min(point_segment_d2(points[..., :, None, :], poly[..., None, :, :], nxt[..., None, :, :]),
+                                axis=-1))
     shape = jnp.broadcast_shapes(points.shape[:-1], poly.shape[:-2] + (1,))
 
     def body(k, best):
         e0 = jax.lax.dynamic_index_in_dim(poly, k, axis=-2, keepdims=True)
         e1 = jax.lax.dynamic_index_in_dim(nxt, k, axis=-2, keepdims=True)
-        return jnp.minimum(best, point_segment_distance(points, e0, e1))
+        return jnp.minimum(best, point_segment_d2(points, e0, e1))
 
-    return jax.lax.fori_loop(0, v, body, jnp.full(shape, jnp.inf, points.dtype))
+    return jnp.sqrt(jax.lax.fori_loop(0, v, body, jnp.full(shape, jnp.inf, points.dtype)))
 
 
 def polygon_distance(box, poly):
     """Euclidean distance between a rectangle ``box [..., 4, 2]`` and a polygon ``[..., V, 2]`` (0 when
-    they overlap): min of (polygon vertices to the box) and (box corners to the polygon edges)."""
+    they overlap): min of (polygon vertices to the box) and (box corners to the polygon edges), over
+    squared distances with one square root (see :func:`points_to_edges_distance`)."""
     overlap, lx, ly, hl, hw = _box_polygon_local(box, poly)
     dx = jnp.maximum(jnp.abs(lx) - hl[..., None], 0.0)
     dy = jnp.maximum(jnp.abs(ly) - hw[..., None], 0.0)
-    d_vert = jnp.min(jnp.sqrt(dx * dx + dy * dy), axis=-1)
-    d_corner = jnp.min(points_to_edges_distance(box, poly, max_dense=1 << 30), axis=-1)   # 4 points: dense
-    return jnp.where(overlap, 0.0, jnp.minimum(d_vert, d_corner))
+    d2_vert = jnp.min(dx * dx + dy * dy, axis=-1)
+    nxt = jnp.roll(poly, -1, axis=-2)
+    d2_corner = jnp.min(point_segment_d2(box[..., :, None, :], poly[..., None, :, :], nxt[..., None, :, :]),
+                        axis=(-2, -1))                                                # 4 corners x V edges
+    return jnp.where(overlap, 0.0, jnp.sqrt(jnp.minimum(d2_vert, d2_corner)))
 
 
 def polyline_arclength(line):

@@ -67,8 +67,8 @@ def _prepare_scene(scene, traj, prev, ref_poses, modes):
 
     One rollout call serves everything: PDM-Closed's 15 proposals, the N agent trajectories, the expert,
     and the N previous plans. Returns a dict: plan_refs [15, 41, 3], ctx_fc (the planner's forecast
-    context), states {mode: [15 + N + 1 (+ N), 41, 11]}, flag_rows [F, 41, 11] (the distinct state
-    sequences whose map flags are needed).
+    context), ctx_log (the log's), states {mode: [15 + N + 1 (+ N), 41, 11]}, flag_rows [F, 41, 11] (the
+    distinct state sequences whose map flags are needed), lights ((light_poly, red) of ctx_fc, ctx_log).
     """
     n = traj.shape[0]
     if ref_poses is None:
@@ -97,20 +97,22 @@ def _prepare_scene(scene, traj, prev, ref_poses, modes):
         flag_rows = jnp.concatenate([by_mode[md][:k_sc] for md in modes], axis=0)
     else:
         flag_rows = jnp.concatenate([tracked[:n_plan]] + [by_mode[md][:k_sc] for md in modes], axis=0)
-    return dict(plan_refs=plan_refs, ctx_fc=ctx_fc, states=by_mode, flag_rows=flag_rows)
+    ctx_log = metrics.scene_context(scene)
+    return dict(plan_refs=plan_refs, ctx_fc=ctx_fc, ctx_log=ctx_log, states=by_mode, flag_rows=flag_rows,
+                lights=tuple((c["light_poly"], c["red"]) for c in (ctx_fc, ctx_log)))
 
 
 def _score_scene(scene, traj, prev, has_prev, prep, fl, modes, human_filter, return_flags):
     """Stage 2 for one scene: traj [N, 8, 3], prev [N, 8, 3] or None, has_prev bool, ``prep`` from
-    :func:`_prepare_scene`, ``fl`` the map flags of ``prep["flag_rows"]`` (dict of bool [F, 41]).
+    :func:`_prepare_scene`, ``fl`` the map flags of ``prep["flag_rows"]`` (dict of bool [F, 41], and
+    maybe light_hit [F, 41, 2, K] against the lights of (ctx_fc, ctx_log)).
 
     Metrics: PDM-Closed's proposals (tracked) against its own constant-velocity forecast, then the
     proposals, agents and expert in each mode of ``modes`` against the log.
     Returns {mode: Scores (or (Scores, extras) with return_flags)}.
     """
     n = traj.shape[0]
-    ctx_log = metrics.scene_context(scene)
-    plan_refs, ctx_fc, by_mode = prep["plan_refs"], prep["ctx_fc"], prep["states"]
+    plan_refs, ctx_fc, ctx_log, by_mode = prep["plan_refs"], prep["ctx_fc"], prep["ctx_log"], prep["states"]
     n_plan = plan_refs.shape[0]
     k_sc = n_plan + n + 1
     if "tracked" in modes:
@@ -125,6 +127,8 @@ def _score_scene(scene, traj, prev, has_prev, prep, fl, modes, human_filter, ret
     ctx_fc = {k: ctx_fc[k] for k in ctx_log}
     met = lambda ctx: jax.vmap(lambda st, fl1: metrics.trajectory_metrics(scene, ctx, st, fl1))
     fl_fc, fl_log = (jax.tree.map(lambda a: a[sl], fl) for sl in (slice(0, n_plan), slice(n_plan, None)))
+    if "light_hit" in fl:
+        fl_fc["light_hit"], fl_log["light_hit"] = fl_fc["light_hit"][:, :, 0], fl_log["light_hit"][:, :, 1]
     m_all = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0),
                          met(ctx_fc)(all_states[:n_plan], fl_fc), met(ctx_log)(all_states[n_plan:], fl_log))
     best, _ = reference_planner.select({k: v[:n_plan] for k, v in m_all.items()})
@@ -195,8 +199,9 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
     pv_ax, ref_ax = None if prev_trajectories is None else 0, None if reference_poses is None else 0
     prep = jax.vmap(lambda sc, tr, pv, ref: _prepare_scene(sc, tr, pv, ref, modes),
                     in_axes=(0, 0, pv_ax, ref_ax))(scenes, trajectories, prev_trajectories, reference_poses)
-    # Map flags scene by scene (a loop, not a vmap): the polygon prefilter takes a real branch per scene.
-    fl = jax.lax.map(lambda a: metrics.scene_flags(*a), (scenes, prep["flag_rows"]))
+    # Map flags and TLC light hits scene by scene (a loop, not a vmap): the sparse pair lists of
+    # metrics.scene_flags take a real branch per scene.
+    fl = jax.lax.map(lambda a: metrics.scene_flags(*a), (scenes, prep["flag_rows"], prep["lights"]))
 
     def one(scene, traj, prev, hp, pr, f):
         return _score_scene(scene, traj, prev, hp, pr, f, modes, human_filter, return_flags)

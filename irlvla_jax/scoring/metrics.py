@@ -94,15 +94,30 @@ def area_flags(scene, corners, center, rear):
                 rear_in_intersection=jnp.any(in_drv[..., 5] & inter, axis=0))
 
 
-# Prefilter of map polygons for the per-step flags (``scene_flags``). A point can only be inside a
-# polygon if it lies inside the polygon's bounding box: for y exactly (the crossing test needs an edge
-# straddling the point's y), for x up to the rounding of the edge intersection abscissa (ulps, far
-# below this margin). So a polygon whose bounding box, grown by BBOX_MARGIN metres, misses the bounding
-# box of all of a trajectory's points contains none of them, and dropping it leaves every flag (counts
-# and any/all over polygons of points inside) unchanged. Each scene keeps, per trajectory, the first
-# K relevant polygons, K the smallest bucket holding the largest relevant count over the scene's
-# trajectories (so none is ever dropped), with a real branch per scene (lax.switch under lax.map).
+# Sparse map tests (``scene_flags``). Every per-step map test is done only for the (row, step, polygon)
+# pairs whose bounding boxes overlap, and each polygon only up to its last real edge. Why dropping the
+# other pairs changes no bit:
+# 1. A point is inside a polygon (crossing number) only if it lies in the polygon's bounding box: for y
+#    exactly (an edge must straddle the point's y), for x up to the rounding of the edge intersection
+#    abscissa (ulps, far below BBOX_MARGIN); a point left of the box crosses every straddling edge, an
+#    even number on a closed polygon. So a pair whose step box (the 6 points) misses the polygon's box
+#    grown by BBOX_MARGIN metres tests False, exactly what it is set to.
+# 2. ``geo.box_polygon_overlap`` is True only if a polygon edge touches the box (a point of the polygon
+#    in the box) or the box's front-left corner has an odd crossing number (the corner lies between two
+#    boundary points, in the polygon's bounding box): both need the step's box to meet the polygon's
+#    box, up to rounding (ulps). TLC only counts steps where the light is red, so pairs at other steps
+#    are not computed either (set False, masked by ``red`` anyway).
+# 3. Edges after ``geo.polygon_edge_count`` join padding copies of vertex 0 (zero length): no crossing.
+# The relevant pairs are gathered into a static list of the smallest bucket in PAIR_BUCKETS (lights:
+# LIGHT_PAIR_BUCKETS) that holds them all (a real branch per scene, lax.switch under lax.map; the last
+# branch is every pair), and scattered back, so no pair is ever dropped.
+# Small polygons (at most DENSE_POLYGON_VERTICES vertices, e.g. the generated worlds) are cheaper the
+# older way: per trajectory, the first K polygons whose box meets the box of all its points (K the
+# smallest of POLYGON_BUCKETS holding the largest count, by argument 1), tested densely over all
+# vertices; lights that small are tested in ``trajectory_metrics``.
 BBOX_MARGIN = 0.05
+PAIR_BUCKETS = (512, 2048, 8192, 32768)
+LIGHT_PAIR_BUCKETS = (0, 64, 512, 4096)
 POLYGON_BUCKETS = (4, 8, 16)
 DENSE_POLYGON_VERTICES = 64
 
@@ -114,69 +129,126 @@ def _poly_bbox(poly):
 
 
 def _relevant(box_pts, polys, valid):
-    """box_pts (xmin, xmax, ymin, ymax) [R]; polys [L, V, 2]; valid [L] -> bool [R, L]."""
+    """box_pts (xmin, xmax, ymin, ymax) [G] of point groups; polys [L, V, 2]; valid [L] -> bool [G, L]:
+    the group's box meets the polygon's grown box."""
     x0, x1, y0, y1 = (v[None, :] for v in _poly_bbox(polys))
     px0, px1, py0, py1 = (v[:, None] for v in box_pts)
     return valid[None] & (x0 <= px1) & (x1 >= px0) & (y0 <= py1) & (y1 >= py0)
 
 
-def _select_inside(pts, polys, rel, k):
-    """Points [R, P, 2] inside the first ``k`` relevant polygons of each row: (inside [R, k, P], index [R, k])."""
-    order = jnp.argsort(~rel, axis=-1, stable=True)[:, :k]                                  # [R, k]
-    ok = jnp.take_along_axis(rel, order, axis=-1)
-    # Dense over the vertices (one fused compare-and-count, no loop over edges) for small polygons;
-    # large ones (real maps: up to hundreds of vertices) loop over the edges, as XLA:CPU materialises
-    # the [R, k, P, V] crossing counts of the dense form before reducing them.
-    inside = geo.points_in_polygon(pts[:, None], polys[order], max_dense=DENSE_POLYGON_VERTICES) & ok[..., None]
-    return inside, order
+def sparse_pairs(rel, fn, buckets):
+    """Evaluate ``fn`` on the True pairs of ``rel [G, L]`` only -> ``[G, L, ...]`` (False elsewhere).
+
+    ``fn(g [n], l [n], ok [n]) -> bool [n, ...]`` computes n pairs (``ok`` False on padding entries,
+    whose g, l are valid indices but whose results are dropped). n is the smallest of ``buckets`` (then
+    G x L) holding all True pairs; each size is a branch of a lax.switch (call it per scene, not under
+    vmap, or every branch runs)."""
+    g_n, l_n = rel.shape
+    total = g_n * l_n
+    flat = rel.reshape(-1)
+    count = jnp.sum(flat)
+    sizes = tuple(k for k in buckets if k < total) + (total,)
+    probe = jnp.zeros((1,), jnp.int32)
+    out = jax.eval_shape(fn, probe, probe, probe.astype(bool))
+
+    def branch(n):
+        def f(_):
+            if n == 0:
+                return jnp.zeros((g_n, l_n) + out.shape[1:], out.dtype)
+            if n == total:
+                idx = jnp.arange(total)
+                ok = flat
+            else:
+                idx = jnp.nonzero(flat, size=n, fill_value=total)[0]
+                ok = idx < total
+            g, l = jnp.minimum(idx // l_n, g_n - 1), idx % l_n
+            val = fn(g, l, ok)
+            val = val & ok.reshape((n,) + (1,) * (val.ndim - 1))
+            res = val if n == total else jnp.zeros((total,) + val.shape[1:], val.dtype).at[idx].set(val, mode="drop")
+            return res.reshape((g_n, l_n) + val.shape[1:])
+        return f
+
+    return jax.lax.switch(jnp.sum(count > jnp.asarray(sizes[:-1])), [branch(n) for n in sizes], None)
 
 
-def _reduce_lanes(in_lane, on_route):
-    """in_lane [R, K, T, 6], on_route [R, K] -> (lanes touched [R, T] int, none full [R, T], centre on
-    route [R, T])."""
-    corner_lane = in_lane[..., :4]
-    touched = jnp.sum(jnp.any(corner_lane, axis=-1), axis=1)
-    none_full = jnp.all(jnp.sum(corner_lane, axis=-1) != 4, axis=1)
-    on = jnp.any(in_lane[..., 4] & on_route[..., None], axis=1)
-    return touched, none_full, on
+def _points_in_small_polygons(pts, polys, valid, r):
+    """Point groups ``pts [G, P, 2]`` (G = r x T) in small polygons ``polys [L, V, 2]`` -> bool [G, L, P],
+    per trajectory over its first K relevant polygons (a lax.switch on K)."""
+    g_n, p_n = pts.shape[:2]
+    rows = pts.reshape(r, -1, 2)                                                            # [r, T * P, 2]
+    rel = _relevant(tuple(f(rows[..., i], -1) for i in (0, 1) for f in (jnp.min, jnp.max)), polys, valid)
+    sizes = tuple(k for k in POLYGON_BUCKETS if k < polys.shape[0]) + (polys.shape[0],)
+
+    def branch(k):
+        def f(_):
+            order = jnp.argsort(~rel, axis=-1, stable=True)[:, :k]                          # [r, k]
+            ok = jnp.take_along_axis(rel, order, axis=-1)
+            inside = geo.points_in_polygon(rows[:, None], polys[order], max_dense=DENSE_POLYGON_VERTICES)
+            inside = (inside & ok[..., None]).reshape(r, k, -1, p_n)                        # [r, k, T, P]
+            full = jnp.zeros((r, polys.shape[0]) + inside.shape[2:], bool)
+            full = full.at[jnp.arange(r)[:, None], order].set(inside, mode="drop", unique_indices=True)
+            return jnp.moveaxis(full, 1, 2).reshape(g_n, -1, p_n)
+        return f
+
+    idx = jnp.sum(jnp.max(jnp.sum(rel, axis=-1)) > jnp.asarray(sizes[:-1]))
+    return jax.lax.switch(idx, [branch(k) for k in sizes], None)
 
 
-def _reduce_drivable(in_drv, inter):
-    """in_drv [R, K, T, 6], inter [R, K] -> (corners on drivable [R, T] int, centre / rear in an
-    intersection [R, T])."""
-    n_on = jnp.sum(jnp.any(in_drv[..., :4], axis=1), axis=-1)
-    return n_on, jnp.any(in_drv[..., 4] & inter[..., None], axis=1), jnp.any(in_drv[..., 5] & inter[..., None], axis=1)
+def _points_in_map(pts, box, polys, valid, r):
+    """Point groups ``pts [G, P, 2]`` (boxes ``box``; G = r x T) in the polygons ``polys [L, V, 2]`` ->
+    bool [G, L, P]."""
+    if polys.shape[-2] <= DENSE_POLYGON_VERTICES:
+        return _points_in_small_polygons(pts, polys, valid, r)
+    edges, n_edges = geo.edge_table(polys), geo.polygon_edge_count(polys)
+
+    def fn(g, l, ok):
+        last = jnp.max(jnp.where(ok, n_edges[l], 0))
+        return geo.points_in_indexed_polygons(pts[g], edges, l, last)
+
+    return sparse_pairs(_relevant(box, polys, valid), fn, PAIR_BUCKETS)
 
 
-def scene_flags(scene, states):
-    """Per-step area flags of the trajectories ``states [R, 41, 11]`` of ONE scene (not vmapped: the
-    polygon prefilter branches per scene) -> dict of bool [R, 41]; equal to ``area_flags`` per row."""
+def _lights_hit(corners, box, light_poly, red):
+    """Ego boxes ``corners [R, T, 4, 2]`` (step boxes ``box`` [R * T]) touching the lights ``light_poly
+    [K, V, 2]`` at the steps where they are red (``red [K, T]``) -> bool [R, T, K] (False elsewhere)."""
+    r, t = corners.shape[:2]
+    rel = _relevant(box, light_poly, jnp.ones(light_poly.shape[:1], bool))
+    rel = (rel.reshape(r, t, -1) & red.T[None]).reshape(r * t, -1)
+    flat = corners.reshape(r * t, 4, 2)
+    hit = sparse_pairs(rel, lambda g, l, ok: geo.box_polygon_overlap(flat[g], light_poly[l]), LIGHT_PAIR_BUCKETS)
+    return hit.reshape(r, t, -1)
+
+
+def scene_flags(scene, states, lights=()):
+    """Per-step map flags of the trajectories ``states [R, 41, 11]`` of ONE scene (not vmapped: the
+    sparse pair lists branch per scene) -> dict of bool [R, 41]; equal to ``area_flags`` per row.
+
+    ``lights``: (light_poly [K, V, 2], red [K, 41]) per metrics context (``ctx["light_poly"], ctx["red"]``);
+    then, for lights of more than DENSE_POLYGON_VERTICES vertices, also ``light_hit`` [R, 41, C, K]: the
+    ego box touches light k of context c at a red step (the TLC test of :func:`trajectory_metrics`)."""
     r = states.shape[0]
     corners, center = ego_boxes(states)
     pts = jnp.concatenate([corners, center[:, :, None], states[:, :, None, :2]], axis=2)    # [R, T, 6, 2]
     t = pts.shape[1]
-    pts = pts.reshape(r, -1, 2)
+    pts = pts.reshape(r * t, 6, 2)
     box = (jnp.min(pts[..., 0], -1), jnp.max(pts[..., 0], -1), jnp.min(pts[..., 1], -1), jnp.max(pts[..., 1], -1))
 
-    def pick(polys, valid, extra, reduce):
-        rel = _relevant(box, polys, valid)
-        n_max = jnp.max(jnp.sum(rel, axis=-1))
-        sizes = tuple(k for k in POLYGON_BUCKETS if k < polys.shape[0]) + (polys.shape[0],)
-
-        def branch(k):
-            def f(_):
-                inside, order = _select_inside(pts, polys, rel, k)
-                return reduce(inside.reshape(r, k, t, 6), extra[order])
-            return f
-
-        idx = jnp.sum(n_max > jnp.asarray(sizes[:-1]))
-        return jax.lax.switch(idx, [branch(k) for k in sizes], None)
-
-    touched, none_full, on_route = pick(scene.lane_polygons, scene.lane_valid, scene.lane_on_route, _reduce_lanes)
+    in_lane = _points_in_map(pts, box, scene.lane_polygons, scene.lane_valid, r).reshape(r, t, -1, 6)
+    corner_lane = in_lane[..., :4]                                                          # [R, T, L, 4]
+    touched = jnp.sum(jnp.any(corner_lane, axis=-1), axis=2)
+    none_full = jnp.all(jnp.sum(corner_lane, axis=-1) != 4, axis=2)
+    on_route = jnp.any(in_lane[..., 4] & scene.lane_on_route, axis=2)
+    in_drv = _points_in_map(pts, box, scene.drivable_polygons, scene.drivable_valid, r).reshape(r, t, -1, 6)
     inter = scene.drivable_kind == DRIVABLE_INTERSECTION
-    n_on, c_inter, r_inter = pick(scene.drivable_polygons, scene.drivable_valid, inter, _reduce_drivable)
-    return dict(multiple_lanes=(touched > 1) & none_full, non_drivable=n_on < 4, oncoming=~on_route,
-                center_in_intersection=c_inter, rear_in_intersection=r_inter)
+    out = dict(multiple_lanes=(touched > 1) & none_full, non_drivable=jnp.sum(jnp.any(in_drv[..., :4], axis=2), -1) < 4,
+               oncoming=~on_route, center_in_intersection=jnp.any(in_drv[..., 4] & inter, axis=2),
+               rear_in_intersection=jnp.any(in_drv[..., 5] & inter, axis=2))
+    if lights and scene.light_polygons.shape[-2] > DENSE_POLYGON_VERTICES:
+        # The ego box's bounding box (its 4 corners) per step.
+        cb = (jnp.min(pts[:, :4, 0], -1), jnp.max(pts[:, :4, 0], -1), jnp.min(pts[:, :4, 1], -1),
+              jnp.max(pts[:, :4, 1], -1))
+        out["light_hit"] = jnp.stack([_lights_hit(corners, cb, lp, red) for lp, red in lights], axis=2)
+    return out
 
 
 _COS2_AHEAD = float(np.cos(np.deg2rad(AHEAD_DEG)) ** 2)      # 0.75
@@ -205,7 +277,8 @@ def _first_before(a, b):
 
 
 def trajectory_metrics(scene, ctx, states, fl=None):
-    """Sub-scores of one trajectory ``states [41, 11]`` in one scene (``fl``: precomputed flags).
+    """Sub-scores of one trajectory ``states [41, 11]`` in one scene (``fl``: precomputed flags, with
+    ``light_hit`` [41, K] for ``ctx``'s lights if :func:`scene_flags` computed the TLC test).
 
     Returns dict: NC, DAC, DDC, TLC, TTC, LK (float), progress (raw, m, >= 0), and the per-step flags.
     """
@@ -219,6 +292,8 @@ def trajectory_metrics(scene, ctx, states, fl=None):
         (corners, center, speed, cos_h, sin_h, ctx))
     if fl is None:
         fl = area_flags(scene, corners, center, rear)
+    fl = dict(fl)
+    light_hit = fl.pop("light_hit", None)
     multi_or_off = fl["multiple_lanes"] | fl["non_drivable"]
 
     # --- NC -------------------------------------------------------------------------------------
@@ -248,7 +323,10 @@ def trajectory_metrics(scene, ctx, states, fl=None):
     ddc = jnp.where(m < DDC_OK, 1.0, jnp.where(m < DDC_BAD, 0.5, 0.0))
 
     # --- TLC -----------------------------------------------------------------------------------
-    hit = geo.box_polygon_overlap(corners[None], ctx["light_poly"][:, None])            # [K, T]
+    if light_hit is None:
+        hit = geo.box_polygon_overlap(corners[None], ctx["light_poly"][:, None])        # [K, T]
+    else:
+        hit = light_hit.T
     tlc = 1.0 - jnp.any(hit & ctx["red"]).astype(jnp.float32)
 
     # --- TTC -----------------------------------------------------------------------------------

@@ -1,0 +1,126 @@
+"""The sparse map tests of ``metrics.scene_flags`` are conservative: pruning changes no bit.
+
+The per-step flags and TLC hits computed on the bounding-box-pruned pair lists (bucketed, edges cut at
+the last real vertex) equal the unpruned dense tests (every polygon, every edge) on official-vector
+scenes, with tiny buckets (the fallback branches), and on scenes with a polygon placed just inside and
+just outside the pruning bound (BBOX_MARGIN) of a step's points.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from irlvla_jax import geometry as G
+from irlvla_jax import scene as S
+from irlvla_jax.scoring import metrics as M
+from irlvla_jax.scoring import rollout as R
+from irlvla_jax.scoring import vectors as V
+from tests.scoring.vector_data import vectors_dir
+
+FLAGS = ("multiple_lanes", "non_drivable", "oncoming", "center_in_intersection", "rear_in_intersection")
+
+
+def _dense(scene, states, lights):
+    """Unpruned reference: area_flags per row, TLC hits over every light at every step, masked by red."""
+    corners, center = M.ego_boxes(states)
+    fl = jax.vmap(lambda c, m, r: M.area_flags(scene, c, m, r))(corners, center, states[..., :2])
+    hits = [jnp.moveaxis(G.box_polygon_overlap(corners[:, None], lp[None, :, None]) & red[None], 1, 2)
+            for lp, red in lights]                                                   # [R, T, K] each
+    fl["light_hit"] = jnp.stack(hits, axis=2)
+    return fl
+
+
+def _check(scene, states, lights):
+    got = jax.jit(M.scene_flags)(scene, states, lights)
+    want = jax.jit(_dense)(scene, states, lights)
+    for k in FLAGS + ("light_hit",):
+        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
+    return got
+
+
+def _rows(scene, props):
+    """Direct-mode states [N, 41, 11] of the proposals."""
+    init = R.ego_state_array(jnp.asarray(scene.ego_state))
+    ref = R.interpolate_poses(jnp.asarray(props, jnp.float32))
+    return R.rollout(ref, jnp.broadcast_to(init, ref.shape[:-2] + (11,)), "direct")
+
+
+def _all_red_lights(scene):
+    """Every light polygon (up to MAX_ROUTE_LIGHTS) red at every step: the TLC test runs wherever boxes meet."""
+    k = M.MAX_ROUTE_LIGHTS
+    return ((jnp.asarray(scene.light_polygons[:k]), jnp.ones((k, M.T), bool)),)
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    return V.load_vectors(vectors_dir())
+
+
+@pytest.mark.parametrize("i", [0, 4, 10, 28])
+def test_sparse_flags_equal_dense_on_vector_scenes(vectors, i):
+    names, scenes, props, prevs, has = vectors
+    sc = jax.tree.map(jnp.asarray, S.index(scenes, i))
+    ctx = M.scene_context(sc)
+    states = _rows(sc, props[i])
+    got = _check(sc, states, ((ctx["light_poly"], ctx["red"]),) + _all_red_lights(sc))
+    assert np.asarray(got["light_hit"][:, :, 1]).any() or i != 0   # scene 0 enters a light: pairs exist
+
+
+def test_tiny_buckets_take_the_fallback_and_agree(vectors, monkeypatch):
+    names, scenes, props, prevs, has = vectors
+    sc = jax.tree.map(jnp.asarray, S.index(scenes, 0))
+    states = _rows(sc, props[0])
+    monkeypatch.setattr(M, "PAIR_BUCKETS", (1, 3))
+    monkeypatch.setattr(M, "LIGHT_PAIR_BUCKETS", (0, 1))
+    _check(sc, states, _all_red_lights(sc))
+
+
+def test_sparse_pairs_fills_and_scatters():
+    rel = jnp.asarray(np.random.default_rng(0).random((7, 5)) < 0.3)
+    fn = lambda g, l, ok: jnp.stack([g * 10 + l == g * 10 + l, (g + l) % 2 == 0], -1)
+    g, l = np.meshgrid(np.arange(7), np.arange(5), indexing="ij")
+    want = np.asarray(rel)[..., None] & np.stack([np.ones_like(g, bool), (g + l) % 2 == 0], -1)
+    for buckets in ((), (1,), (0, 64), (int(rel.sum()),)):
+        np.testing.assert_array_equal(np.asarray(jax.jit(lambda r: M.sparse_pairs(r, fn, buckets))(rel)), want)
+
+
+@pytest.mark.parametrize("gap", [0.5, 0.9, 1.1, 2.0, -0.5])
+def test_polygon_at_the_pruning_bound(vectors, gap):
+    """A lane / drivable / light square just right of the ego's points at one step, ``gap`` x BBOX_MARGIN
+    away (negative: overlapping the points), with a long zero-length padding tail."""
+    names, scenes, props, prevs, has = vectors
+    sc = S.index(scenes, 1)
+    states = np.asarray(_rows(jax.tree.map(jnp.asarray, sc), props[1]))
+    corners, center = M.ego_boxes(jnp.asarray(states))
+    pts = np.concatenate([np.asarray(corners), np.asarray(center)[..., None, :], states[..., None, :2]], -2)
+    r, t = 3, 20
+    x_edge = pts[r, t, :, 0].max() + gap * M.BBOX_MARGIN
+    y0, y1 = pts[r, t, :, 1].min() - 1.0, pts[r, t, :, 1].max() + 1.0
+    square = np.asarray([[x_edge, y0], [x_edge + 4.0, y0], [x_edge + 4.0, y1], [x_edge, y1]])
+    d = {k: np.array(v) for k, v in sc.to_dict().items()}          # copies: the fixture stays intact
+    for field, n_v in (("lane", d["lane_polygons"].shape[-2]), ("drivable", d["drivable_polygons"].shape[-2])):
+        d[f"{field}_polygons"][0] = np.concatenate([square, np.repeat(square[:1], n_v - 4, 0)])
+        d[f"{field}_valid"][0] = True
+    sc2 = jax.tree.map(jnp.asarray, type(sc)(**d))
+    lp = np.concatenate([square, np.repeat(square[:1], d["light_polygons"].shape[-2] - 4, 0)])[None]
+    lights = ((jnp.asarray(lp), jnp.ones((1, M.T), bool)),)
+    got = _check(sc2, jnp.asarray(states), lights)
+    assert bool(np.asarray(got["light_hit"])[r, t].any()) == (gap < 0)
+
+
+def test_indexed_polygons_and_edge_count_match_points_in_polygon():
+    rng = np.random.default_rng(1)
+    polys, counts = [], []
+    for n in (3, 5, 9, 16):
+        ang = np.sort(rng.uniform(0, 2 * np.pi, n))
+        p = np.stack([np.cos(ang), np.sin(ang)], -1) * rng.uniform(1, 3, (n, 1))
+        polys.append(S.pad_polygon(p, 20)[0])
+        counts.append(n)
+    polys = jnp.asarray(np.stack(polys), jnp.float32)
+    np.testing.assert_array_equal(np.asarray(G.polygon_edge_count(polys)), counts)
+    pts = jnp.asarray(rng.uniform(-3, 3, (4, 50, 2)), jnp.float32)
+    want = np.asarray(G.points_in_polygon(pts, polys))
+    got = G.points_in_indexed_polygons(pts, G.edge_table(polys), jnp.arange(4), jnp.max(G.polygon_edge_count(polys)))
+    np.testing.assert_array_equal(np.asarray(got), want)
