@@ -119,14 +119,16 @@ def main():
              "## Conversion", "", "| source | logs | failed | windows | written | rejected |", "|---|---|---|---|---|---|"]
     for source, c in conv.items():
         t = c["totals"]
-        lines.append(f"| {source} | {t['logs']} | {t['logs_failed']} | {t['windows']} | {t['written']} | {t['rejected']} |")
+        lines.append(f"| {source} | {t['logs']} | {t['logs_failed']} | {t['windows']} | {t['written']} "
+                     f"| {t['rejected']} |")
     lines += ["", "Per log (what was cut is counted over the log's windows):", "", "```"]
     for source, c in conv.items():
         lines += [f"{source}: {ln}" for ln in c["logs"]]
     lines += ["```", "", "## The logged human's NC, DAC and DDC", "",
               "| source | windows | NC = 1 | DAC = 1 | DDC = 1 | all three = 1 |", "|---|---|---|---|---|---|"]
     for source, n, frac, allf in sanity:
-        lines.append(f"| {source} | {n} | {frac['NC']:.1%} | {frac['DAC']:.1%} | {frac['DDC']:.1%} | {allf:.1%} |")
+        lines.append(f"| {source} | {n} | {frac['NC']:.1%} | {frac['DAC']:.1%} | {frac['DDC']:.1%} "
+                     f"| {allf:.1%} |")
     tot = sum(n for _, n, _, _ in sanity)
     good = sum(round(allf * n) for _, n, _, allf in sanity)
     lines += ["", f"Over all sources: {good} of {tot} windows ({good / max(tot, 1):.1%}) have NC = DAC = DDC = 1.", ""]
@@ -136,7 +138,8 @@ def main():
     lines += ["## EPDMS per source", "", "| source | policy | EPDMS | " + " | ".join(cols) + " |",
               "|---|---|---|" + "---|" * len(cols)]
     for source, p, g in rows:
-        lines.append(f"| {source} | {p} | {fmt(g['EPDMS'])} | " + " | ".join(f"{g[c]['mean']:.3f}" for c in cols) + " |")
+        lines.append(f"| {source} | {p} | {fmt(g['EPDMS'])} | "
+                     + " | ".join(f"{g[c]['mean']:.3f}" for c in cols) + " |")
     with open(a.out, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))

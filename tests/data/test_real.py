@@ -9,7 +9,8 @@ route, lights, command, meta labels) agree to float32 rounding, and the 10 Hz eg
 interpolation error (measured on the AV2 logs: <= 0.07 m, 0.004 rad, 0.15 m/s, 0.9 m/s^2 in
 acceleration), so 0.1 m / 0.01 rad / 0.3 m/s / 1.5 m/s^2. Where a real log misses an object at one sweep,
 the real adapter interpolates over 0.1 s and the NAVSIM one over 0.5 s: such samples differ (< 0.3 m), all
-others agree to 2 mm (>= 95% of samples), and velocities next to such gaps differ (>= 90% within 0.3 m/s). Lane polygons are fitted to the vertex budget
+others agree to 2 mm (>= 95% of samples), and velocities next to such gaps differ (>= 90% within
+0.3 m/s). Lane polygons are fitted to the vertex budget
 by Visvalingam-Whyatt in the t0 frame; the two paths reach that frame through a quaternion or not, and
 near-equal triangle areas can then drop a different vertex: compared by Hausdorff distance (<= 1 m).
 The speed limit is left out: where a source has none the real adapter assumes one, NAVSIM leaves 0.
