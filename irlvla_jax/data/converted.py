@@ -44,7 +44,7 @@ import numpy as np
 from irlvla_jax import scene as S
 from irlvla_jax.data import records
 from irlvla_jax.data.real import LogError, Window
-from irlvla_jax.data.tfds_builder import (FORMAT_VERSION, _Plan, _stats, check_name, dataset_path, publish,
+from irlvla_jax.data.tfds_builder import (FORMAT_VERSION, WritePlan, split_stats, check_name, dataset_path, publish,
                                           start_write, tfds_dir, write_tfds)
 from irlvla_jax.errors import UserError
 
@@ -213,7 +213,7 @@ def write_converted(spec: S.SceneSpec, data_dir: str, name: str, *, source: str,
         from tqdm import tqdm
         bar = tqdm(total=len(logs), desc=f"convert {source}", unit="log", disable=not progress)
         conv = _Converter(spec, source, logs, iter_log, on_log, bar)
-        plan = _Plan(sizes={REAL: 0}, pool=None, workers=1, progress=None, examples=conv.examples)
+        plan = WritePlan(sizes={REAL: 0}, pool=None, workers=1, progress=None, examples=conv.examples)
         try:
             write_tfds(tmp, plan)
         except Exception:
@@ -236,7 +236,7 @@ def write_converted(spec: S.SceneSpec, data_dir: str, name: str, *, source: str,
                 "spec": json.loads(json.dumps(_asdict(spec))), "sizes": {REAL: len(summ)},
                 "tfds_dir": os.path.relpath(tfds_dir(tmp), tmp), "info": dict(info or {}),
                 "families": {REAL: {f: int(sum(s["family"] == i for s in summ)) for i, f in enumerate(S.FAMILIES)}},
-                "stats": {REAL: _stats(summ)}, "totals": totals, "logs": conv.summaries,
+                "stats": {REAL: split_stats(summ)}, "totals": totals, "logs": conv.summaries,
                 "tokens": {str(k): v for k, v in sorted(conv.tokens.items())},
                 "convert_seconds": totals["seconds"]}
         publish(tmp, final, meta)

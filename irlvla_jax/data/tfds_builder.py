@@ -25,7 +25,7 @@ directory, which readers never open (and the next generate deletes: so do not ru
 same dataset name into the same data_dir at once).
 
 The converter of real logs (:mod:`irlvla_jax.data.converted`, ``irlvla convert``) writes through the same
-builder and the same atomic steps (:func:`start_write`, :func:`write_tfds` with ``_Plan.examples``,
+builder and the same atomic steps (:func:`start_write`, :func:`write_tfds` with ``WritePlan.examples``,
 :func:`publish`): one split, ``real``, and no anchors.
 
 Cost (tiny spec, measured by benchmarks/generate.py): the world takes ~13 ms CPU per scene; validation
@@ -90,7 +90,7 @@ def check_name(name: str) -> str:
 
 
 @dataclasses.dataclass
-class _Plan:
+class WritePlan:
     """What the builder's generators need (set by generate_dataset / the converter; not part of the TFDS
     config). The splits written are the keys of ``sizes``. ``examples`` (the converter's) maps a split to
     an iterator of (record bytes, summary with scene_id and family); without it the world generator runs."""
@@ -120,7 +120,7 @@ def _builder_class():
             from etils import epath
             return epath.Path(__file__)
 
-        def __init__(self, *, plan: Optional[_Plan] = None, **kwargs):
+        def __init__(self, *, plan: Optional[WritePlan] = None, **kwargs):
             self._plan = plan
             super().__init__(**kwargs)
 
@@ -263,7 +263,7 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
                 initargs=(spec, want["seed"], generator, os.getpid()))
         else:
             records.init_worker(spec, want["seed"], generator)
-        plan = _Plan(sizes=sizes, pool=pool, workers=max(workers, 1), progress=bar)
+        plan = WritePlan(sizes=sizes, pool=pool, workers=max(workers, 1), progress=bar)
         write_tfds(tmp, plan)
         if pool is not None:
             pool.shutdown()
@@ -284,7 +284,7 @@ def generate_dataset(config, data_dir: str, *, generator: str = records.DEFAULT_
             complete=True, tfds_dir=os.path.relpath(tfds_dir(tmp), tmp),
             families={split: {f: int(sum(s["family"] == i for s in plan.summaries[split]))
                               for i, f in enumerate(FAMILIES)} for split in WORLD_SPLITS},
-            stats={split: _stats(plan.summaries[split]) for split in WORLD_SPLITS},
+            stats={split: split_stats(plan.summaries[split]) for split in WORLD_SPLITS},
             anchors_shape=list(anchors.shape), workers=workers, generate_seconds=round(gen_s, 2),
             cpu_seconds={"writer_process": cpu[0], "worker_processes": cpu[1]},
             scenes_per_second=round(sum(sizes.values()) / max(gen_s, 1e-9), 2))
@@ -311,7 +311,7 @@ def start_write(data_dir: str, name: str) -> str:
     return tmp
 
 
-def write_tfds(tmp: str, plan: _Plan) -> None:
+def write_tfds(tmp: str, plan: WritePlan) -> None:
     """Write the TFDS array_record files of ``plan``'s splits under ``<tmp>/tfds`` (see :func:`tfds_dir`)."""
     import tensorflow_datasets as tfds
     tfds.disable_progress_bar()
@@ -339,7 +339,7 @@ def publish(tmp: str, final: str, meta: Dict[str, Any]) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _stats(summ: List[Dict[str, Any]]) -> Dict[str, Any]:
+def split_stats(summ: List[Dict[str, Any]]) -> Dict[str, Any]:
     out = {}
     for k in ("ego_speed", "num_agents", "expert_progress"):
         v = np.array([s[k] for s in summ], np.float64)
