@@ -16,10 +16,14 @@ import sys
 import time
 
 mode = sys.argv[1]
+# Every run of the test compiles without XLA's backend optimisations (--xla_backend_optimization_level=0):
+# compiling is most of this test's time on 2 cores (143 s -> 86 s for the 1-process run) and what it
+# checks -- that 2 processes compute what 1 does -- does not depend on how the kernels are optimised.
+FAST_COMPILE = " --xla_backend_optimization_level=0"
 if mode == "single":
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={int(sys.argv[2])}"
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={int(sys.argv[2])}" + FAST_COMPILE
 else:
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4" + FAST_COMPILE
     os.environ.update(IRLVLA_COORDINATOR="127.0.0.1:" + sys.argv[3], IRLVLA_NUM_PROCESSES="2",
                       IRLVLA_PROCESS_ID=sys.argv[2])
 os.environ["JAX_PLATFORMS"] = "cpu"
@@ -46,10 +50,15 @@ def main():
         imitation.train(c, sys.argv[4], train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=True)
         return
     wd, out = (sys.argv[3], sys.argv[4]) if mode == "single" else (sys.argv[4], sys.argv[5])
+    t0 = time.time()
     imitation.train(c, wd, train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=False)
+    t1 = time.time()
     reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
+    t2 = time.time()
     ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
+    t3 = time.time()
     arrays = params_of(c, wd)
+    print(f"TIMES il {t1 - t0:.1f} rwm {t2 - t1:.1f} ppo {t3 - t2:.1f} restore {time.time() - t3:.1f} s", flush=True)
     wait_for = os.environ.get("IRLVLA_WAIT_FOR")        # the 1-process run runs alongside: wait for its result
     while wait_for and not os.path.exists(wait_for):
         time.sleep(0.5)

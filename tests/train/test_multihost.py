@@ -31,8 +31,19 @@ def _port():
         return str(s.getsockname()[1])
 
 
+CACHE = {}
+
+
 def _env(**kw):
+    """The workers' environment: no inherited XLA flags or coordinator; one persistent compilation cache
+    for every worker of this module, so programs compiled once (the 2-process IL step of the parity run
+    and of the kill test) are not compiled again."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "IRLVLA_COORDINATOR")}
+    if "dir" not in CACHE:
+        import tempfile
+        CACHE["dir"] = tempfile.mkdtemp(prefix="irlvla_multihost_jax_cache_")
+    env.update(JAX_COMPILATION_CACHE_DIR=CACHE["dir"], JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     env.update(kw)
     return env
 
