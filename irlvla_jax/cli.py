@@ -9,17 +9,20 @@ this module's parsed flags plus positional ``args.rest``. One meaning per flag:
   --stage        `train`: the stage to train, il | rwm | ppo
   --policies     `evaluate`: trained runs to evaluate beside the baselines (il, rwm, ppo_rwm, ppo_scorer,
                  ppo_rwm_choice; comma-separated, or all); `sweep`: the table row reported (default ppo_rwm)
-  --split        `score`: the split the predictions are for (default test)
+  --split        `score`: the split the predictions are for (default test); `score-vocab`: the split scored
+                 (default train; real for a converted dataset)
   --predictions  `score`: the predictions file (JSON or .npz)
   --subset       `score`: allow predictions for a subset of the split's scenes
-  --mode         `score`, `vectors`: scoring mode override, tracked | direct
+  --mode         `score`, `vectors`, `score-vocab`: scoring mode override, tracked | direct
+  --vocab        `score-vocab`: K, the number of vocabulary trajectories (k-means of the train split's
+                 expert futures; e.g. 4096 or 8192)
   --seeds        `pipeline`, `sweep`: comma-separated training seeds
   --grid         `sweep`: KEY=V1,V2,... config values to sweep (repeat; cells: their Cartesian product)
   --baseline     `sweep`: the cell the others are compared with, KEY=VALUE,... (default the first cell)
   --launcher     `sweep`: local (run one after another, default) | slurm (sbatch each) | print
   --name         `convert`: the dataset written (default real_<source>); `submit`, `evaluate`, `inspect`,
-                 `render`: the dataset read (sets config.data.name; `evaluate` of a converted dataset scores
-                 its split real)
+                 `render`, `score-vocab`: the dataset read (sets config.data.name; `evaluate` and
+                 `score-vocab` of a converted dataset score its split real)
   --stride       `convert`: steps of 0.1 s between window starts (default 5 = 0.5 s; navsim: a multiple of 5)
   --maps         `convert navsim`: nuPlan maps root (NAVSIM devkit), map JSON file or folder of them
   --policy       `submit`: the policy, a trained run (il, rwm, ppo_rwm, ...) or a baseline (cv, expert)
@@ -32,6 +35,13 @@ Real logs (irlvla_jax.data.converted; a converted dataset has the one split ``re
     irlvla evaluate --config configs/tiny.py --workdir DIR --name real_navsim [--policies il,ppo_rwm]
     irlvla submit  --config configs/tiny.py --workdir DIR --name real_navsim --policy ppo_rwm [--out FILE]
                    [team_name=... authors=a,b email=... institution=... country=... version=v2|v1]
+
+Vocabulary scoring (irlvla_jax.scoring.vocab; Hydra-MDP / GTRS training targets)::
+
+    irlvla score-vocab --config configs/tiny.py --workdir DIR --vocab 8192 [--split train] [--name NAME]
+                       [--mode tracked|direct]
+        -> <dataset dir>/vocab_<K>.npy and <dataset dir>/vocab_scores_<split>_<K>/ (array_record shards,
+           resumable; read them with irlvla_jax.scoring.vocab.read_vocab_scores)
 
 ``evaluate --name`` (or ``--config.data.name=NAME --config.evaluate.splits="('real',)"``) scores the trained
 runs of DIR (their checkpoints carry their anchors) on the converted split; its tables go to
@@ -65,6 +75,7 @@ COMMANDS = {
     "sweep": ("irlvla_jax.sweep:main", "a pipeline per grid cell x seed, one table with 95% intervals"),
     "convert": ("irlvla_jax.data.commands:convert", "convert real logs (navsim | av2 | scenarionet) to a dataset"),
     "submit": ("irlvla_jax.data.commands:submit", "NAVSIM submission pickle of a policy on a converted split"),
+    "score-vocab": ("irlvla_jax.scoring.vocab:score_vocab", "sub-scores of a K-trajectory vocabulary per scene"),
 }
 
 
@@ -109,7 +120,7 @@ def _run(argv):
                                  predictions=FLAGS.predictions, mode=FLAGS.mode, rest=rest[1:], seeds=FLAGS.seeds,
                                  subset=FLAGS.subset, grid=FLAGS.grid, baseline=FLAGS.baseline, launcher=FLAGS.launcher,
                                  name=FLAGS.name, stride=FLAGS.stride, maps=FLAGS.maps, policy=FLAGS.policy,
-                                 out=FLAGS.out)
+                                 out=FLAGS.out, vocab=FLAGS.vocab)
     with _lock(cmd, cfg, workdir, args):
         return func(cfg, workdir, args)
 
@@ -194,16 +205,18 @@ def main(argv=None) -> None:
     flags.DEFINE_string("stage", None, "`train`: the stage to train, il | rwm | ppo")
     flags.DEFINE_string("policies", None, "`evaluate`: trained runs to evaluate (il, rwm, ppo_rwm, ppo_scorer, "
                                           "ppo_rwm_choice; comma-separated, or all); `sweep`: the row reported")
-    flags.DEFINE_string("split", None, "`score`: the split the predictions are for (default test)")
+    flags.DEFINE_string("split", None, "`score`: the split the predictions are for (default test); "
+                                       "`score-vocab`: the split scored (default train, or real)")
     flags.DEFINE_string("predictions", None, "`score`: the predictions file (JSON or .npz)")
     flags.DEFINE_bool("subset", False, "`score`: allow predictions for a subset of the split's scenes")
-    flags.DEFINE_string("mode", None, "`score`, `vectors`: scoring mode override, tracked | direct")
+    flags.DEFINE_string("mode", None, "`score`, `vectors`, `score-vocab`: scoring mode override, tracked | direct")
+    flags.DEFINE_integer("vocab", None, "`score-vocab`: K, the number of vocabulary trajectories (e.g. 8192)")
     flags.DEFINE_string("seeds", None, "comma-separated seeds for `pipeline` and `sweep`")
     flags.DEFINE_multi_string("grid", None, "`sweep`: KEY=V1,V2,... config values to sweep (repeat the flag)")
     flags.DEFINE_string("baseline", None, "`sweep`: the baseline cell, KEY=VALUE,... (default the first cell)")
     flags.DEFINE_enum("launcher", "local", ["local", "slurm", "print"], "`sweep`: local | slurm | print")
     flags.DEFINE_string("name", None, "`convert`: the dataset written (default real_<source>); `submit`, "
-                                      "`evaluate`: the dataset read (config.data.name)")
+                                      "`evaluate`, `score-vocab`: the dataset read (config.data.name)")
     flags.DEFINE_integer("stride", None, "`convert`: 0.1 s steps between window starts (default 5; navsim: x5)")
     flags.DEFINE_string("maps", None, "`convert navsim`: nuPlan maps root, map JSON file or folder of them")
     flags.DEFINE_string("policy", None, "`submit`: a trained run (il, rwm, ppo_rwm, ...) or a baseline (cv, expert)")

@@ -94,7 +94,7 @@ def inspect(config, workdir, args):
     see :func:`irlvla_jax.data.loader.open_dataset` (metadata, anchors.npy, TFDS files, shards)."""
     d = loader.resolve_data_dir(config, workdir)
     if getattr(args, "name", None):
-        config.data.name = _dataset_name(args.name)
+        config.data.name = dataset_name(args.name)
     meta = loader.open_dataset(config, d)
     splits = loader.dataset_splits(meta)
     conv = loader.is_converted(meta)
@@ -157,7 +157,7 @@ def render(config, workdir, args):
             raise UserError(f"render: argument {a!r} is neither a split {SPLITS} nor a positive count")
     d = loader.resolve_data_dir(config, workdir)
     if getattr(args, "name", None):
-        config.data.name = _dataset_name(args.name)
+        config.data.name = dataset_name(args.name)
     spec = SceneSpec.from_config(config.scene)
     scenes = loader.load_split(config, split, data_dir=d, limit=count)
     out_dir = os.path.join(workdir, "render", split)
@@ -176,7 +176,7 @@ def render(config, workdir, args):
 # ----------------------------------------------------------------------------------------------------
 # Real logs: convert, submit.
 
-def _dataset_name(name: str, flag: str = "--name") -> str:
+def dataset_name(name: str, flag: str = "--name") -> str:
     import re
     if not re.fullmatch(r"[a-z][a-z0-9_]*", str(name)):
         raise UserError(f"{flag} {name!r}: a dataset name must match [a-z][a-z0-9_]* (a directory name), "
@@ -187,7 +187,7 @@ def _dataset_name(name: str, flag: str = "--name") -> str:
 def convert_name(args) -> str:
     """The dataset ``convert`` writes: ``--name``, else real_<source>."""
     rest = list(getattr(args, "rest", []) or [])
-    return _dataset_name(getattr(args, "name", None) or f"real_{rest[0] if rest else 'logs'}")
+    return dataset_name(getattr(args, "name", None) or f"real_{rest[0] if rest else 'logs'}")
 
 
 def convert(config, workdir, args):
@@ -261,7 +261,7 @@ def submit(config, workdir, args):
         raise UserError(f"submit: version={fields['version']!r}: must be v1 or v2 (NAVSIM's submission format)")
     d = loader.resolve_data_dir(config, workdir)
     dcfg = config.copy_and_resolve_references()
-    dcfg.data.name = _dataset_name(args.name)
+    dcfg.data.name = dataset_name(args.name)
     meta = loader.open_dataset(dcfg, d)
     if not loader.is_converted(meta) or meta.get("source") != "navsim":
         what = f"converted from {meta.get('source')}" if loader.is_converted(meta) else "a generated world dataset"
