@@ -118,7 +118,7 @@ def segment_rect_overlap(p, q, rect):
     to_box = lambda pt: ((pt[..., 0] - cx) * c + (pt[..., 1] - cy) * s, (pt[..., 1] - cy) * c - (pt[..., 0] - cx) * s)
     (x0, y0), (x1, y1) = to_box(p), to_box(q)
     ex = lambda v: v[..., None]
-    return _segments_hit_box(ex(x0), ex(y0), ex(x1), ex(y1), jnp.asarray(hl), jnp.asarray(hw))[..., 0]
+    return segments_hit_box(ex(x0), ex(y0), ex(x1), ex(y1), jnp.asarray(hl), jnp.asarray(hw))[..., 0]
 
 
 def _ray_crossing(px, py, x0, y0, x1, y1):
@@ -203,7 +203,7 @@ def segments_intersect(p1, p2, q1, q2):
     return proper & bx
 
 
-def _box_frame(box):
+def box_frame(box):
     """Rectangle corners [..., 4, 2] (FL, RL, RR, FR) -> centre [..., 2], unit axes u (forward), w (left),
     half length, half width."""
     c = 0.25 * (box[..., 0, :] + box[..., 1, :] + box[..., 2, :] + box[..., 3, :])
@@ -216,14 +216,14 @@ def _box_frame(box):
     return c, u, w, hl, hw
 
 
-def _to_box(points, c, u, w):
+def to_box(points, c, u, w):
     """Points [..., V, 2] in the frame of a box (c, u, w [..., 2]) -> (lx, ly) [..., V]."""
     dx = points[..., 0] - c[..., None, 0]
     dy = points[..., 1] - c[..., None, 1]
     return dx * u[..., None, 0] + dy * u[..., None, 1], dx * w[..., None, 0] + dy * w[..., None, 1]
 
 
-def _segments_hit_box(x0, y0, x1, y1, hl, hw):
+def segments_hit_box(x0, y0, x1, y1, hl, hw):
     """Segments (box-frame coordinates [..., V]) touch the rectangle |x| <= hl, |y| <= hw [...].
 
     Separating-axis test with the three candidate axes (x, y and the segment's normal), division-free:
@@ -237,7 +237,7 @@ def _segments_hit_box(x0, y0, x1, y1, hl, hw):
     return bbox & (jnp.abs(dy * x0 - dx * y0) <= jnp.abs(dx) * hw + jnp.abs(dy) * hl)
 
 
-def _crossings(px, py, x0, y0, x1, y1):
+def crossings(px, py, x0, y0, x1, y1):
     """Crossing-number parity contributions: edges (x0, y0)-(x1, y1) [..., V] crossed by the ray from
     (px, py) [..., 1] towards +x. Division-free form of ``px < x0 + (py - y0)(x1 - x0) / (y1 - y0)``."""
     straddle = (y0 > py) != (y1 > py)
@@ -249,15 +249,15 @@ def _crossings(px, py, x0, y0, x1, y1):
 
 def _box_polygon_local(box, poly):
     """Shared part of the box-polygon tests: (overlap bool [...], lx, ly [..., V], hl, hw)."""
-    c, u, w, hl, hw = _box_frame(box)
-    lx, ly = _to_box(poly, c, u, w)
+    c, u, w, hl, hw = box_frame(box)
+    lx, ly = to_box(poly, c, u, w)
     # The next vertices transformed (bit-identical to rolling lx, ly) rather than a roll of the
     # per-box arrays, which XLA materialises as a concatenation once per box.
-    nx, ny = _to_box(jnp.roll(poly, -1, axis=-2), c, u, w)
-    hit = jnp.any(_segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
+    nx, ny = to_box(jnp.roll(poly, -1, axis=-2), c, u, w)
+    hit = jnp.any(segments_hit_box(lx, ly, nx, ny, hl, hw), axis=-1)
     # Without boundary contact the box is either entirely inside the polygon or apart from it: one
     # corner (front-left, (hl, hw) in the box frame) decides, by the crossing number in the box frame.
-    par = jnp.sum(_crossings(hl[..., None], hw[..., None], lx, ly, nx, ny).astype(jnp.int32), axis=-1)
+    par = jnp.sum(crossings(hl[..., None], hw[..., None], lx, ly, nx, ny).astype(jnp.int32), axis=-1)
     return hit | (par % 2 == 1), lx, ly, hl, hw
 
 

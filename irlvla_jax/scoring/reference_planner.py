@@ -42,6 +42,13 @@ DT = rollout.DT
 T = rollout.T
 EGO_LENGTH = 2 * rollout.HALF_LENGTH
 MAX_LIGHTS = 4
+# Light polygons with more (padded) vertices than this take the compact-edge path (see
+# ``_edge_rows``); smaller maps keep the dense code, which is cheaper there.
+SPARSE_MIN_VERTICES = 64
+EDGE_CHUNK = 32
+POINT_CHUNK = 32
+# Slack (metres) of the corridor's bounding-box prefilter, far above float32 rounding at map scale.
+BBOX_MARGIN = 1.0
 
 
 def _vertex_headings(line, valid):
@@ -150,6 +157,158 @@ def _boxes_in_corridor(center, heading, hl, hw, a, b, u, seg_ok, joints, joint_o
     return hit_rect | hit_disc
 
 
+def _edge_rows(poly, use):
+    """The edges that matter of the polygons ``poly [K, V, 2]`` flagged ``use [K]``, packed in front.
+
+    Every quantity the planner takes from a light polygon is a min / any / parity over its edges (or
+    their start vertices). Padded vertices repeat vertex 0 (``geo.polygon_edge_count``), so of a
+    polygon with n = edge count < V the edges 0 .. n - 1 plus edge V - 1 (zero length at vertex 0,
+    kept so that the padding's own terms are reproduced bit for bit; it never crosses a ray) give the
+    same min / any / parity as all V edges; with n = V all V edges are kept (no duplicate: parity).
+    -> (rows [E, 4] (x0, y0, x1, y1), owner [E] int32 (K for filler rows), total (traced int)),
+    E = K * V rounded up to a multiple of EDGE_CHUNK, rows in polygon order.
+    """
+    k, v = poly.shape[:2]
+    n = geo.polygon_edge_count(poly)                                          # [K]
+    m = jnp.where(use, jnp.where(n < v, n + 1, v), 0).astype(jnp.int32)
+    end = jnp.cumsum(m)
+    start = end - m
+    size = -(-(k * v) // EDGE_CHUNK) * EDGE_CHUNK
+    pos = jnp.arange(size, dtype=jnp.int32)
+    owner = jnp.sum((pos[:, None] >= end[None, :]).astype(jnp.int32), axis=-1)  # K past the end
+    oc = jnp.minimum(owner, k - 1)
+    j = pos - start[oc]
+    j = jnp.clip(jnp.where((j == m[oc] - 1) & (n[oc] < v), v - 1, j), 0, v - 1)
+    table = jnp.concatenate([poly, jnp.roll(poly, -1, axis=-2)], axis=-1)     # [K, V, 4]
+    return table[oc, j], owner, end[-1]
+
+
+def _over_edge_chunks(rows, owner, total, k, init, body):
+    """Folds ``body(chunk [C, 4], onehot [k, C], acc)`` over the packed rows, EDGE_CHUNK at a time, up
+    to ``total`` (a while loop: under vmap it runs to the batch's largest total, zero times when no
+    scene has a row)."""
+    def step(c):
+        i0, acc = c
+        ch = jax.lax.dynamic_slice_in_dim(rows, i0, EDGE_CHUNK)
+        oh = jax.lax.dynamic_slice_in_dim(owner, i0, EDGE_CHUNK)[None, :] == jnp.arange(k)[:, None]
+        return i0 + EDGE_CHUNK, body(ch, oh, acc)
+
+    return jax.lax.while_loop(lambda c: c[0] < total, step, (jnp.int32(0), init))[1]
+
+
+def _box_edge_terms(box_frame, ch):
+    """Box-frame terms of ``geo._box_polygon_local`` / ``geo.polygon_distance`` for boxes [P] and edges
+    ``ch [C, 4]``, the same elementwise formulas -> (edge touches box, ray crossing of the box's
+    front-left corner, squared distance of the edge's start vertex to the box), each [P, C]."""
+    c, u, w, hl, hw = box_frame
+    lx, ly = geo.to_box(ch[None, :, 0:2], c, u, w)
+    nx, ny = geo.to_box(ch[None, :, 2:4], c, u, w)
+    touch = geo.segments_hit_box(lx, ly, nx, ny, hl, hw)
+    cross = geo.crossings(hl[..., None], hw[..., None], lx, ly, nx, ny)
+    dx = jnp.maximum(jnp.abs(lx) - hl[..., None], 0.0)
+    dy = jnp.maximum(jnp.abs(ly) - hw[..., None], 0.0)
+    return touch, cross, dx * dx + dy * dy
+
+
+def _per_owner(oh, x, fill, op):
+    """Reduce ``x [P, C]`` over the chunk per owner (``oh [k, C]``) -> [P, k]."""
+    return op(jnp.where(oh[None], x[:, None, :], fill), axis=-1)
+
+
+def _light_distances_sparse(ego_corners, rows, owner, total, k):
+    """``geo.polygon_distance`` of each ego box [P, 4, 2] to each of the k packed polygons -> [P, k]
+    (bit-identical on the polygons that have rows; meaningless on the others)."""
+    frame = geo.box_frame(ego_corners)
+    p = ego_corners.shape[0]
+
+    def body(ch, oh, acc):
+        d2v, d2c, hit, par = acc
+        touch, cross, dv = _box_edge_terms(frame, ch)
+        dc = jnp.min(geo.point_segment_d2(ego_corners[:, :, None, :], ch[None, None, :, 0:2],
+                                          ch[None, None, :, 2:4]), axis=1)                   # [P, C]
+        return (jnp.minimum(d2v, _per_owner(oh, dv, jnp.inf, jnp.min)),
+                jnp.minimum(d2c, _per_owner(oh, dc, jnp.inf, jnp.min)),
+                hit | _per_owner(oh, touch, False, jnp.any),
+                par + _per_owner(oh, cross.astype(jnp.int32), 0, jnp.sum))
+
+    inf = jnp.full((p, k), jnp.inf, ego_corners.dtype)
+    d2v, d2c, hit, par = _over_edge_chunks(rows, owner, total, k, (inf, inf, jnp.zeros((p, k), bool),
+                                                                   jnp.zeros((p, k), jnp.int32)), body)
+    return jnp.where(hit | (par % 2 == 1), 0.0, jnp.sqrt(jnp.minimum(d2v, d2c)))
+
+
+def _corridor_hits_sparse(rect, seg_ok, joints, joint_ok, half_w, rows, owner, total, k):
+    """The dense ``in_corridor`` of :func:`_unroll_path` on the k packed polygons -> bool [k] (exact on
+    the polygons that have rows, False on the others)."""
+    frame = geo.box_frame(rect)
+    nk = rect.shape[0]
+
+    def body(ch, oh, acc):
+        hit, par, dj = acc
+        touch, cross, _ = _box_edge_terms(frame, ch)
+        d = geo.point_segment_d2(joints[:, None, :], ch[None, :, 0:2], ch[None, :, 2:4])      # [K, C]
+        return (hit | _per_owner(oh, touch, False, jnp.any),
+                par + _per_owner(oh, cross.astype(jnp.int32), 0, jnp.sum),
+                jnp.minimum(dj, _per_owner(oh, d, jnp.inf, jnp.min)))
+
+    init = (jnp.zeros((nk, k), bool), jnp.zeros((nk, k), jnp.int32), jnp.full((nk, k), jnp.inf, rect.dtype))
+    hit, par, dj = _over_edge_chunks(rows, owner, total, k, init, body)
+    hit_rect = jnp.any((hit | (par % 2 == 1)) & seg_ok[:, None], axis=0)
+    hit_disc = jnp.any((jnp.sqrt(dj) <= half_w) & joint_ok[:, None], axis=0)
+    return hit_rect | hit_disc
+
+
+def _corridor(pts, prog, ego_s, targets):
+    """The driving corridor of a path: path vertices with progress in [ego_s, ego_s + max target x 5 s],
+    buffered by half the ego width with square caps. -> (seg_ok [K], a, b [K, 2] (segment ends, the end
+    segments lengthened by half the width), u [K, 2] (unit directions), rect [K, 4, 2] (one rectangle
+    per segment), joints [K, 2], joint_ok [K] (round joins: discs at the interior vertices))."""
+    length = prog[-1]
+    s_end = ego_s + jnp.max(targets) * TRAJ_HORIZON_S
+    inside = (prog >= jnp.clip(ego_s, 0.0, length)) & (prog <= jnp.clip(s_end, 0.0, length))
+    seg_ok = inside[:-1] & inside[1:] & (prog[1:] > prog[:-1])
+    first = seg_ok & ~jnp.concatenate([jnp.zeros(1, bool), seg_ok[:-1]])
+    last = seg_ok & ~jnp.concatenate([seg_ok[1:], jnp.zeros(1, bool)])
+    a, b = pts[:-1], pts[1:]
+    u = (b - a) / jnp.maximum(jnp.linalg.norm(b - a, axis=-1, keepdims=True), 1e-9)
+    half_w = rollout.HALF_WIDTH
+    a = jnp.where(first[:, None], a - u * half_w, a)
+    b = jnp.where(last[:, None], b + u * half_w, b)
+    rect = geo.box_corners(0.5 * (a + b), jnp.arctan2(u[:, 1], u[:, 0]), jnp.linalg.norm(b - a, axis=-1),
+                           jnp.full(a.shape[:1], 2 * half_w))                                   # [K, 4, 2]
+    joint_ok = seg_ok & ~first                                                                 # disc at start of seg
+    return seg_ok, a, b, u, rect, pts[:-1], joint_ok
+
+
+def _prefilter_box(rect, seg_ok):
+    """The corridor's pruning box (lo, hi [2]): the bounding box of the valid segment rectangles grown by
+    half the ego width (the joints' discs) and BBOX_MARGIN. See the sparse branch of ``_unroll_path``."""
+    grow = rollout.HALF_WIDTH + BBOX_MARGIN
+    lo = jnp.min(jnp.where(seg_ok[:, None, None], rect, jnp.inf), axis=(0, 1)) - grow
+    hi = jnp.max(jnp.where(seg_ok[:, None, None], rect, -jnp.inf), axis=(0, 1)) + grow
+    return lo, hi
+
+
+def _project_masked(points, mask, line):
+    """``geo.project_to_polyline(points, line)[0]`` [N] where ``mask`` [N] (0 elsewhere): the masked
+    points packed in front and projected POINT_CHUNK at a time (a while loop, see ``_over_edge_chunks``)."""
+    n = points.shape[0]
+    size = -(-n // POINT_CHUNK) * POINT_CHUNK
+    slot = jnp.where(mask, jnp.cumsum(mask.astype(jnp.int32)) - 1, size)
+    idx = jnp.full((size,), n, jnp.int32).at[slot].set(jnp.arange(n, dtype=jnp.int32), mode="drop")
+    padded = jnp.concatenate([points, jnp.zeros_like(points[:1])], axis=0)        # row n: filler
+
+    def step(c):
+        i0, out = c
+        ix = jax.lax.dynamic_slice_in_dim(idx, i0, POINT_CHUNK)
+        arc = geo.project_to_polyline(padded[ix], line)[0]
+        return i0 + POINT_CHUNK, out.at[ix].set(arc, mode="drop")
+
+    total = jnp.sum(mask.astype(jnp.int32))
+    return jax.lax.while_loop(lambda c: c[0] < total, step,
+                              (jnp.int32(0), jnp.zeros((n,), points.dtype)))[1]
+
+
 def _path(route, valid, offset):
     h = _vertex_headings(route, valid)
     pts = route + offset * jnp.stack([jnp.cos(h + jnp.pi / 2), jnp.sin(h + jnp.pi / 2)], axis=-1)
@@ -164,29 +323,14 @@ def _interp_pose(s, prog, pts, hun):
     return jnp.concatenate([xyh[..., :2], geo.normalize_angle(xyh[..., 2:])], axis=-1)
 
 
-def _unroll_path(scene, ctx, pts, hun, prog, targets):
+def _unroll_path(scene, ctx, pts, hun, prog, targets, sparse=False):
     """IDM unroll of the 5 speed proposals along one path -> reference poses [5, 41, 3]."""
     n_prop = targets.shape[0]
     length = prog[-1]
     ego_s = geo.project_to_polyline(jnp.zeros((1, 2)), pts)[0][0]
     v_ego = scene.ego_state[3]
-    # Driving corridor: path vertices with progress in [ego_s, ego_s + max target x 5 s], square caps.
-    s_end = ego_s + jnp.max(targets) * TRAJ_HORIZON_S
-    inside = (prog >= jnp.clip(ego_s, 0.0, length)) & (prog <= jnp.clip(s_end, 0.0, length))
-    seg_ok = inside[:-1] & inside[1:] & (prog[1:] > prog[:-1])
-    first = seg_ok & ~jnp.concatenate([jnp.zeros(1, bool), seg_ok[:-1]])
-    last = seg_ok & ~jnp.concatenate([seg_ok[1:], jnp.zeros(1, bool)])
-    a, b = pts[:-1], pts[1:]
-    u = (b - a) / jnp.maximum(jnp.linalg.norm(b - a, axis=-1, keepdims=True), 1e-9)
+    seg_ok, a, b, u, rect, joints, joint_ok = _corridor(pts, prog, ego_s, targets)
     half_w = rollout.HALF_WIDTH
-    # Buffer with square caps = one rectangle per segment (the end segments lengthened by half the
-    # width) plus round joins (discs) at the interior vertices.
-    a = jnp.where(first[:, None], a - u * half_w, a)
-    b = jnp.where(last[:, None], b + u * half_w, b)
-    rect = geo.box_corners(0.5 * (a + b), jnp.arctan2(u[:, 1], u[:, 0]), jnp.linalg.norm(b - a, axis=-1),
-                           jnp.full(a.shape[:1], 2 * half_w))                                   # [K, 4, 2]
-    joint_ok = seg_ok & ~first                                                                 # disc at start of seg
-    joints = pts[:-1]
 
     def in_corridor(poly):
         """poly [..., V, 2] -> bool [...]: intersects the corridor."""
@@ -205,7 +349,30 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets):
     kl = min(MAX_LIGHTS, key.shape[0])
     order = jnp.argsort(key)[:kl]
     sel_poly, sel_prog = scene.light_polygons[order], light_prog_all[order]
-    sel_ok = ctx["lead_light"][order] & in_corridor(sel_poly)
+    if sparse:
+        # Only red lights can lead: a light with lead_light False (not red at t = 0 -- the observation
+        # holds the t = 0 state for the whole unroll --, off-route, invalid, or already around the ego)
+        # has key inf and, if selected at all, sel_ok False, so it is masked out of every step. Such
+        # lights get no rows at all.
+        # The corridor test is pre-filtered by bounding boxes: a polygon that touches a valid segment
+        # rectangle, or comes within half_w of a valid joint (a joint is the middle of its rectangle's
+        # rear side), has its bounding box within half_w of the bounding box of the valid rectangles'
+        # corners; BBOX_MARGIN (1 m) covers the float32 rounding of the box-frame tests (~1e-4 m at
+        # map scale) many times over. A polygon that fails it gets no rows and in_corridor False,
+        # as the dense test gives. No distance-based pruning is applied to the per-step distances:
+        # a red light in the corridor leads whenever no object is nearer, however far it is (its
+        # distance enters the IDM), and a light outside the corridor is already masked (sel_ok).
+        lead = ctx["lead_light"][order]
+        lo, hi = _prefilter_box(rect, seg_ok)
+        near = (jnp.all(jnp.min(sel_poly, axis=1) <= hi, axis=-1)
+                & jnp.all(jnp.max(sel_poly, axis=1) >= lo, axis=-1) & jnp.any(seg_ok))
+        rows, owner, total = _edge_rows(sel_poly, lead & near)
+        sel_ok = lead & near & _corridor_hits_sparse(rect, seg_ok, joints, joint_ok, half_w, rows, owner,
+                                                     total, kl)
+        # The per-step distances are needed only for the lights that can lead: rows of those alone.
+        rows, owner, total = _edge_rows(sel_poly, sel_ok)
+    else:
+        sel_ok = ctx["lead_light"][order] & in_corridor(sel_poly)
 
     # The forecast objects do not depend on the proposals: their corridor tests and path progress at
     # every leading-agent step (t = 2, 4, ..., 40) are computed up front, outside the unroll loop.
@@ -213,7 +380,12 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets):
     cand_all = _boxes_in_corridor(ctx["center"][:, t_lead], ctx["heading0"][:, None],
                                   0.5 * scene.agent_boxes[:, 0, 3:4], 0.5 * scene.agent_boxes[:, 0, 4:5],
                                   a, b, u, seg_ok, joints, joint_ok, half_w) & a_valid0[:, None]  # [A, 20]
-    prog_all = geo.project_to_polyline(ctx["center"][:, t_lead], pts)[0]                     # [A, 20]
+    if sparse:
+        # Progress matters only where the object is a candidate (ok_a below): those pairs alone.
+        prog_all = _project_masked(ctx["center"][:, t_lead].reshape(-1, 2), cand_all.reshape(-1),
+                                   pts).reshape(cand_all.shape)                              # [A, 20]
+    else:
+        prog_all = geo.project_to_polyline(ctx["center"][:, t_lead], pts)[0]                 # [A, 20]
 
     def lead_update(t, poses_prev, s_prev, buf_init):
         """NAVSIM's leading-agent search at step t (even): records [5, 3] (progress, velocity, rear length)."""
@@ -222,7 +394,10 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets):
         a_cand = cand_all[:, t // 2 - 1]
         ego_corners, _ = metrics.ego_boxes(jnp.concatenate([poses_prev, jnp.zeros((n_prop, 8))], axis=-1))
         d_a = jax.vmap(lambda e: geo.polygon_distance(e[None], ac))(ego_corners)               # [5, A]
-        d_l = jax.vmap(lambda e: geo.polygon_distance(e[None], sel_poly))(ego_corners)         # [5, kl]
+        if sparse:
+            d_l = _light_distances_sparse(ego_corners, rows, owner, total, kl)                  # [5, kl]
+        else:
+            d_l = jax.vmap(lambda e: geo.polygon_distance(e[None], sel_poly))(ego_corners)     # [5, kl]
         ok_a = a_cand[None] & (a_prog[None] > s_prev[:, None])
         ok_l = sel_ok[None] & (sel_prog[None] > s_prev[:, None])
         # Objects come before lights in NAVSIM's token order (argmin takes the first minimum).
@@ -275,15 +450,20 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets):
     return jnp.moveaxis(traj, 0, 1)
 
 
-def proposals(scene, ctx=None):
-    """PDM-Closed's 15 reference proposals [15, 41, 3] (3 paths x 5 speeds, path-major) and its context."""
+def proposals(scene, ctx=None, sparse=None):
+    """PDM-Closed's 15 reference proposals [15, 41, 3] (3 paths x 5 speeds, path-major) and its context.
+
+    ``sparse`` (static): the compact-edge light path (bit-identical results); None picks it for light
+    polygons of more than SPARSE_MIN_VERTICES vertices."""
     ctx = forecast_context(scene) if ctx is None else ctx
+    if sparse is None:
+        sparse = scene.light_polygons.shape[-2] > SPARSE_MIN_VERTICES
     limit = starting_speed_limit(scene)
     targets = jnp.asarray(SPEED_FRACTIONS) * limit
 
     def one_path(off):
         pts, hun, prog = _path(scene.route, scene.route_valid, off)
-        return _unroll_path(scene, ctx, pts, hun, prog, targets)
+        return _unroll_path(scene, ctx, pts, hun, prog, targets, sparse)
 
     return jax.vmap(one_path)(jnp.asarray(LATERAL_OFFSETS)).reshape(-1, T, 3), ctx
 
