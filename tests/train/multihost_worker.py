@@ -3,7 +3,7 @@ synthetic scenes, as one process of a multi-process job or alone.
 
     python multihost_worker.py single DEVICES WORKDIR OUT.npz
     python multihost_worker.py multi  PROCESS_ID PORT WORKDIR OUT.npz [REF_WORKDIR]
-    python multihost_worker.py forever PROCESS_ID PORT WORKDIR        (trains until killed)
+    python multihost_worker.py forever PROCESS_ID PORT WORKDIR        (IL rounds until killed)
 
 Every process feeds its own rows of the same global batch (batch i = random_scenes(seed + i), process p
 takes rows [p B/P, (p+1) B/P)), so a 2 x 4-device job and a 1 x 8-device run see identical global batches.
@@ -44,10 +44,11 @@ import numpy as np  # noqa: E402
 def main():
     c = config()
     spec = SceneSpec.from_config(c.scene)
-    if mode == "forever":
-        c.il.update(dict(steps=10 ** 6, checkpoint_every=10 ** 6))
+    if mode == "forever":   # rounds of the parity run's IL job (same program: its compilation is cached)
         c.train.log_every = 1
-        imitation.train(c, sys.argv[4], train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=True)
+        for i in range(10 ** 6):
+            imitation.train(c, os.path.join(sys.argv[4], f"round{i}"), train_iter=Rows(spec, 11),
+                            anchors=random_anchors(4), progress=True)
         return
     wd, out = (sys.argv[3], sys.argv[4]) if mode == "single" else (sys.argv[4], sys.argv[5])
     t0 = time.time()
