@@ -65,18 +65,19 @@ def test_ppo_candidates_follow_the_ppo_rollout_distribution():
     gd, params, consts = vla.build(cfg.model, spec, random_anchors(K))
     model = nnx.merge(gd, params, consts)
     scenes = random_scenes(spec, 2, seed=1)
-    tok = model.encode(scenes)
+    tok = jax.jit(lambda s: model.encode(s))(scenes)          # jitted: one compile, not op-by-op dispatch
     sched = planner_lib.make_schedule(cfg.model.planner)
     L = noise_factor("smooth")
     key = jax.random.PRNGKey(3)
-    x0 = RW.ppo_samples(model.planner, tok, key, 2, 0.0, L, sched)
-    x1 = RW.ppo_samples(model.planner, tok, key, 2, 0.05, L, sched)
+    draw = jax.jit(lambda t, k, sigma: RW.ppo_samples(model.planner, t, k, 2, sigma, L, sched))
+    x0, x1 = draw(tok, key, 0.0), draw(tok, key, 0.05)
     assert x0.shape == (2, 2 * K, 8, 3)
     rms = float(jnp.sqrt(jnp.mean((planner_lib.normalise(x1, sched) - planner_lib.normalise(x0, sched)) ** 2)))
     assert 0.025 < rms < 0.15, rms
     with cfg.unlocked():
         cfg.rwm.ppo_samples = 2
-    cands, src = RW.make_candidates(model, tok, scenes, key, cfg.rwm, sched, (0.05, L))
+    cands, src = jax.jit(lambda t, s, k: RW.make_candidates(model, t, s, k, cfg.rwm, sched, (0.05, L)))(
+        tok, scenes, key)
     np.testing.assert_array_equal(src, RW.candidate_sources(cfg))
     assert cands.shape[1] == len(src) and int(np.sum(src == 5)) == 2 * K
 
