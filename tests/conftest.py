@@ -25,3 +25,9 @@ def world_dataset(tmp_path_factory):
     c = tiny_config(data_dir=d, num_train=4, num_val=12, num_test=4, num_hard=4, num_anchors=2)
     generate_dataset(c, d, generator="irlvla_jax.world.generate:generate_scene", workers=0, progress=False)
     return c, str(tmp_path_factory.mktemp("evalwork"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The multi-host test (3 subprocesses, ~3 min) first: with ``-n 2`` its worker starts it at once and
+    the other tests fill the second worker around it, instead of it running alone at the end."""
+    items.sort(key=lambda item: 0 if "tests/train/test_multihost.py" in item.nodeid else 1)
