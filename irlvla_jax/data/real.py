@@ -214,7 +214,7 @@ def route_command(route: np.ndarray) -> str:
     return "left" if dh > COMMAND_TURN else "right" if dh < -COMMAND_TURN else "straight"
 
 
-def instruction_text(command: str, route: np.ndarray, connectors: Sequence[np.ndarray], limit: float) -> str:
+def instruction_text(command: str, connectors: Sequence[np.ndarray], limit: float) -> str:
     """The world's phrasing: a turn (with its distance when an on-route connector lies ahead) or "follow the
     road", then the speed limit."""
     from irlvla_jax.world import language
@@ -333,7 +333,7 @@ def window_scene(p: PreparedLog, i0: int, spec: S.SceneSpec, *, split: str = "re
             if f["lane_valid"][i] and f["lane_on_route"][i] and f["lane_is_connector"][i]]
     from irlvla_jax.world import language
     f["instruction"][:], f["instruction_valid"][:] = language.encode(
-        instruction_text(command, route, conn, float(f["speed_limit"])), spec.instruction_tokens)
+        instruction_text(command, conn, float(f["speed_limit"])), spec.instruction_tokens)
     f["split"][...] = S.SPLITS.index(split)
     f["family"][...] = S.FAMILIES.index(fam)
     f["scene_id"][...] = zlib.crc32(token.encode()) & 0x7FFFFFFF
@@ -350,12 +350,9 @@ def _render(f: dict, spec: S.SceneSpec, log: RealLog, origin: np.ndarray, rings,
     from irlvla_jax.world.paths import ccw
     ok = f["agent_valid"][:, 0]
     types = f["agent_type"][ok]
-    palette = np.array([[200, 40, 40], [40, 70, 180], [230, 230, 230], [40, 40, 40], [150, 150, 160]], float)
-    colors = np.array([palette[int(f["scene_id"] + i) % len(palette)] if t == S.AGENT_VEHICLE else
-                       [230, 120, 40.0] if t == S.AGENT_PEDESTRIAN else
-                       [150, 60, 170.0] if t == S.AGENT_BICYCLE else [240, 100, 20.0]
-                       for i, t in enumerate(types)]).reshape(-1, 3)
     hts = np.asarray(heights + [1.5] * (spec.num_agents - len(heights)))[:spec.num_agents][ok]
+    rng = np.random.default_rng(int(f["scene_id"]))          # agent colours, then LiDAR dropout
+    colors = sensors.agent_colors(types, rng)
     box = crop_box(origin)
     inp = sensors.SensorInput(
         drivable=[ccw(G.to_frame(r, origin)) for r in rings],
@@ -364,7 +361,6 @@ def _render(f: dict, spec: S.SceneSpec, log: RealLog, origin: np.ndarray, rings,
         crosswalks=[G.to_frame(c, origin) for c in log.crosswalks
                     if box.distance(_shape_point(np.mean(c, 0))) < 1.0],
         boxes=f["agent_boxes"][ok, 0].astype(np.float64), types=types, heights=hts, colors=colors, lights=[])
-    rng = np.random.default_rng(int(f["scene_id"]))
     f["camera"][:] = sensors.render_camera(spec, inp)
     f["lidar"][:] = sensors.render_lidar(spec, inp, rng)
     f["bev_semantic"][:] = sensors.render_bev(spec, inp)

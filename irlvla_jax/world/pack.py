@@ -15,7 +15,7 @@ from typing import List
 import numpy as np
 
 from irlvla_jax import scene as S
-from irlvla_jax.scene import (AGENT_BICYCLE, AGENT_PEDESTRIAN, AGENT_VEHICLE, FAMILIES, N_LIGHT, T_PAST, Scene,
+from irlvla_jax.scene import (FAMILIES, N_LIGHT, T_PAST, Scene,
                               SceneSpec, pad_polygon, pad_polyline)
 from irlvla_jax.world import expert as E
 from irlvla_jax.world import language
@@ -26,9 +26,6 @@ from irlvla_jax.world.simulate import Built, Simulation, ego_boxes
 from irlvla_jax.world.traffic import boxes_overlap
 
 SENSOR_RANGE = 120.0               # metres from the ego at t0: agents farther away are not observed
-_COLORS = np.array([[200, 40, 40], [40, 70, 180], [230, 230, 230], [40, 40, 40], [150, 150, 160],
-                    [30, 120, 60], [220, 180, 40], [120, 60, 30]], float)
-
 
 def _to_ego(xy: np.ndarray, pose) -> np.ndarray:
     """World points [..., 2] -> the frame of ``pose`` (x, y, heading)."""
@@ -169,12 +166,7 @@ def _pack_sensors(d: dict, spec: SceneSpec, w: World, sim: Simulation, order: li
     dropout from ``rng``."""
     na = len(order)
     t0_ok = d["agent_valid"][:na, 0]
-    colors = np.zeros((na, 3))
-    for i in range(na):
-        t = d["agent_type"][i]
-        colors[i] = (_COLORS[rng.integers(0, len(_COLORS))] if t == AGENT_VEHICLE else
-                     np.array([230, 120, 40.0]) if t == AGENT_PEDESTRIAN else
-                     np.array([150, 60, 170.0]) if t == AGENT_BICYCLE else np.array([240, 100, 20.0]))
+    colors = sensors.agent_colors(d["agent_type"][:na], rng)
     lights_cam = []
     for p, h, red71 in (w.approach_lights or []):
         pe = _to_ego(np.asarray(p)[None], pose0)[0]

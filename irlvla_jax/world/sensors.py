@@ -33,6 +33,20 @@ LIDAR_X, LIDAR_Z = 1.2, 1.9
 TEX_RANGE = (0.0, 90.0, -45.0, 45.0)
 
 
+VEHICLE_COLORS = np.array([[200, 40, 40], [40, 70, 180], [230, 230, 230], [40, 40, 40], [150, 150, 160],
+                           [30, 120, 60], [220, 180, 40], [120, 60, 30]], float)
+TYPE_COLORS = {AGENT_PEDESTRIAN: (230, 120, 40.0), AGENT_BICYCLE: (150, 60, 170.0), AGENT_STATIC: (240, 100, 20.0)}
+
+
+def agent_colors(types: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Base colours [n, 3] of agents by type: a vehicle draws one of ``VEHICLE_COLORS`` from ``rng`` (in
+    order, one draw per vehicle), the other types have fixed colours."""
+    out = np.zeros((len(types), 3))
+    for i, t in enumerate(types):
+        out[i] = VEHICLE_COLORS[rng.integers(0, len(VEHICLE_COLORS))] if t == AGENT_VEHICLE else TYPE_COLORS[int(t)]
+    return out
+
+
 @dataclasses.dataclass
 class SensorInput:
     """Ego-frame geometry at t0 for the sensors."""
