@@ -242,12 +242,24 @@ class PreparedLog:
     route_ids: List[str]
     lane_per_step: np.ndarray
     dynamics: np.ndarray
+    shapes: Dict[str, Any] = dataclasses.field(default_factory=dict)   # lane id -> shapely polygon
+    areas: Tuple[Any, Any] = (None, None)       # (drivable, intersections): shapely unions of the source's
+
+
+def _shape(ring):
+    from shapely.geometry import Polygon
+    return Polygon(G.clean_ring(ring)).buffer(0)
 
 
 def prepare(log: RealLog) -> PreparedLog:
+    """The per-log work, done once: lanes, route, dynamics, and the map's shapely polygons."""
+    from shapely.ops import unary_union
     lanes = prepare_lanes(log.lanes)
     route_ids, per_step = match_route(log.ego, lanes)
-    return PreparedLog(log, lanes, route_ids, per_step, ego_dynamics(log.ego))
+    areas = (unary_union([_shape(a.polygon) for a in log.drivable]),
+             unary_union([_shape(a.polygon) for a in log.intersections]))
+    return PreparedLog(log, lanes, route_ids, per_step, ego_dynamics(log.ego),
+                       {ln.id: _shape(ln.polygon) for ln in lanes}, areas)
 
 
 def window_steps(log: RealLog, stride: int = 5) -> List[int]:
@@ -255,19 +267,14 @@ def window_steps(log: RealLog, stride: int = 5) -> List[int]:
     return list(range(S.T_PAST, len(log.t) - S.T_FUT + 1, max(int(stride), 1)))
 
 
-def _map_regions(log: RealLog, lanes: Sequence[MapLane], origin: np.ndarray):
+def _map_regions(p: PreparedLog, lanes: Sequence[MapLane], origin: np.ndarray):
     """(road, intersection) drivable regions of the window (shapely, global frame, clipped to the box)."""
-    from shapely.geometry import Polygon
     from shapely.ops import unary_union
     box = crop_box(origin)
-
-    def poly(r):
-        return Polygon(G.clean_ring(r)).buffer(0)
-
-    near = [ln for ln in lanes if poly(ln.polygon).intersects(box)]
-    inter = unary_union([poly(a.polygon) for a in log.intersections] +
-                        [poly(ln.polygon) for ln in near if ln.is_connector]).intersection(box)
-    allr = unary_union([poly(a.polygon) for a in log.drivable] + [poly(ln.polygon) for ln in near]).intersection(box)
+    shapes = [p.shapes[ln.id] for ln in lanes]
+    near = [(ln, sh) for ln, sh in zip(lanes, shapes) if sh.intersects(box)]
+    inter = unary_union([p.areas[1]] + [sh for ln, sh in near if ln.is_connector]).intersection(box)
+    allr = unary_union([p.areas[0]] + [sh for _, sh in near]).intersection(box)
     return allr.difference(inter), inter
 
 
@@ -278,7 +285,7 @@ def window_map(p: PreparedLog, i0: int, spec: S.SceneSpec):
     from irlvla_jax.data.navsim.maps import MapQuery
     origin = p.log.ego[i0]
     near = [ln for ln in p.lanes if G.point_polygon_distance(origin[:2], ln.polygon) <= MAP_RADIUS]
-    road, inter = _map_regions(p.log, near, origin)
+    road, inter = _map_regions(p, near, origin)
     within = _shape_point(origin[:2]).buffer(MAP_RADIUS, 64)
     road, inter = road.intersection(within), inter.intersection(within)
     inter_rings, c_int = drivable_pieces(inter, spec.num_drivable // 4, spec.drivable_vertices)
