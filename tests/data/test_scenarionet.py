@@ -9,6 +9,7 @@ import pytest
 from irlvla_jax import scene as S
 from irlvla_jax.data import real
 from irlvla_jax.data import scenarionet as SN
+from irlvla_jax.data import scenarionet_map as SNM
 from irlvla_jax.geometry import EGO_CENTER
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -19,7 +20,8 @@ T = 30
 def _track(kind, x0, vx, heading=0.0, size=(4.6, 1.9, 1.6), col=False, valid=None):
     t = np.arange(T) * 0.1
     pos = np.stack([x0 + vx * t * np.cos(heading), vx * t * np.sin(heading), np.zeros(T)], -1)
-    sz = (lambda v: np.full((T, 1) if col else (T,), v))
+    def sz(v):
+        return np.full((T, 1) if col else (T,), v)
     return {"type": kind, "state": {
         "position": pos, "heading": np.full(T, heading), "velocity": np.zeros((T, 2)),
         "length": sz(size[0]), "width": sz(size[1]), "height": sz(size[2]),
@@ -94,7 +96,7 @@ def test_synthetic_frame_types_map_lights(tmp_path):
     left, right = ln.polygon[:k], ln.polygon[k:][::-1]
     np.testing.assert_allclose(left[5:, 1], np.r_[1.5, 1.5, 1.5, 1.5, 1.5, 2.0, np.full(k - 11, 1.5)], atol=1e-6)
     np.testing.assert_allclose(right[5:, 1], -2.0, atol=1e-6)
-    np.testing.assert_allclose(left[:5, 1], SN.DEFAULT_LANE_WIDTH / 2, atol=1e-6)
+    np.testing.assert_allclose(left[:5, 1], SNM.DEFAULT_LANE_WIDTH / 2, atol=1e-6)
     assert ln.speed_limit == pytest.approx(10.0) and lanes["2"].speed_limit is None
     assert ln.successors == ("2",) and ln.roadblock_id == ""
     assert lanes["2"].is_connector and not ln.is_connector
@@ -126,7 +128,7 @@ def test_nuscenes_style_lanes_and_drivable_outline(tmp_path):
     assert not lanes["lane"].is_connector and lanes["conn"].is_connector
     assert lanes["lane"].polygon.shape == (4, 2)                   # the closing vertex dropped
     assert lanes["conn"].speed_limit is None and lanes["lane"].speed_limit is None
-    np.testing.assert_allclose(np.ptp(lanes["conn"].polygon[:, 1]), SN.DEFAULT_LANE_WIDTH)
+    np.testing.assert_allclose(np.ptp(lanes["conn"].polygon[:, 1]), SNM.DEFAULT_LANE_WIDTH)
     assert log.lights is None
     from shapely.geometry import Polygon
     from shapely.ops import unary_union
