@@ -114,9 +114,14 @@ def rects_overlap(a, b):
 def segment_rect_overlap(p, q, rect):
     """Segment p-q ``[..., 2]`` touches the rectangle ``rect`` (cx, cy, cos, sin, half length, half width,
     see :func:`rects_overlap`), containment included -> bool [...]."""
+    return segment_rect_overlap_xy(p[..., 0], p[..., 1], q[..., 0], q[..., 1], rect)
+
+
+def segment_rect_overlap_xy(px, py, qx, qy, rect):
+    """:func:`segment_rect_overlap` with the end points as planar coordinates ``px, py, qx, qy [...]``."""
     cx, cy, c, s, hl, hw = rect
-    to_box = lambda pt: ((pt[..., 0] - cx) * c + (pt[..., 1] - cy) * s, (pt[..., 1] - cy) * c - (pt[..., 0] - cx) * s)
-    (x0, y0), (x1, y1) = to_box(p), to_box(q)
+    to_box = lambda x, y: ((x - cx) * c + (y - cy) * s, (y - cy) * c - (x - cx) * s)
+    (x0, y0), (x1, y1) = to_box(px, py), to_box(qx, qy)
     ex = lambda v: v[..., None]
     return segments_hit_box(ex(x0), ex(y0), ex(x1), ex(y1), jnp.asarray(hl), jnp.asarray(hw))[..., 0]
 
@@ -134,24 +139,35 @@ def points_in_polygon(points, poly, vmask=None, max_dense: int = 16):
 
     Points exactly on the boundary may go either way (measure zero). ``vmask`` is unused because padded
     vertices equal vertex 0 and their zero-length edges never cross; it is accepted for clarity.
-    For V > ``max_dense`` the edges are visited in a loop (memory O(P) instead of O(P x V)).
+    For V > ``max_dense`` the edges are visited in a loop, ``max_dense`` at a time (memory O(P x
+    max_dense) instead of O(P x V); the last chunk padded with zero-length edges at vertex 0).
     """
     del vmask
-    px, py = points[..., :, 0], points[..., :, 1]
+    # Planar coordinates, materialised: XLA:CPU vectorises over the edges only on contiguous arrays.
+    px, py = jax.lax.optimization_barrier((points[..., :, 0, None], points[..., :, 1, None]))
     v = poly.shape[-2]
     nxt = jnp.roll(poly, -1, axis=-2)
-    if v <= max_dense:
-        cross = _ray_crossing(px[..., :, None], py[..., :, None], poly[..., None, :, 0], poly[..., None, :, 1],
-                              nxt[..., None, :, 0], nxt[..., None, :, 1])
+
+    def parity(e0, e1):
+        x0, y0, x1, y1 = jax.lax.optimization_barrier((e0[..., None, :, 0], e0[..., None, :, 1], e1[..., None, :, 0],
+                                                        e1[..., None, :, 1]))
+        cross = _ray_crossing(px, py, x0, y0, x1, y1)
         return (jnp.sum(cross, axis=-1) % 2) == 1
-    shape = jnp.broadcast_shapes(px.shape, poly.shape[:-2] + (1,))
 
-    def body(k, parity):
-        e0 = jax.lax.dynamic_index_in_dim(poly, k, axis=-2, keepdims=False)
-        e1 = jax.lax.dynamic_index_in_dim(nxt, k, axis=-2, keepdims=False)
-        return parity ^ _ray_crossing(px, py, e0[..., 0:1], e0[..., 1:2], e1[..., 0:1], e1[..., 1:2])
+    if v <= max_dense:
+        return parity(poly, nxt)
+    n_chunk = -(-v // max_dense)
+    if n_chunk * max_dense > v:
+        fill = jnp.broadcast_to(poly[..., :1, :], poly.shape[:-2] + (n_chunk * max_dense - v, 2))
+        poly, nxt = jnp.concatenate([poly, fill], axis=-2), jnp.concatenate([nxt, fill], axis=-2)
+    shape = jnp.broadcast_shapes(px.shape[:-1], poly.shape[:-2] + (1,))
 
-    return jax.lax.fori_loop(0, v, body, jnp.zeros(shape, bool))
+    def body(k, acc):
+        e0 = jax.lax.dynamic_slice_in_dim(poly, k * max_dense, max_dense, axis=-2)
+        e1 = jax.lax.dynamic_slice_in_dim(nxt, k * max_dense, max_dense, axis=-2)
+        return acc ^ parity(e0, e1)
+
+    return jax.lax.fori_loop(0, n_chunk, body, jnp.zeros(shape, bool))
 
 
 def polygon_edge_count(poly):
@@ -168,6 +184,35 @@ def edge_table(poly):
     edge-major so that one edge of every polygon is a contiguous row."""
     nxt = jnp.roll(poly, -1, axis=-2)
     return jnp.moveaxis(jnp.concatenate([poly, nxt], axis=-1), -2, 0)
+
+
+def edge_chunks(poly, size: int):
+    """Polygons ``[L, V, 2]`` -> their edges in chunks of ``size`` consecutive edges: (edges [L, NC, size, 4]
+    (x0, y0, x1, y1 as in :func:`edge_table`; the chunks are padded with zero-length edges at vertex 0),
+    (y min, y max, x max) [L, NC] over each chunk's edges, chunk_ok [L, NC]: the chunk holds one of the
+    first :func:`polygon_edge_count` edges (the others are zero-length: no crossing)).
+
+    An edge crosses the ray from (px, py) towards +x (``_ray_crossing``) only if its y range holds py
+    and px is below its x max (up to the rounding of the intersection abscissa, ulps): so a chunk whose
+    box misses those bounds adds no crossing."""
+    l, v = poly.shape[:2]
+    nc = -(-v // size)
+    e = jnp.concatenate([poly, jnp.roll(poly, -1, axis=-2)], axis=-1)                          # [L, V, 4]
+    if nc * size > v:
+        e = jnp.concatenate([e, jnp.broadcast_to(jnp.tile(poly[:, :1], (1, 1, 2)), (l, nc * size - v, 4))], 1)
+    e = e.reshape(l, nc, size, 4)
+    box = (jnp.min(jnp.minimum(e[..., 1], e[..., 3]), -1), jnp.max(jnp.maximum(e[..., 1], e[..., 3]), -1),
+           jnp.max(jnp.maximum(e[..., 0], e[..., 2]), -1))
+    return e, box, jnp.arange(nc) * size < polygon_edge_count(poly)[:, None]
+
+
+def ray_crossing_counts(px, py, edges):
+    """Crossings of the rays from the points (``px, py [n, P]``) towards +x with the edges (``edges``: x0,
+    y0, x1, y1, each [n, E]) -> int32 [n, P] (the formula of :func:`points_in_polygon`, so the same bits;
+    planar arrays, so that XLA:CPU vectorises over the edges)."""
+    x0, y0, x1, y1 = (e[:, None, :] for e in edges)
+    cross = _ray_crossing(px[..., None], py[..., None], x0, y0, x1, y1)
+    return jnp.sum(cross, axis=-1, dtype=jnp.int32)
 
 
 def points_in_indexed_polygons(points, edges, index, n_edges):
@@ -350,6 +395,23 @@ def polyline_distance(points, line):
     return jnp.sqrt(jnp.min(_polyline_d2(points, line)[0], axis=-1))
 
 
+def segments_distance(points, a, b, ok):
+    """Distance ``[..., P]`` from ``points [..., P, 2]`` to the nearest of the segments a-b (``a``, ``b``:
+    (x, y) pairs of ``[..., K]`` arrays) whose ``ok [..., K]`` is True (inf if none): the formula of
+    :func:`polyline_distance` (zero-length segments ignored), so a subset of a polyline's segments that
+    holds its nearest one gives the same bits."""
+    ax, ay = a[0][..., None, :], a[1][..., None, :]
+    abx, aby = b[0][..., None, :] - ax, b[1][..., None, :] - ay
+    px, py = points[..., :, None, 0], points[..., :, None, 1]
+    den = abx * abx + aby * aby
+    valid = den > 0
+    apx, apy = px - ax, py - ay
+    t = jnp.clip((apx * abx + apy * aby) / jnp.where(valid, den, 1.0), 0.0, 1.0)
+    fx, fy = px - (ax + t * abx), py - (ay + t * aby)
+    d2 = jnp.where(valid & ok[..., None, :], fx * fx + fy * fy, jnp.inf)
+    return jnp.sqrt(jnp.min(d2, axis=-1))
+
+
 def project_to_polyline(points, line):
     """Project ``points [..., P, 2]`` onto a polyline ``[..., R, 2]`` (padding repeats the last point).
 
@@ -371,16 +433,14 @@ def project_to_polyline(points, line):
 def interp(x, xp, fp):
     """``jnp.interp(x, xp, fp[..., c])`` for every channel c at once: ``x [...]``, ``xp [R]`` sorted,
     ``fp [R, C]`` -> ``[..., C]``. The same formula as ``jnp.interp`` (constant extrapolation), with a
-    compare-all search and one-hot selects instead of a binary-search loop and gathers (cheap on CPU
-    for short ``xp``)."""
+    compare-all search (cheap on CPU for short ``xp``) instead of a binary-search loop. The two knots are
+    gathered with -0.0 read as +0.0 (the values of the one-hot sums this replaced, bit for bit)."""
     r = xp.shape[0]
     i = jnp.clip(jnp.sum(xp <= x[..., None], axis=-1), 1, r - 1)                 # searchsorted 'right'
-    iota = jnp.arange(r)
-    hi, lo = (iota == i[..., None]), (iota == (i - 1)[..., None])               # [..., R]
-    take = lambda oh, v: jnp.sum(jnp.where(oh[..., None], v, 0.0), axis=-2)      # [..., C]
-    take1 = lambda oh, v: jnp.sum(jnp.where(oh, v, 0.0), axis=-1)
-    f_hi, f_lo = take(hi, fp), take(lo, fp)
-    x_hi, x_lo = take1(hi, xp), take1(lo, xp)
+    pos = lambda v: jnp.where(v == 0, jnp.zeros_like(v), v)
+    fp0, xp0 = pos(fp), pos(xp)
+    f_hi, f_lo = fp0[i], fp0[i - 1]                                              # [..., C]
+    x_hi, x_lo = xp0[i], xp0[i - 1]
     df, dx, delta = f_hi - f_lo, (x_hi - x_lo)[..., None], (x - x_lo)[..., None]
     dx0 = jnp.abs(dx) <= np.spacing(np.finfo(xp.dtype).eps)
     f = jnp.where(dx0, f_lo, f_lo + (delta / jnp.where(dx0, 1.0, dx)) * df)

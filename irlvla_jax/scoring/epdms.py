@@ -102,10 +102,45 @@ def _prepare_scene(scene, traj, prev, ref_poses, modes):
                 lights=tuple((c["light_poly"], c["red"]) for c in (ctx_fc, ctx_log)))
 
 
-def _score_scene(scene, traj, prev, has_prev, prep, fl, modes, human_filter, return_flags):
+def _metric_rows(prep, fl, modes):
+    """The rows scored by the metrics of one scene: (states [R, 41, 11], their map flags (dict [R, 41, ...])),
+    R = 15 + len(modes) x (15 + N + 1): PDM-Closed's tracked proposals (scored against its forecast, the
+    context ctx_fc), then the proposals, agents and expert of each mode (against the log, ctx_log)."""
+    by_mode = prep["states"]
+    n_plan = prep["plan_refs"].shape[0]
+    k_sc = (prep["flag_rows"].shape[0] if "tracked" in modes else prep["flag_rows"].shape[0] - n_plan) // len(modes)
+    if "tracked" in modes:
+        ti = modes.index("tracked") * k_sc
+        fl = jax.tree.map(lambda a: jnp.concatenate([a[ti:ti + n_plan], a], axis=0), fl)
+        plan_states = by_mode["tracked"][:n_plan]
+    else:
+        plan_states = prep["flag_rows"][:n_plan]
+    return jnp.concatenate([plan_states] + [by_mode[md][:k_sc] for md in modes], axis=0), fl
+
+
+def _batch_metrics(scenes, prep, fl, modes):
+    """The metric parts computed for the whole batch at once, on sparse pair lists with real branches:
+    NC and TTC of every metric row (:func:`metrics.object_scores`) and LK's per-step route test
+    (:func:`metrics.route_exceed`) -> (NC [B, R], TTC [B, R], exceed [B, R, 41])."""
+    states, fl = jax.vmap(lambda pr, f: _metric_rows(pr, f, modes))(prep, fl)
+    ego = metrics.ego_terms(states)
+    ego = ego + (states[..., :2], metrics.moved_centers(*ego[1:]))
+    multi_or_off = fl["multiple_lanes"] | fl["non_drivable"]
+    n_plan = prep["plan_refs"].shape[1]
+    ctxs = (prep["ctx_fc"], prep["ctx_log"])
+    objects = tuple(jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *(c[k] for c in ctxs))
+                    for k in ("rect", "center", "valid", "stopped", "penalty"))
+    row_ctx = np.r_[np.zeros(n_plan, np.int32), np.ones(states.shape[1] - n_plan, np.int32)]
+    nc, ttc = metrics.object_scores(ego, multi_or_off, multi_or_off | fl["rear_in_intersection"], objects,
+                                    row_ctx)
+    return nc, ttc, metrics.route_exceed(ego[1], scenes.route)
+
+
+def _score_scene(scene, traj, prev, has_prev, prep, fl, batch, modes, human_filter, return_flags):
     """Stage 2 for one scene: traj [N, 8, 3], prev [N, 8, 3] or None, has_prev bool, ``prep`` from
     :func:`_prepare_scene`, ``fl`` the map flags of ``prep["flag_rows"]`` (dict of bool [F, 41], and
-    maybe light_hit [F, 41, 2, K] against the lights of (ctx_fc, ctx_log)).
+    maybe light_hit [F, 41, 2, K] against the lights of (ctx_fc, ctx_log)), ``batch`` (NC [R], TTC [R],
+    exceed [R, 41]) of the metric rows (:func:`_batch_metrics`).
 
     Metrics: PDM-Closed's proposals (tracked) against its own constant-velocity forecast, then the
     proposals, agents and expert in each mode of ``modes`` against the log.
@@ -115,22 +150,18 @@ def _score_scene(scene, traj, prev, has_prev, prep, fl, modes, human_filter, ret
     plan_refs, ctx_fc, ctx_log, by_mode = prep["plan_refs"], prep["ctx_fc"], prep["ctx_log"], prep["states"]
     n_plan = plan_refs.shape[0]
     k_sc = n_plan + n + 1
-    if "tracked" in modes:
-        ti = modes.index("tracked") * k_sc
-        fl = jax.tree.map(lambda a: jnp.concatenate([a[ti:ti + n_plan], a], axis=0), fl)
-        plan_states = by_mode["tracked"][:n_plan]
-    else:
-        plan_states = prep["flag_rows"][:n_plan]
-    all_states = jnp.concatenate([plan_states] + [by_mode[md][:k_sc] for md in modes], axis=0)
+    all_states, fl = _metric_rows(prep, fl, modes)
     # Two calls with an unbatched context each (planner rows vs its forecast, the rest vs the log), so
     # that every object-only quantity is computed once per scene, not once per trajectory.
     ctx_fc = {k: ctx_fc[k] for k in ctx_log}
-    met = lambda ctx: jax.vmap(lambda st, fl1: metrics.trajectory_metrics(scene, ctx, st, fl1))
+    met = lambda ctx: jax.vmap(lambda st, fl1, b: metrics.trajectory_metrics(scene, ctx, st, fl1, b[:2], b[2]))
     fl_fc, fl_log = (jax.tree.map(lambda a: a[sl], fl) for sl in (slice(0, n_plan), slice(n_plan, None)))
+    b_fc, b_log = (tuple(o[sl] for o in batch) for sl in (slice(0, n_plan), slice(n_plan, None)))
     if "light_hit" in fl:
         fl_fc["light_hit"], fl_log["light_hit"] = fl_fc["light_hit"][:, :, 0], fl_log["light_hit"][:, :, 1]
     m_all = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0),
-                         met(ctx_fc)(all_states[:n_plan], fl_fc), met(ctx_log)(all_states[n_plan:], fl_log))
+                         met(ctx_fc)(all_states[:n_plan], fl_fc, b_fc),
+                         met(ctx_log)(all_states[n_plan:], fl_log, b_log))
     best, _ = reference_planner.select({k: v[:n_plan] for k, v in m_all.items()})
     results = {}
     for i, md in enumerate(modes):
@@ -199,14 +230,22 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
     pv_ax, ref_ax = None if prev_trajectories is None else 0, None if reference_poses is None else 0
     prep = jax.vmap(lambda sc, tr, pv, ref: _prepare_scene(sc, tr, pv, ref, modes),
                     in_axes=(0, 0, pv_ax, ref_ax))(scenes, trajectories, prev_trajectories, reference_poses)
-    # Map flags and TLC light hits scene by scene (a loop, not a vmap): the sparse pair lists of
-    # metrics.scene_flags take a real branch per scene.
-    fl = jax.lax.map(lambda a: metrics.scene_flags(*a), (scenes, prep["flag_rows"], prep["lights"]))
+    # Map flags and TLC light hits of the whole batch (not vmapped: the sparse pair lists of
+    # metrics.batch_flags take real branches).
+    import os
+    if os.environ.get("FLAGS_MAP"):
+        fl = jax.lax.map(lambda a: metrics.scene_flags(*a), (scenes, prep["flag_rows"], prep["lights"]))
+    else:
+        fl = metrics.batch_flags(scenes, prep["flag_rows"], prep["lights"])
 
-    def one(scene, traj, prev, hp, pr, f):
-        return _score_scene(scene, traj, prev, hp, pr, f, modes, human_filter, return_flags)
+    # NC and TTC (for the (trajectory, object) pairs that can touch only) and LK's route test, batch-wide.
+    batch = _batch_metrics(scenes, prep, fl, modes)
 
-    res = jax.vmap(one, in_axes=(0, 0, pv_ax, 0, 0, 0))(scenes, trajectories, prev_trajectories, has_prev, prep, fl)
+    def one(scene, traj, prev, hp, pr, f, ob):
+        return _score_scene(scene, traj, prev, hp, pr, f, ob, modes, human_filter, return_flags)
+
+    res = jax.vmap(one, in_axes=(0, 0, pv_ax, 0, 0, 0, 0))(scenes, trajectories, prev_trajectories, has_prev, prep,
+                                                         fl, batch)
     return res[mode] if isinstance(mode, str) else res
 
 

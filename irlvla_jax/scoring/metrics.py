@@ -108,18 +108,22 @@ def area_flags(scene, corners, center, rear):
 #    box, up to rounding (ulps). TLC only counts steps where the light is red, so pairs at other steps
 #    are not computed either (set False, masked by ``red`` anyway).
 # 3. Edges after ``geo.polygon_edge_count`` join padding copies of vertex 0 (zero length): no crossing.
-# The relevant pairs are gathered into a static list of the smallest bucket in PAIR_BUCKETS (lights:
-# LIGHT_PAIR_BUCKETS) that holds them all (a real branch per scene, lax.switch under lax.map; the last
-# branch is every pair), and scattered back, so no pair is ever dropped.
+# The relevant pairs of the whole batch are gathered into a static list of the smallest bucket in
+# PAIR_BUCKETS (lights: LIGHT_PAIR_BUCKETS; sizes per scene, times the batch size) that holds them all (a
+# real branch, lax.switch; the last branch is every pair), and scattered back, so no pair is ever dropped.
 # Small polygons (at most DENSE_POLYGON_VERTICES vertices, e.g. the generated worlds) are cheaper the
 # older way: per trajectory, the first K polygons whose box meets the box of all its points (K the
 # smallest of POLYGON_BUCKETS holding the largest count, by argument 1), tested densely over all
 # vertices; lights that small are tested in ``trajectory_metrics``.
 BBOX_MARGIN = 0.05
-PAIR_BUCKETS = (512, 2048, 8192, 32768)
-LIGHT_PAIR_BUCKETS = (0, 64, 512, 4096)
+PAIR_BUCKETS = (4096, 8192, 16384, 32768, 65536, 131072)
+LIGHT_PAIR_BUCKETS = (0, 256, 1024, 4096, 16384)
+LIGHT_BLOCK = 256
 POLYGON_BUCKETS = (4, 8, 16)
 DENSE_POLYGON_VERTICES = 64
+EDGE_CHUNK = 8
+TRIPLE_BUCKETS = (16384, 65536, 262144, 1048576)
+TRIPLE_BLOCK = 8192
 
 
 def _poly_bbox(poly):
@@ -136,119 +140,244 @@ def _relevant(box_pts, polys, valid):
     return valid[None] & (x0 <= px1) & (x1 >= px0) & (y0 <= py1) & (y1 >= py0)
 
 
-def sparse_pairs(rel, fn, buckets):
+def _bit_words(mask):
+    """``mask [N, L]`` -> its rows as bits in 32-bit words ``[N, ceil(L / 32)]`` (uint32; bit k of word w is
+    column 32 w + k). Unrolled over the columns (XLA:CPU runs reductions over a short minor axis
+    element by element)."""
+    n, l_n = mask.shape
+    cols = mask.T.astype(jnp.uint32)                                                       # [L, N]
+    words = []
+    for w in range(-(-l_n // 32)):
+        acc = cols[32 * w]
+        for k in range(1, min(32, l_n - 32 * w)):
+            acc = acc | (cols[32 * w + k] << k)
+        words.append(acc)
+    return jnp.stack(words, axis=-1)
+
+
+def _bit_slots(words, m):
+    """The set bits of ``words [N, W]`` (uint32) in row-major order, in m slots: (row [m], column [m]
+    (32 w + k)), padded with (0, 0) after the last one. One round per bit rank (as many rounds as the
+    most bits of one word), each a scatter of the N x W words' next lowest set bit: no cumulative sum
+    over all N x 32 W columns (which XLA:CPU runs slowly), only over the N x W words."""
+    n, w = words.shape
+    count = jax.lax.population_count(words).astype(jnp.int32).reshape(-1)
+    start = jnp.cumsum(count) - count
+    rows = jnp.repeat(jnp.arange(n, dtype=jnp.int32), w)
+    base = jnp.tile(32 * jnp.arange(w, dtype=jnp.int32), n)
+
+    def body(c):
+        rank, b, row, col = c
+        low = b & (~b + jnp.uint32(1))                                                  # lowest set bit
+        slot = jnp.where(b != 0, start + rank, m)
+        row = row.at[slot].set(rows, mode="drop", unique_indices=True)
+        col = col.at[slot].set(base + jax.lax.population_count(low - jnp.uint32(1)).astype(jnp.int32),
+                               mode="drop", unique_indices=True)
+        return rank + 1, b & (b - jnp.uint32(1)), row, col
+
+    z = jnp.zeros((m,), jnp.int32)
+    return jax.lax.while_loop(lambda c: jnp.any(c[1] != 0), body, (jnp.int32(0), words.reshape(-1), z, z))[2:]
+
+
+def _blocks(count, block, step, init):
+    """``step(i0, acc)`` for i0 = 0, block, 2 block, ... < ``count`` (a while loop: as many rounds as
+    needed, so the work follows the count, not its bucket; each round's temporaries are one block)."""
+    return jax.lax.while_loop(lambda c: c[0] < count, lambda c: (c[0] + block, step(c[0], c[1])),
+                              (jnp.int32(0), init))[1]
+
+
+def sparse_pairs(rel, fn, buckets, dense=None, block=None):
     """Evaluate ``fn`` on the True pairs of ``rel [G, L]`` only -> ``[G, L, ...]`` (False elsewhere).
 
     ``fn(g [n], l [n], ok [n]) -> bool [n, ...]`` computes n pairs (``ok`` False on padding entries,
-    whose g, l are valid indices but whose results are dropped). n is the smallest of ``buckets`` (then
-    G x L) holding all True pairs; each size is a branch of a lax.switch (call it per scene, not under
-    vmap, or every branch runs)."""
+    whose g, l are valid indices but whose results are dropped). The pairs are listed in the smallest of
+    ``buckets`` (then G x L) holding them all, each size a branch of a lax.switch (call it on the whole
+    batch, not under vmap, or every branch runs), and given to ``fn`` all at once, or ``block`` at a time
+    (:func:`_blocks`). ``dense()`` (optional) gives the [G, L, ...] results of all pairs at once instead of
+    the last branch (masked by ``rel`` here)."""
     g_n, l_n = rel.shape
     total = g_n * l_n
-    flat = rel.reshape(-1)
-    count = jnp.sum(flat)
+    count = jnp.sum(rel, dtype=jnp.int32)
     sizes = tuple(k for k in buckets if k < total) + (total,)
     probe = jnp.zeros((1,), jnp.int32)
     out = jax.eval_shape(fn, probe, probe, probe.astype(bool))
+    words = _bit_words(rel)
 
     def branch(n):
         def f(_):
             if n == 0:
                 return jnp.zeros((g_n, l_n) + out.shape[1:], out.dtype)
-            if n == total:
+            if n == total and dense is not None:
+                val = dense()
+                return val & rel.reshape(rel.shape + (1,) * (val.ndim - 2))
+            if n == total and block is None:
                 idx = jnp.arange(total)
-                ok = flat
-            else:
-                idx = jnp.nonzero(flat, size=n, fill_value=total)[0]
-                ok = idx < total
-            g, l = jnp.minimum(idx // l_n, g_n - 1), idx % l_n
-            val = fn(g, l, ok)
-            val = val & ok.reshape((n,) + (1,) * (val.ndim - 1))
-            res = val if n == total else jnp.zeros((total,) + val.shape[1:], val.dtype).at[idx].set(val, mode="drop")
-            return res.reshape((g_n, l_n) + val.shape[1:])
+                val = fn(idx // l_n, idx % l_n, rel.reshape(-1))
+                return (val & rel.reshape((total,) + (1,) * (val.ndim - 1))).reshape((g_n, l_n) + out.shape[1:])
+            m = n if block is None else -(-n // block) * block
+            g, l = _bit_slots(words, m)
+            k = m if block is None else block
+
+            def step(i0, acc):
+                gb, lb = jax.lax.dynamic_slice_in_dim(g, i0, k), jax.lax.dynamic_slice_in_dim(l, i0, k)
+                ok = i0 + jnp.arange(k) < count
+                val = fn(gb, lb, ok) & ok.reshape((k,) + (1,) * (len(out.shape) - 1))
+                return acc.at[jnp.where(ok, gb * l_n + lb, total)].set(val, mode="drop")
+
+            acc = jnp.zeros((total,) + out.shape[1:], out.dtype)
+            acc = step(0, acc) if block is None else _blocks(count, k, step, acc)
+            return acc.reshape((g_n, l_n) + out.shape[1:])
         return f
 
     return jax.lax.switch(jnp.sum(count > jnp.asarray(sizes[:-1])), [branch(n) for n in sizes], None)
 
 
-def _points_in_small_polygons(pts, polys, valid, r):
-    """Point groups ``pts [G, P, 2]`` (G = r x T) in small polygons ``polys [L, V, 2]`` -> bool [G, L, P],
-    per trajectory over its first K relevant polygons (a lax.switch on K)."""
-    g_n, p_n = pts.shape[:2]
-    rows = pts.reshape(r, -1, 2)                                                            # [r, T * P, 2]
-    rel = _relevant(tuple(f(rows[..., i], -1) for i in (0, 1) for f in (jnp.min, jnp.max)), polys, valid)
-    sizes = tuple(k for k in POLYGON_BUCKETS if k < polys.shape[0]) + (polys.shape[0],)
+def expand_bits(bits, fn, buckets, dense, block):
+    """Evaluate ``fn`` on the set bits of ``bits [n]`` (uint32) only, summed per entry -> ``[n, ...]``.
 
-    def branch(k):
+    ``fn(i [block], k [block], ok [block]) -> int [block, ...]`` computes (entry i, bit k) items ``block``
+    at a time (``ok`` False on padding items, whose results are dropped). They are listed in the smallest
+    of ``buckets`` holding them all (a lax.switch: call it on the whole batch, not under vmap); beyond the
+    last bucket, ``dense()`` gives the per-entry results directly."""
+    n = bits.shape[0]
+    total = jnp.sum(jax.lax.population_count(bits).astype(jnp.int32))
+    sizes = tuple(-(-k // block) * block for k in buckets if k < 32 * n)
+    probe = jnp.zeros((1,), jnp.int32)
+    out = jax.eval_shape(fn, probe, probe, probe.astype(bool))
+
+    def branch(m):
         def f(_):
-            order = jnp.argsort(~rel, axis=-1, stable=True)[:, :k]                          # [r, k]
-            ok = jnp.take_along_axis(rel, order, axis=-1)
-            inside = geo.points_in_polygon(rows[:, None], polys[order], max_dense=DENSE_POLYGON_VERTICES)
-            inside = (inside & ok[..., None]).reshape(r, k, -1, p_n)                        # [r, k, T, P]
-            full = jnp.zeros((r, polys.shape[0]) + inside.shape[2:], bool)
-            full = full.at[jnp.arange(r)[:, None], order].set(inside, mode="drop", unique_indices=True)
-            return jnp.moveaxis(full, 1, 2).reshape(g_n, -1, p_n)
+            item, bit = _bit_slots(bits[:, None], m)
+
+            def step(i0, acc):
+                ib, kb = jax.lax.dynamic_slice_in_dim(item, i0, block), jax.lax.dynamic_slice_in_dim(bit, i0, block)
+                ok = i0 + jnp.arange(block) < total
+                val = jnp.where(ok.reshape((block,) + (1,) * (len(out.shape) - 1)), fn(ib, kb, ok), 0)
+                return acc.at[ib].add(val)
+
+            return _blocks(total, block, step, jnp.zeros((n,) + out.shape[1:], out.dtype))
         return f
 
-    idx = jnp.sum(jnp.max(jnp.sum(rel, axis=-1)) > jnp.asarray(sizes[:-1]))
-    return jax.lax.switch(idx, [branch(k) for k in sizes], None)
+    return jax.lax.switch(jnp.sum(total > jnp.asarray(sizes, jnp.int32)),
+                          [branch(m) for m in sizes] + [lambda _: dense()], None)
+
+
+def _points_in_small_polygons(pts, polys, valid, r):
+    """Point groups ``pts [B, G, P, 2]`` (G = r x T) in small polygons ``polys [B, L, V, 2]`` -> bool
+    [B, G, L, P], per trajectory over its first K relevant polygons (a lax.switch on the batch's K)."""
+    b_n, g_n, p_n = pts.shape[:3]
+    rows = pts.reshape(b_n, r, -1, 2)                                                      # [B, r, T P, 2]
+    rel = jax.vmap(_relevant)(tuple(f(rows[..., i], -1) for i in (0, 1) for f in (jnp.min, jnp.max)), polys,
+                              valid)                                                       # [B, r, L]
+    sizes = tuple(k for k in POLYGON_BUCKETS if k < polys.shape[1]) + (polys.shape[1],)
+
+    def one(rows, polys, rel, k):
+        order = jnp.argsort(~rel, axis=-1, stable=True)[:, :k]                              # [r, k]
+        ok = jnp.take_along_axis(rel, order, axis=-1)
+        inside = geo.points_in_polygon(rows[:, None], polys[order], max_dense=DENSE_POLYGON_VERTICES)
+        inside = (inside & ok[..., None]).reshape(r, k, -1, p_n)                            # [r, k, T, P]
+        full = jnp.zeros((r, polys.shape[0]) + inside.shape[2:], bool)
+        full = full.at[jnp.arange(r)[:, None], order].set(inside, mode="drop", unique_indices=True)
+        return jnp.moveaxis(full, 1, 2).reshape(g_n, -1, p_n)
+
+    branches = [lambda _, k=k: jax.vmap(lambda a, b, c: one(a, b, c, k))(rows, polys, rel) for k in sizes]
+    return jax.lax.switch(jnp.sum(jnp.max(jnp.sum(rel, axis=-1)) > jnp.asarray(sizes[:-1])), branches, None)
 
 
 def _points_in_map(pts, box, polys, valid, r):
-    """Point groups ``pts [G, P, 2]`` (boxes ``box``; G = r x T) in the polygons ``polys [L, V, 2]`` ->
-    bool [G, L, P]."""
+    """Point groups ``pts [B, G, P, 2]`` (boxes ``box``, 4 x [B, G]; G = r x T) in the polygons ``polys
+    [B, L, V, 2]`` -> bool [B, G, L, P]. Large polygons: per relevant (group, polygon) pair, only the
+    chunks of EDGE_CHUNK edges whose box can hold a crossing of the group's points
+    (``geo.edge_chunks``; the others add none), gathered by ``expand_bits``; the crossing counts summed
+    per pair give the same parity."""
     if polys.shape[-2] <= DENSE_POLYGON_VERTICES:
         return _points_in_small_polygons(pts, polys, valid, r)
-    edges, n_edges = geo.edge_table(polys), geo.polygon_edge_count(polys)
+    b_n, g_n, p_n = pts.shape[:3]
+    l_n, v_n = polys.shape[1:3]
+    size = max(EDGE_CHUNK, -(-v_n // 32))
+    edges, (cy0, cy1, cx1), c_ok = jax.vmap(lambda p: geo.edge_chunks(p, size))(polys)    # [B, L, NC, ...]
+    nc = edges.shape[2]
+    edges = tuple(edges[..., i].reshape(-1, size) for i in range(4))                      # planar [B L NC, C]
+    cy0, cy1, cx1, c_ok = (x.reshape(b_n * l_n, nc) for x in (cy0, cy1, cx1, c_ok))
+    flat_pts = pts.reshape(b_n * g_n, p_n, 2)
+    px, py = flat_pts[..., 0], flat_pts[..., 1]
+    bx0, _, by0, by1 = (x.reshape(-1) for x in box)
+    rel = jax.vmap(_relevant)(box, polys, valid).reshape(b_n * g_n, l_n)
 
     def fn(g, l, ok):
-        last = jnp.max(jnp.where(ok, n_edges[l], 0))
-        return geo.points_in_indexed_polygons(pts[g], edges, l, last)
+        pl = (g // g_n) * l_n + l                                                          # polygon of the batch
+        near = (ok[:, None] & c_ok[pl] & (cy0[pl] <= by1[g, None]) & (cy1[pl] >= by0[g, None])
+                & (cx1[pl] >= bx0[g, None] - BBOX_MARGIN))                                 # [n, NC]
+        bits = _bit_words(near)[:, 0]
 
-    return sparse_pairs(_relevant(box, polys, valid), fn, PAIR_BUCKETS)
+        def dense():                                       # every edge of every pair
+            table = geo.edge_table(polys.reshape(b_n * l_n, v_n, 2))
+            last = jnp.max(jnp.where(ok, geo.polygon_edge_count(polys).reshape(-1)[pl], 0))
+            return geo.points_in_indexed_polygons(flat_pts[g], table, pl, last).astype(jnp.int32)
+
+        counts = expand_bits(bits, lambda i, k, _: geo.ray_crossing_counts(
+            px[g[i]], py[g[i]], tuple(e[pl[i] * nc + k] for e in edges)), TRIPLE_BUCKETS, dense, TRIPLE_BLOCK)
+        return counts % 2 == 1
+
+    def dense():                                           # every pair, one edge at a time
+        inside = geo.points_in_polygon(pts[:, :, None], polys[:, None], max_dense=1)       # [B, G, L, P]
+        return inside.reshape(b_n * g_n, l_n, p_n)
+
+    return sparse_pairs(rel, fn, PAIR_BUCKETS, dense).reshape(b_n, g_n, l_n, p_n)
 
 
 def _lights_hit(corners, box, light_poly, red):
-    """Ego boxes ``corners [R, T, 4, 2]`` (step boxes ``box`` [R * T]) touching the lights ``light_poly
-    [K, V, 2]`` at the steps where they are red (``red [K, T]``) -> bool [R, T, K] (False elsewhere)."""
-    r, t = corners.shape[:2]
-    rel = _relevant(box, light_poly, jnp.ones(light_poly.shape[:1], bool))
-    rel = (rel.reshape(r, t, -1) & red.T[None]).reshape(r * t, -1)
-    flat = corners.reshape(r * t, 4, 2)
-    hit = sparse_pairs(rel, lambda g, l, ok: geo.box_polygon_overlap(flat[g], light_poly[l]), LIGHT_PAIR_BUCKETS)
-    return hit.reshape(r, t, -1)
+    """Ego boxes ``corners [B, R, T, 4, 2]`` (step boxes ``box``, 4 x [B, R T]) touching the lights
+    ``light_poly [B, K, V, 2]`` at the steps where they are red (``red [B, K, T]``) -> bool [B, R, T, K]
+    (False elsewhere)."""
+    b_n, r, t = corners.shape[:3]
+    k_n = light_poly.shape[1]
+    rel = jax.vmap(_relevant)(box, light_poly, jnp.ones(light_poly.shape[:2], bool))
+    rel = (rel.reshape(b_n, r, t, k_n) & jnp.swapaxes(red, 1, 2)[:, None]).reshape(b_n * r * t, k_n)
+    flat, polys = corners.reshape(-1, 4, 2), light_poly.reshape((b_n * k_n,) + light_poly.shape[2:])
+    hit = sparse_pairs(rel, lambda g, l, ok: geo.box_polygon_overlap(flat[g], polys[(g // (r * t)) * k_n + l]),
+                       LIGHT_PAIR_BUCKETS, block=LIGHT_BLOCK)
+    return hit.reshape(b_n, r, t, k_n)
+
+
+def batch_flags(scenes, states, lights=()):
+    """Per-step map flags of the trajectories ``states [B, R, 41, 11]`` of a batch of scenes (not vmapped:
+    the sparse pair lists take real branches) -> dict of bool [B, R, 41]; equal to ``area_flags`` per
+    row. ``lights``: (light_poly [B, K, V, 2], red [B, K, 41]) per metrics context (``ctx["light_poly"],
+    ctx["red"]``); then, for lights of more than DENSE_POLYGON_VERTICES vertices, also ``light_hit``
+    [B, R, 41, C, K]: the ego box touches light k of context c at a red step (the TLC test of
+    :func:`trajectory_metrics`)."""
+    b_n, r, t = states.shape[:3]
+    corners, center = ego_boxes(states)
+    pts = jnp.concatenate([corners, center[..., None, :], states[..., None, :2]], axis=-2)  # [B, R, T, 6, 2]
+    pts = pts.reshape(b_n, r * t, 6, 2)
+    box = tuple(f(pts[..., i], -1) for i in (0, 1) for f in (jnp.min, jnp.max))           # 4 x [B, R T]
+
+    lane = lambda x: x[:, None, None]
+    in_lane = _points_in_map(pts, box, scenes.lane_polygons, scenes.lane_valid, r).reshape(b_n, r, t, -1, 6)
+    corner_lane = in_lane[..., :4]                                                          # [B, R, T, L, 4]
+    touched = jnp.sum(jnp.any(corner_lane, axis=-1), axis=3)
+    none_full = jnp.all(jnp.sum(corner_lane, axis=-1) != 4, axis=3)
+    on_route = jnp.any(in_lane[..., 4] & lane(scenes.lane_on_route), axis=3)
+    in_drv = _points_in_map(pts, box, scenes.drivable_polygons, scenes.drivable_valid, r).reshape(b_n, r, t, -1, 6)
+    inter = lane(scenes.drivable_kind == DRIVABLE_INTERSECTION)
+    out = dict(multiple_lanes=(touched > 1) & none_full,
+               non_drivable=jnp.sum(jnp.any(in_drv[..., :4], axis=3), -1) < 4, oncoming=~on_route,
+               center_in_intersection=jnp.any(in_drv[..., 4] & inter, axis=3),
+               rear_in_intersection=jnp.any(in_drv[..., 5] & inter, axis=3))
+    if lights and scenes.light_polygons.shape[-2] > DENSE_POLYGON_VERTICES:
+        # The ego box's bounding box (its 4 corners) per step.
+        cb = tuple(f(pts[..., :4, i], -1) for i in (0, 1) for f in (jnp.min, jnp.max))
+        out["light_hit"] = jnp.stack([_lights_hit(corners, cb, lp, red) for lp, red in lights], axis=3)
+    return out
 
 
 def scene_flags(scene, states, lights=()):
-    """Per-step map flags of the trajectories ``states [R, 41, 11]`` of ONE scene (not vmapped: the
-    sparse pair lists branch per scene) -> dict of bool [R, 41]; equal to ``area_flags`` per row.
-
-    ``lights``: (light_poly [K, V, 2], red [K, 41]) per metrics context (``ctx["light_poly"], ctx["red"]``);
-    then, for lights of more than DENSE_POLYGON_VERTICES vertices, also ``light_hit`` [R, 41, C, K]: the
-    ego box touches light k of context c at a red step (the TLC test of :func:`trajectory_metrics`)."""
-    r = states.shape[0]
-    corners, center = ego_boxes(states)
-    pts = jnp.concatenate([corners, center[:, :, None], states[:, :, None, :2]], axis=2)    # [R, T, 6, 2]
-    t = pts.shape[1]
-    pts = pts.reshape(r * t, 6, 2)
-    box = (jnp.min(pts[..., 0], -1), jnp.max(pts[..., 0], -1), jnp.min(pts[..., 1], -1), jnp.max(pts[..., 1], -1))
-
-    in_lane = _points_in_map(pts, box, scene.lane_polygons, scene.lane_valid, r).reshape(r, t, -1, 6)
-    corner_lane = in_lane[..., :4]                                                          # [R, T, L, 4]
-    touched = jnp.sum(jnp.any(corner_lane, axis=-1), axis=2)
-    none_full = jnp.all(jnp.sum(corner_lane, axis=-1) != 4, axis=2)
-    on_route = jnp.any(in_lane[..., 4] & scene.lane_on_route, axis=2)
-    in_drv = _points_in_map(pts, box, scene.drivable_polygons, scene.drivable_valid, r).reshape(r, t, -1, 6)
-    inter = scene.drivable_kind == DRIVABLE_INTERSECTION
-    out = dict(multiple_lanes=(touched > 1) & none_full, non_drivable=jnp.sum(jnp.any(in_drv[..., :4], axis=2), -1) < 4,
-               oncoming=~on_route, center_in_intersection=jnp.any(in_drv[..., 4] & inter, axis=2),
-               rear_in_intersection=jnp.any(in_drv[..., 5] & inter, axis=2))
-    if lights and scene.light_polygons.shape[-2] > DENSE_POLYGON_VERTICES:
-        # The ego box's bounding box (its 4 corners) per step.
-        cb = (jnp.min(pts[:, :4, 0], -1), jnp.max(pts[:, :4, 0], -1), jnp.min(pts[:, :4, 1], -1),
-              jnp.max(pts[:, :4, 1], -1))
-        out["light_hit"] = jnp.stack([_lights_hit(corners, cb, lp, red) for lp, red in lights], axis=2)
-    return out
+    """:func:`batch_flags` of ONE scene: ``states [R, 41, 11]``, ``lights`` (light_poly [K, V, 2], red
+    [K, 41]) per context -> dict of bool [R, 41] (and ``light_hit`` [R, 41, C, K])."""
+    one = lambda x: jnp.asarray(x)[None]
+    out = batch_flags(jax.tree.map(one, scene), one(states), tuple((one(lp), one(red)) for lp, red in lights))
+    return jax.tree.map(lambda x: x[0], out)
 
 
 _COS2_AHEAD = float(np.cos(np.deg2rad(AHEAD_DEG)) ** 2)      # 0.75
@@ -256,12 +385,13 @@ _COS2_BEHIND = float(np.cos(np.deg2rad(BEHIND_DEG)) ** 2)    # 0.75
 
 
 def _bearing(rear, target, cos_h, sin_h):
-    """Is ``target`` ahead (angle to the heading < 30 deg) / behind (> 150 deg) of the ego at ``rear``?
+    """Is ``target`` ahead (angle to the heading < 30 deg) / behind (> 150 deg) of the ego at ``rear``
+    (both (x, y) pairs of arrays)?
 
     cos(angle) = d.h / |d| compared with cos 30 / cos 150, without the square root and the division
     (which dominated the per-object cost): d.h > 0 and (d.h)^2 > cos^2(30) |d|^2, and d.h < 0 and
     (d.h)^2 > cos^2(150) |d|^2. A zero offset is neither (cos taken as 0). -> (ahead, behind) bool."""
-    dx, dy = target[..., 0] - rear[..., 0], target[..., 1] - rear[..., 1]
+    dx, dy = target[0] - rear[0], target[1] - rear[1]
     dot = cos_h * dx + sin_h * dy
     n2, dot2 = dx * dx + dy * dy, dot * dot
     return (dot > 0) & (dot2 > _COS2_AHEAD * n2), (dot < 0) & (dot2 > _COS2_BEHIND * n2)
@@ -276,40 +406,219 @@ def _first_before(a, b):
     return jnp.min(jnp.where(a, idx, n), axis=-1) < jnp.min(jnp.where(b, idx, n), axis=-1)
 
 
-def trajectory_metrics(scene, ctx, states, fl=None):
+def moved_centers(center, speed, cos_h, sin_h):
+    """TTC's projected ego centres ``[..., 4, 32, 2]``: the centre at steps 0..31 moved along the heading
+    at the current speed for 0, 0.3, 0.6 and 0.9 s (materialised)."""
+    n_eval = TTC_LAST + 1
+    dirv = jnp.stack([cos_h, sin_h], axis=-1) * speed[..., None]                      # [..., T, 2]
+    shift = dirv[..., None, :n_eval, :] * jnp.asarray(np.asarray(TTC_STEPS) * 0.1, dirv.dtype)[:, None, None]
+    return jax.lax.optimization_barrier(center[..., None, :n_eval, :] + shift)
+
+
+def object_events(ego, obj, multi_or_off, area):
+    """NC and TTC events of ego / object pairs, over the leading axis K of every argument (planar
+    coordinates, so that XLA:CPU vectorises over the steps).
+
+    ``ego``: (front-left x, y, front-right x, y, centre x, y, speed, cos, sin, rear axle x, y [K, T],
+    moved centres x, y [K, 4, 32]) (:func:`ego_terms`, :func:`moved_centers`); ``obj``: (rect (6 x [K, T],
+    :func:`agent_rects`), centre x, y [K, T], valid [K, T], stopped [K]); ``multi_or_off``, ``area`` [K, T]:
+    the ego's multiple-lanes-or-off-road and TTC area flags. K may be 1 on either side (broadcast).
+    -> (counted [K]: the object counts for NC (its first at-fault contact comes before its first excused
+    one), bad [K]: some at-fault TTC event comes before the first excused one)."""
+    fl_x, fl_y, fr_x, fr_y, cx, cy, speed, cos_h, sin_h, rx, ry, mx, my = ego
+    a_rect, ax, ay, a_valid, a_stopped = obj
+    # NC.
+    ego_rect = (cx, cy, cos_h, sin_h, HALF_LENGTH, HALF_WIDTH)                            # [K, T]
+    overlap = geo.rects_overlap(ego_rect, a_rect) & a_valid                             # [K, T]
+    _, behind = _bearing((rx, ry), (ax, ay), cos_h, sin_h)
+    front = geo.segment_rect_overlap_xy(fl_x, fl_y, fr_x, fr_y, a_rect)                  # FL-FR edge
+    ego_stopped = speed <= STOPPED_EGO_NC
+    at_fault = ~ego_stopped & (a_stopped[:, None] | (~behind & (front | multi_or_off)))
+    # Objects excused once stay excused (proposal_collided_track_ids): an object counts iff its first
+    # at-fault step comes before its first excused step.
+    counted = _first_before(overlap & at_fault, overlap & ~at_fault)
+    # TTC: all look-aheads at once, [K, 4 (delta), 32 (t)], without concatenations (whose fusions
+    # XLA:CPU evaluates element by element); events are ordered by (t, delta) through their index 4 t + d.
+    n_eval = TTC_LAST + 1
+    ds = np.asarray(TTC_STEPS)
+    stack_d = lambda x: jnp.stack([x[:, d:d + n_eval] for d in TTC_STEPS], axis=1)
+    a_val, a_cen = stack_d(a_valid), (stack_d(ax), stack_d(ay))                         # [K, 4, n]
+    a_rect_d = tuple(stack_d(x) for x in a_rect)
+    first = lambda x: x[:, None, :n_eval]
+    ego_moved = (mx, my, first(cos_h), first(sin_h), HALF_LENGTH, HALF_WIDTH)
+    ov = geo.rects_overlap(ego_moved, a_rect_d) & a_val & first(speed >= STOPPED_EGO_TTC)
+    ahead_d, behind_d = _bearing((first(rx), first(ry)), a_cen, first(cos_h), first(sin_h))  # [K, 4, n]
+    infr = ahead_d | (first(area) & ~behind_d)
+    order = jnp.asarray(np.arange(n_eval)[None, :] * len(ds) + np.arange(len(ds))[:, None])  # [4, n]
+    big = n_eval * len(ds)
+    first_f = jnp.min(jnp.where(ov & infr, order, big), axis=(1, 2))
+    first_e = jnp.min(jnp.where(ov & ~infr, order, big), axis=(1, 2))
+    return counted, first_f < first_e
+
+
+def planar_ego(corners, center, speed, cos_h, sin_h, rear, moved):
+    """The ``ego`` tuple of :func:`object_events` from :func:`ego_terms` arrays, the rear axle [..., T, 2]
+    and :func:`moved_centers`."""
+    return (corners[..., 0, 0], corners[..., 0, 1], corners[..., 3, 0], corners[..., 3, 1], center[..., 0],
+            center[..., 1], speed, cos_h, sin_h, rear[..., 0], rear[..., 1], moved[..., 0], moved[..., 1])
+
+
+# NC and TTC (``object_scores``) are computed only for the (trajectory, object) pairs that can touch.
+# ``geo.rects_overlap`` of the ego rectangle (half extents hl, hw, unit heading (c, s)) and an object's
+# (half extents l, w) is False once |d . (c, s)| > hl + l |c'| + w |s'| or |d x (c, s)| > hw + l |s'| + w |c'|
+# (d the centre offset, (c', s') the relative heading): by Cauchy-Schwarz l |c'| + w |s'| <= r =
+# hypot(l, w), so a True test needs |d| <= hypot(hl + r, hw + r) (up to float32 rounding, ~1e-3 m at map
+# scale; OBJECT_MARGIN covers it 100 times). Every NC / TTC event needs such a contact (with the object
+# valid at that step), so a pair whose centre boxes over all steps (the ego's: its centres and TTC's
+# moved centres; the object's: its centres at its valid steps) stay further apart than that reach has
+# no event: ``counted`` and ``bad`` False, exactly what is set. The other pairs go through
+# ``sparse_pairs`` (buckets: the share of all pairs in OBJECT_PAIR_SHARES, then all of them).
+OBJECT_MARGIN = 0.1
+OBJECT_PAIR_SHARES = (32, 16, 8, 4, 2)
+OBJECT_BLOCK = 512
+
+
+def _object_candidates(center, moved, a_center, a_valid, a_rect, row_ctx):
+    """Pairs that may touch (see above): ego centres [B, R, T, 2] and moved centres [B, R, 4, 32, 2];
+    objects' centres [B, C, A, T, 2], valid [B, C, A, T], rectangles (6 x [B, C, A, T]) of C contexts;
+    ``row_ctx`` [R] (numpy) the context of each row. -> bool [B, R, A]."""
+    b_n, r_n = center.shape[:2]
+    ex = jnp.concatenate([center[..., 0], moved[..., 0].reshape(b_n, r_n, -1)], axis=-1)
+    ey = jnp.concatenate([center[..., 1], moved[..., 1].reshape(b_n, r_n, -1)], axis=-1)
+    e_box = [f(v, axis=-1)[..., None] for v in (ex, ey) for f in (jnp.min, jnp.max)]     # [B, R, 1]
+    r_a = jnp.max(jnp.where(a_valid, jnp.hypot(a_rect[4], a_rect[5]), 0.0), axis=-1)    # [B, C, A]
+    reach = jnp.hypot(HALF_LENGTH + r_a + OBJECT_MARGIN, HALF_WIDTH + r_a + OBJECT_MARGIN)
+    inf = jnp.asarray(jnp.inf, center.dtype)
+    a_box = [f(jnp.where(a_valid, a_center[..., i], s * inf), axis=-1) for i in (0, 1)
+             for f, s in ((jnp.min, 1), (jnp.max, -1))]                                  # [B, C, A]
+    rows = lambda v: v[:, row_ctx]                                                       # [B, R, A]
+    lo_x, hi_x, lo_y, hi_y = (rows(v) for v in a_box)
+    reach, any_valid = rows(reach), rows(jnp.any(a_valid, axis=-1))
+    return (any_valid & (e_box[0] - reach <= hi_x) & (e_box[1] + reach >= lo_x)
+            & (e_box[2] - reach <= hi_y) & (e_box[3] + reach >= lo_y))
+
+
+def object_scores(ego, multi_or_off, area, objects, row_ctx):
+    """NC and TTC of a batch: ``ego`` (as :func:`object_events`, each [B, R, ...]) of R trajectories per
+    scene; ``multi_or_off``, ``area`` [B, R, T]; ``objects`` (rect (6 x [B, C, A, T]), centre [B, C, A, T, 2],
+    valid [B, C, A, T], stopped [B, C, A], penalty [B, C, A]) of C object contexts (metrics contexts
+    stacked); ``row_ctx`` [R] (numpy int) the context of each row. -> (NC, TTC) float32 [B, R].
+
+    Not vmapped: the pair list of the whole batch takes a real branch (``sparse_pairs``)."""
+    corners, center, speed, cos_h, sin_h, rear, moved = ego
+    rect, a_center, a_valid, a_stopped, penalty = objects
+    b_n, r_n = center.shape[:2]
+    c_n, a_n = a_valid.shape[1:3]
+    row_ctx = np.asarray(row_ctx, np.int32)
+    rel = _object_candidates(center, moved, a_center, a_valid, rect, row_ctx).reshape(b_n * r_n, a_n)
+    flat = lambda x, n: x.reshape((-1,) + x.shape[n:])
+    ego_f = tuple(flat(x, 2) for x in planar_ego(*ego))
+    mo_f, area_f = flat(multi_or_off, 2), flat(area, 2)
+    obj_f = (tuple(flat(x, 3) for x in rect), flat(a_center[..., 0], 3), flat(a_center[..., 1], 3),
+             flat(a_valid, 3), flat(a_stopped, 3))
+    ctx_of = jnp.asarray(row_ctx)
+
+    def fn(g, a, ok):
+        j = ((g // r_n) * c_n + ctx_of[g % r_n]) * a_n + a
+        o = jax.tree.map(lambda x: x[j], obj_f)
+        counted, bad = object_events(tuple(x[g] for x in ego_f), o, mo_f[g], area_f[g])
+        return jnp.stack([counted, bad], axis=-1)
+
+    total = b_n * r_n * a_n
+    buckets = tuple(-(-total // (64 * k)) * 64 for k in OBJECT_PAIR_SHARES)
+    ev = sparse_pairs(rel, fn, buckets, block=OBJECT_BLOCK).reshape(b_n, r_n, a_n, 2)
+    nc = jnp.min(jnp.where(ev[..., 0], penalty[:, row_ctx], 1.0), axis=-1)
+    ttc = 1.0 - jnp.any(ev[..., 1], axis=-1).astype(jnp.float32)
+    return nc, ttc
+
+
+# LK only asks whether each step's centre is further than LK_LIMIT from the route (``route_exceed``). A
+# route segment whose bounding box stays further than LK_LIMIT + LK_MARGIN (far above float32 rounding)
+# from the box of some centres is further than that from each of them, so the distance to the others,
+# when it is at most the limit, is the same minimum, and otherwise above the limit too. Per trajectory
+# and run of LK_STEPS_PER_WINDOW steps, the index window from the first to the last near segment (every
+# segment in it included) is measured, LK_WINDOWS segments at a time (the batch's widest window; the
+# last branch is the whole route).
+LK_MARGIN = 0.1
+LK_STEPS_PER_WINDOW = 4
+LK_WINDOWS = (8, 16, 24, 32, 48, 64)
+
+
+def route_exceed(center, route):
+    """Centres ``[B, R, T, 2]`` further than LK_LIMIT from the scene's route ``[B, S, 2]`` -> bool [B, R, T]
+    (``geo.polyline_distance(center, route) > LK_LIMIT``). Not vmapped: the window size is a real branch."""
+    b_n, r_n, t_n = center.shape[:3]
+    a, b = route[:, :-1], route[:, 1:]                                                    # [B, S-1, 2]
+    s_n = a.shape[1]
+    w = LK_STEPS_PER_WINDOW
+    n_w = -(-t_n // w)
+    pad = jnp.broadcast_to(center[:, :, -1:], (b_n, r_n, n_w * w - t_n, 2))
+    cw = jnp.concatenate([center, pad], axis=2).reshape(b_n, r_n, n_w, w, 2)
+    reach = LK_LIMIT + LK_MARGIN
+    # (Bounds and the near mask materialised: otherwise XLA:CPU broadcasts the bounds to full size.)
+    seg, ctr = jax.lax.optimization_barrier((
+        [f(a[..., i], b[..., i])[:, None, None] for i in (0, 1) for f in (jnp.minimum, jnp.maximum)],
+        [f(cw[..., i], axis=-1)[..., None] + s * reach for i in (0, 1)
+         for f, s in ((jnp.min, -1), (jnp.max, 1))]))                       # [B, 1, 1, S-1], [B, R, W, 1]
+    near = jax.lax.optimization_barrier((seg[0] <= ctr[1]) & (seg[1] >= ctr[0]) & (seg[2] <= ctr[3])
+                                        & (seg[3] >= ctr[2]))                                # [B, R, W, S-1]
+    idx = jnp.arange(s_n)
+    first = jnp.min(jnp.where(near, idx, s_n), axis=-1)
+    last = jnp.max(jnp.where(near, idx, -1), axis=-1)
+    sizes = tuple(k for k in LK_WINDOWS if k < s_n) + (s_n,)
+
+    def branch(k):
+        def f(_):
+            if k == s_n:
+                return jax.vmap(jax.vmap(geo.polyline_distance))(center, jnp.broadcast_to(
+                    route[:, None], center.shape[:2] + route.shape[1:])) > LK_LIMIT
+            j = first[..., None] + jnp.arange(k)                                          # [B, R, W, k]
+            jc = jnp.minimum(j, s_n - 1).reshape(b_n, -1)
+            take = lambda x: tuple(jnp.take_along_axis(x[..., i], jc, axis=1).reshape(j.shape) for i in (0, 1))
+            d = geo.segments_distance(cw, take(a), take(b), j <= last[..., None])        # [B, R, W, w]
+            return d.reshape(b_n, r_n, -1)[:, :, :t_n] > LK_LIMIT
+        return f
+
+    span = jnp.max(last - first + 1)
+    return jax.lax.switch(jnp.sum(span > jnp.asarray(sizes[:-1])), [branch(k) for k in sizes], None)
+
+
+def ego_terms(states):
+    """Per-step ego quantities of trajectories ``states [..., 41, 11]``, materialised (otherwise XLA fuses
+    their cos / sin into every per-object consumer and recomputes them once per object): corners
+    [..., 41, 4, 2], centre [..., 41, 2], speed, cos and sin of the heading [..., 41]."""
+    corners, center = ego_boxes(states)
+    heading = states[..., 2]
+    speed = jnp.hypot(states[..., 3], states[..., 4])
+    cos_h, sin_h = jnp.cos(heading), jnp.sin(heading)
+    return jax.lax.optimization_barrier((corners, center, speed, cos_h, sin_h))
+
+
+def trajectory_metrics(scene, ctx, states, fl=None, objects=None, exceed=None):
     """Sub-scores of one trajectory ``states [41, 11]`` in one scene (``fl``: precomputed flags, with
-    ``light_hit`` [41, K] for ``ctx``'s lights if :func:`scene_flags` computed the TLC test).
+    ``light_hit`` [41, K] for ``ctx``'s lights if :func:`scene_flags` computed the TLC test;
+    ``objects``: (NC, TTC) from :func:`object_scores`, else computed here against every object;
+    ``exceed`` [41]: LK's per-step test from :func:`route_exceed`, else computed here).
 
     Returns dict: NC, DAC, DDC, TLC, TTC, LK (float), progress (raw, m, >= 0), and the per-step flags.
     """
-    corners, center = ego_boxes(states)                                   # [T, 4, 2], [T, 2]
-    rear, heading = states[:, :2], states[:, 2]
-    speed = jnp.hypot(states[:, 3], states[:, 4])
-    # Materialise the per-step ego quantities (and the scene context): otherwise XLA fuses their
-    # cos / sin into every per-object consumer and recomputes them once per object.
-    cos_h, sin_h = jnp.cos(heading), jnp.sin(heading)
-    corners, center, speed, cos_h, sin_h, ctx = jax.lax.optimization_barrier(
-        (corners, center, speed, cos_h, sin_h, ctx))
+    rear = states[:, :2]
+    corners, center, speed, cos_h, sin_h = ego_terms(states)
+    ctx = jax.lax.optimization_barrier(ctx)
     if fl is None:
         fl = area_flags(scene, corners, center, rear)
     fl = dict(fl)
     light_hit = fl.pop("light_hit", None)
     multi_or_off = fl["multiple_lanes"] | fl["non_drivable"]
-
-    # --- NC -------------------------------------------------------------------------------------
-    a_rect, a_center, a_valid = ctx["rect"], ctx["center"], ctx["valid"]                 # [A, T, ...]
-    ego_rect = (center[:, 0], center[:, 1], cos_h, sin_h, HALF_LENGTH, HALF_WIDTH)       # [T]
-    overlap = geo.rects_overlap(ego_rect, a_rect) & a_valid                             # [A, T]
-    _, behind = _bearing(rear[None], a_center, cos_h[None], sin_h[None])                  # [A, T]
-    front = geo.segment_rect_overlap(corners[None, :, 0], corners[None, :, 3], a_rect)  # FL-FR edge
-    ego_stopped = (speed <= STOPPED_EGO_NC)[None]
-    at_fault = ~ego_stopped & (ctx["stopped"][:, None] | (~behind & (front | multi_or_off[None])))
-    fault_ev = overlap & at_fault
-    excuse_ev = overlap & ~at_fault
-    # Objects excused once stay excused (proposal_collided_track_ids): an object counts iff its first
-    # at-fault step comes before its first excused step.
-    counted = _first_before(fault_ev, excuse_ev)                                        # [A]
-    nc = jnp.min(jnp.where(counted, ctx["penalty"], 1.0))
+    if objects is None:
+        area = multi_or_off | fl["rear_in_intersection"]
+        ego = planar_ego(corners, center, speed, cos_h, sin_h, rear, moved_centers(center, speed, cos_h, sin_h))
+        obj = (ctx["rect"], ctx["center"][..., 0], ctx["center"][..., 1], ctx["valid"], ctx["stopped"])
+        counted, bad = object_events(tuple(x[None] for x in ego), obj, multi_or_off[None], area[None])
+        nc = jnp.min(jnp.where(counted, ctx["penalty"], 1.0))
+        ttc = 1.0 - jnp.any(bad).astype(jnp.float32)
+    else:
+        nc, ttc = objects
 
     # --- DAC, DDC ------------------------------------------------------------------------------
     dac = 1.0 - jnp.any(fl["non_drivable"]).astype(jnp.float32)
@@ -329,35 +638,11 @@ def trajectory_metrics(scene, ctx, states, fl=None):
         hit = light_hit.T
     tlc = 1.0 - jnp.any(hit & ctx["red"]).astype(jnp.float32)
 
-    # --- TTC -----------------------------------------------------------------------------------
-    # All look-aheads at once: [A, 4 (delta), 32 (t)] without concatenations (whose fusions XLA:CPU
-    # evaluates element by element); events are ordered by (t, delta) through their index 4 t + d.
-    n_eval = TTC_LAST + 1
-    ds = np.asarray(TTC_STEPS)
-    stack_d = lambda x: jnp.stack([x[:, d:d + n_eval] for d in TTC_STEPS], axis=1)      # per scene
-    a_val, a_cen = stack_d(a_valid), stack_d(a_center)                                  # [A, 4, n, ...]
-    a_rect_d = tuple(stack_d(x) for x in a_rect)
-    dirv = jnp.stack([cos_h, sin_h], axis=-1) * speed[:, None]                         # [T, 2]
-    shift = dirv[None, :n_eval] * jnp.asarray(ds * 0.1, dirv.dtype)[:, None, None]      # [4, n, 2]
-    moved = jax.lax.optimization_barrier(center[None, :n_eval] + shift)                # [4, n, 2] centres
-    ego_moved = (moved[..., 0], moved[..., 1], cos_h[None, :n_eval], sin_h[None, :n_eval], HALF_LENGTH,
-                 HALF_WIDTH)
-    ov = geo.rects_overlap(ego_moved, a_rect_d) & a_val & (speed[:n_eval] >= STOPPED_EGO_TTC)[None, None]
-    ahead_d, behind_d = _bearing(rear[None, None, :n_eval], a_cen, cos_h[None, None, :n_eval],
-                                 sin_h[None, None, :n_eval])                             # [A, 4, n]
-    area = (multi_or_off | fl["rear_in_intersection"])[None, None, :n_eval]
-    infr = ahead_d | (area & ~behind_d)
-    order = jnp.asarray(np.arange(n_eval)[None, :] * len(ds) + np.arange(len(ds))[:, None])  # [4, n]
-    big = n_eval * len(ds)
-    first_f = jnp.min(jnp.where(ov & infr, order, big), axis=(1, 2))
-    first_e = jnp.min(jnp.where(ov & ~infr, order, big), axis=(1, 2))
-    ttc = 1.0 - jnp.any(first_f < first_e).astype(jnp.float32)
-
     # --- LK, progress --------------------------------------------------------------------------
     # Distances of every step to the route; the arc length (a projection) only at the two ends.
-    dist = geo.polyline_distance(center, scene.route)
+    if exceed is None:
+        exceed = geo.polyline_distance(center, scene.route) > LK_LIMIT
     arc = geo.project_to_polyline(center[jnp.asarray([0, T - 1])], scene.route)[0]
-    exceed = dist > LK_LIMIT
     skip = fl["center_in_intersection"]
 
     def lk_step(count, inp):
