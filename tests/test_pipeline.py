@@ -116,7 +116,9 @@ def test_headline_table_comes_from_evaluate(world_dataset, tmp_path):
     c, wd = world_dataset
     c = copy.deepcopy(c)
     c.pipeline.eval_split, c.pipeline.eval_scenes = "val", 10
-    c.evaluate.bootstrap, c.evaluate.renders, c.evaluate.chunk = 200, 0, 4
+    # The scorer as tests/test_evaluate.py::test_evaluate_end_to_end sets it (chunks of 6 sharded over 2
+    # devices; 10 scenes = 6 + 4 padded): the same compiled programs, not two more.
+    c.evaluate.bootstrap, c.evaluate.renders, c.evaluate.chunk, c.scoring.num_devices = 200, 0, 6, 2
     n_of = lambda s: np.asarray(s.scene_id).shape[0]  # noqa: E731
     still = lambda s: np.zeros((n_of(s), 1, 8, 3), np.float32)  # noqa: E731
     pols = {p: E.constant_velocity for p in PL.POLICIES}

@@ -31,8 +31,17 @@ def model(request):
     return m
 
 
+def _jitted(model, fn):
+    """``fn(model, *args)`` as one jitted function of ``*args`` (the model's state passed in): dispatched op by
+    op, the transformer RWM compiles hundreds of small kernels per input shape."""
+    gd, st = nnx.split(model)
+    f = jax.jit(lambda st, *args: fn(nnx.merge(gd, st), *args))
+    return lambda *args: f(st, *args)
+
+
 def test_output_shapes_and_ranges(model):
-    out = model(_tokens(2), jax.random.normal(jax.random.PRNGKey(1), (2, 5, 8, 3)))
+    out = _jitted(model, lambda m, tok, traj: m(tok, traj))(_tokens(2), jax.random.normal(jax.random.PRNGKey(1),
+                                                                                        (2, 5, 8, 3)))
     assert out.ternary_logits["NC"].shape == (2, 5, 3) and out.ternary_logits["DDC"].shape == (2, 5, 3)
     assert set(out.binary_logits) == {"DAC", "TLC", "TTC", "LK", "HC", "EC"}
     assert all(v.shape == (2, 5) for v in out.binary_logits.values()) and out.ep.shape == (2, 5)
@@ -48,10 +57,12 @@ def test_candidates_are_scored_independently(model):
     """Permuting candidates permutes predictions (no leakage across the N axis)."""
     tok = _tokens(1)
     traj = jax.random.normal(jax.random.PRNGKey(2), (1, 4, 8, 3)) * 3.0
-    r = R.predicted_reward(model(tok, traj), False)
-    r_perm = R.predicted_reward(model(tok, traj[:, ::-1]), False)
+
+    def rewards(m, tok, traj):
+        reward = lambda t: R.predicted_reward(m(tok, t), False)  # noqa: E731
+        return reward(traj), reward(traj[:, ::-1]), reward(traj[:, 2:3])
+    r, r_perm, r_one = _jitted(model, rewards)(tok, traj)
     np.testing.assert_allclose(r_perm, r[:, ::-1], rtol=1e-5, atol=1e-6)
-    r_one = R.predicted_reward(model(tok, traj[:, 2:3]), False)
     np.testing.assert_allclose(r_one[0, 0], r[0, 2], rtol=1e-5, atol=1e-6)
 
 

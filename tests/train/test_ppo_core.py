@@ -6,6 +6,7 @@ is a linear function of its state; reward = -mean squared distance of a chain's 
 per-scene target (a known optimum).
 """
 import dataclasses
+import functools
 
 import numpy as np
 import jax
@@ -16,6 +17,10 @@ from scipy.stats import multivariate_normal, norm
 from irlvla_jax.train import ppo_core as P
 
 B, M, C, S = 8, 3, 3, 2
+# The updates are compiled without XLA's backend (LLVM) optimisations, as the multi-host test's are: compiling
+# is nearly all of these tests' time (one program per knob below) and what they check does not depend on how
+# the kernels are optimised.
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 
 def _encode(pp, batch):
@@ -69,7 +74,7 @@ def setup():
 @pytest.fixture(scope="module")
 def update_fn(setup):
     tx = setup[0]
-    return jax.jit(P.make_update(ADAPTER, _reward, HP, tx))
+    return _jit(P.make_update(ADAPTER, _reward, HP, tx))
 
 
 def test_log_probs_of_the_rollout_match_a_recomputation(setup):
@@ -146,7 +151,7 @@ def test_first_step_ratio_is_exactly_one(setup):
     """One epoch, one minibatch: the loss is evaluated at the rollout's own parameters (ratio 1, kl 0)."""
     tx, state, static, batch = setup
     hp = dataclasses.replace(HP, epochs=1, num_minibatches=1)
-    _, m = jax.jit(P.make_update(ADAPTER, _reward, hp, tx))(state, static, batch)
+    _, m = _jit(P.make_update(ADAPTER, _reward, hp, tx))(state, static, batch)
     assert float(m["ratio"]) == pytest.approx(1.0, abs=1e-5) and abs(float(m["approx_kl"])) < 1e-7
     assert float(m["clipfrac"]) == 0.0 and abs(float(m["choice_kl"])) < 1e-7
 
@@ -170,7 +175,7 @@ def test_choice_objective_improves_the_greedy_choice_and_keeps_the_chains(setup,
     hp = dataclasses.replace(HP, objective="choice", samples_per_scene=2, choice_loss=choice_loss)
     tx = P.make_optimizer(3e-2, 1.0)
     st = P.init_state(state.params, tx, jax.random.PRNGKey(4))
-    upd = jax.jit(P.make_update(ADAPTER, _reward, hp, tx))
+    upd = _jit(P.make_update(ADAPTER, _reward, hp, tx))
 
     def p_best(s):
         pp = (s.params, None)
@@ -206,10 +211,10 @@ def test_every_knob_changes_the_update(setup, name, value):
     distill = (name, value) in KNOBS_DISTILL
     hp0 = dataclasses.replace(HP, choice_loss="distill") if distill else HP
     if distill not in _BASE_UPDATE:         # the unchanged update, computed once per baseline (not per knob)
-        _BASE_UPDATE[distill] = jax.jit(P.make_update(ADAPTER, _reward, hp0, tx))(state, static, batch)[0]
+        _BASE_UPDATE[distill] = _jit(P.make_update(ADAPTER, _reward, hp0, tx))(state, static, batch)[0]
     base = _BASE_UPDATE[distill]
     hp = dataclasses.replace(hp0, **{name: value})
-    other = jax.jit(P.make_update(ADAPTER, _reward, hp, tx))(state, static, batch)[0]
+    other = _jit(P.make_update(ADAPTER, _reward, hp, tx))(state, static, batch)[0]
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(base.params), jax.tree.leaves(other.params)))
     assert diff > 1e-7, f"ppo.{name}={value!r} did not change the update"
 
@@ -325,7 +330,7 @@ def test_loss_at_the_rollout_parameters_is_the_mean_advantage(setup):
     mb = dict(batch=batch, tokens=tokens, x_in=roll.x_in, x_out=roll.x_out, logp=roll.logp,
               choice_state=roll.choice_state, logits=roll.logits, adv=adv, choice_adv=cadv,
               choice_target=P.choice_target(r, HP.choice_temperature))
-    total, m = jax.jit(lambda p: P.loss(ADAPTER, HP, p, static, mb, jax.random.PRNGKey(0)))(state.params)
+    total, m = _jit(lambda p: P.loss(ADAPTER, HP, p, static, mb, jax.random.PRNGKey(0)))(state.params)
     np.testing.assert_allclose(float(m["pg_loss"]), -float(jnp.mean(adv)), atol=1e-6)
     probs = jax.nn.softmax(roll.logits, -1)
     np.testing.assert_allclose(float(m["choice_loss"]), -float(jnp.mean(jnp.sum(probs * cadv, -1))), atol=1e-6)

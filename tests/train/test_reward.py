@@ -100,10 +100,15 @@ def test_loss_adds_the_weighted_ranking_term():
     labels["EP"] = jnp.asarray(rng.uniform(0, 1, (2, 5)), jnp.float32)
     epdms = jnp.asarray(rng.uniform(0, 1, (2, 5)), jnp.float32)
     rc = ml_collections.ConfigDict(dict(use_ec=False, epdms_weight=2.0, rank_weight=0.0, rank_scale=10.0))
+    rc1 = ml_collections.ConfigDict(dict(rc.to_dict(), rank_weight=1.5))
     pair = jnp.ones((5, 5))
-    total0, (terms0, out) = RW.loss(model, tok, traj, None, labels, epdms, rc, pair)
+    gd, st = nnx.split(model)
+
+    @jax.jit          # both losses in one call (dispatched op by op, the RWM compiles a hundred small kernels)
+    def losses(st, tok, traj, labels, epdms, pair):
+        m = nnx.merge(gd, st)
+        return tuple(RW.loss(m, tok, traj, None, labels, epdms, c, pair) for c in (rc, rc1))
+    (total0, (terms0, out)), (total1, (terms1, _)) = losses(st, tok, traj, labels, epdms, pair)
     assert set(SUB_SCORES) - {"EC"} <= set(terms0) and float(total0) == pytest.approx(float(terms0["total"]))
-    rc.rank_weight = 1.5
-    total1, (terms1, _) = RW.loss(model, tok, traj, None, labels, epdms, rc, pair)
     np.testing.assert_allclose(float(total1) - float(total0), 1.5 * float(terms1["rank"]), rtol=1e-5)
     assert out.ep.shape == (2, 5)
