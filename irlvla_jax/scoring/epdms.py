@@ -232,11 +232,7 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
                     in_axes=(0, 0, pv_ax, ref_ax))(scenes, trajectories, prev_trajectories, reference_poses)
     # Map flags and TLC light hits of the whole batch (not vmapped: the sparse pair lists of
     # metrics.batch_flags take real branches).
-    import os
-    if os.environ.get("FLAGS_MAP"):
-        fl = jax.lax.map(lambda a: metrics.scene_flags(*a), (scenes, prep["flag_rows"], prep["lights"]))
-    else:
-        fl = metrics.batch_flags(scenes, prep["flag_rows"], prep["lights"])
+    fl = metrics.batch_flags(scenes, prep["flag_rows"], prep["lights"])
 
     # NC and TTC (for the (trajectory, object) pairs that can touch only) and LK's route test, batch-wide.
     batch = _batch_metrics(scenes, prep, fl, modes)

@@ -78,16 +78,15 @@ def test_bad_inputs_raise_clear_errors(batches):
 def test_sharded_scoring_over_mesh_matches_one_device(batches):
     """The batch sharded over an 8-device 'data' axis: same scores as on one device, outputs sharded.
 
-    The one-device reference is the module's shared (tracked, direct) function at B = 15 (compiled once
-    for test_vectors and the test above; scenes are scored independently), so only the sharded program is
-    compiled here.
+    The sharded program scores the tracked mode only; the one-device reference is the module's shared
+    (tracked, direct) function at B = 15 (compiled once for test_vectors and the tests above; scenes are
+    scored independently and the modes share nothing but the planner), so one program is compiled here.
 
     Run in a watchdog thread: a batched LAPACK solve once deadlocked XLA:CPU's worker pool when the
     devices ran concurrently (rollout._chain_least_squares replaced it), which would hang, not fail."""
     import threading
     from jax.sharding import Mesh
     _, scenes, props, prevs, has = batches
-    modes = ("tracked", "direct")
     n_dev = len(jax.devices())
     assert 2 <= n_dev <= B, "tests run with --xla_force_host_platform_device_count=8 (tests/conftest.py)"
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
@@ -96,22 +95,21 @@ def test_sharded_scoring_over_mesh_matches_one_device(batches):
     out = {}
 
     def run():
-        out["sharded"] = jax.block_until_ready(E.make_scorer(modes, True, mesh=mesh)(*args))
+        out["sharded"] = jax.block_until_ready(E.make_scorer("tracked", True, mesh=mesh)(*args))
 
     th = threading.Thread(target=run, daemon=True)
     th.start()
     th.join(timeout=300)
     assert not th.is_alive(), "sharded scoring did not finish in 300 s (XLA:CPU deadlock?)"
     ref = np.arange(B)
-    one = E.make_scorer(modes, True)(S.index(scenes, ref), props[ref], prevs[ref], has[ref])
-    for mode in modes:
-        sharded = out["sharded"][mode]
-        assert sharded.EPDMS.shape == (n_dev, props.shape[1])
-        assert len(sharded.EPDMS.sharding.device_set) == n_dev
-        assert sharded.EPDMS.sharding.spec[0] == "data"
-        for k in E.Scores.__dataclass_fields__:
-            np.testing.assert_allclose(np.asarray(getattr(sharded, k)), np.asarray(getattr(one[mode], k))[:n_dev],
-                                       atol=1e-5, err_msg=f"{mode} {k}")
+    one = E.make_scorer(("tracked", "direct"), True)(S.index(scenes, ref), props[ref], prevs[ref], has[ref])["tracked"]
+    sharded = out["sharded"]
+    assert sharded.EPDMS.shape == (n_dev, props.shape[1])
+    assert len(sharded.EPDMS.sharding.device_set) == n_dev
+    assert sharded.EPDMS.sharding.spec[0] == "data"
+    for k in E.Scores.__dataclass_fields__:
+        np.testing.assert_allclose(np.asarray(getattr(sharded, k)), np.asarray(getattr(one, k))[:n_dev], atol=1e-5,
+                                   err_msg=k)
 
 
 def test_two_stage_weights():
