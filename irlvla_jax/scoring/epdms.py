@@ -28,11 +28,6 @@ from flax import struct
 from irlvla_jax.scoring import comfort, metrics, reference_planner, rollout
 
 SUB_SCORES = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
-# Map polygons (lanes, drivable areas) of more padded vertices than this take the batch-wide map flags;
-# smaller ones the per-scene flags. Measured on 2 CPU cores (flags of one jitted call): official-vector
-# scenes (224 / 160 vertices, 15 scenes x 18 plans) 24 ms batch-wide vs 32 ms per scene; tiny-world scenes
-# (32 vertices, 16 scenes x 64 plans) 80 ms batch-wide vs 28 ms per scene.
-BATCH_FLAGS_MIN_VERTICES = metrics.DENSE_POLYGON_VERTICES
 WEIGHTS = {"EP": 5.0, "TTC": 5.0, "LK": 2.0, "HC": 2.0, "EC": 2.0}
 PROGRESS_THRESHOLD = 5.0
 MODES = ("tracked", "direct")
@@ -235,13 +230,8 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
     pv_ax, ref_ax = None if prev_trajectories is None else 0, None if reference_poses is None else 0
     prep = jax.vmap(lambda sc, tr, pv, ref: _prepare_scene(sc, tr, pv, ref, modes),
                     in_axes=(0, 0, pv_ax, ref_ax))(scenes, trajectories, prev_trajectories, reference_poses)
-    # Map flags and TLC light hits (not vmapped: the sparse pair lists take real branches). On real-size
-    # maps one list for the whole batch; on small maps one per scene (lax.map), whose buckets fit each
-    # scene (see BATCH_FLAGS_MIN_VERTICES). The same flags either way.
-    if max(scenes.lane_polygons.shape[-2], scenes.drivable_polygons.shape[-2]) > BATCH_FLAGS_MIN_VERTICES:
-        fl = metrics.batch_flags(scenes, prep["flag_rows"], prep["lights"])
-    else:
-        fl = jax.lax.map(lambda a: metrics.scene_flags(*a), (scenes, prep["flag_rows"], prep["lights"]))
+    # Map flags and TLC light hits (not vmapped: the sparse pair lists take real branches).
+    fl = metrics.map_flags(scenes, prep["flag_rows"], prep["lights"])
 
     # NC and TTC (for the (trajectory, object) pairs that can touch only) and LK's route test, batch-wide.
     batch = _batch_metrics(scenes, prep, fl, modes)

@@ -380,6 +380,18 @@ def scene_flags(scene, states, lights=()):
     return jax.tree.map(lambda x: x[0], out)
 
 
+
+def map_flags(scenes, states, lights=()):
+    """:func:`batch_flags` of a batch, the sparse lists built the way that is faster for its map size (the
+    same flags either way): on real-size maps (polygons of more than DENSE_POLYGON_VERTICES padded
+    vertices) one list for the whole batch, on small maps one per scene (``lax.map`` of
+    :func:`scene_flags`). Measured on 2 CPU cores, one jitted call: official-vector scenes (224 / 160
+    vertices, 15 scenes x 18 plans) 24 ms batch-wide vs 32 ms per scene; tiny-world scenes (32 vertices,
+    16 scenes x 64 plans) 80 ms batch-wide vs 28 ms per scene."""
+    if max(scenes.lane_polygons.shape[-2], scenes.drivable_polygons.shape[-2]) > DENSE_POLYGON_VERTICES:
+        return batch_flags(scenes, states, lights)
+    return jax.lax.map(lambda a: scene_flags(*a), (scenes, states, lights))
+
 _COS2_AHEAD = float(np.cos(np.deg2rad(AHEAD_DEG)) ** 2)      # 0.75
 _COS2_BEHIND = float(np.cos(np.deg2rad(BEHIND_DEG)) ** 2)    # 0.75
 
