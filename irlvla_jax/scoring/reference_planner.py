@@ -393,7 +393,7 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets, sparse=False):
         a_prog = prog_all[:, t // 2 - 1]                                                      # [A]
         a_cand = cand_all[:, t // 2 - 1]
         ego_corners, _ = metrics.ego_boxes(jnp.concatenate([poses_prev, jnp.zeros((n_prop, 8))], axis=-1))
-        d_a = jax.vmap(lambda e: geo.polygon_distance(e[None], ac))(ego_corners)               # [5, A]
+        d_a = geo.rect_distances(ego_corners, ac)                                             # [5, A]
         if sparse:
             d_l = _light_distances_sparse(ego_corners, rows, owner, total, kl)                  # [5, kl]
         else:

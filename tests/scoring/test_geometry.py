@@ -108,6 +108,23 @@ def test_box_polygon_overlap_and_distance_match_shapely():
     np.testing.assert_allclose(dist, want_d, atol=1e-4)
 
 
+def test_rect_distances_equal_polygon_distance_and_shapely():
+    """The planar box-to-rectangles distance of the planner's leading-agent search: polygon_distance's
+    values (to float rounding) and shapely's, overlaps (0) included."""
+    def boxes(n):
+        return G.box_corners(jnp.asarray(RNG.uniform(-8, 8, (n, 2)), jnp.float32),
+                             jnp.asarray(RNG.uniform(-3, 3, n), jnp.float32),
+                             jnp.asarray(RNG.uniform(1, 6, n), jnp.float32), jnp.asarray(RNG.uniform(0.5, 3, n), jnp.float32))
+    ego, rects = boxes(5), boxes(40)
+    got = np.asarray(G.rect_distances(ego, rects))                                       # [5, 40]
+    dense = np.asarray(jax.vmap(lambda e: G.polygon_distance(e[None], rects))(ego))
+    want = np.array([[Polygon(np.asarray(e)).distance(Polygon(np.asarray(r))) for r in rects] for e in ego])
+    assert got.shape == (5, 40) and (want == 0).any() and (want > 0).any()
+    np.testing.assert_array_equal(got == 0, dense == 0)
+    np.testing.assert_allclose(got, dense, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
 def test_project_to_polyline_matches_shapely():
     line = np.cumsum(RNG.uniform(0.5, 3.0, (12, 2)) * [1.0, 0.3], axis=0)
     line = np.concatenate([line, np.repeat(line[-1:], 4, 0)])           # padding repeats the last point
