@@ -62,8 +62,9 @@ def _normalised_progress(raw, multi, ref_raw, ref_multi):
     return jnp.where(n > PROGRESS_THRESHOLD, jnp.clip(raw / jnp.where(n > 0, n, 1.0), 0.0, 1.0), 1.0)
 
 
-def _prepare_scene(scene, traj, prev, ref_poses, modes):
-    """Stage 1 for one scene: the reference planner's proposals and every rollout.
+def _prepare_scene(scene, traj, prev, plan_refs, ctx_fc, modes):
+    """Stage 1 for one scene: every rollout, given PDM-Closed's proposals ``plan_refs [15, 41, 3]`` and
+    forecast context ``ctx_fc`` (``reference_planner.proposals_batch``, computed batch-wide).
 
     One rollout call serves everything: PDM-Closed's 15 proposals, the N agent trajectories, the expert,
     and the N previous plans. Returns a dict: plan_refs [15, 41, 3], ctx_fc (the planner's forecast
@@ -71,11 +72,6 @@ def _prepare_scene(scene, traj, prev, ref_poses, modes):
     distinct state sequences whose map flags are needed), lights ((light_poly, red) of ctx_fc, ctx_log).
     """
     n = traj.shape[0]
-    if ref_poses is None:
-        plan_refs, ctx_fc = reference_planner.proposals(scene)
-    else:
-        plan_refs, ctx_fc = jnp.broadcast_to(ref_poses, (15,) + ref_poses.shape), \
-            reference_planner.forecast_context(scene)
     n_plan = plan_refs.shape[0]
     init = rollout.ego_state_array(scene.ego_state)
     refs = [plan_refs, rollout.interpolate_poses(traj), rollout.interpolate_poses(scene.expert_future)[None]]
@@ -227,9 +223,16 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
 
     modes = (mode,) if isinstance(mode, str) else tuple(mode)
 
-    pv_ax, ref_ax = None if prev_trajectories is None else 0, None if reference_poses is None else 0
-    prep = jax.vmap(lambda sc, tr, pv, ref: _prepare_scene(sc, tr, pv, ref, modes),
-                    in_axes=(0, 0, pv_ax, ref_ax))(scenes, trajectories, prev_trajectories, reference_poses)
+    pv_ax = None if prev_trajectories is None else 0
+    # PDM-Closed's proposals, batch-wide (its leading-agent loop runs once for the whole batch).
+    if reference_poses is None:
+        plan_refs, ctx_fc = reference_planner.proposals_batch(scenes)
+    else:
+        reference_poses = jnp.asarray(reference_poses, jnp.float32)
+        plan_refs = jnp.broadcast_to(reference_poses[:, None], (b, 15) + reference_poses.shape[1:])
+        ctx_fc = jax.vmap(reference_planner.forecast_context)(scenes)
+    prep = jax.vmap(lambda sc, tr, pv, pr, cf: _prepare_scene(sc, tr, pv, pr, cf, modes),
+                    in_axes=(0, 0, pv_ax, 0, 0))(scenes, trajectories, prev_trajectories, plan_refs, ctx_fc)
     # Map flags and TLC light hits (not vmapped: the sparse pair lists take real branches).
     fl = metrics.map_flags(scenes, prep["flag_rows"], prep["lights"])
 
@@ -269,6 +272,9 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
     if "data" not in mesh.axis_names:
         raise ValueError(f"mesh has no 'data' axis (axes {mesh.axis_names})")
     shard = NamedSharding(mesh, P("data"))
+    # Each device scores its own scenes (shard_map): the batch-wide loops (the planner's packed light
+    # rows, the sparse pair lists) then run over the local scenes, with no communication.
+    local = jax.jit(jax.shard_map(jitted, mesh=mesh, in_specs=P("data"), out_specs=P("data"), check_vma=False))
 
     def wrapped(scenes, traj, prev=None, has_prev=None):
         size = mesh.shape["data"]
@@ -276,7 +282,7 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
         if b % size:
             raise ValueError(f"batch of {b} scenes is not a multiple of the mesh 'data' axis ({size})")
         put = lambda x: None if x is None else jax.device_put(x, shard)
-        return jitted(jax.tree.map(put, scenes), put(traj), put(prev), put(has_prev))
+        return local(jax.tree.map(put, scenes), put(traj), put(prev), put(has_prev))
 
     wrapped.jitted = jitted
     return wrapped

@@ -196,18 +196,24 @@ def _over_edge_chunks(rows, owner, total, k, init, body):
     return jax.lax.while_loop(lambda c: c[0] < total, step, (jnp.int32(0), init))[1]
 
 
-def _box_edge_terms(box_frame, ch):
-    """Box-frame terms of ``geo._box_polygon_local`` / ``geo.polygon_distance`` for boxes [P] and edges
-    ``ch [C, 4]``, the same elementwise formulas -> (edge touches box, ray crossing of the box's
-    front-left corner, squared distance of the edge's start vertex to the box), each [P, C]."""
-    c, u, w, hl, hw = box_frame
-    lx, ly = geo.to_box(ch[None, :, 0:2], c, u, w)
-    nx, ny = geo.to_box(ch[None, :, 2:4], c, u, w)
+def _edge_terms(c, u, w, hl, hw, e):
+    """Box-frame terms of ``geo._box_polygon_local`` / ``geo.polygon_distance``, the same elementwise
+    formulas, for box frames (``c, u, w [..., 2]``, ``hl, hw [...]``) and edges ``e [..., 4]`` (x0, y0, x1,
+    y1) broadcast together -> (edge touches box, ray crossing of the box's front-left corner, squared
+    distance of the edge's start vertex to the box), each [...]."""
+    lx, ly = geo.to_box(e[..., None, 0:2], c, u, w)                          # [..., 1]
+    nx, ny = geo.to_box(e[..., None, 2:4], c, u, w)
     touch = geo.segments_hit_box(lx, ly, nx, ny, hl, hw)
     cross = geo.crossings(hl[..., None], hw[..., None], lx, ly, nx, ny)
     dx = jnp.maximum(jnp.abs(lx) - hl[..., None], 0.0)
     dy = jnp.maximum(jnp.abs(ly) - hw[..., None], 0.0)
-    return touch, cross, dx * dx + dy * dy
+    return touch[..., 0], cross[..., 0], (dx * dx + dy * dy)[..., 0]
+
+
+def _box_edge_terms(box_frame, ch):
+    """:func:`_edge_terms` of boxes [P] (a ``geo.box_frame``) and edges ``ch [C, 4]`` -> each [P, C]."""
+    c, u, w, hl, hw = box_frame
+    return _edge_terms(c[:, None], u[:, None], w[:, None], hl[:, None], hw[:, None], ch[None])
 
 
 def _per_owner(oh, x, fill, op):
@@ -215,26 +221,50 @@ def _per_owner(oh, x, fill, op):
     return op(jnp.where(oh[None], x[:, None, :], fill), axis=-1)
 
 
-def _light_distances_sparse(ego_corners, rows, owner, total, k):
-    """``geo.polygon_distance`` of each ego box [P, 4, 2] to each of the k packed polygons -> [P, k]
-    (bit-identical on the polygons that have rows; meaningless on the others)."""
-    frame = geo.box_frame(ego_corners)
-    p = ego_corners.shape[0]
+PACK_CHUNK = 64     # packed rows per loop step of the batch-wide light distances
 
-    def body(ch, oh, acc):
-        d2v, d2c, hit, par = acc
-        touch, cross, dv = _box_edge_terms(frame, ch)
-        dc = jnp.min(geo.point_segment_d2(ego_corners[:, :, None, :], ch[None, None, :, 0:2],
-                                          ch[None, None, :, 2:4]), axis=1)                   # [P, C]
-        return (jnp.minimum(d2v, _per_owner(oh, dv, jnp.inf, jnp.min)),
-                jnp.minimum(d2c, _per_owner(oh, dc, jnp.inf, jnp.min)),
-                hit | _per_owner(oh, touch, False, jnp.any),
-                par + _per_owner(oh, cross.astype(jnp.int32), 0, jnp.sum))
 
-    inf = jnp.full((p, k), jnp.inf, ego_corners.dtype)
-    d2v, d2c, hit, par = _over_edge_chunks(rows, owner, total, k, (inf, inf, jnp.zeros((p, k), bool),
-                                                                   jnp.zeros((p, k), jnp.int32)), body)
-    return jnp.where(hit | (par % 2 == 1), 0.0, jnp.sqrt(jnp.minimum(d2v, d2c)))
+def _pack_rows(rows, owner, total, k):
+    """The packed edge rows of every (scene, path) element (``rows [B, P, E, 4]``, ``owner [B, P, E]``,
+    ``total [B, P]`` of :func:`_edge_rows`) packed again batch-wide, element after element -> dict(rows
+    [G, 4], owner [G] (element x k + light; B P k for filler rows), total (traced int)), G = B P E rounded
+    up to a multiple of PACK_CHUNK: the loop over them runs to the batch's sum of rows, not B P times
+    its longest element."""
+    nb, e = rows.shape[0] * rows.shape[1], rows.shape[2]
+    rows, owner, total = rows.reshape(nb, e, 4), owner.reshape(nb, e), total.reshape(nb)
+    end = jnp.cumsum(total)
+    size = -(-(nb * e) // PACK_CHUNK) * PACK_CHUNK
+    pos = jnp.arange(size, dtype=jnp.int32)
+    el = jnp.clip(jnp.searchsorted(end, pos, side="right"), 0, nb - 1)
+    j = jnp.clip(pos - (end - total)[el], 0, e - 1)
+    own = jnp.where(pos < end[-1], el * k + owner[el, j], nb * k)
+    return dict(rows=rows[el, j], owner=own, total=end[-1])
+
+
+def _light_distances_packed(corners, packed, k):
+    """``geo.polygon_distance`` of the ego boxes ``corners [B, P, n, 4, 2]`` of every element to its k
+    selected lights, from the batch-wide rows of :func:`_pack_rows` -> [B, P, n, k] (meaningless for lights
+    without rows)."""
+    b, p, n = corners.shape[:3]
+    nb = b * p
+    cf = corners.reshape(nb, n, 4, 2)
+    frame = geo.box_frame(cf)                                                  # [nb, n, ...]
+
+    def step(c):
+        i0, (d2v, d2c, hit, par) = c
+        ch = jax.lax.dynamic_slice_in_dim(packed["rows"], i0, PACK_CHUNK)       # [C, 4]
+        own = jax.lax.dynamic_slice_in_dim(packed["owner"], i0, PACK_CHUNK)     # [C]
+        el = jnp.minimum(own // k, nb - 1)
+        touch, cross, dv = _edge_terms(*(jnp.swapaxes(x[el], 0, 1) for x in frame), ch[None])   # [n, C]
+        dc = jnp.min(geo.point_segment_d2(jnp.moveaxis(cf[el], 0, 2), ch[:, 0:2], ch[:, 2:4]), axis=1)
+        return i0 + PACK_CHUNK, (d2v.at[own].min(dv.T), d2c.at[own].min(dc.T), hit.at[own].max(touch.T),
+                                 par.at[own].add(cross.T.astype(jnp.int32)))
+
+    inf = jnp.full((nb * k + 1, n), jnp.inf, corners.dtype)
+    init = (inf, inf, jnp.zeros((nb * k + 1, n), bool), jnp.zeros((nb * k + 1, n), jnp.int32))
+    d2v, d2c, hit, par = jax.lax.while_loop(lambda c: c[0] < packed["total"], step, (jnp.int32(0), init))[1]
+    d = jnp.where(hit | (par % 2 == 1), 0.0, jnp.sqrt(jnp.minimum(d2v, d2c)))[:-1]
+    return jnp.swapaxes(d.reshape(b, p, k, n), -1, -2)
 
 
 def _corridor_hits_sparse(rect, seg_ok, joints, joint_ok, half_w, rows, owner, total, k):
@@ -323,12 +353,11 @@ def _interp_pose(s, prog, pts, hun):
     return jnp.concatenate([xyh[..., :2], geo.normalize_angle(xyh[..., 2:])], axis=-1)
 
 
-def _unroll_path(scene, ctx, pts, hun, prog, targets, sparse=False):
-    """IDM unroll of the 5 speed proposals along one path -> reference poses [5, 41, 3]."""
-    n_prop = targets.shape[0]
-    length = prog[-1]
+def _path_setup(scene, ctx, pts, hun, prog, targets, sparse):
+    """Everything of one path's IDM unroll that does not depend on the unrolled state: the corridor, the
+    selected red lights (with ``sparse``: their packed edge rows), the objects' corridor tests and path
+    progress at every leading-agent step. -> dict of arrays (the ``path`` of :func:`_lead_record` / :func:`_idm`)."""
     ego_s = geo.project_to_polyline(jnp.zeros((1, 2)), pts)[0][0]
-    v_ego = scene.ego_state[3]
     seg_ok, a, b, u, rect, joints, joint_ok = _corridor(pts, prog, ego_s, targets)
     half_w = rollout.HALF_WIDTH
 
@@ -349,6 +378,7 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets, sparse=False):
     kl = min(MAX_LIGHTS, key.shape[0])
     order = jnp.argsort(key)[:kl]
     sel_poly, sel_prog = scene.light_polygons[order], light_prog_all[order]
+    out = dict(ego_s=ego_s, sel_prog=sel_prog, pts=pts, hun=hun, prog=prog, targets=targets)
     if sparse:
         # Only red lights can lead: a light with lead_light False (not red at t = 0 -- the observation
         # holds the t = 0 state for the whole unroll --, off-route, invalid, or already around the ego)
@@ -370,9 +400,11 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets, sparse=False):
         sel_ok = lead & near & _corridor_hits_sparse(rect, seg_ok, joints, joint_ok, half_w, rows, owner,
                                                      total, kl)
         # The per-step distances are needed only for the lights that can lead: rows of those alone.
-        rows, owner, total = _edge_rows(sel_poly, sel_ok)
+        out["rows"], out["owner"], out["total"] = _edge_rows(sel_poly, sel_ok)
     else:
         sel_ok = ctx["lead_light"][order] & in_corridor(sel_poly)
+        out["sel_poly"] = sel_poly
+    out["sel_ok"] = sel_ok
 
     # The forecast objects do not depend on the proposals: their corridor tests and path progress at
     # every leading-agent step (t = 2, 4, ..., 40) are computed up front, outside the unroll loop.
@@ -386,86 +418,130 @@ def _unroll_path(scene, ctx, pts, hun, prog, targets, sparse=False):
                                    pts).reshape(cand_all.shape)                              # [A, 20]
     else:
         prog_all = geo.project_to_polyline(ctx["center"][:, t_lead], pts)[0]                 # [A, 20]
+    out.update(cand_all=cand_all, prog_all=prog_all)
+    return out
 
-    def lead_update(t, poses_prev, s_prev, buf_init):
-        """NAVSIM's leading-agent search at step t (even): records [5, 3] (progress, velocity, rear length)."""
-        ac = ctx["corners"][:, t]                                                             # [A, 4, 2]
-        a_prog = prog_all[:, t // 2 - 1]                                                      # [A]
-        a_cand = cand_all[:, t // 2 - 1]
-        ego_corners, _ = metrics.ego_boxes(jnp.concatenate([poses_prev, jnp.zeros((n_prop, 8))], axis=-1))
-        d_a = geo.rect_distances(ego_corners, ac)                                             # [5, A]
-        if sparse:
-            d_l = _light_distances_sparse(ego_corners, rows, owner, total, kl)                  # [5, kl]
-        else:
-            d_l = jax.vmap(lambda e: geo.polygon_distance(e[None], sel_poly))(ego_corners)     # [5, kl]
-        ok_a = a_cand[None] & (a_prog[None] > s_prev[:, None])
-        ok_l = sel_ok[None] & (sel_prog[None] > s_prev[:, None])
-        # Objects come before lights in NAVSIM's token order (argmin takes the first minimum).
-        d_all = jnp.concatenate([jnp.where(ok_a, d_a, jnp.inf), jnp.where(ok_l, d_l, jnp.inf)], axis=-1)
-        k = jnp.argmin(d_all, axis=-1)
-        dist = jnp.min(d_all, axis=-1)
-        found = jnp.isfinite(dist)
-        is_red = k >= ac.shape[0]
-        ka = jnp.minimum(k, ac.shape[0] - 1)
-        rel = geo.normalize_angle(ctx["heading0"][ka] - poses_prev[:, 2])
-        lvel = jnp.where(scene.agent_type[ka] == AGENT_STATIC, 0.0, ctx["speed0"][ka] * jnp.cos(rel))
-        lprog = s_prev + dist
-        # NAVSIM quirk: one leading-agent buffer reused across the 5 proposals of a path, so fields
-        # not written for one proposal leak from the previous one.
-        buf = buf_init
-        recs = []
-        for j in range(n_prop):
-            buf = jnp.where(found[j],
-                            buf.at[0].set(lprog[j]).at[1].set(jnp.where(is_red[j], buf[1], lvel[j])),
-                            buf.at[0].set(length).at[2].set(EGO_LENGTH / 2))
-            recs.append(buf)
-        return jnp.stack(recs)
 
-    def idm(s, v, lead):
-        x_lead, v_lead, lr = lead[:, 0], lead[:, 1], lead[:, 2]
-        s_star = MIN_GAP + v * HEADWAY + v * (v - v_lead) / (2 * np.sqrt(A_MAX * B_MAX))
-        s_alpha = jnp.maximum(x_lead - s - lr, MIN_GAP)
-        acc = jnp.clip(A_MAX * (1 - (v / targets) ** EXPONENT - (s_star / s_alpha) ** 2), -B_MAX, A_MAX)
-        s_new, v_new = s + DT * v, v + DT * acc
-        return s_new, v_new, _interp_pose(s_new, prog, pts, hun)
+def _lead_record(path, ctx, agent_type, t, poses_prev, s_prev, ego_corners, d_l):
+    """NAVSIM's leading-agent search at step t (even) along one path: records [5, 3] (progress, velocity,
+    rear length) of the 5 proposals, given the ego boxes [5, 4, 2] at their poses and the distances
+    d_l [5, kl] to the selected lights."""
+    n_prop = poses_prev.shape[0]
+    ac = ctx["corners"][:, t]                                                             # [A, 4, 2]
+    a_prog = path["prog_all"][:, t // 2 - 1]                                              # [A]
+    a_cand = path["cand_all"][:, t // 2 - 1]
+    d_a = geo.rect_distances(ego_corners, ac)                                             # [5, A]
+    ok_a = a_cand[None] & (a_prog[None] > s_prev[:, None])
+    ok_l = path["sel_ok"][None] & (path["sel_prog"][None] > s_prev[:, None])
+    # Objects come before lights in NAVSIM's token order (argmin takes the first minimum).
+    d_all = jnp.concatenate([jnp.where(ok_a, d_a, jnp.inf), jnp.where(ok_l, d_l, jnp.inf)], axis=-1)
+    k = jnp.argmin(d_all, axis=-1)
+    dist = jnp.min(d_all, axis=-1)
+    found = jnp.isfinite(dist)
+    is_red = k >= ac.shape[0]
+    ka = jnp.minimum(k, ac.shape[0] - 1)
+    rel = geo.normalize_angle(ctx["heading0"][ka] - poses_prev[:, 2])
+    lvel = jnp.where(agent_type[ka] == AGENT_STATIC, 0.0, ctx["speed0"][ka] * jnp.cos(rel))
+    lprog = s_prev + dist
+    # NAVSIM quirk: one leading-agent buffer reused across the 5 proposals of a path, so fields
+    # not written for one proposal leak from the previous one.
+    buf = jnp.zeros(3)
+    recs = []
+    for j in range(n_prop):
+        buf = jnp.where(found[j],
+                        buf.at[0].set(lprog[j]).at[1].set(jnp.where(is_red[j], buf[1], lvel[j])),
+                        buf.at[0].set(path["prog"][-1]).at[2].set(EGO_LENGTH / 2))
+        recs.append(buf)
+    return jnp.stack(recs)
 
-    s0 = jnp.full((n_prop,), ego_s)
-    poses0 = jnp.broadcast_to(_interp_pose(ego_s, prog, pts, hun), (n_prop, 3))
+
+def _idm(path, s, v, lead):
+    """One IDM step of the 5 proposals along a path -> (s, v, poses [5, 3])."""
+    x_lead, v_lead, lr = lead[:, 0], lead[:, 1], lead[:, 2]
+    s_star = MIN_GAP + v * HEADWAY + v * (v - v_lead) / (2 * np.sqrt(A_MAX * B_MAX))
+    s_alpha = jnp.maximum(x_lead - s - lr, MIN_GAP)
+    acc = jnp.clip(A_MAX * (1 - (v / path["targets"]) ** EXPONENT - (s_star / s_alpha) ** 2), -B_MAX, A_MAX)
+    s_new, v_new = s + DT * v, v + DT * acc
+    return s_new, v_new, _interp_pose(s_new, path["prog"], path["pts"], path["hun"])
+
+
+def _unroll(scenes, ctx, paths, sparse):
+    """IDM unroll of the 5 speed proposals along every path of every scene -> reference poses
+    [B, P, 5, 41, 3]. ``paths``: :func:`_path_setup` of each (scene, path), leading axes [B, P]; ``ctx``
+    the scenes' forecast contexts [B]. The loop over time runs once for the whole batch, so the light
+    distances (sparse) are computed over the batch's packed edge rows, not to the longest element."""
+    over = lambda f, ax: jax.vmap(jax.vmap(f, in_axes=ax), in_axes=ax)     # noqa: E731  [B, P] elements
+    # The scene's context and agent types are shared by its paths; t by everything.
+    lead_fn = jax.vmap(jax.vmap(_lead_record, in_axes=(0, None, None, None, 0, 0, 0, 0)),
+                       in_axes=(0, 0, 0, None, 0, 0, 0, 0))
+    idm_fn = over(_idm, (0, 0, 0, 0))
+    boxes_fn = over(lambda poses: metrics.ego_boxes(jnp.concatenate([poses, jnp.zeros(poses.shape[:-1] + (8,))],
+                                                                    axis=-1))[0], (0,))
+    if sparse:
+        kl = paths["sel_ok"].shape[-1]
+        packed = _pack_rows(paths["rows"], paths["owner"], paths["total"], kl)
+
+        def light_fn(corners):
+            return _light_distances_packed(corners, packed, kl)
+    else:
+        dense = over(lambda e, poly: jax.vmap(lambda b: geo.polygon_distance(b[None], poly))(e), (0, 0))
+
+        def light_fn(corners):
+            return dense(corners, paths["sel_poly"])
+
+    def lead_update(t, poses, s):
+        corners = boxes_fn(poses)                                                         # [B, P, 5, 4, 2]
+        return lead_fn(paths, ctx, scenes.agent_type, t, poses, s, corners, light_fn(corners))
+
+    n_prop = paths["targets"].shape[-1]
+    s0 = jnp.broadcast_to(paths["ego_s"][..., None], paths["targets"].shape)
+    poses0 = over(lambda p, s: jnp.broadcast_to(_interp_pose(s, p["prog"], p["pts"], p["hun"]), (n_prop, 3)),
+                  (0, 0))(paths, paths["ego_s"])
+    v_ego = jnp.broadcast_to(scenes.ego_state[:, None, 3:4], s0.shape)
     # t = 1: NAVSIM quirk, the leading-agent record is still the all-zero one of t = 0.
-    s1, v1, p1 = idm(s0, jnp.full((n_prop,), v_ego), jnp.zeros((n_prop, 3)))
+    s1, v1, p1 = idm_fn(paths, s0, v_ego, jnp.zeros(s0.shape + (3,)))
 
     def double_step(carry, t):
         s, v, poses = carry                                   # state at t - 1 (t even)
-        lead = lead_update(t, poses, s, jnp.zeros(3))
-        s_a, v_a, p_a = idm(s, v, lead)                       # step t
-        s_b, v_b, p_b = idm(s_a, v_a, lead)                   # step t + 1 reuses the record
+        lead = lead_update(t, poses, s)
+        s_a, v_a, p_a = idm_fn(paths, s, v, lead)             # step t
+        s_b, v_b, p_b = idm_fn(paths, s_a, v_a, lead)         # step t + 1 reuses the record
         return (s_b, v_b, p_b), (p_a, p_b)
 
     ts = jnp.arange(2, T - 1, 2)                              # 2, 4, ..., 38 -> steps 2..39
     (s39, v39, p39), (pa, pb) = jax.lax.scan(double_step, (s1, v1, p1), ts)
-    lead40 = lead_update(T - 1, p39, s39, jnp.zeros(3))
-    _, _, p40 = idm(s39, v39, lead40)
-    mid = jnp.stack([pa, pb], axis=1).reshape(-1, n_prop, 3)  # steps 2..39
-    traj = jnp.concatenate([poses0[None], p1[None], mid, p40[None]], axis=0)       # [41, 5, 3]
-    return jnp.moveaxis(traj, 0, 1)
+    _, _, p40 = idm_fn(paths, s39, v39, lead_update(T - 1, p39, s39))
+    mid = jnp.stack([pa, pb], axis=1).reshape((-1,) + pa.shape[1:])                   # steps 2..39
+    traj = jnp.concatenate([poses0[None], p1[None], mid, p40[None]], axis=0)          # [41, B, P, 5, 3]
+    return jnp.moveaxis(traj, 0, -2)
+
+
+def proposals_batch(scenes, ctx=None, sparse=None):
+    """PDM-Closed's 15 reference proposals [B, 15, 41, 3] of a Scene batch (3 paths x 5 speeds, path-major)
+    and their forecast contexts [B].
+
+    ``sparse`` (static): the compact-edge light path (the same proposals); None picks it for light
+    polygons of more than SPARSE_MIN_VERTICES vertices."""
+    ctx = jax.vmap(forecast_context)(scenes) if ctx is None else ctx
+    if sparse is None:
+        sparse = scenes.light_polygons.shape[-2] > SPARSE_MIN_VERTICES
+    targets = jnp.asarray(SPEED_FRACTIONS) * jax.vmap(starting_speed_limit)(scenes)[:, None]   # [B, 5]
+
+    def setup(scene, c, tg, off):
+        pts, hun, prog = _path(scene.route, scene.route_valid, off)
+        return _path_setup(scene, c, pts, hun, prog, tg, sparse)
+
+    offsets = jnp.asarray(LATERAL_OFFSETS)
+    paths = jax.vmap(lambda s, c, tg: jax.vmap(lambda off: setup(s, c, tg, off))(offsets))(scenes, ctx, targets)
+    traj = _unroll(scenes, ctx, paths, sparse)                                        # [B, 3, 5, 41, 3]
+    return traj.reshape(traj.shape[0], -1, T, 3), ctx
 
 
 def proposals(scene, ctx=None, sparse=None):
-    """PDM-Closed's 15 reference proposals [15, 41, 3] (3 paths x 5 speeds, path-major) and its context.
-
-    ``sparse`` (static): the compact-edge light path (bit-identical results); None picks it for light
-    polygons of more than SPARSE_MIN_VERTICES vertices."""
-    ctx = forecast_context(scene) if ctx is None else ctx
-    if sparse is None:
-        sparse = scene.light_polygons.shape[-2] > SPARSE_MIN_VERTICES
-    limit = starting_speed_limit(scene)
-    targets = jnp.asarray(SPEED_FRACTIONS) * limit
-
-    def one_path(off):
-        pts, hun, prog = _path(scene.route, scene.route_valid, off)
-        return _unroll_path(scene, ctx, pts, hun, prog, targets, sparse)
-
-    return jax.vmap(one_path)(jnp.asarray(LATERAL_OFFSETS)).reshape(-1, T, 3), ctx
+    """:func:`proposals_batch` of one scene -> ([15, 41, 3], ctx)."""
+    one = lambda x: x[None]                                                            # noqa: E731
+    refs, c = proposals_batch(jax.tree.map(one, scene), None if ctx is None else jax.tree.map(one, ctx), sparse)
+    return refs[0], jax.tree.map(lambda x: x[0], c)
 
 
 def select(m):
