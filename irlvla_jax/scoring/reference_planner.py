@@ -288,6 +288,25 @@ def _corridor_hits_sparse(rect, seg_ok, joints, joint_ok, half_w, rows, owner, t
     return hit_rect | hit_disc
 
 
+SEGMENT_CHUNK = 16   # corridor segments per loop step of the objects' corridor test
+
+
+def _over_corridor(seg_ok, fn, init):
+    """Folds ``fn(idx [SEGMENT_CHUNK] segment indices, ok [SEGMENT_CHUNK] (inside the range), acc)`` over
+    the segments from the corridor's first to its last valid one (a while loop: the corridor is a short
+    stretch of a long route, and every quantity taken from it is an any over its valid segments)."""
+    k = seg_ok.shape[0]
+    lo = jnp.argmax(seg_ok)
+    hi = jnp.where(jnp.any(seg_ok), k - jnp.argmax(seg_ok[::-1]), lo)
+
+    def step(c):
+        i, acc = c
+        idx = i + jnp.arange(SEGMENT_CHUNK)
+        return i + SEGMENT_CHUNK, fn(jnp.minimum(idx, k - 1), idx < hi, acc)
+
+    return jax.lax.while_loop(lambda c: c[0] < hi, step, (lo.astype(jnp.int32), init))[1]
+
+
 def _corridor(pts, prog, ego_s, targets):
     """The driving corridor of a path: path vertices with progress in [ego_s, ego_s + max target x 5 s],
     buffered by half the ego width with square caps. -> (seg_ok [K], a, b [K, 2] (segment ends, the end
@@ -409,9 +428,15 @@ def _path_setup(scene, ctx, pts, hun, prog, targets, sparse):
     # The forecast objects do not depend on the proposals: their corridor tests and path progress at
     # every leading-agent step (t = 2, 4, ..., 40) are computed up front, outside the unroll loop.
     t_lead = jnp.arange(2, T, 2)
-    cand_all = _boxes_in_corridor(ctx["center"][:, t_lead], ctx["heading0"][:, None],
-                                  0.5 * scene.agent_boxes[:, 0, 3:4], 0.5 * scene.agent_boxes[:, 0, 4:5],
-                                  a, b, u, seg_ok, joints, joint_ok, half_w) & a_valid0[:, None]  # [A, 20]
+    box_args = (ctx["center"][:, t_lead], ctx["heading0"][:, None], 0.5 * scene.agent_boxes[:, 0, 3:4],
+                0.5 * scene.agent_boxes[:, 0, 4:5])
+
+    def corridor_chunk(idx, ok, acc):
+        return acc | _boxes_in_corridor(*box_args, a[idx], b[idx], u[idx], seg_ok[idx] & ok, joints[idx],
+                                        joint_ok[idx] & ok, half_w)
+
+    cand_all = _over_corridor(seg_ok, corridor_chunk, jnp.zeros(box_args[0].shape[:2], bool)) \
+        & a_valid0[:, None]                                                                      # [A, 20]
     if sparse:
         # Progress matters only where the object is a candidate (ok_a below): those pairs alone.
         prog_all = _project_masked(ctx["center"][:, t_lead].reshape(-1, 2), cand_all.reshape(-1),
