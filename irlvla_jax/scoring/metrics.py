@@ -186,7 +186,7 @@ def _blocks(count, block, step, init):
                               (jnp.int32(0), init))[1]
 
 
-def sparse_pairs(rel, fn, buckets, dense=None, block=None):
+def sparse_pairs(rel, fn, buckets, dense=None, block=None, overflow_block=None):
     """Evaluate ``fn`` on the True pairs of ``rel [G, L]`` only -> ``[G, L, ...]`` (False elsewhere).
 
     ``fn(g [n], l [n], ok [n]) -> bool [n, ...]`` computes n pairs (``ok`` False on padding entries,
@@ -194,7 +194,9 @@ def sparse_pairs(rel, fn, buckets, dense=None, block=None):
     ``buckets`` (then G x L) holding them all, each size a branch of a lax.switch (call it on the whole
     batch, not under vmap, or every branch runs), and given to ``fn`` all at once, or ``block`` at a time
     (:func:`_blocks`). ``dense()`` (optional) gives the [G, L, ...] results of all pairs at once instead of
-    the last branch (masked by ``rel`` here)."""
+    the last branch (masked by ``rel`` here); with ``overflow_block`` the last branch (more pairs than the
+    last bucket) lists them all and evaluates them ``overflow_block`` at a time instead (work follows the
+    count: many trajectories per scene, as in vocabulary scoring, stay sparse)."""
     g_n, l_n = rel.shape
     total = g_n * l_n
     count = jnp.sum(rel, dtype=jnp.int32)
@@ -207,16 +209,17 @@ def sparse_pairs(rel, fn, buckets, dense=None, block=None):
         def f(_):
             if n == 0:
                 return jnp.zeros((g_n, l_n) + out.shape[1:], out.dtype)
-            if n == total and dense is not None:
+            k = overflow_block if n == total and overflow_block is not None else block
+            if n == total and dense is not None and k is None:
                 val = dense()
                 return val & rel.reshape(rel.shape + (1,) * (val.ndim - 2))
-            if n == total and block is None:
+            if n == total and k is None:
                 idx = jnp.arange(total)
                 val = fn(idx // l_n, idx % l_n, rel.reshape(-1))
                 return (val & rel.reshape((total,) + (1,) * (val.ndim - 1))).reshape((g_n, l_n) + out.shape[1:])
-            m = n if block is None else -(-n // block) * block
+            m = n if k is None else -(-n // k) * k
             g, l = _bit_slots(words, m)
-            k = m if block is None else block
+            k = m if k is None else k
 
             def step(i0, acc):
                 gb, lb = jax.lax.dynamic_slice_in_dim(g, i0, k), jax.lax.dynamic_slice_in_dim(l, i0, k)
@@ -225,7 +228,7 @@ def sparse_pairs(rel, fn, buckets, dense=None, block=None):
                 return acc.at[jnp.where(ok, gb * l_n + lb, total)].set(val, mode="drop")
 
             acc = jnp.zeros((total,) + out.shape[1:], out.dtype)
-            acc = step(0, acc) if block is None else _blocks(count, k, step, acc)
+            acc = step(0, acc) if k == m else _blocks(count, k, step, acc)
             return acc.reshape((g_n, l_n) + out.shape[1:])
         return f
 
@@ -319,11 +322,7 @@ def _points_in_map(pts, box, polys, valid, r):
             px[g[i]], py[g[i]], tuple(e[pl[i] * nc + k] for e in edges)), TRIPLE_BUCKETS, dense, TRIPLE_BLOCK)
         return counts % 2 == 1
 
-    def dense():                                           # every pair, one edge at a time
-        inside = geo.points_in_polygon(pts[:, :, None], polys[:, None], max_dense=1)       # [B, G, L, P]
-        return inside.reshape(b_n * g_n, l_n, p_n)
-
-    return sparse_pairs(rel, fn, PAIR_BUCKETS, dense).reshape(b_n, g_n, l_n, p_n)
+    return sparse_pairs(rel, fn, PAIR_BUCKETS, overflow_block=PAIR_BUCKETS[-1]).reshape(b_n, g_n, l_n, p_n)
 
 
 def _lights_hit(corners, box, light_poly, red):

@@ -84,6 +84,12 @@ def test_sparse_pairs_fills_and_scatters():
     want = np.asarray(rel)[..., None] & np.stack([np.ones_like(g, bool), (g + l) % 2 == 0], -1)
     for buckets in ((), (1,), (0, 64), (int(rel.sum()),)):
         np.testing.assert_array_equal(np.asarray(jax.jit(lambda r: M.sparse_pairs(r, fn, buckets))(rel)), want)
+    # More pairs than the last bucket: listed and evaluated overflow_block at a time (3 and 4 do not
+    # divide the 10 pairs, so the last block is partly padding).
+    assert int(rel.sum()) == 10
+    for block in (3, 4, 64):
+        got = jax.jit(lambda r: M.sparse_pairs(r, fn, (1,), overflow_block=block))(rel)
+        np.testing.assert_array_equal(np.asarray(got), want)
 
 
 @pytest.mark.parametrize("gap", [0.5, 0.9, 1.1, 2.0, -0.5])
