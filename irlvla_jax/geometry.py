@@ -134,25 +134,40 @@ def _ray_crossing(px, py, x0, y0, x1, y1):
     return straddle & (px < x0 + (py - y0) * (x1 - x0) / dy)
 
 
-def points_in_polygon(points, poly, vmask=None, max_dense: int = 16):
+def points_in_polygon(points, poly, vmask=None, max_dense: int = 16, points_minor: bool = False):
     """Crossing-number test: ``points [..., P, 2]`` in ``poly [..., V, 2]`` -> bool [..., P].
 
     Points exactly on the boundary may go either way (measure zero). ``vmask`` is unused because padded
     vertices equal vertex 0 and their zero-length edges never cross; it is accepted for clarity.
     For V > ``max_dense`` the edges are visited in a loop, ``max_dense`` at a time (memory O(P x
     max_dense) instead of O(P x V); the last chunk padded with zero-length edges at vertex 0).
+    ``points_minor``: the same crossings (the same bits), laid out with the points' axis minor and the
+    edges unrolled, each XOR-ed into the parity: faster for many points against few polygons (the RWM's
+    plan features: 11.2 -> 8.4 ms per 1,024 plans on 2 cores), slower for the scorer's map flags (71 ->
+    136 ms per call), which keep the default [..., P, V] reduction.
     """
     del vmask
-    # Planar coordinates, materialised: XLA:CPU vectorises over the edges only on contiguous arrays.
-    px, py = jax.lax.optimization_barrier((points[..., :, 0, None], points[..., :, 1, None]))
     v = poly.shape[-2]
     nxt = jnp.roll(poly, -1, axis=-2)
+    if points_minor:
+        px, py = points[..., 0], points[..., 1]                                 # [..., P]
 
-    def parity(e0, e1):
-        x0, y0, x1, y1 = jax.lax.optimization_barrier((e0[..., None, :, 0], e0[..., None, :, 1], e1[..., None, :, 0],
-                                                        e1[..., None, :, 1]))
-        cross = _ray_crossing(px, py, x0, y0, x1, y1)
-        return (jnp.sum(cross, axis=-1) % 2) == 1
+        def parity(e0, e1):
+            acc = None
+            for i in range(e0.shape[-2]):
+                c = _ray_crossing(px, py, e0[..., i, None, 0], e0[..., i, None, 1], e1[..., i, None, 0],
+                                  e1[..., i, None, 1])
+                acc = c if acc is None else acc ^ c
+            return acc
+    else:
+        # Planar coordinates, materialised: XLA:CPU vectorises over the edges only on contiguous arrays.
+        px, py = jax.lax.optimization_barrier((points[..., :, 0, None], points[..., :, 1, None]))
+
+        def parity(e0, e1):
+            x0, y0, x1, y1 = jax.lax.optimization_barrier((e0[..., None, :, 0], e0[..., None, :, 1],
+                                                            e1[..., None, :, 0], e1[..., None, :, 1]))
+            cross = _ray_crossing(px, py, x0, y0, x1, y1)
+            return (jnp.sum(cross, axis=-1) % 2) == 1
 
     if v <= max_dense:
         return parity(poly, nxt)
@@ -160,7 +175,7 @@ def points_in_polygon(points, poly, vmask=None, max_dense: int = 16):
     if n_chunk * max_dense > v:
         fill = jnp.broadcast_to(poly[..., :1, :], poly.shape[:-2] + (n_chunk * max_dense - v, 2))
         poly, nxt = jnp.concatenate([poly, fill], axis=-2), jnp.concatenate([nxt, fill], axis=-2)
-    shape = jnp.broadcast_shapes(px.shape[:-1], poly.shape[:-2] + (1,))
+    shape = jnp.broadcast_shapes(points.shape[:-1], poly.shape[:-2] + (1,))
 
     def body(k, acc):
         e0 = jax.lax.dynamic_slice_in_dim(poly, k * max_dense, max_dense, axis=-2)

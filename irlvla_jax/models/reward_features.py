@@ -138,10 +138,11 @@ def scene_features(scenes, traj):
     # Drivable area.
     dpoly = jnp.asarray(scenes.drivable_polygons, f32)                                   # [B, G, V, 2]
     dval = jnp.asarray(scenes.drivable_valid, bool)
-    cin = G.points_in_polygon(corners.reshape(B, 1, -1, 2), dpoly) & dval[..., None]      # [B, G, N*8*4]
+    pin = lambda p, poly: G.points_in_polygon(p, poly, points_minor=True)  # noqa: E731  many points, few polygons
+    cin = pin(corners.reshape(B, 1, -1, 2), dpoly) & dval[..., None]                      # [B, G, N*8*4]
     off = 1.0 - jnp.any(cin, 1).reshape(B, N, 8, 4).astype(f32).mean(-1)
     pc = ctr.reshape(B, 1, -1, 2)
-    inside = jnp.any(G.points_in_polygon(pc, dpoly) & dval[..., None], 1)                 # [B, N*8]
+    inside = jnp.any(pin(pc, dpoly) & dval[..., None], 1)                 # [B, N*8]
     dist = jnp.min(jnp.where(dval[..., None], G.points_to_edges_distance(pc, dpoly), 1e3), 1)
     bdist = jnp.clip(jnp.where(inside, dist, -dist) / 5.0, -1.0, 1.0).reshape(B, N, 8)
     # Route centerline.
@@ -152,11 +153,11 @@ def scene_features(scenes, traj):
     prog = jnp.clip((arc - arc0) / 40.0, -1.0, 3.0).reshape(B, N, 8)
     # On-route lanes.
     lval = jnp.asarray(scenes.lane_valid, bool) & jnp.asarray(scenes.lane_on_route, bool)
-    inl = G.points_in_polygon(pc, jnp.asarray(scenes.lane_polygons, f32)) & lval[..., None]
+    inl = pin(pc, jnp.asarray(scenes.lane_polygons, f32)) & lval[..., None]
     off_lane = 1.0 - jnp.any(inl, 1).astype(f32).reshape(B, N, 8)
     # Red lights on the route: pose i (t = 0.5 (i + 1) s) uses 2 Hz sample i + 1.
     sval = jnp.asarray(scenes.light_valid, bool) & jnp.asarray(scenes.light_on_route, bool)
-    ins = G.points_in_polygon(pc, jnp.asarray(scenes.light_polygons, f32)).reshape(B, -1, N, 8)  # [B, S, N, 8]
+    ins = pin(pc, jnp.asarray(scenes.light_polygons, f32)).reshape(B, -1, N, 8)  # [B, S, N, 8]
     red = jnp.asarray(scenes.light_red, bool)[:, :, 1:9] & sval[..., None]               # [B, S, 8]
     in_red = jnp.any(ins & red[:, :, None, :], 1).astype(f32)
     # Agents at t0, constant velocity.

@@ -90,6 +90,12 @@ def test_points_in_polygon_padded_nonconvex(nv, pad):
     want = np.array([sp.contains(Point(p)) for p in pts])
     assert want.any() and (~want).any()
     assert (got == want).mean() >= 0.998
+    # The points-minor layout (the RWM's features) gives the same bits, here and for polygon batches.
+    minor = np.asarray(G.points_in_polygon(jnp.asarray(pts), jnp.asarray(padded), points_minor=True))
+    np.testing.assert_array_equal(minor, got)
+    polys = jnp.stack([jnp.asarray(padded), jnp.asarray(padded) * 0.5 + 1.0])                     # [2, V, 2]
+    batch = lambda **kw: np.asarray(G.points_in_polygon(jnp.asarray(pts)[None], polys, **kw))    # noqa: E731
+    np.testing.assert_array_equal(batch(points_minor=True), batch())
 
 
 def test_box_polygon_overlap_and_distance_match_shapely():
