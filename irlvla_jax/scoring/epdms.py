@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from irlvla_jax.scoring import comfort, metrics, reference_planner, rollout
+from irlvla_jax.scoring import comfort, flags, metrics, reference_planner, rollout
 
 SUB_SCORES = ("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC")
 WEIGHTS = {"EP": 5.0, "TTC": 5.0, "LK": 2.0, "HC": 2.0, "EC": 2.0}
@@ -234,7 +234,7 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
     prep = jax.vmap(lambda sc, tr, pv, pr, cf: _prepare_scene(sc, tr, pv, pr, cf, modes),
                     in_axes=(0, 0, pv_ax, 0, 0))(scenes, trajectories, prev_trajectories, plan_refs, ctx_fc)
     # Map flags and TLC light hits (not vmapped: the sparse pair lists take real branches).
-    fl = metrics.map_flags(scenes, prep["flag_rows"], prep["lights"])
+    fl = flags.map_flags(scenes, prep["flag_rows"], prep["lights"])
 
     # NC and TTC (for the (trajectory, object) pairs that can touch only) and LK's route test, batch-wide.
     batch = _batch_metrics(scenes, prep, fl, modes)

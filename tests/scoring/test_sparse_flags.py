@@ -1,4 +1,4 @@
-"""The sparse map tests of ``metrics.scene_flags`` are conservative: pruning changes no bit.
+"""The sparse map tests of ``flags.scene_flags`` are conservative: pruning changes no bit.
 
 The per-step flags and TLC hits computed on the bounding-box-pruned pair lists (bucketed, edges cut at
 the last real vertex) equal the unpruned dense tests (every polygon, every edge) on official-vector
@@ -14,7 +14,9 @@ import pytest
 
 from irlvla_jax import geometry as G
 from irlvla_jax import scene as S
+from irlvla_jax.scoring import flags as F
 from irlvla_jax.scoring import metrics as M
+from irlvla_jax.scoring import sparse as SP
 from irlvla_jax.scoring import rollout as R
 from irlvla_jax.scoring import vectors as V
 from tests.scoring.vector_data import vectors_dir
@@ -33,7 +35,7 @@ def _dense(scene, states, lights):
 
 
 def _check(scene, states, lights):
-    got = jax.jit(M.scene_flags)(scene, states, lights)
+    got = jax.jit(F.scene_flags)(scene, states, lights)
     want = jax.jit(_dense)(scene, states, lights)
     for k in FLAGS + ("light_hit",):
         np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
@@ -72,8 +74,8 @@ def test_tiny_buckets_take_the_fallback_and_agree(vectors, monkeypatch):
     names, scenes, props, prevs, has = vectors
     sc = jax.tree.map(jnp.asarray, S.index(scenes, 0))
     states = _rows(sc, props[0])
-    monkeypatch.setattr(M, "PAIR_BUCKETS", (1, 3))
-    monkeypatch.setattr(M, "LIGHT_PAIR_BUCKETS", (0, 1))
+    monkeypatch.setattr(F, "PAIR_BUCKETS", (1, 3))
+    monkeypatch.setattr(F, "LIGHT_PAIR_BUCKETS", (0, 1))
     _check(sc, states, _all_red_lights(sc))
 
 
@@ -83,12 +85,12 @@ def test_sparse_pairs_fills_and_scatters():
     g, l = np.meshgrid(np.arange(7), np.arange(5), indexing="ij")
     want = np.asarray(rel)[..., None] & np.stack([np.ones_like(g, bool), (g + l) % 2 == 0], -1)
     for buckets in ((), (1,), (0, 64), (int(rel.sum()),)):
-        np.testing.assert_array_equal(np.asarray(jax.jit(lambda r: M.sparse_pairs(r, fn, buckets))(rel)), want)
+        np.testing.assert_array_equal(np.asarray(jax.jit(lambda r: SP.sparse_pairs(r, fn, buckets))(rel)), want)
     # More pairs than the last bucket: listed and evaluated overflow_block at a time (3 and 4 do not
     # divide the 10 pairs, so the last block is partly padding).
     assert int(rel.sum()) == 10
     for block in (3, 4, 64):
-        got = jax.jit(lambda r: M.sparse_pairs(r, fn, (1,), overflow_block=block))(rel)
+        got = jax.jit(lambda r: SP.sparse_pairs(r, fn, (1,), overflow_block=block))(rel)
         np.testing.assert_array_equal(np.asarray(got), want)
 
 
@@ -102,7 +104,7 @@ def test_polygon_at_the_pruning_bound(vectors, gap):
     corners, center = M.ego_boxes(jnp.asarray(states))
     pts = np.concatenate([np.asarray(corners), np.asarray(center)[..., None, :], states[..., None, :2]], -2)
     r, t = 3, 20
-    x_edge = pts[r, t, :, 0].max() + gap * M.BBOX_MARGIN
+    x_edge = pts[r, t, :, 0].max() + gap * F.BBOX_MARGIN
     y0, y1 = pts[r, t, :, 1].min() - 1.0, pts[r, t, :, 1].max() + 1.0
     square = np.asarray([[x_edge, y0], [x_edge + 4.0, y0], [x_edge + 4.0, y1], [x_edge, y1]])
     d = {k: np.array(v) for k, v in sc.to_dict().items()}          # copies: the fixture stays intact
