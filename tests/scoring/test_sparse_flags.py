@@ -70,6 +70,22 @@ def test_sparse_flags_equal_dense_on_vector_scenes(vectors, i):
     assert np.asarray(got["light_hit"][:, :, 1]).any() or i != 0   # scene 0 enters a light: pairs exist
 
 
+def test_batch_wide_flags_equal_per_scene_flags(vectors):
+    """``flags.map_flags``' two ways of building the pair lists give the same flags: one list for a batch
+    of scenes (``batch_flags``, real-size maps) and one per scene (``scene_flags``, small maps), here on
+    4 vector scenes, the TLC hits of every light included."""
+    names, scenes, props, prevs, has = vectors
+    idx = [0, 4, 10, 28]
+    sc = jax.tree.map(jnp.asarray, S.index(scenes, np.asarray(idx)))
+    states = jnp.stack([_rows(jax.tree.map(lambda x: x[j], sc), props[i]) for j, i in enumerate(idx)])
+    lights = ((sc.light_polygons[:, :M.MAX_ROUTE_LIGHTS], jnp.ones((len(idx), M.MAX_ROUTE_LIGHTS, M.T), bool)),)
+    batch = jax.jit(F.batch_flags)(sc, states, lights)
+    per_scene = jax.jit(lambda a, b, c: jax.lax.map(lambda x: F.scene_flags(*x), (a, b, c)))(sc, states, lights)
+    assert np.asarray(batch["light_hit"]).any() and np.asarray(batch["non_drivable"]).any()
+    for k in FLAGS + ("light_hit",):
+        np.testing.assert_array_equal(np.asarray(batch[k]), np.asarray(per_scene[k]), err_msg=k)
+
+
 def test_tiny_buckets_take_the_fallback_and_agree(vectors, monkeypatch):
     names, scenes, props, prevs, has = vectors
     sc = jax.tree.map(jnp.asarray, S.index(scenes, 0))
