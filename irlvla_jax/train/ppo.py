@@ -149,11 +149,12 @@ def loss(config, adapter: core.PolicyAdapter, params, static, mb, rng):
     return core.loss(adapter, core.PPOHyper.from_config(config.ppo), params, static, mb, rng)
 
 
-def make_reward_fn(config, rwm_graphdef=None, reward: Optional[str] = None):
+def make_reward_fn(config, rwm_graphdef=None, reward: Optional[str] = None, mesh=None):
     """reward_fn(static, batch, tokens, traj [B, N, 8, 3]) -> [B, N]: the RWM's EPDMS-formula reward of
-    ``static["rwm"]`` (``reward = "rwm"``) or the true JAX scorer's EPDMS (``"scorer"``)."""
+    ``static["rwm"]`` (``reward = "rwm"``) or the true JAX scorer's EPDMS (``"scorer"``; each device of
+    ``mesh`` scores its own scenes, ``epdms.score_sharded``)."""
     from irlvla_jax.models import reward_model as rwm_lib
-    from irlvla_jax.scoring.epdms import score
+    from irlvla_jax.scoring.epdms import score_sharded
     source = reward or config.ppo.reward
     if source not in REWARD_SOURCES:
         raise ValueError(f"config.ppo.reward must be one of {REWARD_SOURCES}, got {source!r}")
@@ -162,22 +163,22 @@ def make_reward_fn(config, rwm_graphdef=None, reward: Optional[str] = None):
 
     def fn(static, batch, tokens, traj):
         if source == "scorer":
-            return score(batch, traj, mode=mode, human_filter=hf).EPDMS
+            return score_sharded(batch, traj, mesh, mode=mode, human_filter=hf).EPDMS
         return rwm_lib.predicted_reward(nnx.merge(rwm_graphdef, static["rwm"])(tokens, traj, scenes=batch), use_ec)
 
     return fn
 
 
-def make_monitor_fn(config):
+def make_monitor_fn(config, mesh=None):
     """The true scorer's EPDMS and sub-scores of the executed trajectories (``ppo.log_true_score``;
     what the RWM reward is compared with: reward hacking), or None."""
     if not bool(config.ppo.log_true_score):
         return None
-    from irlvla_jax.scoring.epdms import score
+    from irlvla_jax.scoring.epdms import score_sharded
     mode, hf = config.scoring.mode, bool(config.scoring.human_filter)
 
     def fn(static, batch, tokens, traj):
-        s = score(batch, traj, mode=mode, human_filter=hf)
+        s = score_sharded(batch, traj, mesh, mode=mode, human_filter=hf)
         return {"true_epdms": s.EPDMS, "NC": s.NC, "DAC": s.DAC, "EP": s.EP, "TTC": s.TTC, "HC": s.HC}
 
     return fn
@@ -186,8 +187,8 @@ def make_monitor_fn(config):
 # --------------------------------------------------------------------------------------------------
 # Building blocks shared by train(), restore(), policy() and the benchmark.
 
-def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, seed: int = 0):
-    """-> (adapter, tx, state, static, update_fn (not jitted))."""
+def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, seed: int = 0, mesh=None):
+    """-> (adapter, tx, state, static, update_fn (not jitted; its true-scorer calls shard over ``mesh``))."""
     pc = config.ppo
     hp = core.PPOHyper.from_config(pc)
     adapter = make_vla_adapter(graphdef, consts, config)
@@ -196,7 +197,8 @@ def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, 
     tx = core.make_optimizer(float(pc.lr), float(pc.max_grad_norm), float(pc.choice_lr))
     state = core.init_state(trainable, tx, jax.random.PRNGKey(seed))
     static = {"frozen": frozen, "rwm": rwm_params}
-    upd = core.make_update(adapter, make_reward_fn(config, rwm_graphdef), hp, tx, make_monitor_fn(config))
+    upd = core.make_update(adapter, make_reward_fn(config, rwm_graphdef, mesh=mesh), hp, tx,
+                           make_monitor_fn(config, mesh))
     return adapter, tx, state, static, upd
 
 
@@ -219,7 +221,8 @@ def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_u
     rwm_gd = rwm_params = None
     if reward == "rwm":
         rwm_gd, rwm_params = reward_stage.restore(config, workdir)
-    _, _, state, static, upd = build(config, graphdef, params, consts, rwm_gd, rwm_params, seed=int(config.seed))
+    _, _, state, static, upd = build(config, graphdef, params, consts, rwm_gd, rwm_params, seed=int(config.seed),
+                                     mesh=mesh)
     static = mesh_lib.replicate(static, mesh)
     name = run_name(config)
     prep = loop.prepare(config, workdir, name, state, mesh, bs, train_iter=train_iter, unit="update")

@@ -280,10 +280,10 @@ def loss(model, tokens, cands, scenes, labels, epdms, rc, pair_weight):
     return losses["total"], (losses, out)
 
 
-def make_fns(config, vla_gd, rwm_gd, tx):
+def make_fns(config, vla_gd, rwm_gd, tx, mesh=None):
     """-> (train_step(state, vla_params, vla_consts, scenes), eval_step(params, vla_params, vla_consts,
-    scenes, rng)) — both pure, jit them."""
-    from irlvla_jax.scoring.epdms import score
+    scenes, rng)) — both pure, jit them; the scorer's labels shard over ``mesh`` (``epdms.score_sharded``)."""
+    from irlvla_jax.scoring.epdms import score_sharded
     rc = config.rwm
     use_ec = bool(rc.use_ec)
     mode, hf = config.scoring.mode, bool(config.scoring.human_filter)
@@ -301,7 +301,7 @@ def make_fns(config, vla_gd, rwm_gd, tx):
         tokens = jax.lax.stop_gradient(vla.encode(scenes))
         cands, src = make_candidates(vla, tokens, scenes, key, rc, sched, ppo_noise)
         cands = jax.lax.stop_gradient(cands)
-        s = score(scenes, cands, mode=mode, human_filter=hf)
+        s = score_sharded(scenes, cands, mesh, mode=mode, human_filter=hf)
         return tokens, cands, src, s
 
     def apply(p, tokens, cands, scenes):
@@ -393,7 +393,7 @@ def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: 
     tx = make_optimizer(rc)
     prep = loop.prepare(config, workdir, RUN, TrainState.create(params, {}, tx, int(config.seed)), mesh, bs,
                         train_iter=train_iter)
-    train_step, eval_step = make_fns(config, vla_gd, rwm_gd, tx)
+    train_step, eval_step = make_fns(config, vla_gd, rwm_gd, tx, mesh)
     step_fn = jax.jit(train_step, donate_argnums=(0,))
     total = int(num_steps if num_steps is not None else rc.steps)
     res = loop.run(workdir=workdir, name=RUN, prep=prep, total=total, prefix="rwm/",
