@@ -247,19 +247,22 @@ def score(scenes, trajectories, prev_trajectories=None, *, mode: str = "tracked"
     return res[mode] if isinstance(mode, str) else res
 
 
-def score_sharded(scenes, trajectories, mesh=None, *, mode: str = "tracked", human_filter: bool = True):
-    """:func:`score` inside a jitted step whose batch is sharded over ``mesh``'s ``data`` axis: every device
-    scores its own scenes (``shard_map``; B a multiple of the axis size). Left to XLA's automatic
-    partitioning, the scorer's batch-wide loops (the planner's packed rows, the sparse pair lists) gather
-    and reduce across devices instead: on 8 simulated CPU devices, 16 world scenes x 64 plans took 254 ms
-    that way, 62 ms this way and 86 ms on one device. Without a mesh (or one device on the axis) it is
-    :func:`score`."""
+def score_sharded(scenes, trajectories, mesh=None, prev_trajectories=None, has_prev=None, *,
+                  mode="tracked", human_filter: bool = True):
+    """:func:`score` with the batch sharded over ``mesh``'s ``data`` axis: every device scores its own scenes
+    (``shard_map``; B a multiple of the axis size), in :func:`make_scorer` and inside jitted training steps.
+    Left to XLA's automatic partitioning, the scorer's batch-wide loops (the planner's packed rows, the
+    sparse pair lists) gather and reduce across devices instead: on 8 simulated CPU devices, 16 world
+    scenes x 64 plans took 254 ms that way, 62 ms this way and 86 ms on one device. Without a mesh (or one
+    device on the axis) it is :func:`score`."""
+    def fn(s, t, p, h):
+        return score(s, t, p, mode=mode, human_filter=human_filter, has_prev=h)
+
     if mesh is None or mesh.shape["data"] == 1:
-        return score(scenes, trajectories, mode=mode, human_filter=human_filter)
+        return fn(scenes, trajectories, prev_trajectories, has_prev)
     from jax.sharding import PartitionSpec as P
-    fn = functools.partial(score, mode=mode, human_filter=human_filter)
-    return jax.shard_map(fn, mesh=mesh, in_specs=P("data"), out_specs=P("data"), check_vma=False)(scenes,
-                                                                                                 trajectories)
+    return jax.shard_map(fn, mesh=mesh, in_specs=P("data"), out_specs=P("data"), check_vma=False)(
+        scenes, trajectories, prev_trajectories, has_prev)
 
 
 @functools.lru_cache(maxsize=None)
@@ -287,9 +290,8 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
     if "data" not in mesh.axis_names:
         raise ValueError(f"mesh has no 'data' axis (axes {mesh.axis_names})")
     shard = NamedSharding(mesh, P("data"))
-    # Each device scores its own scenes (shard_map): the batch-wide loops (the planner's packed light
-    # rows, the sparse pair lists) then run over the local scenes, with no communication.
-    local = jax.jit(jax.shard_map(jitted, mesh=mesh, in_specs=P("data"), out_specs=P("data"), check_vma=False))
+    mode = mode if isinstance(mode, str) else tuple(mode)
+    local = jax.jit(functools.partial(score_sharded, mesh=mesh, mode=mode, human_filter=bool(human_filter)))
 
     def wrapped(scenes, traj, prev=None, has_prev=None):
         size = mesh.shape["data"]
@@ -297,7 +299,7 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
         if b % size:
             raise ValueError(f"batch of {b} scenes is not a multiple of the mesh 'data' axis ({size})")
         put = lambda x: None if x is None else jax.device_put(x, shard)
-        return local(jax.tree.map(put, scenes), put(traj), put(prev), put(has_prev))
+        return local(jax.tree.map(put, scenes), put(traj), prev_trajectories=put(prev), has_prev=put(has_prev))
 
     wrapped.jitted = jitted
     return wrapped
