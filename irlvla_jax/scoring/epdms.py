@@ -283,14 +283,14 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
     for md in ((mode,) if isinstance(mode, str) else mode):
         if md not in MODES:
             raise ValueError(f"scoring mode must be one of {MODES}, got {md!r}")
-    jitted = _jitted(mode if isinstance(mode, str) else tuple(mode), bool(human_filter))
+    mode = mode if isinstance(mode, str) else tuple(mode)
+    jitted = _jitted(mode, bool(human_filter))
     if mesh is None:
         return jitted
     from jax.sharding import NamedSharding, PartitionSpec as P
     if "data" not in mesh.axis_names:
         raise ValueError(f"mesh has no 'data' axis (axes {mesh.axis_names})")
     shard = NamedSharding(mesh, P("data"))
-    mode = mode if isinstance(mode, str) else tuple(mode)
     local = jax.jit(functools.partial(score_sharded, mesh=mesh, mode=mode, human_filter=bool(human_filter)))
 
     def wrapped(scenes, traj, prev=None, has_prev=None):
