@@ -1,14 +1,16 @@
 """Benchmark: trajectories per second through the PPO rollout with the RWM reward vs the true scorer.
 
-    python benchmarks/ppo.py [--configs tiny,base] [--batch 0] [--iters 3] [--mode tracked]
+    python benchmarks/ppo.py [--configs tiny,base] [--batch 0] [--iters 3] [--mode tracked] [--scenes world]
 
-For each config: build the VLA (random init, synthetic valid scenes: the cost does not depend on the
-weights) and the RWM; one rollout = encode -> ``ppo.samples_per_scene`` samples per scene of all K
+For each config: build the VLA (random init: the cost does not depend on the weights) and the RWM, on
+embedded-world test scenes (``--scenes world``, the default: real map sizes matter, both the scorer and the
+RWM's plan-vs-scene geometry skip padding) or random synthetic scenes (``--scenes synthetic``: no map); one rollout = encode -> ``ppo.samples_per_scene`` samples per scene of all K
 anchor chains with the PPO exploration noise -> reward of every chain (B x M x K trajectories, what one
 PPO update rewards). Timed, both in one run on the same machine and on the same trajectories:
   * reward only: the RWM's reward vs the true JAX EPDMS scorer's, of the rollout's trajectories;
   * the whole rollout (policy sampling included) with each reward;
-  * for scale, the transformer RWM (``rwm.arch = "transformer"``) on the same trajectories.
+  * for scale, the transformer RWM (``rwm.arch = "transformer"``) on the same trajectories;
+  * with ``rwm.scene_pose_stride`` != 1, the light RWM at stride 1 too (``rwm_stride1_reward_traj_per_s``).
 Prints one JSON line {"benchmark": "ppo_rollout", "results": {cfg: {...}}, "ratio": <reward-only ratio of
 the first config>} with ratio = RWM trajectories/s / scorer trajectories/s.
 """
@@ -44,7 +46,15 @@ def _timed(fn, args, iters):
     return (time.time() - t0) / iters, comp
 
 
-def bench(name: str, batch: int, iters: int, mode: str | None):
+def _scenes(spec, B: int, source: str, vocab: int):
+    if source == "synthetic":
+        return synthetic.random_scenes(spec, B, seed=1, vocab=vocab)
+    from irlvla_jax.scene import stack
+    from irlvla_jax.world.generate import generate_scene
+    return stack([generate_scene(spec, 0, i, "test") for i in range(B)])
+
+
+def bench(name: str, batch: int, iters: int, mode: str | None, source: str = "world"):
     c = _config(name)
     with c.unlocked():
         if batch:
@@ -55,7 +65,7 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
     K, B, M = int(c.data.num_anchors), int(c.ppo.batch_size), int(c.ppo.samples_per_scene)
     gd, params, consts = vla_lib.build(c.model, spec, synthetic.random_anchors(K), seed=0)
     rgd, rparams = RW.build_rwm(c)
-    scenes = synthetic.random_scenes(spec, B, seed=1, vocab=int(c.model.semantic.vocab_size))
+    scenes = _scenes(spec, B, source, int(c.model.semantic.vocab_size))
     hp = core.PPOHyper.from_config(c.ppo)
     adapter, _, state, static, _ = ppo.build(c, gd, params, consts, rgd, rparams)
     factor = core.noise_factor(hp.noise)
@@ -70,7 +80,7 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
     tokens, traj = sample(state.params, static, scenes, jax.random.PRNGKey(0))
     n = B * M * K
     out = dict(trajectories=n, batch=B, samples_per_scene=M, chains_per_sample=K, scoring_mode=c.scoring.mode,
-               device=jax.devices()[0].platform)
+               device=jax.devices()[0].platform, scenes=source, rwm_scene_pose_stride=int(c.rwm.scene_pose_stride))
     for src in ("rwm", "scorer"):
         reward_fn = ppo.make_reward_fn(c, rgd, src)
         only = jax.jit(lambda static, scenes, tokens, traj: reward_fn(static, scenes, tokens, traj))
@@ -85,6 +95,16 @@ def bench(name: str, batch: int, iters: int, mode: str | None):
             return reward_fn(static, scenes, tok, core.trajectories(adapter, roll, scenes))
         dt, _ = _timed(whole, (state.params, static, scenes, jax.random.PRNGKey(1)), iters)
         out[f"{src}_rollout_traj_per_s"] = n / dt
+    if int(c.rwm.scene_pose_stride) != 1:                      # the same RWM with geometry at every pose
+        with c.unlocked():
+            c.rwm.scene_pose_stride = 1
+        sgd, sparams = RW.build_rwm(c)
+        sfn = ppo.make_reward_fn(c, sgd, "rwm")
+        dt, _ = _timed(jax.jit(lambda st, scenes, tokens, traj: sfn(st, scenes, tokens, traj)),
+                       (dict(static, rwm=sparams), scenes, tokens, traj), iters)
+        out["rwm_stride1_reward_traj_per_s"] = n / dt
+        with c.unlocked():
+            c.rwm.scene_pose_stride = out["rwm_scene_pose_stride"]
     # The transformer RWM (rwm.arch = "transformer", random weights) on the same trajectories, for scale.
     with c.unlocked():
         c.rwm.arch = "transformer"
@@ -105,9 +125,10 @@ def main():
     ap.add_argument("--batch", type=int, default=0, help="scenes per rollout (0 = ppo.batch_size)")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--mode", default=None, help="scoring mode override: tracked | direct")
+    ap.add_argument("--scenes", default="world", choices=["world", "synthetic"])
     a = ap.parse_args()
     names = [n for n in a.configs.split(",") if n]
-    res = {n: bench(n, a.batch, a.iters, a.mode) for n in names}
+    res = {n: bench(n, a.batch, a.iters, a.mode, a.scenes) for n in names}
     print(json.dumps({"benchmark": "ppo_rollout", "results": res, "ratio": res[names[0]]["ratio"]}))
 
 

@@ -73,7 +73,7 @@ SCHEMA = {
             "weight_decay", "grad_clip", "policy_samples", "noisy_chains", "noise_std", "expert_perturbations",
             "use_anchors", "use_ec", "epdms_weight", "eval_split", "eval_scenes", "checkpoint_every",
             "kinematic_features", "ego_features", "rank_weight", "rank_scale", "policy_rank_boost", "inner_steps",
-            "smooth_noise_frac", "scene_features", "arch", "ppo_samples"),
+            "smooth_noise_frac", "scene_features", "scene_pose_stride", "arch", "ppo_samples"),
     "ppo": ("reward", "objective", "updates", "batch_size", "samples_per_scene", "epochs", "num_minibatches", "lr",
             "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount",
             "choice_weight", "choice_loss", "choice_temperature", "bc_weight", "checkpoint_every", "log_true_score"),
@@ -182,6 +182,9 @@ def _check_rwm(cfg) -> None:
     require(r.arch in ("transformer", "light"), "rwm.arch",
             f"must be 'transformer' (9 tokens per plan) or 'light' (scene once, a small per-plan head), got {r.arch!r}")
     require(int(r.ppo_samples) >= 0, "rwm.ppo_samples", f"must be >= 0, got {r.ppo_samples}")
+    from irlvla_jax.models.reward_features import SCENE_POSE_STRIDES
+    require(int(r.scene_pose_stride) in SCENE_POSE_STRIDES, "rwm.scene_pose_stride",
+            f"must be one of {SCENE_POSE_STRIDES} (geometry at every stride-th of the 8 poses), got {r.scene_pose_stride}")
     require(r.eval_split in ("train", "val", "test", "hard"), "rwm.eval_split",
             f"must be one of train/val/test/hard, got {r.eval_split!r}")
 

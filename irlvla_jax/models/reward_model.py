@@ -135,6 +135,7 @@ class RewardWorldModel(nnx.Module):
         self.use_kin = bool(cfg.kinematic_features)
         self.use_ego = bool(cfg.ego_features)
         self.use_scene = bool(cfg.scene_features)
+        self.scene_stride = int(cfg.scene_pose_stride)
         self.tok_proj = nnx.List([nnx.Linear(token_dim, d, rngs=rngs) for _ in range(4)])
         n_in = 5 + (len(F.KINEMATIC_NAMES) if self.use_kin else 0) + (len(F.SCENE_FEATURE_NAMES) if self.use_scene else 0)
         self.pose_in = nnx.Linear(n_in, d, rngs=rngs)
@@ -173,8 +174,8 @@ class RewardWorldModel(nnx.Module):
             per, summ = F.kinematic_inputs(traj, ego)
             feats = jnp.concatenate([feats, per], axis=-1)
         if self.use_scene:
-            sf = F.scene_features(scenes, traj)
-            feats = jnp.concatenate([feats, sf], axis=-1)
+            sf = F.scene_features(scenes, traj, self.scene_stride)
+            feats = jnp.concatenate([feats, jnp.repeat(sf, self.scene_stride, axis=2)], axis=-1)  # held per pose
             if self.use_kin:
                 summ = jnp.concatenate([summ, F.scene_summary(sf)], axis=-1)
         e = self.pose_hidden(jax.nn.gelu(self.pose_in(feats))) + self.time_emb[...]
@@ -209,8 +210,10 @@ class LightRewardWorldModel(nnx.Module):
         self.use_kin = bool(cfg.kinematic_features)
         self.use_ego = bool(cfg.ego_features)
         self.use_scene = bool(cfg.scene_features)
-        n_pose = 5 + (len(F.KINEMATIC_NAMES) if self.use_kin else 0) + (len(F.SCENE_FEATURE_NAMES) if self.use_scene else 0)
-        n_in = 8 * n_pose + (10 if self.use_kin else 0) + (10 if self.use_kin and self.use_scene else 0)
+        self.scene_stride = int(cfg.scene_pose_stride)
+        n_scene = len(F.scene_poses(self.scene_stride)) * len(F.SCENE_FEATURE_NAMES) if self.use_scene else 0
+        n_in = (8 * (5 + (len(F.KINEMATIC_NAMES) if self.use_kin else 0)) + n_scene + (10 if self.use_kin else 0)
+                + (10 if self.use_kin and self.use_scene else 0))
         self.tok_proj = nnx.Linear(token_dim, d, rngs=rngs)
         self.kv = nnx.List([nnx.Linear(d, 2 * d, rngs=rngs) for _ in range(int(cfg.num_layers))])
         self.traj_in = nnx.Linear(n_in, 2 * d, rngs=rngs)
@@ -244,12 +247,14 @@ class LightRewardWorldModel(nnx.Module):
             per, ks = F.kinematic_inputs(traj, ego)
             feats = jnp.concatenate([feats, per], axis=-1)
             summ.append(ks)
+        parts = [feats[:, :, i] for i in range(8)]                                     # pose-major, as stride 1
         if self.use_scene:
-            sf = F.scene_features(scenes, traj)
-            feats = jnp.concatenate([feats, sf], axis=-1)
+            sf = F.scene_features(scenes, traj, self.scene_stride)                       # [B, N, P, 10]
+            for j, i in enumerate(F.scene_poses(self.scene_stride)):
+                parts[i] = jnp.concatenate([parts[i], sf[:, :, j]], axis=-1)
             if self.use_kin:
                 summ.append(F.scene_summary(sf))
-        x = jnp.concatenate([feats.reshape(B, N, -1)] + summ, axis=-1)
+        x = jnp.concatenate(parts + summ, axis=-1)
         h = self.traj_hidden(jax.nn.gelu(self.traj_in(x)))                           # [B, N, d]
         if self.use_ego:
             h = h + self.ego_in(F.ego_summary(ego))[:, None]

@@ -78,3 +78,48 @@ def test_scene_features_hand_built():
     np.testing.assert_allclose(col("gap_any")[0], col("gap_moving")[0])
     np.testing.assert_allclose(col("gap_static")[0], 3.0)                     # no static object: far
     np.testing.assert_allclose(col("route_progress")[0], 5.0 * t / 40.0, atol=1e-4)   # along the route
+
+
+def test_scene_features_pose_stride_is_a_subset_of_every_pose():
+    """Stride 2 / 4 / 8 compute exactly the stride-1 features at poses 1, 3, 5, 7 / 3, 7 / 7 (same times for
+    the agents' constant-velocity positions and the lights' 2 Hz states); a bad stride names the key."""
+    from configs.tiny import get_config
+    from irlvla_jax.scene import SceneSpec
+    from irlvla_jax.train import synthetic
+    sc = synthetic.random_scenes(SceneSpec.from_config(get_config().scene), 2, seed=3)
+    red = np.zeros_like(sc.light_red); red[:, :, 1::3] = True                 # a light that changes in time
+    lp = np.array(sc.light_polygons)
+    lp[:, 0] = np.array([[0, -10], [60, -10], [60, 10], [0, 10]], np.float32)[np.minimum(np.arange(lp.shape[2]), 4) % 4]
+    sc = sc.replace(light_red=red, light_polygons=lp, light_valid=np.ones_like(sc.light_valid),
+                    light_on_route=np.ones_like(sc.light_on_route))
+    t = np.arange(1, 9) * 0.5
+    traj = np.random.default_rng(0).normal(size=(2, 6, 8, 3)).astype(np.float32) * [2.0, 1.0, 0.1]
+    traj[..., 0] += 6.0 * t
+    f = jax.jit(F.scene_features, static_argnums=2)
+    full = np.asarray(f(sc, jnp.asarray(traj), 1))
+    assert full.shape == (2, 6, 8, len(F.SCENE_FEATURE_NAMES)) and full[..., 4].std() > 0   # red varies
+    for stride in (2, 4, 8):
+        sub = np.asarray(f(sc, jnp.asarray(traj), stride))
+        np.testing.assert_allclose(sub, full[:, :, list(F.scene_poses(stride))], atol=1e-5)
+    with pytest.raises(ValueError, match="rwm.scene_pose_stride"):
+        F.scene_poses(3)
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 9, 16])
+def test_valid_polygons_equals_all_polygons(count):
+    """Compacting to the batch's valid polygons (any bucket) gives what the test over every padded polygon
+    gives: invalid polygons are masked out either way."""
+    rng = np.random.default_rng(count)
+    poly = jnp.asarray(rng.normal(size=(3, 16, 5, 2)) * 4.0, jnp.float32)
+    valid = np.zeros((3, 16), bool)
+    valid[0, rng.permutation(16)[:count]] = True
+    valid[1, rng.permutation(16)[:max(count - 1, 0)]] = True
+    pts = jnp.asarray(rng.normal(size=(3, 1, 40, 2)) * 4.0, jnp.float32)
+    red = jnp.asarray(rng.random((3, 16)) < 0.5)
+    from irlvla_jax import geometry as G
+    fn = lambda p, v, r: jnp.any(G.points_in_polygon(pts, p) & (v & r)[..., None], 1)  # noqa: E731
+    got = np.asarray(jax.jit(lambda p, v, r: F.valid_polygons(p, v, fn, r))(poly, jnp.asarray(valid), red))
+    want = np.asarray(fn(poly, jnp.asarray(valid), red))
+    np.testing.assert_array_equal(got, want)
+    assert want.any() == (count >= 3)               # the check is not vacuous where polygons are valid
+    assert F.polygon_buckets(16) == (2, 4, 8, 12, 16) and F.polygon_buckets(32) == (4, 8, 16, 24, 32)

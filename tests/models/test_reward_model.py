@@ -14,7 +14,7 @@ from irlvla_jax.scoring.epdms import SUB_SCORES, epdms_formula
 from tests.models.conftest import const_accel_plan, tiny_scenes
 
 CFG = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2, kinematic_features=False,
-                                    ego_features=False, scene_features=False))
+                                    ego_features=False, scene_features=False, scene_pose_stride=1))
 SIZES = dict(meta=3, bev=5, map=4, obj=6, cmd=1)
 
 
@@ -131,7 +131,7 @@ def test_bad_inputs_raise_clear_errors(model):
 @pytest.mark.parametrize("arch", R.ARCHS)
 def test_ego_and_scene_pathways_and_errors(arch):
     cfg = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2, arch=arch,
-                                         kinematic_features=True, ego_features=True, scene_features=True))
+                                         kinematic_features=True, ego_features=True, scene_features=True, scene_pose_stride=1))
     m = R.build(cfg, 12, rngs=nnx.Rngs(0))
     traj, _ = const_accel_plan()
     traj = jnp.asarray(np.repeat(traj, 3, axis=1))
@@ -168,7 +168,7 @@ def test_light_rwm_is_cheaper_per_trajectory():
     """The light head's per-trajectory multiply-adds (XLA cost analysis, features off) are < 1/4 of the
     transformer RWM's at the same width."""
     cfg = ml_collections.ConfigDict(dict(d_model=64, num_layers=2, num_heads=4, ff_mult=2, kinematic_features=False,
-                                         ego_features=False, scene_features=False))
+                                         ego_features=False, scene_features=False, scene_pose_stride=1))
     tok, traj = _tokens(2, 64), jnp.zeros((2, 64, 8, 3))
 
     def flops(arch):
@@ -176,3 +176,21 @@ def test_light_rwm_is_cheaper_per_trajectory():
         f = jax.jit(lambda st, tok, tr: R.predicted_reward(nnx.merge(gd, st)(tok, tr), False))
         return f.lower(st, tok, traj).compile().cost_analysis()["flops"]
     assert flops("light") < 0.25 * flops("transformer")
+
+
+def test_scene_pose_stride_config_and_checkpoint_shape():
+    """rwm.scene_pose_stride is checked with the config (one line naming the key), and it sets the light
+    RWM's input width: stride 2 feeds 4 poses of geometry (40 fewer inputs than stride 1)."""
+    from irlvla_jax import config as C
+    from configs import tiny
+    c = tiny.get_config()
+    c.rwm.scene_pose_stride = 3
+    with pytest.raises(ValueError, match=r"config.rwm.scene_pose_stride: must be one of \(1, 2, 4, 8\)"):
+        C.check(c)
+    widths = {}
+    for stride in (1, 2):
+        cfg = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2, arch="light",
+                                             kinematic_features=True, ego_features=False, scene_features=True,
+                                             scene_pose_stride=stride))
+        widths[stride] = R.build(cfg, 12, rngs=nnx.Rngs(0)).traj_in.kernel.shape[0]
+    assert widths[1] - widths[2] == 4 * len(F.SCENE_FEATURE_NAMES)

@@ -89,7 +89,7 @@ def test_loss_adds_the_weighted_ranking_term():
     from irlvla_jax.models import reward_model as R
     from irlvla_jax.train import reward as RW
     cfg = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2, arch="light",
-                                         kinematic_features=False, ego_features=False, scene_features=False))
+                                         kinematic_features=False, ego_features=False, scene_features=False, scene_pose_stride=1))
     model = R.build(cfg, 12, rngs=nnx.Rngs(0))
     tok = {k: jax.random.normal(jax.random.PRNGKey(i), (2, n, 12))
            for i, (k, n) in enumerate((("meta", 2), ("bev", 4), ("map", 3), ("obj", 3), ("cmd", 1)))}
