@@ -134,7 +134,7 @@ def get_config(arg: str = "tiny"):
     #                plan self- and cross-attending (measured on tiny seed 0, val: same ranking of the IL's
     #                chains, RWM-top chain 0.829 light vs 0.825 transformer)
     c.rwm = ml_collections.ConfigDict(dict(
-        d_model=64, num_layers=2, num_heads=4, ff_mult=2, steps=900, batch_size=8, lr=3e-3,
+        d_model=64, num_layers=1, num_heads=4, ff_mult=2, steps=900, batch_size=8, lr=3e-3,
         warmup_steps=50, weight_decay=1e-4, grad_clip=1.0, policy_samples=1, noisy_chains=16,
         noise_std=0.3, expert_perturbations=24, use_anchors=True, use_ec=False, epdms_weight=2.0,
         eval_split="val", eval_scenes=128, checkpoint_every=50,
