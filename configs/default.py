@@ -116,7 +116,8 @@ def get_config(arg: str = "tiny"):
     # Stage 2, reward world model (train/reward.py).
     #   d_model, num_layers, num_heads, ff_mult   the RWM's width and depth
     #   steps, batch_size, lr, warmup_steps, weight_decay, grad_clip, inner_steps   AdamW; inner_steps updates
-    #                per labelled batch (labelling dominates a step's cost)
+    #                per labelled batch (labelling dominates a step's cost); tiny seed 0: 1,800 steps vs 900 gave
+    #                val Spearman 0.743 vs 0.723, 0.623 vs 0.594 on the RL policy's samples, +100 s
     #   policy_samples, noisy_chains, noise_std, smooth_noise_frac, expert_perturbations, use_anchors,
     #   ppo_samples  the candidates of a training scene: IL samples (all K chains each), noisy chains (std
     #                ~ U(0, noise_std), the smooth_noise_frac fraction with PPO's smooth noise), perturbed
@@ -134,7 +135,7 @@ def get_config(arg: str = "tiny"):
     #                plan self- and cross-attending (measured on tiny seed 0, val: same ranking of the IL's
     #                chains, RWM-top chain 0.829 light vs 0.825 transformer)
     c.rwm = ml_collections.ConfigDict(dict(
-        d_model=64, num_layers=1, num_heads=4, ff_mult=2, steps=900, batch_size=8, lr=3e-3,
+        d_model=64, num_layers=1, num_heads=4, ff_mult=2, steps=1800, batch_size=8, lr=3e-3,
         warmup_steps=50, weight_decay=1e-4, grad_clip=1.0, policy_samples=1, noisy_chains=16,
         noise_std=0.3, expert_perturbations=24, use_anchors=True, use_ec=False, epdms_weight=2.0,
         eval_split="val", eval_scenes=128, checkpoint_every=50,
