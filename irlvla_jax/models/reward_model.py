@@ -124,7 +124,8 @@ class RewardWorldModel(nnx.Module):
     cfg: ``d_model``, ``num_layers``, ``num_heads``, ``ff_mult`` (config section ``rwm``), and optionally
     ``kinematic_features`` (bool: feed :func:`kinematic_features` of each plan to the trajectory encoder),
     ``ego_features`` (bool: the ego's recent past and current dynamics, which history comfort depends on)
-    and ``scene_features`` (bool: :func:`scene_features`, plan-vs-map/agents geometry at t0). With either
+    and ``scene_features`` (bool: :func:`scene_features`, plan-vs-map/agents geometry at t0, computed at every
+    ``scene_pose_stride``-th pose). With either
     of the last two the model needs ``scenes``, the [B] Scene batch the tokens were encoded from.
     token_dim: width Dt of the VLA's scene tokens.
     """
@@ -175,7 +176,8 @@ class RewardWorldModel(nnx.Module):
             feats = jnp.concatenate([feats, per], axis=-1)
         if self.use_scene:
             sf = F.scene_features(scenes, traj, self.scene_stride)
-            feats = jnp.concatenate([feats, jnp.repeat(sf, self.scene_stride, axis=2)], axis=-1)  # held per pose
+            # a computed pose's geometry also stands for the stride - 1 poses before it
+            feats = jnp.concatenate([feats, jnp.repeat(sf, self.scene_stride, axis=2)], axis=-1)
             if self.use_kin:
                 summ = jnp.concatenate([summ, F.scene_summary(sf)], axis=-1)
         e = self.pose_hidden(jax.nn.gelu(self.pose_in(feats))) + self.time_emb[...]
