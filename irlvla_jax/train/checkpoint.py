@@ -160,14 +160,20 @@ def _flat(d, prefix=""):
     return out
 
 
-def compare_configs(saved: dict, current: dict, where: str) -> None:
+def compare_configs(saved: dict, current: dict, where: str, run_keys: tuple = ()) -> None:
     """Raise CheckpointMismatch naming the first model-defining config key that differs (``PADDING_KEYS``
-    may differ)."""
+    may differ). ``run_keys``: dotted keys that define this run's own model besides ``MODEL_KEYS`` (e.g. the
+    RWM's ``rwm.d_model``); one the saved config lacks (a checkpoint from before the key existed) is left to
+    the state-tree check."""
     keys = [k for k in MODEL_KEYS if k in saved or k in current]
     s = _flat({k: saved.get(k) for k in keys})
     c = _flat({k: current.get(k) for k in keys})
     s["data.num_anchors"] = (saved.get("data") or {}).get("num_anchors")
     c["data.num_anchors"] = (current.get("data") or {}).get("num_anchors")
+    for key in run_keys:
+        sec, leaf = key.split(".")
+        if leaf in (saved.get(sec) or {}):
+            s[key], c[key] = saved[sec][leaf], (current.get(sec) or {}).get(leaf, "<absent>")
     for k in sorted((set(s) | set(c)) - set(PADDING_KEYS)):
         a, b = s.get(k, "<absent>"), c.get(k, "<absent>")
         if isinstance(a, list):
@@ -200,11 +206,14 @@ def compare_trees(saved: Dict[str, tuple], target: Dict[str, tuple], where: str)
 
 class Checkpointer:
     """Thin wrapper over ``ocp.CheckpointManager``. ``config`` is saved with every step and checked on
-    restore; every step carries the digest of its arrays, checked on restore."""
+    restore (``MODEL_KEYS`` and the run's own ``run_keys``, :func:`compare_configs`); every step carries the
+    digest of its arrays, checked on restore."""
 
-    def __init__(self, directory: str, *, config=None, max_to_keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str, *, config=None, max_to_keep: int = 3, async_save: bool = True,
+                 run_keys: tuple = ()):
         self.directory = os.path.abspath(directory)
         self.config = _config_json(config)
+        self.run_keys = tuple(run_keys)
         self.max_to_keep, self.async_save = max_to_keep, async_save
         self._open()
 
@@ -256,7 +265,7 @@ class Checkpointer:
             raise CheckpointCorrupt(f"checkpoint {where}: its config item cannot be read "
                                     f"({type(e).__name__}: {_first_line(e)})") from e
         if self.config:
-            compare_configs(saved_cfg or {}, self.config, where)
+            compare_configs(saved_cfg or {}, self.config, where, self.run_keys)
         try:
             md = self.mngr.item_metadata(step)["state"]
         except Exception as e:  # noqa: BLE001

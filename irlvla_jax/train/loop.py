@@ -89,14 +89,15 @@ def make_mesh(config, mesh=None, batch_size: Optional[int] = None, batch_key: st
 
 
 def prepare(config, workdir: str, name: str, state, mesh, batch_size: int, *, train_iter=None,
-            unit: str = "step") -> Prepared:
+            unit: str = "step", run_keys: tuple = ()) -> Prepared:
     """Replicate ``state`` over ``mesh``, open ``<workdir>/checkpoints/<name>`` and resume from its latest
-    checkpoint (state and data iterator), building the training iterator unless one is given."""
+    checkpoint (state and data iterator), building the training iterator unless one is given. ``run_keys``:
+    the run's model-defining config keys checked on resume (``checkpoint.compare_configs``)."""
     state = mesh_lib.replicate(state, mesh)
     if train_iter is None:
         train_iter = make_train_iter(config, workdir, mesh_lib.local_batch_size(int(batch_size)))
     ckpt = Checkpointer(checkpoint_dir(workdir, name), config=config, max_to_keep=int(config.train.max_to_keep),
-                        async_save=bool(config.train.async_checkpoint))
+                        async_save=bool(config.train.async_checkpoint), run_keys=run_keys)
     state, start = ckpt.resume(state, data_iter=train_iter, name=name, unit=unit)
     return Prepared(mesh=mesh, state=state, start=start, ckpt=ckpt, train_iter=train_iter)
 
@@ -106,12 +107,12 @@ def checkpoint_dir(workdir: str, name: str) -> str:
     return os.path.join(workdir, "checkpoints", name)
 
 
-def open_latest(config, workdir: str, name: str, abstract_state, hint: str):
+def open_latest(config, workdir: str, name: str, abstract_state, hint: str, run_keys: tuple = ()):
     """Restore the newest intact checkpoint of run ``name`` into ``abstract_state`` -> state (a damaged
     newer step is reported in one line and skipped). No checkpoint raises FileNotFoundError ending with
     ``hint`` (the command that makes one); no intact one raises CheckpointCorrupt."""
     from irlvla_jax.errors import CheckpointCorrupt
-    ckpt = Checkpointer(checkpoint_dir(workdir, name), config=config, async_save=False)
+    ckpt = Checkpointer(checkpoint_dir(workdir, name), config=config, async_save=False, run_keys=run_keys)
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"no {name} checkpoint in {ckpt.directory}; {hint}")
     state, _ = ckpt.restore_intact(abstract_state, name=name, set_aside=False)
