@@ -168,7 +168,7 @@ def scene_features(scenes, traj, stride: int = 1):
     B, N, P = traj.shape[:3]
     f32 = jnp.float32
     h = traj[..., 2]
-    ctr = traj[..., :2] + EGO_CENTER * jnp.stack([jnp.cos(h), jnp.sin(h)], -1)           # [B, N, 8, 2]
+    ctr = traj[..., :2] + EGO_CENTER * jnp.stack([jnp.cos(h), jnp.sin(h)], -1)           # [B, N, P, 2]
     corners = G.box_corners(ctr, h, jnp.full_like(h, EGO_LENGTH), jnp.full_like(h, EGO_WIDTH))  # [B,N,P,4,2]
     pin = lambda p, poly: G.points_in_polygon(p, poly, points_minor=True)  # noqa: E731  many points, few polygons
     pc = ctr.reshape(B, 1, -1, 2)                                                          # [B, 1, N*P, 2]
