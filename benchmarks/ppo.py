@@ -4,7 +4,8 @@
 
 For each config: build the VLA (random init: the cost does not depend on the weights) and the RWM, on
 embedded-world test scenes (``--scenes world``, the default: real map sizes matter, both the scorer and the
-RWM's plan-vs-scene geometry skip padding) or random synthetic scenes (``--scenes synthetic``: no map); one rollout = encode -> ``ppo.samples_per_scene`` samples per scene of all K
+RWM's plan-vs-scene geometry skip padding) or random synthetic scenes (``--scenes synthetic``: no map).
+One rollout = encode -> ``ppo.samples_per_scene`` samples per scene of all K
 anchor chains with the PPO exploration noise -> reward of every chain (B x M x K trajectories, what one
 PPO update rewards). Timed, both in one run on the same machine and on the same trajectories:
   * reward only: the RWM's reward vs the true JAX EPDMS scorer's, of the rollout's trajectories;
