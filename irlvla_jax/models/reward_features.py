@@ -11,10 +11,10 @@ of the environment). Shapes: traj [B, N, 8, 3] poses at 0.5 ... 4.0 s, metres / 
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from irlvla_jax.geometry import EGO_CENTER, EGO_LENGTH, EGO_WIDTH
+from irlvla_jax.scoring.sparse import bucket_switch
 
 # Pose normalisation for the trajectory encoder (metres): 4 s at up to ~20 m/s forward.
 _POS_SCALE = (40.0, 10.0)  # metres; a tuple, not a device array: nothing may touch a device at import (multi-host)
@@ -141,8 +141,8 @@ def valid_polygons(poly, valid, fn, *per_polygon):
     take = lambda a: jnp.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), 1)  # noqa: E731
     args = (take(poly), take(valid)) + tuple(take(a) for a in per_polygon)
     sizes = polygon_buckets(poly.shape[1])
-    k = jnp.searchsorted(jnp.asarray(sizes), jnp.max(jnp.sum(valid, 1)))
-    return jax.lax.switch(k, [lambda *a, n=n: fn(*(x[:, :n] for x in a)) for n in sizes], *args)
+    return bucket_switch(jnp.max(jnp.sum(valid, 1)), sizes,
+                         [lambda *a, n=n: fn(*(x[:, :n] for x in a)) for n in sizes], *args)
 
 
 def scene_features(scenes, traj, stride: int = 1):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from irlvla_jax import geometry as geo
 from irlvla_jax.scene import DRIVABLE_INTERSECTION
 from irlvla_jax.scoring.metrics import ego_boxes
-from irlvla_jax.scoring.sparse import bit_words, expand_bits, sparse_pairs
+from irlvla_jax.scoring.sparse import bit_words, bucket_switch, expand_bits, sparse_pairs
 
 # Sparse map tests (``scene_flags``). Every per-step map test is done only for the (row, step, polygon)
 # pairs whose bounding boxes overlap, and each polygon only up to its last real edge. Why dropping the
@@ -77,7 +77,7 @@ def _points_in_small_polygons(pts, polys, valid, r):
         return jnp.moveaxis(full, 1, 2).reshape(g_n, -1, p_n)
 
     branches = [lambda _, k=k: jax.vmap(lambda a, b, c: one(a, b, c, k))(rows, polys, rel) for k in sizes]
-    return jax.lax.switch(jnp.sum(jnp.max(jnp.sum(rel, axis=-1)) > jnp.asarray(sizes[:-1])), branches, None)
+    return bucket_switch(jnp.max(jnp.sum(rel, axis=-1)), sizes, branches, None)
 
 
 def _points_in_map(pts, box, polys, valid, r):

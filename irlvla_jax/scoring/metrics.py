@@ -13,7 +13,7 @@ import numpy as np
 from irlvla_jax import geometry as geo
 from irlvla_jax.scene import AGENT_STATIC, DRIVABLE_INTERSECTION
 from irlvla_jax.scoring.rollout import HALF_LENGTH, HALF_WIDTH, REAR_AXLE_TO_CENTER
-from irlvla_jax.scoring.sparse import sparse_pairs
+from irlvla_jax.scoring.sparse import bucket_switch, sparse_pairs
 
 T = 41
 STOPPED_EGO_NC = 5e-2          # m/s, get_collision_type
@@ -295,7 +295,7 @@ def route_exceed(center, route):
         return f
 
     span = jnp.max(last - first + 1)
-    return jax.lax.switch(jnp.sum(span > jnp.asarray(sizes[:-1])), [branch(k) for k in sizes], None)
+    return bucket_switch(span, sizes, [branch(k) for k in sizes], None)
 
 
 def ego_terms(states):

@@ -23,6 +23,14 @@ def bit_words(mask):
     return jnp.stack(words, axis=-1)
 
 
+def bucket_switch(count, sizes, branches, *operands):
+    """``branches[i](*operands)`` for sizes[i] the smallest of ``sizes`` (static, ascending) that is >= ``count``
+    (a traced int), the last branch when none is: a ``lax.switch`` with one static-shape branch per size, so
+    the work follows the count in a few compiled shapes. Call it on the whole batch, not under vmap (under
+    vmap every branch runs)."""
+    return jax.lax.switch(jnp.sum(count > jnp.asarray(sizes[:-1], jnp.int32)), list(branches), *operands)
+
+
 def _bit_slots(words, m):
     """The set bits of ``words [N, W]`` (uint32) in row-major order, in m slots: (row [m], column [m]
     (32 w + k)), padded with (0, 0) after the last one. One round per bit rank (as many rounds as the
@@ -100,7 +108,7 @@ def sparse_pairs(rel, fn, buckets, dense=None, block=None, overflow_block=None):
             return acc.reshape((g_n, l_n) + out.shape[1:])
         return f
 
-    return jax.lax.switch(jnp.sum(count > jnp.asarray(sizes[:-1])), [branch(n) for n in sizes], None)
+    return bucket_switch(count, sizes, [branch(n) for n in sizes], None)
 
 
 def expand_bits(bits, fn, buckets, dense, block):
@@ -129,5 +137,4 @@ def expand_bits(bits, fn, buckets, dense, block):
             return _blocks(total, block, step, jnp.zeros((n,) + out.shape[1:], out.dtype))
         return f
 
-    return jax.lax.switch(jnp.sum(total > jnp.asarray(sizes, jnp.int32)),
-                          [branch(m) for m in sizes] + [lambda _: dense()], None)
+    return bucket_switch(total, sizes + (32 * n,), [branch(m) for m in sizes] + [lambda _: dense()], None)

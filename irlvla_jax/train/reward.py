@@ -62,8 +62,9 @@ from irlvla_jax.train.state import finite_flags
 RUN = "rwm"   # checkpoints/rwm, tb/rwm, rwm_metrics.jsonl
 # The config keys that shape the RWM's parameters or inputs: an RWM checkpoint is refused, naming the key, when
 # one of them differs (training keys such as rwm.steps may change on resume).
-MODEL_KEYS = tuple(f"rwm.{k}" for k in ("d_model", "num_layers", "num_heads", "ff_mult", "arch", "kinematic_features",
-                                          "ego_features", "scene_features", "scene_pose_stride"))
+RWM_MODEL_KEYS = tuple(f"rwm.{k}" for k in ("d_model", "num_layers", "num_heads", "ff_mult", "arch",
+                                              "kinematic_features", "ego_features", "scene_features",
+                                              "scene_pose_stride"))
 
 SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor", "ppo")
 
@@ -396,7 +397,7 @@ def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: 
     rwm_gd, params = build_rwm(config, int(config.seed))
     tx = make_optimizer(rc)
     prep = loop.prepare(config, workdir, RUN, TrainState.create(params, {}, tx, int(config.seed)), mesh, bs,
-                        train_iter=train_iter, run_keys=MODEL_KEYS)
+                        train_iter=train_iter, run_keys=RWM_MODEL_KEYS)
     train_step, eval_step = make_fns(config, vla_gd, rwm_gd, tx, mesh)
     step_fn = jax.jit(train_step, donate_argnums=(0,))
     total = int(num_steps if num_steps is not None else rc.steps)
@@ -429,7 +430,7 @@ def restore(config, workdir: str):
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                             jax.eval_shape(lambda p: TrainState.create(p, {}, tx, 0), params))
     state = loop.open_latest(config, workdir, RUN, abstract, "run `irlvla train --stage rwm` first",
-                             run_keys=MODEL_KEYS)
+                             run_keys=RWM_MODEL_KEYS)
     return gd, state.params
 
 

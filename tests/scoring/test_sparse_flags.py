@@ -95,6 +95,13 @@ def test_tiny_buckets_take_the_fallback_and_agree(vectors, monkeypatch):
     _check(sc, states, _all_red_lights(sc))
 
 
+@pytest.mark.parametrize("count,want", [(0, 2), (2, 2), (3, 5), (5, 5), (6, 9), (9, 9), (40, 9)])
+def test_bucket_switch_takes_the_smallest_size_that_holds_the_count(count, want):
+    sizes = (2, 5, 9)
+    got = jax.jit(lambda c: SP.bucket_switch(c, sizes, [lambda x, n=n: x * 0 + n for n in sizes], c))(count)
+    assert int(got) == want
+
+
 def test_sparse_pairs_fills_and_scatters():
     rel = jnp.asarray(np.random.default_rng(0).random((7, 5)) < 0.3)
     fn = lambda g, l, ok: jnp.stack([g * 10 + l == g * 10 + l, (g + l) % 2 == 0], -1)

@@ -125,11 +125,11 @@ def test_run_keys_name_the_rwm_setting_that_differs():
     """An RWM checkpoint trained with another model-defining rwm.* key is refused naming it; training keys may
     change on resume; a checkpoint from before a key existed is left to the state-tree check."""
     from irlvla_jax.train.checkpoint import compare_configs
-    from irlvla_jax.train.reward import MODEL_KEYS
+    from irlvla_jax.train.reward import RWM_MODEL_KEYS
     saved = {"scene": {}, "model": {}, "rwm": {"scene_pose_stride": 1, "num_layers": 2, "steps": 900}}
     now = {"scene": {}, "model": {}, "rwm": {"scene_pose_stride": 2, "num_layers": 2, "steps": 1800}}
     with pytest.raises(CheckpointMismatch, match=r"config.rwm.scene_pose_stride is 1 in the checkpoint but 2 now"):
-        compare_configs(saved, now, "ck", MODEL_KEYS)
+        compare_configs(saved, now, "ck", RWM_MODEL_KEYS)
     compare_configs(saved, now, "ck")                                       # not a run key: not compared
-    compare_configs(dict(saved, rwm={"num_layers": 2, "steps": 900}), now, "ck", MODEL_KEYS)   # key absent then
-    compare_configs(dict(saved, rwm=dict(now["rwm"], steps=10)), now, "ck", MODEL_KEYS)        # steps may change
+    compare_configs(dict(saved, rwm={"num_layers": 2, "steps": 900}), now, "ck", RWM_MODEL_KEYS)   # key absent then
+    compare_configs(dict(saved, rwm=dict(now["rwm"], steps=10)), now, "ck", RWM_MODEL_KEYS)        # steps may change
