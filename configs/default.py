@@ -42,7 +42,9 @@ VARIANTS = {
         "il.steps": 60000, "il.batch_size": 64, "il.lr": 3e-4, "il.warmup_steps": 2000, "il.end_lr_ratio": 0.02,
         "il.val_every": 2000, "il.val_batches": 16, "il.epdms_scenes": 1024, "il.checkpoint_every": 2000,
         "train.log_every": 50,
-        "rwm.d_model": 128, "rwm.num_layers": 3, "rwm.steps": 20000, "rwm.batch_size": 64, "rwm.lr": 1e-3,
+        # One cross-attention layer, as tiny (tiny seed 0: 1 vs 2 layers ranked the RL policy's samples alike,
+        # 0.594 vs 0.593); on CPU 20,480 world-scene trajectories: 70k-75k/s vs 44k/s with 3 layers.
+        "rwm.d_model": 128, "rwm.num_layers": 1, "rwm.steps": 20000, "rwm.batch_size": 64, "rwm.lr": 1e-3,
         "rwm.eval_scenes": 2048, "rwm.checkpoint_every": 1000,
         # 64 scenes x 16 samples x 20 anchor chains = 20,480 trajectories per PPO update.
         "ppo.updates": 20000, "ppo.batch_size": 64, "ppo.samples_per_scene": 16, "ppo.checkpoint_every": 1000,
