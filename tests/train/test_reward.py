@@ -112,3 +112,40 @@ def test_loss_adds_the_weighted_ranking_term():
     assert set(SUB_SCORES) - {"EC"} <= set(terms0) and float(total0) == pytest.approx(float(terms0["total"]))
     np.testing.assert_allclose(float(total1) - float(total0), 1.5 * float(terms1["rank"]), rtol=1e-5)
     assert out.ep.shape == (2, 5)
+
+
+def _opt_counts(opt_state):
+    """The set of step counts in an optax state (every counter of the chain)."""
+    has = lambda s: "count" in getattr(s, "_fields", ())  # noqa: E731  (optax states are NamedTuples)
+    return {int(c) for c in jax.tree.leaves(jax.tree.map(lambda s: s.count if has(s) else None, opt_state,
+                                                         is_leaf=has))}
+
+
+def test_inner_steps_apply_that_many_updates_to_one_labelled_batch():
+    """rwm.inner_steps: one labelled batch, then that many AdamW updates on it (the optimizer's counts move
+    by inner_steps per train step); the result differs from one update, and a second train step adds
+    inner_steps more."""
+    from irlvla_jax.models import vla
+    from irlvla_jax.scene import SceneSpec
+    from irlvla_jax.train import reward as RW
+    from irlvla_jax.train.state import TrainState
+    from irlvla_jax.train.synthetic import micro_config, random_anchors, random_scenes
+    cfg = micro_config()
+    spec = SceneSpec.from_config(cfg.scene)
+    gd, params, consts = vla.build(cfg.model, spec, random_anchors(int(cfg.data.num_anchors)))
+    scenes = random_scenes(spec, 2, seed=1)
+    out = {}
+    for inner in (1, 3):
+        with cfg.unlocked():
+            cfg.rwm.inner_steps = inner
+        rgd, rparams = RW.build_rwm(cfg, 0)
+        tx = RW.make_optimizer(cfg.rwm)
+        step = jax.jit(RW.make_fns(cfg, gd, rgd, tx)[0])
+        st, m = step(TrainState.create(rparams, {}, tx, 0), params, consts, scenes)
+        assert _opt_counts(st.opt_state) == {inner}
+        assert np.isfinite(float(m["loss_total"]))
+        out[inner] = st.params
+        st, _ = step(st, params, consts, scenes)
+        assert _opt_counts(st.opt_state) == {2 * inner}
+    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(out[1]), jax.tree.leaves(out[3])))
+    assert diff > 0
