@@ -285,6 +285,19 @@ def loss(model, tokens, cands, scenes, labels, epdms, rc, pair_weight):
     return losses["total"], (losses, out)
 
 
+def inner_updates(loss_fn, tx, params, opt_state, num: int):
+    """``num`` optimizer steps of ``tx`` on one batch's ``loss_fn(params) -> (loss, (terms, outputs))`` (a
+    ``lax.scan``; ``rwm.inner_steps``) -> ((params, opt_state), (terms, outputs, gradient global norm), each
+    stacked over the ``num`` steps)."""
+    def update(carry, _):
+        p, opt = carry
+        (_, (terms, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
+        upd, opt = tx.update(grads, opt, p)
+        return (optax.apply_updates(p, upd), opt), (terms, out, optax.global_norm(grads))
+
+    return jax.lax.scan(update, (params, opt_state), None, length=int(num))
+
+
 def make_fns(config, vla_gd, rwm_gd, tx, mesh=None):
     """-> (train_step(state, vla_params, vla_consts, scenes), eval_step(params, vla_params, vla_consts,
     scenes, rng)) — both pure, jit them; the scorer's labels shard over ``mesh`` (``epdms.score_sharded``)."""
@@ -322,14 +335,7 @@ def make_fns(config, vla_gd, rwm_gd, tx, mesh=None):
             return loss(nnx.merge(rwm_gd, p), tokens, cands, scenes if use_scenes else None, labels, s.EPDMS, rc,
                         jnp.asarray(pair_w))
 
-        def update(carry, _):
-            params, opt = carry
-            (_, (losses, out)), grads = jax.value_and_grad(lf, has_aux=True)(params)
-            upd, opt = tx.update(grads, opt, params)
-            return (optax.apply_updates(params, upd), opt), (losses, out, optax.global_norm(grads))
-
-        (params, opt), (losses, out, gnorm) = jax.lax.scan(update, (state.params, state.opt_state), None,
-                                                           length=inner)
+        (params, opt), (losses, out, gnorm) = inner_updates(lf, tx, state.params, state.opt_state, inner)
         losses = jax.tree.map(lambda x: x[-1], losses)
         out = jax.tree.map(lambda x: x[0], out)          # predictions before this batch's updates
         pred = R.predicted_reward(out, use_ec)
