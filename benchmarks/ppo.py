@@ -18,6 +18,7 @@ the first config>} with ratio = RWM trajectories/s / scorer trajectories/s.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -96,24 +97,20 @@ def bench(name: str, batch: int, iters: int, mode: str | None, source: str = "wo
             return reward_fn(static, scenes, tok, core.trajectories(adapter, roll, scenes))
         dt, _ = _timed(whole, (state.params, static, scenes, jax.random.PRNGKey(1)), iters)
         out[f"{src}_rollout_traj_per_s"] = n / dt
+    def other_rwm(**rwm):
+        """RWM-only trajectories/s of the config's RWM with ``rwm`` settings changed (random weights)."""
+        oc = copy.deepcopy(c)
+        oc.rwm.update(rwm)
+        ogd, oparams = RW.build_rwm(oc)
+        ofn = ppo.make_reward_fn(oc, ogd, "rwm")
+        dt, _ = _timed(jax.jit(lambda st, scenes, tokens, traj: ofn(st, scenes, tokens, traj)),
+                       (dict(static, rwm=oparams), scenes, tokens, traj), iters)
+        return n / dt
+
     if int(c.rwm.scene_pose_stride) != 1:                      # the same RWM with geometry at every pose
-        with c.unlocked():
-            c.rwm.scene_pose_stride = 1
-        sgd, sparams = RW.build_rwm(c)
-        sfn = ppo.make_reward_fn(c, sgd, "rwm")
-        dt, _ = _timed(jax.jit(lambda st, scenes, tokens, traj: sfn(st, scenes, tokens, traj)),
-                       (dict(static, rwm=sparams), scenes, tokens, traj), iters)
-        out["rwm_stride1_reward_traj_per_s"] = n / dt
-        with c.unlocked():
-            c.rwm.scene_pose_stride = out["rwm_scene_pose_stride"]
-    # The transformer RWM (rwm.arch = "transformer", random weights) on the same trajectories, for scale.
-    with c.unlocked():
-        c.rwm.arch = "transformer"
-    tgd, tparams = RW.build_rwm(c)
-    tfn = ppo.make_reward_fn(c, tgd, "rwm")
-    dt, _ = _timed(jax.jit(lambda st, scenes, tokens, traj: tfn(st, scenes, tokens, traj)),
-                   (dict(static, rwm=tparams), scenes, tokens, traj), iters)
-    out["transformer_rwm_reward_traj_per_s"] = n / dt
+        out["rwm_stride1_reward_traj_per_s"] = other_rwm(scene_pose_stride=1)
+    # The transformer RWM (rwm.arch = "transformer") on the same trajectories, for scale.
+    out["transformer_rwm_reward_traj_per_s"] = other_rwm(arch="transformer")
     out["ratio"] = out["rwm_reward_traj_per_s"] / out["scorer_reward_traj_per_s"]
     out["transformer_ratio"] = out["transformer_rwm_reward_traj_per_s"] / out["scorer_reward_traj_per_s"]
     out["rollout_ratio"] = out["rwm_rollout_traj_per_s"] / out["scorer_rollout_traj_per_s"]

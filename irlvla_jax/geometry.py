@@ -452,17 +452,36 @@ def project_to_polyline(points, line):
 
     Returns (arc length of the nearest point [..., P], signed lateral offset [..., P] (left of the
     driving direction positive), distance [..., P]). Like shapely's ``project``, ties go to the first
-    segment; zero-length (padding) segments are ignored. Gather-free (one-hot selects).
+    segment; zero-length (padding) segments are ignored. The squared distances are laid out [..., R-1, P]
+    (segments major) and reduced twice (the minimum, then the first segment that reaches it), then the
+    nearest segment's data is gathered per point: on 2 CPU cores 3.7x faster than an argmin over a
+    [..., P, R-1] array with one-hot selects for 81,920 points against 96-point routes (the RWM's plan
+    features), the same distances and segments.
     """
-    d2, t, den, cross = _polyline_d2(points, line)
-    k = jnp.argmin(d2, axis=-1)
-    pick = jnp.arange(d2.shape[-1]) == k[..., None]
-    s = polyline_arclength(line)[..., None, :-1]
-    take = lambda x: jnp.sum(jnp.where(pick, x, 0.0), axis=-1)
-    arc = take(s + t * jnp.sqrt(den))
-    side = jnp.sign(take(cross))
-    dist = jnp.sqrt(jnp.min(d2, axis=-1))
-    return arc, side * dist, dist
+    ax, ay = line[..., :-1, 0, None], line[..., :-1, 1, None]                     # [..., R-1, 1]
+    abx, aby = line[..., 1:, 0, None] - ax, line[..., 1:, 1, None] - ay
+    px, py = points[..., None, :, 0], points[..., None, :, 1]                    # [..., 1, P]
+    den = abx * abx + aby * aby
+    valid = den > 0
+    apx, apy = px - ax, py - ay
+    t = jnp.clip((apx * abx + apy * aby) / jnp.where(valid, den, 1.0), 0.0, 1.0)
+    fx, fy = px - (ax + t * abx), py - (ay + t * aby)
+    d2 = jnp.where(valid, fx * fx + fy * fy, jnp.inf)                            # [..., R-1, P]
+    m = jnp.min(d2, axis=-2)
+    r1 = d2.shape[-2]
+    first = jnp.min(jnp.where(d2 == m[..., None, :], jnp.arange(r1, dtype=jnp.int32)[:, None], r1), axis=-2)
+    k = jnp.minimum(first, r1 - 1)                     # (r1 only when every distance is NaN)
+    batch = jnp.broadcast_shapes(points.shape[:-2], line.shape[:-2])
+    seg = lambda a: jnp.take_along_axis(jnp.broadcast_to(a, batch + a.shape[-1:]),  # noqa: E731
+                                        jnp.broadcast_to(k, batch + k.shape[-1:]), axis=-1)
+    ax, ay = seg(line[..., :-1, 0]), seg(line[..., :-1, 1])                       # [..., P]
+    abx, aby = seg(line[..., 1:, 0] - line[..., :-1, 0]), seg(line[..., 1:, 1] - line[..., :-1, 1])
+    den = abx * abx + aby * aby
+    apx, apy = points[..., 0] - ax, points[..., 1] - ay
+    t = jnp.clip((apx * abx + apy * aby) / jnp.where(den > 0, den, 1.0), 0.0, 1.0)
+    dist = jnp.sqrt(m)
+    arc = seg(polyline_arclength(line)[..., :-1]) + t * jnp.sqrt(den)
+    return arc, jnp.sign(abx * apy - aby * apx) * dist, dist
 
 
 def interp(x, xp, fp):

@@ -395,17 +395,17 @@ def main(config, workdir: str, args) -> List[Dict[str, Any]]:
     _stage(workdir, "generate", generate)
     if len(seeds) == 1 and not seeds_arg:
         return [run_one(config, workdir, seeds[0], data_dir)]
-    runs = {s: os.path.join(workdir, f"seed_{s}") for s in seeds}
-    results = [run_one(config, d, s, data_dir) for s, d in runs.items()]
     # A single-seed run finished in the workdir itself (`pipeline` without --seeds, e.g. the README's main
-    # job, then `--seeds 1,2`) joins the summary under its seed: the files rewritten below keep its table.
-    own = _marker(workdir, "evaluate")
+    # job) is that seed's run: `--seeds 0,1,2` after it trains seeds 1 and 2 only, and `--seeds 1,2` adds
+    # it to the summary under its seed (the files rewritten below keep its table).
+    own, own_seed = _marker(workdir, "evaluate"), None
     if os.path.exists(own):
         with open(own) as f:
-            res = json.load(f)
-        if int(res["seed"]) not in runs:
-            results.insert(0, res)
-            runs = {int(res["seed"]): workdir, **runs}
+            own_seed = int(json.load(f)["seed"])
+    runs = {s: workdir if s == own_seed else os.path.join(workdir, f"seed_{s}") for s in seeds}
+    if own_seed is not None and own_seed not in runs:
+        runs = {own_seed: workdir, **runs}
+    results = [run_one(config, d, s, data_dir) for s, d in runs.items()]
     reward_vs_true_figure({f"seed {s}": d for s, d in runs.items()}, os.path.join(workdir, "reward_vs_true.png"))
     _write_results(workdir, results)
     return results

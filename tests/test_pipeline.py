@@ -106,12 +106,19 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     assert {c[4] for c in calls if c[0] != "evaluate"} == {0}
     assert "mean +- std over seeds 0,1" in (tmp_path / "results.md").read_text()
     # A single-seed run in the workdir itself (the README's main job) joins a later --seeds summary.
+    for stage in ("il", "rwm", "ppo_rwm", "ppo_scorer", "ppo_rwm_choice"):
+        PL._stage(str(tmp_path), stage, lambda: {"ok": 1})
     PL._stage(str(tmp_path), "evaluate", lambda: fake_eval(cfg, str(tmp_path), 7))
     calls.clear()
     PL.main(cfg, str(tmp_path), types.SimpleNamespace(seeds="0,1"))
     assert [c[0] for c in calls] == []                    # every stage already done
     text = (tmp_path / "results.md").read_text()
     assert "mean +- std over seeds 7,0,1" in text and "### seed 7: test split" in text
+    # ... and when its seed is in the list it is that seed's run: seed 7 is not trained again.
+    PL.main(cfg, str(tmp_path), types.SimpleNamespace(seeds="7,1,2"))
+    assert {c[1] for c in calls} == {"seed_2"} and not (tmp_path / "seed_7").exists()
+    text = (tmp_path / "results.md").read_text()
+    assert "mean +- std over seeds 7,1,2" in text and "### seed 7: test split" in text
 
 
 def test_headline_table_comes_from_evaluate(world_dataset, tmp_path):

@@ -11,6 +11,7 @@ of the environment). Shapes: traj [B, N, 8, 3] poses at 0.5 ... 4.0 s, metres / 
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from irlvla_jax.geometry import EGO_CENTER, EGO_LENGTH, EGO_WIDTH
@@ -201,30 +202,44 @@ def scene_features(scenes, traj, stride: int = 1):
         lambda poly, val, red: jnp.any(pin(pc, poly).reshape(B, -1, N, P) & (red & val[..., None])[:, :, None], 1),
         red).astype(f32)
     # Agents at t0, constant velocity.
+    gaps = agent_gaps(scenes, ctr, h, poses)
+    return jnp.stack([off, bdist, lat, off_lane, in_red, gaps[0], gaps[1], gaps[2], prog, gaps[3]], -1)
+
+
+def agent_gaps(scenes, ctr, h, poses):
+    """(gap_any, gap_moving, gap_ahead, gap_static) [B, N, P] of :func:`scene_features` for ego-box centres
+    ``ctr [B, N, P, 2]`` and headings ``h [B, N, P]`` at the plan poses ``poses``. A loop over the agents
+    (``lax.scan``, 4 per iteration) keeps every array [B, N, P] with running masked minima: on 2 CPU cores
+    about 10x faster than one [B, N, P, A] array reduced over A (XLA:CPU vectorises the contiguous
+    elementwise steps, not the broadcast-indexed ones), the same values."""
+    f32 = jnp.float32
     box0 = jnp.asarray(scenes.agent_boxes, f32)[:, :, 0]                                  # [B, A, 5]
     vel0 = jnp.asarray(scenes.agent_velocity, f32)[:, :, 0]                               # [B, A, 2]
     aval = jnp.asarray(scenes.agent_valid, bool)[:, :, 0]
     static = jnp.asarray(scenes.agent_type) == 3
     moving = aval & ~static & (jnp.linalg.norm(vel0, axis=-1) > 0.05)
-    t = (jnp.asarray(poses, f32) + 1.0) * 0.5
-    apos = box0[:, None, :, :2] + vel0[:, None] * t[None, :, None, None]                   # [B, P, A, 2]
-    rel = apos[:, None] - ctr[:, :, :, None]                                               # [B, N, P, A, 2]
-    c, s_ = jnp.cos(h)[..., None], jnp.sin(h)[..., None]
-    dx = rel[..., 0] * c + rel[..., 1] * s_
-    dy = -rel[..., 0] * s_ + rel[..., 1] * c
-    # cos / sin of (agent heading - pose heading) by the difference identities: no per-pair trigonometry.
-    ca, sa = jnp.cos(box0[..., 2])[:, None, None, :], jnp.sin(box0[..., 2])[:, None, None, :]
-    cdh, sdh = jnp.abs(ca * c + sa * s_), jnp.abs(sa * c - ca * s_)
-    hl, hw = 0.5 * box0[:, None, None, :, 3], 0.5 * box0[:, None, None, :, 4]
-    ex = hl * cdh + hw * sdh
-    ey = hl * sdh + hw * cdh
-    gap = jnp.maximum(jnp.abs(dx) - 0.5 * EGO_LENGTH - ex, jnp.abs(dy) - 0.5 * EGO_WIDTH - ey)  # [B, N, P, A]
-    ahead = (dx > 0) & (jnp.abs(dy) < _TAN_30 * dx)                    # bearing within 30 deg of the heading
-    big = 15.0
-    mg = lambda m: jnp.clip(jnp.min(jnp.where(m, gap, big), -1) / 5.0, -1.0, 3.0)  # noqa: E731
-    av = aval[:, None, None, :]
-    return jnp.stack([off, bdist, lat, off_lane, in_red, mg(av), mg(av & moving[:, None, None, :]),
-                      mg(av & ahead), prog, mg(av & static[:, None, None, :])], -1)
+    t = (jnp.asarray(poses, f32) + 1.0) * 0.5                                              # [P] seconds
+    c, s_ = jnp.cos(h), jnp.sin(h)
+    cx, cy = ctr[..., 0], ctr[..., 1]
+    agents = dict(x=box0[..., 0], y=box0[..., 1], vx=vel0[..., 0], vy=vel0[..., 1], hl=0.5 * box0[..., 3],
+                  hw=0.5 * box0[..., 4], ca=jnp.cos(box0[..., 2]), sa=jnp.sin(box0[..., 2]),
+                  any=aval, moving=moving, static=aval & static)
+    agents = jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0)[:, :, None, None], agents)      # [A, B, 1, 1]
+
+    def step(mins, a):
+        rx, ry = a["x"] + a["vx"] * t - cx, a["y"] + a["vy"] * t - cy                    # [B, N, P]
+        dx, dy = rx * c + ry * s_, -rx * s_ + ry * c
+        # cos / sin of (agent heading - pose heading) by the difference identities: no per-pair trigonometry.
+        cdh, sdh = jnp.abs(a["ca"] * c + a["sa"] * s_), jnp.abs(a["sa"] * c - a["ca"] * s_)
+        ex, ey = a["hl"] * cdh + a["hw"] * sdh, a["hl"] * sdh + a["hw"] * cdh
+        gap = jnp.maximum(jnp.abs(dx) - 0.5 * EGO_LENGTH - ex, jnp.abs(dy) - 0.5 * EGO_WIDTH - ey)
+        ahead = (dx > 0) & (jnp.abs(dy) < _TAN_30 * dx)                # bearing within 30 deg of the heading
+        masks = (a["any"], a["moving"], a["any"] & ahead, a["static"])
+        return tuple(jnp.where(m, jnp.minimum(g, gap), g) for g, m in zip(mins, masks)), None
+
+    big = 15.0                                                          # metres: no agent (before / 5 m, clip)
+    mins, _ = jax.lax.scan(step, tuple(jnp.full(h.shape, big, f32) for _ in range(4)), agents, unroll=4)
+    return tuple(jnp.clip(g / 5.0, -1.0, 3.0) for g in mins)
 
 
 def scene_summary(sf):

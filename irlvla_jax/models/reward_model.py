@@ -261,12 +261,14 @@ class LightRewardWorldModel(nnx.Module):
         if self.use_ego:
             h = h + self.ego_in(F.ego_summary(ego))[:, None]
         H, dh = self.heads, self.d // self.heads
+        heads_major = lambda x: x.reshape(B, x.shape[1], H, dh).transpose(0, 2, 1, 3)  # noqa: E731 [B, H, n, dh]
         for i in range(len(self.q)):
-            k, v = jnp.split(self.kv[i](ctx), 2, -1)                                 # per scene
-            k, v = k.reshape(B, -1, H, dh), v.reshape(B, -1, H, dh)
-            q = self.q[i](self.ln_q[i](h)).reshape(B, N, H, dh)
-            a = jax.nn.softmax(jnp.einsum("bnhc,bmhc->bnhm", q, k) / jnp.sqrt(float(dh)), -1)
-            h = h + self.o[i](jnp.einsum("bnhm,bmhc->bnhc", a, v).reshape(B, N, self.d))
+            # Heads-major [B, H, n, dh] operands: plain batched matmuls on XLA:CPU (2x faster than
+            # einsums over a [B, n, H, dh] layout for 20,480 base trajectories on 2 cores).
+            k, v = (heads_major(x) for x in jnp.split(self.kv[i](ctx), 2, -1))      # per scene
+            q = heads_major(self.q[i](self.ln_q[i](h)))
+            a = jax.nn.softmax(jnp.einsum("bhnc,bhmc->bhnm", q, k) / jnp.sqrt(float(dh)), -1)
+            h = h + self.o[i](jnp.einsum("bhnm,bhmc->bhnc", a, v).transpose(0, 2, 1, 3).reshape(B, N, self.d))
             h = h + self.ff2[i](jax.nn.gelu(self.ff1[i](self.ln_ff[i](h))))
         out = self.head(jax.nn.gelu(self.head_hidden(self.ln_out(h))))               # [B, N, 13]
         return _head_output(out)

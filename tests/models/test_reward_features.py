@@ -105,6 +105,45 @@ def test_scene_features_pose_stride_is_a_subset_of_every_pose():
         F.scene_poses(3)
 
 
+def test_agent_gaps_equal_the_dense_reduction():
+    """The agent loop of :func:`agent_gaps` gives what one [B, N, P, A] array of box gaps reduced over the
+    agents gives (the formula of its docstring, written out here), masks included."""
+    from configs.tiny import get_config
+    from irlvla_jax.geometry import EGO_LENGTH, EGO_WIDTH
+    from irlvla_jax.scene import SceneSpec
+    from irlvla_jax.train import synthetic
+    sc = synthetic.random_scenes(SceneSpec.from_config(get_config().scene), 3, seed=5)
+    rng = np.random.default_rng(1)
+    boxes = np.array(sc.agent_boxes)
+    boxes[..., :2] = rng.uniform(-10, 30, boxes.shape[:-1] + (2,))            # agents near the plans
+    atype = rng.integers(0, 4, np.shape(sc.agent_type))
+    vel = rng.normal(0, 3, np.shape(sc.agent_velocity)).astype(np.float32)
+    vel[:, :2] = 0.0                                                            # two parked agents per scene
+    sc = sc.replace(agent_boxes=boxes, agent_type=atype, agent_velocity=vel)
+    poses = (1, 3, 5, 7)
+    ctr = jnp.asarray(rng.uniform(-5, 25, (3, 6, 4, 2)), jnp.float32)
+    h = jnp.asarray(rng.normal(0, 0.5, (3, 6, 4)), jnp.float32)
+    got = np.stack(jax.jit(F.agent_gaps, static_argnums=3)(sc, ctr, h, poses), -1)
+    box0, vel0 = np.asarray(sc.agent_boxes)[:, :, 0], np.asarray(sc.agent_velocity)[:, :, 0]
+    aval = np.asarray(sc.agent_valid)[:, :, 0]
+    static = atype == 3
+    moving = aval & ~static & (np.linalg.norm(vel0, axis=-1) > 0.05)
+    t = (np.asarray(poses) + 1.0) * 0.5
+    rel = box0[:, None, None, :, :2] + vel0[:, None, None] * t[None, None, :, None, None] - np.asarray(ctr)[:, :, :, None]
+    c, s = np.cos(np.asarray(h))[..., None], np.sin(np.asarray(h))[..., None]
+    dx, dy = rel[..., 0] * c + rel[..., 1] * s, -rel[..., 0] * s + rel[..., 1] * c
+    dh = box0[:, None, None, :, 2] - np.asarray(h)[..., None]
+    ex = 0.5 * box0[:, None, None, :, 3] * np.abs(np.cos(dh)) + 0.5 * box0[:, None, None, :, 4] * np.abs(np.sin(dh))
+    ey = 0.5 * box0[:, None, None, :, 3] * np.abs(np.sin(dh)) + 0.5 * box0[:, None, None, :, 4] * np.abs(np.cos(dh))
+    gap = np.maximum(np.abs(dx) - 0.5 * EGO_LENGTH - ex, np.abs(dy) - 0.5 * EGO_WIDTH - ey)
+    ahead = (dx > 0) & (np.abs(dy) < np.tan(np.pi / 6) * dx)
+    av = aval[:, None, None]
+    want = np.stack([np.clip(np.min(np.where(m, gap, 15.0), -1) / 5.0, -1, 3) for m in
+                     (av, av & moving[:, None, None], av & ahead, av & static[:, None, None])], -1)
+    assert got.shape == (3, 6, 4, 4) and (want < 3.0).all(-1).any() and (want[..., 3] < 3.0).any()
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
 @pytest.mark.parametrize("count", [0, 1, 3, 9, 16])
 def test_valid_polygons_equals_all_polygons(count):
     """Compacting to the batch's valid polygons (any bucket) gives what the test over every padded polygon

@@ -145,6 +145,28 @@ def test_project_to_polyline_matches_shapely():
     assert float(l2[0]) > 0 > float(l2[1])
 
 
+def test_project_to_polyline_batched_and_ties():
+    """Batched points against batched or shared lines equal row-by-row calls; a point equidistant from two
+    segments (the outside of a corner) takes the first, as shapely does; the distance is polyline_distance."""
+    lines = np.cumsum(RNG.uniform(0.5, 3.0, (3, 10, 2)) * [1.0, 0.4], axis=1).astype(np.float32)
+    lines[1, 7:] = lines[1, 6]                                           # a padded route
+    pts = RNG.uniform(-3, 20, (3, 50, 2)).astype(np.float32)
+    f = jax.jit(G.project_to_polyline)
+    got = [np.asarray(x) for x in f(jnp.asarray(pts), jnp.asarray(lines))]
+    shared = [np.asarray(x) for x in f(jnp.asarray(pts), jnp.asarray(lines[0]))]
+    for b in range(3):
+        row = [np.asarray(x) for x in f(jnp.asarray(pts[b]), jnp.asarray(lines[b]))]
+        for g, r in zip(got, row):
+            np.testing.assert_array_equal(g[b], r)
+        for g, r in zip(shared, [np.asarray(x) for x in f(jnp.asarray(pts[b]), jnp.asarray(lines[0]))]):
+            np.testing.assert_array_equal(g[b], r)
+    np.testing.assert_array_equal(got[2], np.asarray(G.polyline_distance(jnp.asarray(pts), jnp.asarray(lines))))
+    corner = jnp.asarray([[0.0, 0.0], [4.0, 0.0], [4.0, 4.0]])
+    arc, lat, dist = (float(x[0]) for x in G.project_to_polyline(jnp.asarray([[5.0, -1.0]]), corner))
+    assert arc == 4.0 and dist == pytest.approx(np.sqrt(2.0)) and lat < 0            # segment 0's end
+    assert LineString(np.asarray(corner)).project(Point(5.0, -1.0)) == 4.0
+
+
 def test_se2_roundtrip_and_angle_wrap():
     o = jnp.asarray([3.0, -2.0, 2.5])
     p = jnp.asarray(RNG.uniform(-5, 5, (10, 3)))
