@@ -8,7 +8,8 @@ killed mid-way. Stage names are run names: the checkpoint folders, TensorBoard r
 the same names (``ppo_rwm``: RL with the RWM reward; ``ppo_scorer``: with the true scorer, ablation, for
 ``pipeline.scorer_updates``; ``ppo_rwm_choice``: re-ranking only, ablation, :func:`choice_config`). With
 ``--seeds``, the dataset is generated once in ``DIR`` (seed ``config.seed``) and each training seed runs
-in ``DIR/seed_<s>`` (``config.seed = s``; data read from ``DIR/data``).
+in ``DIR/seed_<s>`` (``config.seed = s``; data read from ``DIR/data``), except the seed of a single-seed run
+already finished in ``DIR`` itself, which is that seed's run (and joins the summary when not listed).
 
 The evaluation is ``irlvla_jax.evaluate.evaluate_splits`` (what ``irlvla evaluate`` runs): the table's
 policies (:data:`POLICIES`: constant velocity, expert, IL, the IL chains picked by the RWM, the three RL
