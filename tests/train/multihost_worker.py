@@ -29,8 +29,10 @@ else:
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")))
 
+from irlvla_jax.data.records import die_with_parent  # noqa: E402
 from irlvla_jax.train import mesh as mesh_lib  # noqa: E402
 
+die_with_parent(os.getppid())        # a killed pytest takes its workers with it (no orphans left computing)
 mesh_lib.maybe_initialize_distributed()
 
 from tests.train.multihost_common import B, Rows, config, params_of  # noqa: E402,F401
