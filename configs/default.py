@@ -162,7 +162,7 @@ def get_config(arg: str = "tiny"):
     #   advantage         baseline: "anchor" (the same anchor's samples) | "scene" (all of the scene's;
     #                     measured +0.044 vs +0.048)
     #   denoise_discount  weight of step s is discount ** (S - 1 - s) (the last step 1); measured on tiny seed 0,
-    #                     test 500: 0.6 (ReCogDrive's) +0.032 [+0.011, +0.054] over IL vs 1.0 +0.037 [+0.015, +0.060]
+    #                     test 500: 0.6 (ReCogDrive's) +0.032 [+0.011, +0.054] over IL vs 1.0 +0.037 [+0.015, +0.059]
     #   lr, choice_lr     Adam step of the planner; of its mode head (the chain choice) when > 0 (measured on
     #                     tiny seed 0, val: lr 1e-4 collapsed HC within 6 updates (KL 280 nats); 1e-5 +0.032,
     #                     with choice_lr 1e-3 +0.040; 2e-5 with bc_weight 0.1 +0.047, HC -0.08)
