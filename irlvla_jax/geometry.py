@@ -410,24 +410,24 @@ def polyline_arclength(line):
 
 
 def _polyline_d2(points, line):
-    """Squared distances [..., P, R-1] of ``points [..., P, 2]`` to the segments of ``line [..., R, 2]``
-    (inf for zero-length padding segments), with the clipped segment parameters t and segment data."""
-    ax, ay = line[..., None, :-1, 0], line[..., None, :-1, 1]
-    abx, aby = line[..., None, 1:, 0] - ax, line[..., None, 1:, 1] - ay
-    px, py = points[..., :, None, 0], points[..., :, None, 1]
+    """Squared distances [..., R-1, P] of ``points [..., P, 2]`` to the segments of ``line [..., R, 2]``
+    (inf for zero-length padding segments), laid out segments-major: reductions over the segments run
+    vectorised over the points on XLA:CPU."""
+    ax, ay = line[..., :-1, 0, None], line[..., :-1, 1, None]                     # [..., R-1, 1]
+    abx, aby = line[..., 1:, 0, None] - ax, line[..., 1:, 1, None] - ay
+    px, py = points[..., None, :, 0], points[..., None, :, 1]                    # [..., 1, P]
     den = abx * abx + aby * aby
     valid = den > 0
     apx, apy = px - ax, py - ay
     t = jnp.clip((apx * abx + apy * aby) / jnp.where(valid, den, 1.0), 0.0, 1.0)
     fx, fy = px - (ax + t * abx), py - (ay + t * aby)      # p - foot, the same rounding as before
-    d2 = jnp.where(valid, fx * fx + fy * fy, jnp.inf)
-    return d2, t, den, abx * apy - aby * apx
+    return jnp.where(valid, fx * fx + fy * fy, jnp.inf)
 
 
 def polyline_distance(points, line):
     """Distance ``[..., P]`` from ``points [..., P, 2]`` to a polyline ``[..., R, 2]`` (padding repeats the
     last point); equal to the ``dist`` of :func:`project_to_polyline`, without the projection."""
-    return jnp.sqrt(jnp.min(_polyline_d2(points, line)[0], axis=-1))
+    return jnp.sqrt(jnp.min(_polyline_d2(points, line), axis=-2))
 
 
 def segments_distance(points, a, b, ok):
@@ -458,15 +458,7 @@ def project_to_polyline(points, line):
     [..., P, R-1] array with one-hot selects for 81,920 points against 96-point routes (the RWM's plan
     features), the same distances and segments.
     """
-    ax, ay = line[..., :-1, 0, None], line[..., :-1, 1, None]                     # [..., R-1, 1]
-    abx, aby = line[..., 1:, 0, None] - ax, line[..., 1:, 1, None] - ay
-    px, py = points[..., None, :, 0], points[..., None, :, 1]                    # [..., 1, P]
-    den = abx * abx + aby * aby
-    valid = den > 0
-    apx, apy = px - ax, py - ay
-    t = jnp.clip((apx * abx + apy * aby) / jnp.where(valid, den, 1.0), 0.0, 1.0)
-    fx, fy = px - (ax + t * abx), py - (ay + t * aby)
-    d2 = jnp.where(valid, fx * fx + fy * fy, jnp.inf)                            # [..., R-1, P]
+    d2 = _polyline_d2(points, line)                                              # [..., R-1, P]
     m = jnp.min(d2, axis=-2)
     r1 = d2.shape[-2]
     first = jnp.min(jnp.where(d2 == m[..., None, :], jnp.arange(r1, dtype=jnp.int32)[:, None], r1), axis=-2)
