@@ -12,6 +12,7 @@ from irlvla_jax.train.checkpoint import CheckpointMismatch
 from irlvla_jax.train.synthetic import SyntheticIterator, micro_config, random_anchors, random_scenes
 
 BS = 8
+RESUME_END = 70      # the kill-and-resume runs stop here (a third of the schedule: CI time)
 
 
 @pytest.fixture(scope="module")
@@ -69,20 +70,21 @@ def _run(cfg, workdir, anchors, spec, **kw):
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory):
-    cfg = micro_config()   # 200 steps, checkpoint every 50 (same program as `one_device`: compile cache hit)
+    cfg = micro_config()   # the 200-step schedule of `one_device` (same program: compile cache hit)
+    cfg.il.checkpoint_every = 20        # not part of the program
     spec = SceneSpec.from_config(cfg.scene)
     anchors = random_anchors(cfg.data.num_anchors)
     a, b = tmp_path_factory.mktemp("full"), tmp_path_factory.mktemp("killed")
-    full = _run(cfg, a, anchors, spec)
-    killed = _run(cfg, b, anchors, spec, stop_at=120)      # crash after step 120; last checkpoint = step 100
-    assert killed["steps"] == 120
-    resumed = _run(cfg, b, anchors, spec)
+    full = _run(cfg, a, anchors, spec, stop_at=RESUME_END)        # the uninterrupted run, read at step 70
+    killed = _run(cfg, b, anchors, spec, stop_at=50)       # crash after step 50; last checkpoint = step 40
+    assert killed["steps"] == 50
+    resumed = _run(cfg, b, anchors, spec, stop_at=RESUME_END)
     init = imitation.init_state(cfg, spec, anchors)[3].params
     return dict(cfg=cfg, spec=spec, full=full, resumed=resumed, dir=b, init=init)
 
 
 def test_kill_and_resume_gives_same_parameters(resumed):
-    assert resumed["resumed"]["start"] == 100 and resumed["resumed"]["steps"] == 200
+    assert resumed["resumed"]["start"] == 40 and resumed["resumed"]["steps"] == RESUME_END
     p_full = jax.device_get(resumed["full"]["state"].params)
     p_res = jax.device_get(resumed["resumed"]["state"].params)
     diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), p_full, p_res))
@@ -90,7 +92,7 @@ def test_kill_and_resume_gives_same_parameters(resumed):
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), p_full,
                                          jax.device_get(resumed["init"])))
     assert max(moved) > 1e-3   # training did change the parameters
-    assert int(resumed["resumed"]["state"].step) == 200
+    assert int(resumed["resumed"]["state"].step) == RESUME_END
 
 
 def test_policy_from_checkpoint(resumed):
