@@ -332,14 +332,9 @@ def box_polygon_overlap(box, poly):
 
 
 def point_segment_d2(p, a, b):
-    """Squared distance from points ``p [..., 2]`` to segments a-b ``[..., 2]``."""
-    # Component-wise (not jnp.sum over the size-2 axis, which XLA:CPU runs as a slow reduction).
-    abx, aby = b[..., 0] - a[..., 0], b[..., 1] - a[..., 1]
-    den = abx * abx + aby * aby
-    t = jnp.clip(((p[..., 0] - a[..., 0]) * abx + (p[..., 1] - a[..., 1]) * aby) / jnp.where(den > 0, den, 1.0),
-                 0.0, 1.0)
-    dx, dy = p[..., 0] - (a[..., 0] + t * abx), p[..., 1] - (a[..., 1] + t * aby)
-    return dx * dx + dy * dy
+    """Squared distance from points ``p [..., 2]`` to segments a-b ``[..., 2]`` (a zero-length segment is its
+    point). Component-wise (not jnp.sum over the size-2 axis, which XLA:CPU runs as a slow reduction)."""
+    return segment_d2(p[..., 0], p[..., 1], a[..., 0], a[..., 1], b[..., 0], b[..., 1], ignore_zero_length=False)
 
 
 def point_segment_distance(p, a, b):
@@ -409,19 +404,26 @@ def polyline_arclength(line):
     return jnp.concatenate([jnp.zeros_like(seg[..., :1]), jnp.cumsum(seg, axis=-1)], axis=-1)
 
 
-def _polyline_d2(points, line):
-    """Squared distances [..., R-1, P] of ``points [..., P, 2]`` to the segments of ``line [..., R, 2]``
-    (inf for zero-length padding segments), laid out segments-major: reductions over the segments run
-    vectorised over the points on XLA:CPU."""
-    ax, ay = line[..., :-1, 0, None], line[..., :-1, 1, None]                     # [..., R-1, 1]
-    abx, aby = line[..., 1:, 0, None] - ax, line[..., 1:, 1, None] - ay
-    px, py = points[..., None, :, 0], points[..., None, :, 1]                    # [..., 1, P]
+def segment_d2(px, py, ax, ay, bx, by, ignore_zero_length: bool = True):
+    """Squared distance from points (px, py) to segments a-b, elementwise over broadcast arrays: the one
+    point-to-segment formula of this module. Zero-length segments are ignored (inf: padding that repeats a
+    polyline's last point) or, with ``ignore_zero_length=False``, give the distance to their point."""
+    abx, aby = bx - ax, by - ay
     den = abx * abx + aby * aby
     valid = den > 0
     apx, apy = px - ax, py - ay
     t = jnp.clip((apx * abx + apy * aby) / jnp.where(valid, den, 1.0), 0.0, 1.0)
-    fx, fy = px - (ax + t * abx), py - (ay + t * aby)      # p - foot, the same rounding as before
-    return jnp.where(valid, fx * fx + fy * fy, jnp.inf)
+    fx, fy = px - (ax + t * abx), py - (ay + t * aby)      # p - foot
+    d2 = fx * fx + fy * fy
+    return jnp.where(valid, d2, jnp.inf) if ignore_zero_length else d2
+
+
+def _polyline_d2(points, line):
+    """Squared distances [..., R-1, P] of ``points [..., P, 2]`` to the segments of ``line [..., R, 2]``
+    (inf for zero-length padding segments), laid out segments-major: reductions over the segments run
+    vectorised over the points on XLA:CPU."""
+    return segment_d2(points[..., None, :, 0], points[..., None, :, 1],                 # [..., 1, P]
+                      line[..., :-1, 0, None], line[..., :-1, 1, None], line[..., 1:, 0, None], line[..., 1:, 1, None])
 
 
 def polyline_distance(points, line):
@@ -432,19 +434,12 @@ def polyline_distance(points, line):
 
 def segments_distance(points, a, b, ok):
     """Distance ``[..., P]`` from ``points [..., P, 2]`` to the nearest of the segments a-b (``a``, ``b``:
-    (x, y) pairs of ``[..., K]`` arrays) whose ``ok [..., K]`` is True (inf if none): the formula of
-    :func:`polyline_distance` (zero-length segments ignored), so a subset of a polyline's segments that
-    holds its nearest one gives the same bits."""
-    ax, ay = a[0][..., None, :], a[1][..., None, :]
-    abx, aby = b[0][..., None, :] - ax, b[1][..., None, :] - ay
-    px, py = points[..., :, None, 0], points[..., :, None, 1]
-    den = abx * abx + aby * aby
-    valid = den > 0
-    apx, apy = px - ax, py - ay
-    t = jnp.clip((apx * abx + apy * aby) / jnp.where(valid, den, 1.0), 0.0, 1.0)
-    fx, fy = px - (ax + t * abx), py - (ay + t * aby)
-    d2 = jnp.where(valid & ok[..., None, :], fx * fx + fy * fy, jnp.inf)
-    return jnp.sqrt(jnp.min(d2, axis=-1))
+    (x, y) pairs of ``[..., K]`` arrays) whose ``ok [..., K]`` is True (inf if none): :func:`segment_d2`, as
+    in :func:`polyline_distance`, so a subset of a polyline's segments that holds its nearest one gives the
+    same bits."""
+    d2 = segment_d2(points[..., :, None, 0], points[..., :, None, 1],                   # [..., P, K]
+                    a[0][..., None, :], a[1][..., None, :], b[0][..., None, :], b[1][..., None, :])
+    return jnp.sqrt(jnp.min(jnp.where(ok[..., None, :], d2, jnp.inf), axis=-1))
 
 
 def project_to_polyline(points, line):

@@ -1,5 +1,5 @@
 """Helpers shared by the model tests (``from tests.models.conftest import ...``): a constant-acceleration
-plan and a batch of tiny-config scenes with a given ego state."""
+plan and a batch of micro-config scenes with a given ego state."""
 import numpy as np
 
 
@@ -10,11 +10,12 @@ def const_accel_plan(v0=5.0, a=1.0):
     return np.stack([x, np.zeros(8), np.zeros(8)], -1)[None, None].astype(np.float32), t
 
 
-def tiny_scenes(b=1, vx=0.0, ax=0.0):
-    """``b`` copies of the tiny config's empty scene, the ego (now and past) at speed vx, acceleration ax."""
+def micro_scenes(b=1, vx=0.0, ax=0.0):
+    """``b`` copies of the micro config's empty scene (few map slots: small programs to compile), the ego
+    (now and past) at speed vx, acceleration ax."""
     from irlvla_jax.scene import SceneSpec, empty_scene, stack
-    from configs.tiny import get_config
-    sc = empty_scene(SceneSpec.from_config(get_config().scene))
+    from irlvla_jax.train.synthetic import micro_config
+    sc = empty_scene(SceneSpec.from_config(micro_config().scene))
     sc = sc.replace(ego_state=np.array([0, 0, 0, vx, 0, ax, 0], np.float32),
                     ego_past=np.tile(np.array([0, 0, 0, vx, 0, ax, 0], np.float32), (15, 1)))
     return stack([sc] * b)

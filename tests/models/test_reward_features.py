@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from irlvla_jax.models import reward_features as F
-from tests.models.conftest import const_accel_plan, tiny_scenes
+from tests.models.conftest import const_accel_plan, micro_scenes
 
 
 def _ego(vx=0.0, ax=0.0, yaw_rate=0.0):
@@ -52,7 +52,7 @@ def test_kinematic_features_of_constant_turn():
 
 def test_scene_features_hand_built():
     """One square drivable polygon, a route along +x, one agent 20 m ahead moving at 5 m/s like the ego."""
-    sc = tiny_scenes(1)
+    sc = micro_scenes(1)
     dp = np.zeros_like(sc.drivable_polygons)
     dp[0, 0] = np.array([[-10, -5], [100, -5], [100, 5], [-10, 5]], np.float32)[np.minimum(np.arange(dp.shape[2]), 4) % 4]
     dv = np.zeros_like(sc.drivable_valid); dv[0, 0] = True
@@ -83,11 +83,10 @@ def test_scene_features_hand_built():
 def test_scene_features_pose_stride_is_a_subset_of_every_pose():
     """Stride 2 / 8 compute exactly the stride-1 features at poses 1, 3, 5, 7 / 7 (same times for the agents'
     constant-velocity positions and the lights' 2 Hz states; stride 4 is the same gather, poses 3, 7: not
-    compiled again here); a bad stride names the key."""
-    from configs.tiny import get_config
+    compiled again here); a bad stride names the key. Micro scenes: few polygon buckets to compile."""
     from irlvla_jax.scene import SceneSpec
     from irlvla_jax.train import synthetic
-    sc = synthetic.random_scenes(SceneSpec.from_config(get_config().scene), 2, seed=3)
+    sc = synthetic.random_scenes(SceneSpec.from_config(synthetic.micro_config().scene), 2, seed=3)
     red = np.zeros_like(sc.light_red); red[:, :, 1::3] = True                 # a light that changes in time
     lp = np.array(sc.light_polygons)
     lp[:, 0] = np.array([[0, -10], [60, -10], [60, 10], [0, 10]], np.float32)[np.minimum(np.arange(lp.shape[2]), 4) % 4]

@@ -11,7 +11,7 @@ from flax import nnx
 from irlvla_jax.models import reward_features as F
 from irlvla_jax.models import reward_model as R
 from irlvla_jax.scoring.epdms import SUB_SCORES, epdms_formula
-from tests.models.conftest import const_accel_plan, tiny_scenes
+from tests.models.conftest import const_accel_plan, micro_scenes
 
 CFG = ml_collections.ConfigDict(dict(d_model=16, num_layers=1, num_heads=2, ff_mult=2, kinematic_features=False,
                                     ego_features=False, scene_features=False, scene_pose_stride=1))
@@ -138,12 +138,12 @@ def test_ego_and_scene_pathways_and_errors(arch):
     with pytest.raises(ValueError, match="scenes="):
         m(_tokens(1), traj)
     with pytest.raises(ValueError, match="batch 2"):
-        m(_tokens(1), traj, scenes=tiny_scenes(2))
+        m(_tokens(1), traj, scenes=micro_scenes(2))
     gd, st = nnx.split(m)
     fwd = jax.jit(lambda tok, sc: R.predicted_reward(nnx.merge(gd, st)(tok, traj, scenes=sc), False))
-    r_slow, r_fast = fwd(_tokens(1), tiny_scenes(1, 5.0)), fwd(_tokens(1), tiny_scenes(1, 15.0, 2.0))
+    r_slow, r_fast = fwd(_tokens(1), micro_scenes(1, 5.0)), fwd(_tokens(1), micro_scenes(1, 15.0, 2.0))
     assert r_slow.shape == (1, 3) and float(jnp.max(jnp.abs(r_slow - r_fast))) > 1e-6   # the ego state is used
-    np.testing.assert_allclose(np.asarray(F.ego_inputs(tiny_scenes(2, 7.0)))[:, :, 3], 7.0)
+    np.testing.assert_allclose(np.asarray(F.ego_inputs(micro_scenes(2, 7.0)))[:, :, 3], 7.0)
 
 
 def test_pairwise_rank_loss():
