@@ -34,7 +34,29 @@ def world_dataset(tmp_path_factory):
     return c, str(tmp_path_factory.mktemp("evalwork"))
 
 
+# Test modules that share compiled programs or fixtures run on one xdist worker (``--dist loadgroup`` in
+# setup.cfg): the official-vector scorer at B = 15 (test_vectors, test_epdms) and the micro IL step
+# (test_imitation, test_export). Every other module is its own group, so its module fixtures are built
+# once, not on both workers.
+SHARED_GROUPS = {"tests/scoring/test_vectors.py": "scorer_vectors", "tests/scoring/test_epdms.py": "scorer_vectors",
+                 "tests/train/test_imitation.py": "il_micro", "tests/test_export.py": "il_micro"}
+# Groups by CPU time in a fresh-clone suite run, longest first (the multi-host job first: 3 subprocesses, about
+# 4 min), so that the two workers end together; unlisted modules follow in collection order.
+LONGEST_FIRST = ("tests/train/test_multihost.py", "scorer_vectors", "il_micro", "tests/scoring/test_reference_planner_fast.py",
+                 "tests/models/test_models.py", "tests/scoring/test_sparse_flags.py", "tests/test_evaluate.py",
+                 "tests/train/test_ppo_core.py", "tests/scoring/test_rules.py", "tests/models/test_reward_model.py",
+                 "tests/scoring/test_vocab.py", "tests/data/test_generate.py")
+
+
+def _group(item):
+    path = item.nodeid.split("::")[0]
+    return SHARED_GROUPS.get(path, path)
+
+
+@pytest.hookimpl(tryfirst=True)       # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """The multi-host test (3 subprocesses, ~3 min) first: with ``-n 2`` its worker starts it at once and
-    the other tests fill the second worker around it, instead of it running alone at the end."""
-    items.sort(key=lambda item: 0 if "tests/train/test_multihost.py" in item.nodeid else 1)
+    """Each test in its module's group (:data:`SHARED_GROUPS`), the groups in :data:`LONGEST_FIRST` order."""
+    rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))
