@@ -22,6 +22,7 @@ from irlvla_jax.scoring import vectors as V
 from tests.scoring.vector_data import vectors_dir
 
 BATCH = 15
+SWEEP = np.arange(-6.0, 6.01, 0.4)      # lateral positions of the swept red light [m]
 
 
 @functools.lru_cache(maxsize=None)
@@ -111,7 +112,7 @@ def _prefilter_boxes(scene):
 
 def test_red_light_at_the_pruning_bound():
     """A small red light whose box sits 1 mm inside / outside each side of each path's pruning box, and
-    one swept laterally across the corridor's edge in 10 cm steps."""
+    one swept laterally across the corridor's edges in 40 cm steps."""
     scenes = _vectors()
     v = np.asarray(scenes.light_polygons).shape[-2]
     variants = []
@@ -127,12 +128,12 @@ def test_red_light_at_the_pruning_bound():
                 variants.append(_single_red(sc, _square(lo[p, 0] - half - eps, mid[1], half, v)))
                 variants.append(_single_red(sc, _square(mid[0], hi[p, 1] + half + eps, half, v)))
                 variants.append(_single_red(sc, _square(mid[0], lo[p, 1] - half - eps, half, v)))
-        # 1.5 m squares 12 m ahead, swept (0.2 m steps) from the centreline across the corridor's edge and beyond.
-        for y in np.arange(-6.0, 6.01, 0.2):
+        # 1.5 m squares 12 m ahead, swept (0.4 m steps) from -6 m to +6 m: across the corridor's edges and beyond.
+        for y in SWEEP:
             variants.append(_single_red(sc, _square(12.0, y, 0.75, v)))
     out = _check(S.stack(variants))
     # The sweep reaches both regimes: the light stops the planner in some variants and not in others.
-    sweep = out[-61:]
+    sweep = out[-len(SWEEP):]
     assert not all(np.array_equal(sweep[0], s) for s in sweep[1:])
 
 
