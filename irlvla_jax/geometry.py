@@ -404,15 +404,21 @@ def polyline_arclength(line):
     return jnp.concatenate([jnp.zeros_like(seg[..., :1]), jnp.cumsum(seg, axis=-1)], axis=-1)
 
 
+def segment_param(apx, apy, abx, aby):
+    """(t, den): the clipped parameter in [0, 1] of the point's foot on segment a-b (a + t (b - a)) and the
+    squared segment length, from p - a = (apx, apy) and b - a = (abx, aby); t = 0 for a zero-length segment."""
+    den = abx * abx + aby * aby
+    return jnp.clip((apx * abx + apy * aby) / jnp.where(den > 0, den, 1.0), 0.0, 1.0), den
+
+
 def segment_d2(px, py, ax, ay, bx, by, ignore_zero_length: bool = True):
     """Squared distance from points (px, py) to segments a-b, elementwise over broadcast arrays: the one
     point-to-segment formula of this module. Zero-length segments are ignored (inf: padding that repeats a
     polyline's last point) or, with ``ignore_zero_length=False``, give the distance to their point."""
     abx, aby = bx - ax, by - ay
-    den = abx * abx + aby * aby
-    valid = den > 0
     apx, apy = px - ax, py - ay
-    t = jnp.clip((apx * abx + apy * aby) / jnp.where(valid, den, 1.0), 0.0, 1.0)
+    t, den = segment_param(apx, apy, abx, aby)
+    valid = den > 0
     fx, fy = px - (ax + t * abx), py - (ay + t * aby)      # p - foot
     d2 = fx * fx + fy * fy
     return jnp.where(valid, d2, jnp.inf) if ignore_zero_length else d2
@@ -463,9 +469,8 @@ def project_to_polyline(points, line):
                                         jnp.broadcast_to(k, batch + k.shape[-1:]), axis=-1)
     ax, ay = seg(line[..., :-1, 0]), seg(line[..., :-1, 1])                       # [..., P]
     abx, aby = seg(line[..., 1:, 0] - line[..., :-1, 0]), seg(line[..., 1:, 1] - line[..., :-1, 1])
-    den = abx * abx + aby * aby
     apx, apy = points[..., 0] - ax, points[..., 1] - ay
-    t = jnp.clip((apx * abx + apy * aby) / jnp.where(den > 0, den, 1.0), 0.0, 1.0)
+    t, den = segment_param(apx, apy, abx, aby)
     dist = jnp.sqrt(m)
     arc = seg(polyline_arclength(line)[..., :-1]) + t * jnp.sqrt(den)
     return arc, jnp.sign(abx * apy - aby * apx) * dist, dist
