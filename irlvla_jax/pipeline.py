@@ -19,7 +19,7 @@ an upper reference) are registered with it (:func:`register_policies`) and score
 the 9 sub-scores each, the paired differences of :data:`DIFFERENCES` with bootstrap 95% intervals, and the
 RWM's ranking quality on the RL policy's own samples. With several seeds, a final table of the mean and std
 over seeds. Outputs: ``<run>/results.json``, ``<run>/results.md``, ``<run>/pipeline.png`` (training curves
-+ example scenes with candidates coloured by true and by RWM-predicted reward), ``<run>/reward_vs_true.png``.
++ example scenes with the RL policy's samples coloured by true EPDMS and by RWM reward), ``<run>/reward_vs_true.png``.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ import time
 import types
 from typing import Any, Callable, Dict, List
 
-import jax
 import numpy as np
 
 from irlvla_jax.scene import index
@@ -45,6 +44,10 @@ NAMES = {"constant_velocity": "constant velocity", "expert": "expert", "il": "IL
 DIFFERENCES = (("rwm", "il"), ("ppo_rwm_choice", "il"), ("ppo_rwm", "il"), ("ppo_scorer", "il"),
                ("best_of_n", "il"), ("ppo_rwm", "ppo_rwm_choice"), ("il", "constant_velocity"))
 STAGES = ("generate", "il", "rwm", "ppo_rwm", "ppo_scorer", "ppo_rwm_choice", "evaluate")
+# The figure's example scenes: the first FIGURE_SCENES of the RWM report, kept by evaluate_split under
+# FIGURE_EXAMPLES (not JSON: removed before the stage's results are written).
+FIGURE_SCENES = 2
+FIGURE_EXAMPLES = "figure_examples"
 
 
 def _marker(run: str, stage: str) -> str:
@@ -146,6 +149,8 @@ def evaluate_run(config, workdir: str, seed: int) -> Dict[str, Any]:
     res = evaluate_split(config, workdir, seed, str(pc.eval_split))
     extra = [str(x) for x in pc.extra_splits if str(x) != str(pc.eval_split)]
     res["other_splits"] = [evaluate_split(config, workdir, seed, x) for x in extra]
+    for r in res["other_splits"]:
+        r.pop(FIGURE_EXAMPLES, None)
     return res
 
 
@@ -172,14 +177,17 @@ def evaluate_split(config, workdir: str, seed: int, split: str, policies: Dict[s
     rows = {k: {c: res["groups"]["all"][k][c]["mean"] for c in COLUMNS} for k in names}
     diffs = {k: {q: d[q] for q in ("mean", "lo", "hi")} for k, d in res["differences"].items()}
     n = int(res["num_scenes"])
-    rwm_rep = None
+    out = dict(seed=seed, split=split, scenes=n, scoring_mode=str(config.scoring.mode),
+               best_of_n_candidates=int(pc.best_of_samples) * int(config.data.num_anchors), table=rows,
+               differences=diffs, rwm_on_policy=None,
+               per_scene_epdms={k: v["EPDMS"].tolist() for k, v in res["per_scene"].items()})
     if rwm_report:
-        rwm_rep = ppo.rwm_report_on_policy(ppo.variant(config, reward="rwm"), workdir,
-                                           index(scenes, slice(0, min(int(pc.rwm_report_scenes), n))), seed=seed)
-    return dict(seed=seed, split=split, scenes=n, scoring_mode=str(config.scoring.mode),
-                best_of_n_candidates=int(pc.best_of_samples) * int(config.data.num_anchors), table=rows,
-                differences=diffs, rwm_on_policy=rwm_rep,
-                per_scene_epdms={k: v["EPDMS"].tolist() for k, v in res["per_scene"].items()})
+        report_scenes = index(scenes, slice(0, min(int(pc.rwm_report_scenes), n)))
+        traj, pred, true = ppo.policy_samples(ppo.variant(config, reward="rwm"), workdir, report_scenes, seed=seed)
+        out["rwm_on_policy"] = ppo.rwm_report(pred, true)
+        k = min(FIGURE_SCENES, len(traj))
+        out[FIGURE_EXAMPLES] = (index(report_scenes, slice(0, k)), traj[:k], pred[:k], true[:k])
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,50 +252,31 @@ def reward_vs_true_figure(workdirs: Dict[str, str], path: str) -> str:
     return path
 
 
-def make_figure(config, workdir: str, path: str, n_scenes: int = 2) -> str:
+def make_figure(config, workdir: str, path: str, examples=None) -> str:
+    """The run's figure: training curves (:data:`CURVES`) and, from ``examples`` (scenes, trajectories
+    [n, N, 8, 3], RWM reward [n, N], true EPDMS [n, N]: :func:`evaluate_split`'s ``FIGURE_EXAMPLES``, the
+    RL policy's own samples of the RWM report), each example scene with its samples coloured by the true
+    EPDMS (left) and by the RWM reward (right). Nothing is computed here: no program is compiled for it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from flax import nnx
-    from irlvla_jax.data import loader as L
-    from irlvla_jax.models import reward_model as R
-    from irlvla_jax.train import mesh as mesh_lib
-    from irlvla_jax.train import imitation, reward
-    from irlvla_jax.train.reward import make_candidates, ppo_noise_of
-    from irlvla_jax.models import planner as planner_lib
     from irlvla_jax.viz import render_scene
 
+    n_scenes = 0 if examples is None else len(examples[1])
     fig = plt.figure(figsize=(16, 4 + 4.2 * n_scenes))
     gs = fig.add_gridspec(1 + n_scenes, 4, height_ratios=[1] + [1.4] * n_scenes)
     axes = [fig.add_subplot(gs[0, i]) for i in range(4)]
     plot_curves(workdir, axes)
-    # Example scenes: candidates coloured by true EPDMS (left) and by the RWM reward (right).
-    scenes = L.load_split(config, str(config.pipeline.eval_split), data_dir=L.data_dir(config, workdir),
-                          limit=max(n_scenes, 1) * 4)
-    sel = index(scenes, slice(0, n_scenes))
-    gd, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
-    rgd, rparams = reward.restore(config, workdir)
-    from irlvla_jax.scoring.epdms import score
-    sched = planner_lib.make_schedule(config.model.planner)
-
-    @jax.jit
-    def run(scene, rng):
-        model = nnx.merge(gd, params, consts)
-        tok = model.encode(scene)
-        c, _ = make_candidates(model, tok, scene, rng, config.rwm, sched, ppo_noise_of(config))
-        s = score(scene, c, mode=config.scoring.mode, human_filter=bool(config.scoring.human_filter))
-        pred = R.predicted_reward(nnx.merge(rgd, rparams)(tok, c, scenes=scene), bool(config.rwm.use_ec))
-        return c, s.EPDMS, pred
-
-    cands, true, pred = jax.device_get(run(sel, jax.random.PRNGKey(0)))
     tmpdir = os.path.join(os.path.dirname(path), "figure_parts")
     os.makedirs(tmpdir, exist_ok=True)
     for i in range(n_scenes):
-        one = index(sel, i)
+        scenes, cands, pred, true = examples
+        one = index(scenes, i)
         sub = np.linspace(0, cands.shape[1] - 1, min(24, cands.shape[1])).astype(int)
         for j, (vals, name) in enumerate(((true, "true EPDMS"), (pred, "RWM reward"))):
             p = render_scene(one, os.path.join(tmpdir, f"scene{i}_{j}.png"), trajectories=cands[i, sub],
-                             scores=np.clip(vals[i, sub], 0, 1), title=f"scene {int(one.scene_id)}: {name}",
+                             scores=np.clip(vals[i, sub], 0, 1),
+                             title=f"scene {int(one.scene_id)}: RL policy's samples, {name}",
                              bev_range=tuple(config.scene.bev_range), sensors=False, dpi=90)
             ax = fig.add_subplot(gs[1 + i, 2 * j:2 * j + 2])
             ax.imshow(plt.imread(p))
@@ -324,8 +313,9 @@ def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
 
     def ev():
         res = evaluate_run(config, workdir, seed)
+        examples = res.pop(FIGURE_EXAMPLES, None)
         try:
-            res["figure"] = make_figure(config, workdir, os.path.join(workdir, "pipeline.png"))
+            res["figure"] = make_figure(config, workdir, os.path.join(workdir, "pipeline.png"), examples)
         except Exception as e:  # noqa: BLE001 - the figure is a by-product; the table is the result
             res["figure_error"] = f"{type(e).__name__}: {e}"
         return res

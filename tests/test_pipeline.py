@@ -155,3 +155,31 @@ def test_headline_table_comes_from_evaluate(world_dataset, tmp_path):
     assert set(res["differences"]) == {f"{a} - {b}" for a, b in PL.DIFFERENCES}
     text = PL._write_results(str(tmp_path), [res])
     assert "| RL (RWM reward) |" in text and "val split, 10 scenes" in text
+
+
+def test_figure_draws_the_report_examples_without_compiling(world_dataset, tmp_path, monkeypatch):
+    """make_figure renders each example scene twice (samples coloured by true EPDMS, then by RWM reward)
+    from the arrays evaluate_split kept, and compiles nothing (no jit call)."""
+    import copy
+    import jax
+    from irlvla_jax.data import loader as L
+    c, wd = world_dataset
+    c = copy.deepcopy(c)
+    scenes = L.load_split(c, "val", data_dir=L.data_dir(c, wd), limit=2)
+    rng = np.random.default_rng(0)
+    traj = np.cumsum(np.tile([[1.0, 0.0, 0.0]], (2, 5, 8, 1)), axis=2).astype(np.float32)
+    true, pred = rng.uniform(size=(2, 5)), rng.uniform(size=(2, 5))
+    drawn = []
+
+    def fake_render(one, path, **kw):
+        import matplotlib.pyplot as plt
+        drawn.append(kw)
+        plt.imsave(path, np.zeros((4, 4, 3)))
+        return path
+    monkeypatch.setattr("irlvla_jax.viz.render_scene", fake_render)
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("the figure compiled a program"))
+    path = PL.make_figure(c, str(tmp_path), str(tmp_path / "fig.png"), (scenes, traj, pred, true))
+    assert os.path.getsize(path) > 0 and len(drawn) == 4
+    np.testing.assert_array_equal(drawn[0]["scores"], true[0])
+    np.testing.assert_array_equal(drawn[3]["scores"], pred[1])
+    assert "true EPDMS" in drawn[0]["title"] and "RWM reward" in drawn[1]["title"]

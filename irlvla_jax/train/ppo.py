@@ -169,17 +169,24 @@ def make_reward_fn(config, rwm_graphdef=None, reward: Optional[str] = None, mesh
     return fn
 
 
+MONITORED = {"true_epdms": "EPDMS", "NC": "NC", "DAC": "DAC", "EP": "EP", "TTC": "TTC", "HC": "HC"}
+
+
 def make_monitor_fn(config, mesh=None):
-    """The true scorer's EPDMS and sub-scores of the executed trajectories (``ppo.log_true_score``;
-    what the RWM reward is compared with: reward hacking), or None."""
+    """``fn(batch, executed [B, 1, 8, 3]) -> {"exec_<name>": mean}``: the true scorer's EPDMS and sub-scores
+    (:data:`MONITORED`) of the executed trajectories (``ppo.log_true_score``; what the RWM reward is
+    compared with: reward hacking), or None. The scorer is jitted apart from the update and, on one device,
+    is the process's shared scorer (``epdms.make_scorer``): compiled once for every PPO run of a process
+    (the pipeline's RWM and true-scorer runs) instead of inside each update program."""
     if not bool(config.ppo.log_true_score):
         return None
-    from irlvla_jax.scoring.epdms import score_sharded
-    mode, hf = config.scoring.mode, bool(config.scoring.human_filter)
+    from irlvla_jax.scoring.epdms import make_scorer
+    one = mesh is None or mesh.size == 1
+    scorer = make_scorer(str(config.scoring.mode), bool(config.scoring.human_filter), mesh=None if one else mesh)
 
-    def fn(static, batch, tokens, traj):
-        s = score_sharded(batch, traj, mesh, mode=mode, human_filter=hf)
-        return {"true_epdms": s.EPDMS, "NC": s.NC, "DAC": s.DAC, "EP": s.EP, "TTC": s.TTC, "HC": s.HC}
+    def fn(batch, traj):
+        s = scorer(batch, traj)
+        return {f"exec_{k}": jnp.mean(getattr(s, v)) for k, v in MONITORED.items()}
 
     return fn
 
@@ -188,7 +195,8 @@ def make_monitor_fn(config, mesh=None):
 # Building blocks shared by train(), restore(), policy() and the benchmark.
 
 def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, seed: int = 0, mesh=None):
-    """-> (adapter, tx, state, static, update_fn (not jitted; its true-scorer calls shard over ``mesh``))."""
+    """-> (adapter, tx, state, static, update_fn (not jitted; with ``ppo.reward = "scorer"`` its scorer calls
+    shard over ``mesh``))."""
     pc = config.ppo
     hp = core.PPOHyper.from_config(pc)
     adapter = make_vla_adapter(graphdef, consts, config)
@@ -197,8 +205,7 @@ def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, 
     tx = core.make_optimizer(float(pc.lr), float(pc.max_grad_norm), float(pc.choice_lr))
     state = core.init_state(trainable, tx, jax.random.PRNGKey(seed))
     static = {"frozen": frozen, "rwm": rwm_params}
-    upd = core.make_update(adapter, make_reward_fn(config, rwm_graphdef, mesh=mesh), hp, tx,
-                           make_monitor_fn(config, mesh))
+    upd = core.make_update(adapter, make_reward_fn(config, rwm_graphdef, mesh=mesh), hp, tx)
     return adapter, tx, state, static, upd
 
 
@@ -227,9 +234,18 @@ def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_u
     name = run_name(config)
     prep = loop.prepare(config, workdir, name, state, mesh, bs, train_iter=train_iter, unit="update")
     update = jax.jit(upd, donate_argnums=(0,))
+    monitor = make_monitor_fn(config, mesh)
+
+    def step(st, b):
+        st, m = update(st, static, b)
+        executed = m.pop(core.EXECUTED)
+        if monitor is not None:
+            m.update(monitor(b, executed))
+        return st, m
+
     res = loop.run(workdir=workdir, name=name, prep=prep, total=int(num_updates if num_updates is not None
                                                                     else pc.updates),
-                   step_fn=lambda st, b: update(st, static, b), prefix="ppo/", log_every=1,
+                   step_fn=step, prefix="ppo/", log_every=1,
                    checkpoint_every=int(pc.checkpoint_every), progress=progress,
                    check=lambda m, step: core.check_finite(m, step - 1, reward))
     hist = res.history
@@ -278,15 +294,11 @@ def policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = None):
     return fn
 
 
-def rwm_report_on_policy(config, workdir: str, scenes, *, chunk: int = 16,
-                         seed: int = 0) -> Dict[str, Any]:
-    """How well the RWM ranks what PPO asks it about: the final RL policy's own samples.
-
-    For ``scenes`` (held out), the trained policy's rollout exactly as in a PPO update
-    (``ppo.samples_per_scene`` samples x K chains with the exploration noise), each trajectory rewarded by
-    the RWM and scored by the true scorer. Returns the within-scene Spearman correlation (mean over scenes
-    whose true EPDMS is not constant), the regret of the RWM's top pick (true best minus true EPDMS of the
-    RWM's argmax, mean over scenes), and the mean RWM reward vs mean true EPDMS (the reward's bias)."""
+def policy_samples(config, workdir: str, scenes, *, chunk: int = 16, seed: int = 0):
+    """What PPO asks the RWM about, on ``scenes`` (held out): the trained policy's rollout exactly as in a
+    PPO update (``ppo.samples_per_scene`` samples x K chains with the exploration noise), each trajectory
+    rewarded by the RWM and scored by the true scorer. -> (trajectories [B, M K, 8, 3] metres / radians,
+    RWM reward [B, M K], true EPDMS [B, M K]) numpy."""
     from irlvla_jax.scoring.epdms import make_scorer
     pc = config.ppo
     graphdef, full, consts = restore(config, workdir)
@@ -306,14 +318,29 @@ def rwm_report_on_policy(config, workdir: str, scenes, *, chunk: int = 16,
         traj = core.trajectories(adapter, roll, scene)
         return traj, reward_fn({"rwm": rparams}, scene, tokens, traj)
 
-    preds, trues = [], []
+    trajs, preds, trues = [], [], []
     for i, b, m in padded_chunks(scenes, chunk):
         traj, pred = run(b, jax.random.key(seed + i))
         trues.append(np.asarray(scorer(b, traj).EPDMS)[:m]); preds.append(np.asarray(pred)[:m])
-    pred, true = np.concatenate(preds), np.concatenate(trues)
+        trajs.append(np.asarray(traj)[:m])
+    return np.concatenate(trajs), np.concatenate(preds), np.concatenate(trues)
+
+
+def rwm_report(pred: np.ndarray, true: np.ndarray) -> Dict[str, Any]:
+    """How well RWM rewards ``pred`` [B, N] rank the true EPDMS ``true`` [B, N] of the same trajectories:
+    the within-scene Spearman correlation (mean over scenes whose true EPDMS is not constant), the regret
+    of the RWM's top pick (true best minus true EPDMS of the RWM's argmax, mean over scenes), and the mean
+    RWM reward vs mean true EPDMS (the reward's bias)."""
     rho = reward_stage.within_scene_spearman(pred, true)
     top = np.take_along_axis(true, np.argmax(pred, -1)[:, None], 1)[:, 0]
     return dict(scenes=int(true.shape[0]), trajectories_per_scene=int(true.shape[1]),
                 spearman_within_scene=float(np.nanmean(rho)), spearman_scenes=int(np.sum(np.isfinite(rho))),
                 regret=float(np.mean(true.max(1) - top)), rwm_reward_mean=float(pred.mean()),
                 true_epdms_mean=float(true.mean()))
+
+
+def rwm_report_on_policy(config, workdir: str, scenes, *, chunk: int = 16,
+                         seed: int = 0) -> Dict[str, Any]:
+    """How well the RWM ranks what PPO asks it about: :func:`rwm_report` of :func:`policy_samples`."""
+    _, pred, true = policy_samples(config, workdir, scenes, chunk=chunk, seed=seed)
+    return rwm_report(pred, true)

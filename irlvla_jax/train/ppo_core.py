@@ -64,6 +64,7 @@ OBJECTIVES = ("denoise", "choice")
 ADVANTAGES = ("anchor", "scene")
 NOISES = ("white", "smooth")
 CHOICE_LOSSES = ("surrogate", "distill")
+EXECUTED = "executed"   # the metrics key of the executed trajectories (:func:`make_update`)
 
 
 class NonFiniteRewardError(NonFiniteError):
@@ -331,16 +332,17 @@ def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng):
     return total, out
 
 
-def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: optax.GradientTransformation,
-                monitor_fn: Callable | None = None) -> Callable:
+def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: optax.GradientTransformation
+                ) -> Callable:
     """Build ``update(state, static, batch) -> (state, metrics)`` (jit it once; donate ``state``).
 
     static = {"frozen": frozen policy params, ...anything ``reward_fn`` needs}; batch: a pytree with
     leading axis B (scenes), B divisible by ``num_minibatches``.
     reward_fn(static, batch, tokens, traj [B, N, 8, 3]) -> reward [B, N] (metres in, EPDMS-like out).
-    monitor_fn(static, batch, tokens, traj [B, 1, 8, 3]) -> dict of [B, 1] arrays: evaluated on the
-    pre-update policy's executed (deterministic, argmax-chain) trajectories, reported as ``exec_<key>``.
-    metrics: scalars (means over epochs and minibatches where per-minibatch).
+    metrics: scalars (means over epochs and minibatches where per-minibatch), and under :data:`EXECUTED`
+    the pre-update policy's executed (deterministic, argmax-chain) trajectories [B, 1, 8, 3] (metres,
+    radians): what a caller scores outside the update (``ppo.log_true_score``), so the true scorer is not
+    compiled into every update program.
     """
     hp.validate()
     S = adapter.num_steps if hp.objective == "denoise" else 0
@@ -399,9 +401,7 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
         # -- MONITOR: the pre-update policy's executed trajectories ---------------------------------------
         ex = rollout(adapter, pp, tokens, batch, r_exec, 1, 0.0)
         ex_traj = adapter.to_traj(executed(ex.x0, ex.logits), batch)
-        metrics.update(exec_reward=jnp.mean(reward_fn(static, batch, tokens, ex_traj)))
-        if monitor_fn is not None:
-            metrics.update({f"exec_{k}": jnp.mean(v) for k, v in monitor_fn(static, batch, tokens, ex_traj).items()})
+        metrics.update({"exec_reward": jnp.mean(reward_fn(static, batch, tokens, ex_traj)), EXECUTED: ex_traj})
         metrics.update(reward_mean=jnp.mean(r), reward_std=jnp.std(r), reward_finite=finite,
                        reward_nonfinite=jnp.sum(~jnp.isfinite(reward)),
                        reward_best_chain=jnp.mean(jnp.max(r.mean(1), -1)),
