@@ -234,16 +234,21 @@ class Planner(nnx.Module):
         return _schedule_from_key(self.sched_key)
 
     # -- core --------------------------------------------------------------------------------------
-    def denoise(self, tokens, x_t, t):
-        """tokens: SceneTokens; x_t [B, C, 8, 3] normalised; t [B, C] int -> (x0 [B, C, 8, 3], logits [B, C])."""
+    def hidden(self, tokens, x_t, t):
+        """The chain tokens the heads read: tokens: SceneTokens; x_t [B, C, 8, 3] normalised; t [B, C] int
+        -> [B, C, D] float32 (after the blocks and the output LayerNorm)."""
         B, C = x_t.shape[:2]
         cond = self.t_mlp(sinusoidal(t, self.dim)) + tokens.cmd.astype(jnp.float32)      # [B, C, D]
         h = self.x_in(x_t.reshape(B, C, N_POSES * POSE_DIM)) + cond + self.pose_pos[...]
         ctx = {"meta": tokens.meta, "bev": tokens.bev, "map": tokens.map, "obj": tokens.obj}
         for blk in self.blocks:
             h = blk(h, ctx, cond)
-        h = self.ln_out(h).astype(jnp.float32)
-        x0 = self.pose_head(h).reshape(B, C, N_POSES, POSE_DIM)          # direct x0 prediction
+        return self.ln_out(h).astype(jnp.float32)
+
+    def denoise(self, tokens, x_t, t):
+        """tokens: SceneTokens; x_t [B, C, 8, 3] normalised; t [B, C] int -> (x0 [B, C, 8, 3], logits [B, C])."""
+        h = self.hidden(tokens, x_t, t)
+        x0 = self.pose_head(h).reshape(x_t.shape[:2] + (N_POSES, POSE_DIM))   # direct x0 prediction
         return x0, self.mode_head(h)[..., 0]
 
     def anchors_norm(self):
