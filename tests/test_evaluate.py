@@ -147,3 +147,29 @@ def test_previous_plans_are_the_baselines_made_at_minus_half_a_second():
     step = np.linalg.norm(np.diff(cv[..., :2], axis=1), axis=-1)          # 0.5 s apart
     np.testing.assert_allclose(step, 0.5 * speed[:, None].repeat(7, 1), rtol=1e-4, atol=1e-4)
     assert E.PREVIOUS_PLANS.keys() == {"constant_velocity", "expert"}
+
+
+def test_ppo_monitor_scores_the_executed_plans(world_dataset):
+    """ppo.make_monitor_fn (PPO's reward-hacking curve): the true scorer's means of the executed plans under
+    ``exec_<name>``, from the scorer program ``irlvla evaluate`` runs (here sharded over the 2-device mesh of
+    test_evaluate_end_to_end, chunks of 6 scenes: the same compiled program); None when
+    ``ppo.log_true_score`` is off."""
+    import copy
+    import jax
+    from irlvla_jax.data import loader as L
+    from irlvla_jax.scoring import epdms
+    from irlvla_jax.train import ppo
+    c, wd = world_dataset
+    c = copy.deepcopy(c)
+    c.scoring.num_devices = 2
+    scenes = L.load_split(c, "val", data_dir=L.data_dir(c, wd), limit=6)
+    traj = np.asarray(E.constant_velocity(scenes), np.float32)
+    mesh = epdms.data_mesh(2)
+    got = jax.device_get(ppo.make_monitor_fn(c, mesh)(scenes, traj))
+    want = epdms.scorer_from_config(c)[0](scenes, traj)
+    assert set(got) == {f"exec_{k}" for k in ppo.MONITORED}
+    for k, v in ppo.MONITORED.items():
+        assert float(got[f"exec_{k}"]) == pytest.approx(float(np.mean(np.asarray(getattr(want, v)))), abs=1e-6), k
+    assert float(got["exec_true_epdms"]) < float(got["exec_NC"]) + 1e-6
+    c.ppo.log_true_score = False
+    assert ppo.make_monitor_fn(c, mesh) is None

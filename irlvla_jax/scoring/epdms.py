@@ -272,11 +272,16 @@ def _jitted(mode: str, human_filter: bool):
     return jax.jit(fn)
 
 
+@functools.lru_cache(maxsize=None)
+def _sharded_jitted(mode, human_filter: bool, mesh):
+    return jax.jit(functools.partial(score_sharded, mesh=mesh, mode=mode, human_filter=human_filter))
+
+
 def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
     """Jitted scorer ``fn(scenes, traj, prev=None, has_prev=None) -> Scores``, compiled once per shape.
 
-    Without a mesh the same jitted function is returned for the same (mode, human_filter), so every
-    caller in a process shares its compilations. With ``mesh`` (a ``jax.sharding.Mesh`` with a ``data``
+    The same jitted function serves every call with the same (mode, human_filter, mesh), so every caller
+    in a process shares its compilations. With ``mesh`` (a ``jax.sharding.Mesh`` with a ``data``
     axis), inputs and outputs are sharded over ``data`` along the scene axis (B must be a multiple of
     the axis size); the work is independent per scene, so no communication is needed.
     """
@@ -291,7 +296,7 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
     if "data" not in mesh.axis_names:
         raise ValueError(f"mesh has no 'data' axis (axes {mesh.axis_names})")
     shard = NamedSharding(mesh, P("data"))
-    local = jax.jit(functools.partial(score_sharded, mesh=mesh, mode=mode, human_filter=bool(human_filter)))
+    local = _sharded_jitted(mode, bool(human_filter), mesh)
 
     def wrapped(scenes, traj, prev=None, has_prev=None):
         size = mesh.shape["data"]
