@@ -269,8 +269,8 @@ def make_figure(config, workdir: str, path: str, examples=None) -> str:
     plot_curves(workdir, axes)
     tmpdir = os.path.join(os.path.dirname(path), "figure_parts")
     os.makedirs(tmpdir, exist_ok=True)
+    scenes, cands, pred, true = examples if n_scenes else (None,) * 4
     for i in range(n_scenes):
-        scenes, cands, pred, true = examples
         one = index(scenes, i)
         sub = np.linspace(0, cands.shape[1] - 1, min(24, cands.shape[1])).astype(int)
         for j, (vals, name) in enumerate(((true, "true EPDMS"), (pred, "RWM reward"))):

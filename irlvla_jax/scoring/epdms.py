@@ -281,7 +281,7 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
     """Jitted scorer ``fn(scenes, traj, prev=None, has_prev=None) -> Scores``, compiled once per shape.
 
     The same jitted function serves every call with the same (mode, human_filter, mesh), so every caller
-    in a process shares its compilations. With ``mesh`` (a ``jax.sharding.Mesh`` with a ``data``
+    in a process shares its compilations; a 1-device mesh is the same as none. With ``mesh`` (a ``jax.sharding.Mesh`` with a ``data``
     axis), inputs and outputs are sharded over ``data`` along the scene axis (B must be a multiple of
     the axis size); the work is independent per scene, so no communication is needed.
     """
@@ -290,7 +290,7 @@ def make_scorer(mode: str = "tracked", human_filter: bool = True, mesh=None):
             raise ValueError(f"scoring mode must be one of {MODES}, got {md!r}")
     mode = mode if isinstance(mode, str) else tuple(mode)
     jitted = _jitted(mode, bool(human_filter))
-    if mesh is None:
+    if mesh is None or mesh.size == 1:      # one device: the process's shared unsharded scorer
         return jitted
     from jax.sharding import NamedSharding, PartitionSpec as P
     if "data" not in mesh.axis_names:

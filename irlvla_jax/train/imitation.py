@@ -158,15 +158,12 @@ def check_batch(batch: Scene, config, spec: SceneSpec, full: bool) -> None:
 
 
 def make_epdms_fn(config, mesh):
-    """-> fn(scenes, traj [B, 1, 8, 3]) -> mean EPDMS (``config.scoring`` mode and human filter). On one
-    device, the process's shared scorer in chunks of ``evaluate.chunk`` scenes (fewer: one call): the program
-    ``irlvla evaluate`` and the pipeline's table run, compiled once; on a larger mesh, sharded over it."""
-    from irlvla_jax.scoring.epdms import make_scorer, score_in_chunks
-    mode, hf = str(config.scoring.mode), bool(config.scoring.human_filter)
-    if mesh.size > 1:
-        scorer = make_scorer(mode, hf, mesh=mesh)
-        return lambda scenes, traj: float(np.mean(np.asarray(scorer(scenes, traj).EPDMS)))
-    scorer, chunk = make_scorer(mode, hf), int(config.evaluate.chunk)
+    """-> fn(scenes, traj [B, 1, 8, 3]) -> mean EPDMS (``config.scoring`` mode and human filter), scored in
+    chunks of ``evaluate.chunk`` scenes (rounded to the mesh; fewer scenes: one call) by the process's shared
+    scorer over ``mesh``: on one device, the program ``irlvla evaluate`` and the pipeline's table run."""
+    from irlvla_jax.scoring.epdms import make_scorer, round_chunk, score_in_chunks
+    scorer = make_scorer(str(config.scoring.mode), bool(config.scoring.human_filter), mesh=mesh)
+    chunk = round_chunk(int(config.evaluate.chunk), mesh.size)
 
     def fn(scenes, traj):
         return float(np.mean(score_in_chunks(scorer, scenes, traj, min(chunk, len(traj)))["EPDMS"]))

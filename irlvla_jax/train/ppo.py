@@ -181,8 +181,7 @@ def make_monitor_fn(config, mesh=None):
     if not bool(config.ppo.log_true_score):
         return None
     from irlvla_jax.scoring.epdms import make_scorer
-    one = mesh is None or mesh.size == 1
-    scorer = make_scorer(str(config.scoring.mode), bool(config.scoring.human_filter), mesh=None if one else mesh)
+    scorer = make_scorer(str(config.scoring.mode), bool(config.scoring.human_filter), mesh=mesh)
 
     def fn(batch, traj):
         s = scorer(batch, traj)
