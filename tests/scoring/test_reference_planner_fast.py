@@ -27,6 +27,9 @@ SWEEP = np.arange(-6.0, 6.01, 0.4)      # lateral positions of the swept red lig
 
 @functools.lru_cache(maxsize=None)
 def _fn(sparse):
+    """The proposals of a scene batch; ``sparse=None``: the planner's default path."""
+    if sparse is None:
+        return jax.jit(jax.vmap(lambda s: RP.proposals(s)[0]))
     return jax.jit(jax.vmap(lambda s: RP.proposals(s, sparse=sparse)[0]))
 
 
@@ -54,7 +57,7 @@ def _with_lights(scene, **fields):
 
 
 def _lead_scenes(scenes):
-    ctx = jax.vmap(RP.forecast_context)(scenes)
+    ctx = jax.jit(jax.vmap(RP.forecast_context))(scenes)           # one program, not op by op
     return np.flatnonzero(np.asarray(ctx["lead_light"]).any(-1))
 
 
@@ -64,8 +67,7 @@ def test_vector_scenes_bit_identical():
     _check(scenes)
     # The default (sparse=None) is the sparse path on these scenes.
     b = S.index(scenes, np.arange(BATCH))
-    np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(lambda s: RP.proposals(s)[0]))(b)),
-                                  np.asarray(_fn(False)(b)))
+    np.testing.assert_array_equal(np.asarray(_fn(None)(b)), np.asarray(_fn(False)(b)))
 
 
 def test_every_light_red():
@@ -96,8 +98,10 @@ def _square(cx, cy, half, v):
     return np.concatenate([sq, np.repeat(sq[:1], v - 4, axis=0)])   # padding repeats vertex 0
 
 
+@jax.jit
 def _prefilter_boxes(scene):
-    """The pruning boxes (lo, hi) [3, 2] of the three paths of one scene, as the planner computes them."""
+    """The pruning boxes (lo, hi) [3, 2] of the three paths of one scene, as the planner computes them
+    (one program for every scene: the scene is an argument, not a constant)."""
     targets = jnp.asarray(RP.SPEED_FRACTIONS) * RP.starting_speed_limit(scene)
 
     def one(off):
@@ -106,8 +110,7 @@ def _prefilter_boxes(scene):
         seg_ok, a, b, u, rect, joints, joint_ok = RP._corridor(pts, prog, ego_s, targets)
         return RP._prefilter_box(rect, seg_ok)
 
-    lo, hi = jax.jit(jax.vmap(one))(jnp.asarray(RP.LATERAL_OFFSETS))
-    return np.asarray(lo), np.asarray(hi)
+    return jax.vmap(one)(jnp.asarray(RP.LATERAL_OFFSETS))
 
 
 def test_red_light_at_the_pruning_bound():
@@ -118,7 +121,7 @@ def test_red_light_at_the_pruning_bound():
     variants = []
     for i in (0, 9, 14, 23):
         sc = S.index(scenes, i)
-        lo, hi = _prefilter_boxes(sc)
+        lo, hi = (np.asarray(x) for x in _prefilter_boxes(sc))
         half = 0.5
         for p in range(3):
             mid = 0.5 * (lo[p] + hi[p])

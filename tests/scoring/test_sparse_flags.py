@@ -42,8 +42,9 @@ def _check(scene, states, lights):
     return got
 
 
+@jax.jit
 def _rows(scene, props):
-    """Direct-mode states [N, 41, 11] of the proposals."""
+    """Direct-mode states [N, 41, 11] of the proposals (one program, not op by op)."""
     init = R.ego_state_array(jnp.asarray(scene.ego_state))
     ref = R.interpolate_poses(jnp.asarray(props, jnp.float32))
     return R.rollout(ref, jnp.broadcast_to(init, ref.shape[:-2] + (11,)), "direct")
