@@ -291,13 +291,14 @@ def markdown(results: dict) -> str:
 
 def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = None,
                     scenes_by_split: Optional[Dict[str, S.Scene]] = None, scorer=None,
-                    differences=None, keep_per_scene: bool = False) -> dict:
+                    differences=None, keep_per_scene: bool = False, two_frame: bool = True) -> dict:
     """Score every registered policy named in ``policy_names`` on every split (``config.evaluate.splits``,
     or the given ``scenes_by_split``) with the scorer of ``config.scoring`` (``num_devices`` honoured);
     return the results dict (also the JSON written by :func:`main`). ``differences``: (a, b) pairs of the
     paired EPDMS differences a - b (default :func:`default_differences`); ``keep_per_scene`` also keeps
     every policy's per-scene scores ({policy: {column: [B]}}) and plans under each split's ``per_scene`` /
-    ``trajectories``."""
+    ``trajectories``; ``two_frame`` also scores the two-frame (EC) rows of the policies with a previous-plan
+    function (:data:`PREVIOUS_PLANS`; their own scorer program, with the previous plans)."""
     ec = config.evaluate
     mode, hf = str(config.scoring.mode), bool(config.scoring.human_filter)
     pols = policies()
@@ -339,7 +340,7 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
         sres = {"num_scenes": b, "seconds": None, "groups": {}, "differences": {}, "two_frame": {}}
         for g, mask in groups.items():
             sres["groups"][g] = {p: summarize(per_policy[p], mask, int(ec.bootstrap), int(ec.seed)) for p in names}
-        for name in names:
+        for name in (names if two_frame else ()):
             if name in PREVIOUS_PLANS:
                 prev = _check_trajectories(f"{name} (previous plan)", PREVIOUS_PLANS[name](scenes), b)
                 two = score_policy(scorer, scenes, trajs[name], chunk, desc=f"{split}/{name}/two-frame", prev=prev)

@@ -172,8 +172,8 @@ def evaluate_split(config, workdir: str, seed: int, split: str, policies: Dict[s
         for name, fn in policies.items():
             evaluate.register_policy(name, fn, overwrite=True)
         names = list(POLICIES)
-    res = evaluate.evaluate_splits(config, workdir, names, scenes_by_split={split: scenes},
-                                   differences=DIFFERENCES, keep_per_scene=True)["splits"][split]
+    res = evaluate.evaluate_splits(config, workdir, names, scenes_by_split={split: scenes}, differences=DIFFERENCES,
+                                   keep_per_scene=True, two_frame=False)["splits"][split]   # (not in the table)
     rows = {k: {c: res["groups"]["all"][k][c]["mean"] for c in COLUMNS} for k in names}
     diffs = {k: {q: d[q] for q in ("mean", "lo", "hi")} for k, d in res["differences"].items()}
     n = int(res["num_scenes"])

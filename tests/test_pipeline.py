@@ -121,12 +121,18 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     assert "mean +- std over seeds 7,1,2" in text and "### seed 7: test split" in text
 
 
-def test_headline_table_comes_from_evaluate(world_dataset, tmp_path):
+def test_headline_table_comes_from_evaluate(world_dataset, tmp_path, monkeypatch):
     """pipeline.evaluate_split (the code behind the headline table) on a generated split, with simple
     policies under the table's names: every row is evaluate's mean, every difference is the paired
-    per-scene difference with its bootstrap interval, and the results files print the table."""
+    per-scene difference with its bootstrap interval, and the results files print the table. The
+    two-frame rows, which the table does not show, are not scored (no previous plan is asked for)."""
     import copy
     from irlvla_jax import evaluate as E
+
+    def no_previous_plans(scenes):
+        raise AssertionError("the pipeline's table scored a two-frame row")
+    for name in E.PREVIOUS_PLANS:
+        monkeypatch.setitem(E.PREVIOUS_PLANS, name, no_previous_plans)
     c, wd = world_dataset
     c = copy.deepcopy(c)
     c.pipeline.eval_split, c.pipeline.eval_scenes = "val", 10
