@@ -177,17 +177,23 @@ def make_monitor_fn(config, mesh=None):
     (:data:`MONITORED`) of the executed trajectories (``ppo.log_true_score``; what the RWM reward is
     compared with: reward hacking), or None. The scorer is jitted apart from the update and, on one device,
     is the process's shared scorer (``epdms.make_scorer``): compiled once for every PPO run of a process
-    (the pipeline's RWM and true-scorer runs) instead of inside each update program."""
+    (the pipeline's RWM and true-scorer runs) instead of inside each update program; the means are one small
+    program (:func:`monitored_means`), not one dispatch per sub-score."""
     if not bool(config.ppo.log_true_score):
         return None
     from irlvla_jax.scoring.epdms import make_scorer
     scorer = make_scorer(str(config.scoring.mode), bool(config.scoring.human_filter), mesh=mesh)
 
     def fn(batch, traj):
-        s = scorer(batch, traj)
-        return {f"exec_{k}": jnp.mean(getattr(s, v)) for k, v in MONITORED.items()}
+        return monitored_means(scorer(batch, traj))
 
     return fn
+
+
+@jax.jit
+def monitored_means(scores) -> Dict[str, jnp.ndarray]:
+    """``{"exec_<name>": mean}`` of the :data:`MONITORED` fields of a scorer's ``Scores``."""
+    return {f"exec_{k}": jnp.mean(getattr(scores, v)) for k, v in MONITORED.items()}
 
 
 # --------------------------------------------------------------------------------------------------
