@@ -340,11 +340,10 @@ def evaluate_splits(config, workdir: str, policy_names: Optional[List[str]] = No
         sres = {"num_scenes": b, "seconds": None, "groups": {}, "differences": {}, "two_frame": {}}
         for g, mask in groups.items():
             sres["groups"][g] = {p: summarize(per_policy[p], mask, int(ec.bootstrap), int(ec.seed)) for p in names}
-        for name in (names if two_frame else ()):
-            if name in PREVIOUS_PLANS:
-                prev = _check_trajectories(f"{name} (previous plan)", PREVIOUS_PLANS[name](scenes), b)
-                two = score_policy(scorer, scenes, trajs[name], chunk, desc=f"{split}/{name}/two-frame", prev=prev)
-                sres["two_frame"][name] = summarize(two, groups["all"], int(ec.bootstrap), int(ec.seed))
+        for name in [n for n in names if n in PREVIOUS_PLANS] if two_frame else []:
+            prev = _check_trajectories(f"{name} (previous plan)", PREVIOUS_PLANS[name](scenes), b)
+            two = score_policy(scorer, scenes, trajs[name], chunk, desc=f"{split}/{name}/two-frame", prev=prev)
+            sres["two_frame"][name] = summarize(two, groups["all"], int(ec.bootstrap), int(ec.seed))
         for a, b_ in (default_differences(names) if differences is None else differences):
             sres["differences"][f"{a} - {b_}"] = paired_difference(
                 per_policy[a]["EPDMS"], per_policy[b_]["EPDMS"], n_boot=int(ec.bootstrap), seed=int(ec.seed))

@@ -27,9 +27,7 @@ SWEEP = np.arange(-6.0, 6.01, 0.4)      # lateral positions of the swept red lig
 
 @functools.lru_cache(maxsize=None)
 def _fn(sparse):
-    """The proposals of a scene batch; ``sparse=None``: the planner's default path."""
-    if sparse is None:
-        return jax.jit(jax.vmap(lambda s: RP.proposals(s)[0]))
+    """The proposals of a scene batch; ``sparse=None`` is the planner's default path."""
     return jax.jit(jax.vmap(lambda s: RP.proposals(s, sparse=sparse)[0]))
 
 
