@@ -3,13 +3,13 @@ synthetic scenes, as one process of a multi-process job or alone.
 
     python multihost_worker.py single DEVICES WORKDIR OUT.npz
     python multihost_worker.py multi  PROCESS_ID PORT WORKDIR OUT.npz [REF_WORKDIR]
-    python multihost_worker.py forever PROCESS_ID PORT WORKDIR        (IL rounds until killed)
 
 Every process feeds its own rows of the same global batch (batch i = random_scenes(seed + i), process p
 takes rows [p B/P, (p+1) B/P)), so a 2 x 4-device job and a 1 x 8-device run see identical global batches.
 Process 0 writes every stage's final parameters (flattened) to OUT.npz; with REF_WORKDIR the multi job
 also restores that (single-process) run's checkpoints and writes their parameters (checkpoints written
-by 1 process restore on 2).
+by 1 process restore on 2). After printing DONE, the multi job goes on with rounds of the same IL job (its
+programs are compiled: no new compilation) until a process is killed: the test kills process 1 mid-round.
 """
 import os
 import sys
@@ -46,12 +46,6 @@ import numpy as np  # noqa: E402
 def main():
     c = config()
     spec = SceneSpec.from_config(c.scene)
-    if mode == "forever":   # rounds of the parity run's IL job (same program: its compilation is cached)
-        c.train.log_every = 1
-        for i in range(10 ** 6):
-            imitation.train(c, os.path.join(sys.argv[4], f"round{i}"), train_iter=Rows(spec, 11),
-                            anchors=random_anchors(4), progress=True)
-        return
     wd, out = (sys.argv[3], sys.argv[4]) if mode == "single" else (sys.argv[4], sys.argv[5])
     t0 = time.time()
     imitation.train(c, wd, train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=False)
@@ -70,6 +64,11 @@ def main():
     if jax.process_index() == 0:
         np.savez(out, **arrays)
     print("DONE", jax.process_count(), len(jax.devices()), flush=True)
+    if mode == "multi":     # rounds of the same IL job until a process is killed (progress bar: process 0 only)
+        c.train.log_every = 1
+        for i in range(10 ** 6):
+            imitation.train(c, os.path.join(wd, f"round{i}"), train_iter=Rows(spec, 11), anchors=random_anchors(4),
+                            progress=True)
 
 
 if __name__ == "__main__":

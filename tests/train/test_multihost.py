@@ -2,7 +2,8 @@
 few IL, RWM and PPO steps (tests/train/multihost_worker.py) and must end with the parameters of a
 1-process x 8-device run; checkpoints written by 2 processes restore on 1 process (8 and 4 devices) and
 a 1-process run's checkpoints restore on 2; the loader shards scenes by process disjointly and completely;
-a process killed with kill -9 ends the job with a non-zero exit within the heartbeat bound.
+a process of the same job killed with kill -9 (after the stages, mid IL round) ends the job with a non-zero
+exit within the heartbeat bound.
 
 Tolerance: the 2 x 4 and 1 x 8 programs reduce gradients over the same 8 shards in a different order
 (an all-reduce across processes, then devices), so float32 sums differ in the last bits. For almost every
@@ -32,12 +33,12 @@ def _port():
 
 
 CACHE = {}
+HEARTBEAT_S = 10      # the job's failure-detection bound (IRLVLA_HEARTBEAT_TIMEOUT): short, for the kill test
 
 
 def _env(**kw):
     """The workers' environment: no inherited XLA flags or coordinator; one persistent compilation cache
-    for every worker of this module, so programs compiled once (the 2-process IL step of the parity run
-    and of the kill test) are not compiled again."""
+    for the workers of this module."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "IRLVLA_COORDINATOR")}
     if "dir" not in CACHE:
         import tempfile
@@ -48,27 +49,54 @@ def _env(**kw):
     return env
 
 
+def _log(d, i):
+    with open(d / f"p{i}.log") as f:
+        return f.read()
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The 1-process run and the 2-process job side by side; once both processes of the job are DONE and
+    process 0's progress bar shows an IL round past step 2, process 1 is killed with kill -9.
+    -> (dir, single params, multi params, (process 0's exit code, seconds from the kill to its exit, its log))."""
     d = tmp_path_factory.mktemp("multihost")
     t0 = time.time()
     single = subprocess.Popen([sys.executable, WORKER, "single", "8", str(d / "single"), str(d / "single.npz")],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     port = _port()
+    env = _env(IRLVLA_WAIT_FOR=str(d / "single.npz"), IRLVLA_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S))
+    logs = [open(d / f"p{i}.log", "w") for i in range(2)]
     procs = [subprocess.Popen([sys.executable, WORKER, "multi", str(i), port, str(d / "multi"), str(d / "multi.npz"),
-                               str(d / "single")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=_env(IRLVLA_WAIT_FOR=str(d / "single.npz"))) for i in range(2)]
-    out_single = single.communicate(timeout=600)[0]
-    assert single.returncode == 0, out_single[-3000:]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, o in zip(procs, outs):
-        assert p.returncode == 0 and "DONE 2 8" in o, o[-3000:]
-    print(f"multi-host runs: {time.time() - t0:.0f} s")
-    return d, dict(np.load(d / "single.npz")), dict(np.load(d / "multi.npz"))
+                               str(d / "single")], stdout=logs[i], stderr=subprocess.STDOUT, env=env) for i in range(2)]
+    try:
+        out_single = single.communicate(timeout=600)[0]
+        assert single.returncode == 0, out_single[-3000:]
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            done = [_log(d, i).partition("DONE 2 8\n") for i in range(2)]
+            if all(sep for _, sep, _ in done) and "il:" in done[0][2] and " 2/" in done[0][2]:
+                break
+            for i, p in enumerate(procs):
+                assert p.poll() is None, _log(d, i)[-3000:]
+            time.sleep(1)
+        else:
+            pytest.fail("the 2-process job did not finish its stages and step an IL round: " + _log(d, 0)[-2000:])
+        print(f"multi-host runs: {time.time() - t0:.0f} s")
+        os.kill(procs[1].pid, signal.SIGKILL)
+        t1 = time.time()
+        rc = procs[0].wait(timeout=120)
+        killed = (rc, time.time() - t1, _log(d, 0))
+    finally:
+        for p in procs + [single]:
+            if p.poll() is None:
+                p.kill()
+        for f in logs:
+            f.close()
+    return d, dict(np.load(d / "single.npz")), dict(np.load(d / "multi.npz")), killed
 
 
 def test_two_processes_match_one_process(runs):
-    _, single, multi = runs
+    _, single, multi, _ = runs
     keys = [k for k in single]
     assert {k.split("/")[0] for k in keys} == {"il", "rwm", "ppo"} and set(keys) <= set(multi)
     worst = max(float(np.max(np.abs(multi[k] - single[k]))) for k in keys)
@@ -84,7 +112,7 @@ def test_checkpoints_move_between_layouts(runs):
     import jax
     from irlvla_jax.train import imitation, mesh as mesh_lib, ppo
     from tests.train.multihost_common import config, flat
-    d, single, multi = runs
+    d, single, multi, _ = runs
     c = config()
     for n in (8, 4):
         il = flat(imitation.restore(c, str(d / "multi"), mesh_lib.make_mesh(n))[1])
@@ -110,33 +138,11 @@ def test_loader_shards_by_process_disjointly_and_completely(world_dataset):
     assert set(ids[0]) | set(ids[1]) == allids and len(ids[0]) + len(ids[1]) == len(allids)
 
 
-def test_killed_process_ends_the_job_within_the_bound(tmp_path):
-    """kill -9 of process 1 mid-training: process 0 exits non-zero within the heartbeat bound (5 s here,
-    IRLVLA_HEARTBEAT_TIMEOUT; 30 s by default) plus the time to notice, never hangs."""
-    port = _port()
-    env = _env(IRLVLA_HEARTBEAT_TIMEOUT="5")
-    logs = [open(tmp_path / f"p{i}.log", "w+") for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, WORKER, "forever", str(i), port, str(tmp_path / "wd")],
-                              stdout=logs[i], stderr=subprocess.STDOUT, env=env) for i in range(2)]
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:    # process 0's progress bar (only it shows one) is past step 2: both step
-            log0 = open(tmp_path / "p0.log").read()
-            if "il:" in log0 and " 2/" in log0:
-                break
-            assert all(p.poll() is None for p in procs), open(tmp_path / "p0.log").read()[-2000:]
-            time.sleep(1)
-        else:
-            pytest.fail("the 2-process job did not start stepping")
-        os.kill(procs[1].pid, signal.SIGKILL)
-        t0 = time.time()
-        rc = procs[0].wait(timeout=120)
-        took = time.time() - t0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    log0 = open(tmp_path / "p0.log").read()
+def test_killed_process_ends_the_job_within_the_bound(runs):
+    """kill -9 of process 1 mid-training (an IL round of the 2-process job, after its stages): process 0 exits
+    non-zero within the heartbeat bound (:data:`HEARTBEAT_S` here, IRLVLA_HEARTBEAT_TIMEOUT; 30 s by default)
+    plus the time to notice, never hangs, and names the dead process."""
+    rc, took, log0 = runs[3]
     assert rc != 0 and took < 60, (rc, took, log0[-2000:])
     assert "unhealthy (stopped sending heartbeats):\n1\n" in log0      # names the dead process (task 1)
     print(f"process 0 exited {rc} {took:.0f} s after kill -9 of process 1")
