@@ -1,17 +1,19 @@
 """Worker of tests/train/test_multihost.py (not a test): a few IL, RWM and PPO steps of the micro VLA on
-synthetic scenes, as one process of a multi-process job or alone.
+synthetic scenes alone (1 process), or a few IL and PPO steps as one process of a 2-process job whose PPO
+rewards with the 1-process run's RWM (its checkpoints, copied in: restored on 2 processes).
 
     python multihost_worker.py single DEVICES WORKDIR OUT.npz
-    python multihost_worker.py multi  PROCESS_ID PORT WORKDIR OUT.npz [REF_WORKDIR]
+    python multihost_worker.py multi  PROCESS_ID PORT WORKDIR OUT.npz REF_WORKDIR
 
 Every process feeds its own rows of the same global batch (batch i = random_scenes(seed + i), process p
 takes rows [p B/P, (p+1) B/P)), so a 2 x 4-device job and a 1 x 8-device run see identical global batches.
-Process 0 writes every stage's final parameters (flattened) to OUT.npz; with REF_WORKDIR the multi job
-also restores that (single-process) run's checkpoints and writes their parameters (checkpoints written
-by 1 process restore on 2). After printing DONE, the multi job goes on with rounds of the same IL job (its
+Process 0 writes every stage's final parameters (flattened) to OUT.npz; the multi job also restores the
+checkpoints of the 1-process run in REF_WORKDIR and writes their parameters (checkpoints written by 1
+process restore on 2). After printing DONE, the multi job goes on with rounds of the same IL job (its
 programs are compiled: no new compilation) until a process is killed: the test kills process 1 mid-round.
 """
 import os
+import shutil
 import sys
 import time
 
@@ -37,7 +39,7 @@ mesh_lib.maybe_initialize_distributed()
 
 from tests.train.multihost_common import B, Rows, config, params_of  # noqa: E402,F401
 from irlvla_jax.scene import SceneSpec  # noqa: E402
-from irlvla_jax.train import imitation, ppo, reward  # noqa: E402
+from irlvla_jax.train import imitation, loop, ppo, reward  # noqa: E402
 from irlvla_jax.train.synthetic import random_anchors  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -50,16 +52,26 @@ def main():
     t0 = time.time()
     imitation.train(c, wd, train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=False)
     t1 = time.time()
-    reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
+    wait_for = os.environ.get("IRLVLA_WAIT_FOR")        # the 1-process run runs alongside: wait for its result
+    if mode == "single":
+        reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
+    else:   # the 2-process PPO rewards with the 1-process run's RWM: process 0 copies its checkpoints
+        while not os.path.exists(wait_for):
+            time.sleep(0.5)
+        copied = os.path.join(wd, "rwm_copied")
+        if jax.process_index() == 0:
+            shutil.copytree(loop.checkpoint_dir(sys.argv[6], "rwm"), loop.checkpoint_dir(wd, "rwm"))
+            open(copied, "w").close()
+        while not os.path.exists(copied):
+            time.sleep(0.5)
     t2 = time.time()
     ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
     t3 = time.time()
     arrays = params_of(c, wd)
     print(f"TIMES il {t1 - t0:.1f} rwm {t2 - t1:.1f} ppo {t3 - t2:.1f} restore {time.time() - t3:.1f} s", flush=True)
-    wait_for = os.environ.get("IRLVLA_WAIT_FOR")        # the 1-process run runs alongside: wait for its result
     while wait_for and not os.path.exists(wait_for):
         time.sleep(0.5)
-    if mode == "multi" and len(sys.argv) > 6:
+    if mode == "multi":
         arrays.update({"ref/" + k: v for k, v in params_of(c, sys.argv[6]).items()})
     if jax.process_index() == 0:
         np.savez(out, **arrays)
