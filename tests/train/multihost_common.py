@@ -1,5 +1,6 @@
 """What the multi-host test and its worker share (no side effects on import): the micro config of the run,
-this process's rows of the global synthetic batches, and the flattened parameters of every stage."""
+this process's rows of the global synthetic batches, the flattened parameters of every stage, and the IL
+validation of a checkpoint."""
 
 import jax
 import numpy as np
@@ -58,3 +59,12 @@ def params_of(c, wd):
     out.update({"rwm/" + k: v for k, v in flat(reward.restore(c, wd)[1]).items()})
     out.update({"ppo/" + k: v for k, v in flat(ppo.restore(c, wd)[1]).items()})
     return out
+
+
+def il_validation(c, wd, spec, mesh):
+    """IL validation (``imitation.validate_model``: loss terms, ADE, FDE; no EPDMS) of ``wd``'s IL checkpoint on
+    2 B synthetic scenes over ``mesh`` (each process feeds its rows; the results are gathered) -> dict."""
+    from types import SimpleNamespace
+    gd, params, consts = imitation.restore(c, wd, mesh)
+    return imitation.validate_model(imitation.make_eval_fn(gd, c.il, mesh), SimpleNamespace(params=params, consts=consts),
+                                    random_scenes(spec, 2 * B, 41), B, mesh)

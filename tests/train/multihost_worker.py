@@ -37,7 +37,7 @@ from irlvla_jax.train import mesh as mesh_lib  # noqa: E402
 die_with_parent(os.getppid())        # a killed pytest takes its workers with it (no orphans left computing)
 mesh_lib.maybe_initialize_distributed()
 
-from tests.train.multihost_common import B, Rows, config, params_of  # noqa: E402,F401
+from tests.train.multihost_common import B, Rows, config, il_validation, params_of  # noqa: E402,F401
 from irlvla_jax.scene import SceneSpec  # noqa: E402
 from irlvla_jax.train import imitation, loop, ppo, reward  # noqa: E402
 from irlvla_jax.train.synthetic import random_anchors  # noqa: E402
@@ -73,6 +73,7 @@ def main():
         time.sleep(0.5)
     if mode == "multi":
         arrays.update({"ref/" + k: v for k, v in params_of(c, sys.argv[6]).items()})
+        arrays.update({"ilval/" + k: np.float64(v) for k, v in il_validation(c, wd, spec, mesh_lib.make_mesh(0)).items()})
     if jax.process_index() == 0:
         np.savez(out, **arrays)
     print("DONE", jax.process_count(), len(jax.devices()), flush=True)

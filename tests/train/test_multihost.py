@@ -3,7 +3,8 @@ few IL and PPO steps (tests/train/multihost_worker.py) and must end with the par
 8-device run of IL, RWM and PPO, whose RWM checkpoints the 2-process PPO restores and rewards with (the RWM
 trains on a mesh in that run only: its step compiles once, not also for 2 processes, ~60 CPU-s);
 checkpoints written by 2 processes restore on 1 process (8 and 4 devices) and a 1-process run's
-checkpoints restore on 2; the loader shards scenes by process disjointly and completely;
+checkpoints restore on 2; IL validation on 2 processes equals 1 process's; the loader shards scenes by
+process disjointly and completely;
 a process of the same job killed with kill -9 (after the stages, mid IL round) ends the job with a non-zero
 exit within the heartbeat bound.
 
@@ -101,6 +102,7 @@ def test_two_processes_match_one_process(runs):
     _, single, multi, _ = runs
     keys = [k for k in single]
     assert {k.split("/")[0] for k in keys} == {"il", "rwm", "ppo"} and set(keys) <= set(multi)
+    assert {"ilval/ADE", "ilval/FDE", "ilval/loss"} <= set(multi)
     for k in keys:
         if k.startswith("rwm/"):            # the 1-process run's RWM, restored on 2 processes
             np.testing.assert_array_equal(multi[k], single[k], err_msg=k)
@@ -129,6 +131,21 @@ def test_checkpoints_move_between_layouts(runs):
     for k, v in single.items():
         np.testing.assert_array_equal(multi["ref/" + k], v)
     assert jax.device_count() == 8
+
+
+def test_il_validation_on_two_processes_equals_one_process(runs):
+    """IL validation on the 2-process mesh (each process validates its rows, the trajectories are gathered)
+    gives, for the 2-process job's own checkpoint, what 1 process x 8 devices gives here."""
+    from irlvla_jax.scene import SceneSpec
+    from irlvla_jax.train import mesh as mesh_lib
+    from tests.train.multihost_common import config, il_validation
+    d, _, multi, _ = runs
+    c = config()
+    here = il_validation(c, str(d / "multi"), SceneSpec.from_config(c.scene), mesh_lib.make_mesh(8))
+    there = {k[len("ilval/"):]: float(v) for k, v in multi.items() if k.startswith("ilval/")}
+    assert set(here) == set(there) and {"ADE", "FDE", "loss"} <= set(here), (sorted(here), sorted(there))
+    for k in here:
+        assert here[k] == pytest.approx(there[k], rel=1e-5, abs=1e-6), (k, here[k], there[k])
 
 
 def test_loader_shards_by_process_disjointly_and_completely(world_dataset):
