@@ -52,11 +52,10 @@ def main():
     t0 = time.time()
     imitation.train(c, wd, train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=False)
     t1 = time.time()
-    wait_for = os.environ.get("IRLVLA_WAIT_FOR")        # the 1-process run runs alongside: wait for its result
     if mode == "single":
         reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
-    else:   # the 2-process PPO rewards with the 1-process run's RWM: process 0 copies its checkpoints
-        while not os.path.exists(wait_for):
+    else:   # the 2-process PPO rewards with the 1-process run's RWM: once that run is done (it runs alongside),
+        while not os.path.exists(os.environ["IRLVLA_WAIT_FOR"]):      # process 0 copies its checkpoints
             time.sleep(0.5)
         copied = os.path.join(wd, "rwm_copied")
         if jax.process_index() == 0:
@@ -69,8 +68,6 @@ def main():
     t3 = time.time()
     arrays = params_of(c, wd)
     print(f"TIMES il {t1 - t0:.1f} rwm {t2 - t1:.1f} ppo {t3 - t2:.1f} restore {time.time() - t3:.1f} s", flush=True)
-    while wait_for and not os.path.exists(wait_for):
-        time.sleep(0.5)
     if mode == "multi":
         arrays.update({"ref/" + k: v for k, v in params_of(c, sys.argv[6]).items()})
         arrays.update({"ilval/" + k: np.float64(v) for k, v in il_validation(c, wd, spec, mesh_lib.make_mesh(0)).items()})

@@ -4,9 +4,8 @@ few IL and PPO steps (tests/train/multihost_worker.py) and must end with the par
 trains on a mesh in that run only: its step compiles once, not also for 2 processes, ~60 CPU-s);
 checkpoints written by 2 processes restore on 1 process (8 and 4 devices) and a 1-process run's
 checkpoints restore on 2; IL validation on 2 processes equals 1 process's; the loader shards scenes by
-process disjointly and completely;
-a process of the same job killed with kill -9 (after the stages, mid IL round) ends the job with a non-zero
-exit within the heartbeat bound.
+process disjointly and completely; a process of the same job killed with kill -9 (after the stages, mid IL
+round) ends the job with a non-zero exit within the heartbeat bound.
 
 Tolerance: the 2 x 4 and 1 x 8 programs reduce gradients over the same 8 shards in a different order
 (an all-reduce across processes, then devices), so float32 sums differ in the last bits. For almost every
@@ -102,7 +101,6 @@ def test_two_processes_match_one_process(runs):
     _, single, multi, _ = runs
     keys = [k for k in single]
     assert {k.split("/")[0] for k in keys} == {"il", "rwm", "ppo"} and set(keys) <= set(multi)
-    assert {"ilval/ADE", "ilval/FDE", "ilval/loss"} <= set(multi)
     for k in keys:
         if k.startswith("rwm/"):            # the 1-process run's RWM, restored on 2 processes
             np.testing.assert_array_equal(multi[k], single[k], err_msg=k)
