@@ -21,7 +21,8 @@ VARIANTS = {
     "no_semantic": {"model.planner.contexts": ("bev", "map", "obj"), "il.w_meta": 0.0},   # no meta tokens
     "no_3d": {"model.planner.contexts": ("meta",)},                 # no BEV / object / map tokens to the planner
     "regression": {"model.planner.kind": "regression", "ppo.objective": "choice"},   # no diffusion
-    "rl_scorer": {"ppo.reward": "scorer"},                          # RL with the true scorer instead of the RWM
+    # RL with the true scorer instead of the RWM: PPO alone (the scorer is not differentiable), at PPO's stable step
+    "rl_scorer": {"ppo.reward": "scorer", "ppo.reward_grad_weight": 0.0, "ppo.lr": 5e-6},
     # Real logs (irlvla convert av2|scenarionet|navsim): tiny's model and sensors, room for a real street's
     # agents and map (padding only: tiny checkpoints serve these scenes, train.checkpoint.PADDING_KEYS).
     "tiny_real": {"scene.num_agents": 64, "scene.num_lanes": 64, "scene.num_drivable": 24},
@@ -129,6 +130,10 @@ def get_config(arg: str = "tiny"):
     #                ~ U(0, noise_std), the smooth_noise_frac fraction with PPO's smooth noise), perturbed
     #                experts, the anchors, and samples of all K chains drawn as the PPO rollout draws them
     #                (ppo.sigma, ppo.noise): the distribution the RL policy asks the RWM about
+    #   warped_chains  policy chains replayed at U(0.4, 1.2) x their pace (the slower plans the reward gradient
+    #                drives the policy to; tiny seed 0, test 500, with ppo.reward_grad_weight 10 at lr 5e-5: RL - IL
+    #                +0.074 with 8 vs +0.058 without; the RWM's EP on the RL policy's plans 0.860 vs 0.814 true with
+    #                8, 0.824 vs 0.768 without)
     #   use_ec       predict EC too (EPDMS over /16); epdms_weight, rank_weight, rank_scale, policy_rank_boost:
     #                the MSE-to-EPDMS and within-scene ranking loss terms (policy pairs weighted 1 + boost)
     #   eval_split, eval_scenes   the held-out report
@@ -146,7 +151,8 @@ def get_config(arg: str = "tiny"):
         noise_std=0.3, expert_perturbations=24, use_anchors=True, use_ec=False, epdms_weight=2.0,
         eval_split="val", eval_scenes=128, checkpoint_every=50,
         kinematic_features=True, ego_features=True, rank_weight=1.0, rank_scale=10.0, policy_rank_boost=2.0,
-        inner_steps=4, smooth_noise_frac=0.5, scene_features=True, scene_pose_stride=2, arch="light", ppo_samples=2))
+        inner_steps=4, smooth_noise_frac=0.5, scene_features=True, scene_pose_stride=2, arch="light", ppo_samples=2,
+        warped_chains=8))
 
     # Stage 3, RL: group-relative PPO over the planner's denoising chain (train/ppo.py, train/ppo_core.py).
     # One update rolls out batch_size scenes x samples_per_scene samples x num_anchors chains, every one
@@ -172,25 +178,31 @@ def get_config(arg: str = "tiny"):
     #                     -0.040, 1e-5 +0.037 / +0.019 / +0.049 with EP -0.050 / -0.065 / -0.056)
     #   choice_loss       "surrogate": PPO's expected clipped surrogate over the chains; "distill": cross-entropy
     #                     to softmax(mean chain reward / choice_temperature) (measured: +0.033 vs +0.048)
-    #   choice_weight     weight of the chain-choice loss; bc_weight: imitation loss toward the expert
+    #   choice_weight     weight of the chain-choice loss; bc_weight: imitation loss toward the expert (tiny seed 0,
+    #                     test 500, with reward_grad_weight 10 at lr 5e-5: 1.0 gave +0.022 vs +0.058 without)
+    #   reward_grad_weight  weight of the reward gradient: the deterministic chains re-run from the rollout's initial
+    #                     noise, the RWM reward differentiated through them (pathwise; needs ppo.reward='rwm', the
+    #                     scorer is not differentiable). Tiny seed 0, test 500, from one IL and RWM (without
+    #                     rwm.warped_chains): 0 at lr 5e-6 +0.040 over IL; 1 at 5e-6 +0.036; 10 at 2e-5 +0.044
+    #                     (EP -0.115); 10 at 5e-5 +0.058 (EP -0.178, HC +0.184); PPO alone at 3e-5 collapsed HC
     #   checkpoint_every  updates between checkpoints
     #   log_true_score    also score the executed trajectories with the true scorer every update (the
     #                     reward-hacking curve; B trajectories per update)
     c.ppo = ml_collections.ConfigDict(dict(
         reward="rwm", objective="denoise", updates=300, batch_size=16, samples_per_scene=4,
-        epochs=2, num_minibatches=2, lr=5e-6, choice_lr=1e-3, max_grad_norm=1.0, clip_eps=0.2, sigma=0.05,
+        epochs=2, num_minibatches=2, lr=5e-5, choice_lr=1e-3, max_grad_norm=1.0, clip_eps=0.2, sigma=0.05,
         noise="smooth", advantage="anchor", denoise_discount=1.0, choice_weight=1.0, choice_loss="surrogate",
-        choice_temperature=0.02, bc_weight=0.0, checkpoint_every=100, log_true_score=True))
+        choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=10.0, checkpoint_every=100, log_true_score=True))
 
     # `irlvla pipeline` (pipeline.py): the table's split, scenes and policy chunk; best_of_samples IL samples
     # (all K chains each) for best-of-N; extra_splits get the same table; scorer_updates: PPO updates of the
-    # true-scorer ablation (0 = ppo.updates; tiny seed 0, val: 300 true-scorer updates +0.044 vs the RWM's
+    # true-scorer ablation (PPO alone, at scorer_lr: the scorer is not differentiable; 0 = ppo.updates; tiny seed 0, val: 300 true-scorer updates +0.044 vs the RWM's
     # +0.048, at 100 the row understates it); choice_only_*: the re-ranking ablation (ppo.objective=choice)
     # runs with these updates / learning rate / samples per scene; rwm_report_scenes: scenes of the RWM
     # report on the RL policy's own samples.
     c.pipeline = ml_collections.ConfigDict(dict(
         eval_split="test", eval_scenes=500, eval_chunk=32, best_of_samples=2, extra_splits=("hard",),
-        scorer_updates=100, choice_only_updates=1200, choice_only_lr=3e-3, choice_only_samples=1,
+        scorer_updates=100, scorer_lr=5e-6, choice_only_updates=1200, choice_only_lr=3e-3, choice_only_samples=1,
         rwm_report_scenes=128))
 
     # `irlvla evaluate` (evaluate.py): splits scored, scenes per split (0 = all), scenes per scorer call,

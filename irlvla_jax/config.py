@@ -73,12 +73,13 @@ SCHEMA = {
             "weight_decay", "grad_clip", "policy_samples", "noisy_chains", "noise_std", "expert_perturbations",
             "use_anchors", "use_ec", "epdms_weight", "eval_split", "eval_scenes", "checkpoint_every",
             "kinematic_features", "ego_features", "rank_weight", "rank_scale", "policy_rank_boost", "inner_steps",
-            "smooth_noise_frac", "scene_features", "scene_pose_stride", "arch", "ppo_samples"),
+            "smooth_noise_frac", "scene_features", "scene_pose_stride", "arch", "ppo_samples", "warped_chains"),
     "ppo": ("reward", "objective", "updates", "batch_size", "samples_per_scene", "epochs", "num_minibatches", "lr",
             "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount",
-            "choice_weight", "choice_loss", "choice_temperature", "bc_weight", "checkpoint_every", "log_true_score"),
+            "choice_weight", "choice_loss", "choice_temperature", "bc_weight", "reward_grad_weight", "checkpoint_every",
+            "log_true_score"),
     "pipeline": ("eval_split", "eval_scenes", "eval_chunk", "best_of_samples", "extra_splits", "scorer_updates",
-                 "choice_only_updates", "choice_only_lr", "choice_only_samples", "rwm_report_scenes"),
+                 "scorer_lr", "choice_only_updates", "choice_only_lr", "choice_only_samples", "rwm_report_scenes"),
     "evaluate": ("splits", "max_scenes", "chunk", "bootstrap", "seed", "renders"),
 }
 TOP_LEVEL = ("seed", "name") + tuple(k for k in SCHEMA if "." not in k)
@@ -167,7 +168,7 @@ def _check_rwm(cfg) -> None:
               "eval_scenes", "checkpoint_every"):
         require(int(r[k]) >= 1, f"rwm.{k}", f"must be >= 1, got {r[k]}")
     require(int(r.d_model) % int(r.num_heads) == 0, "rwm.d_model", "must be divisible by rwm.num_heads")
-    for k in ("noisy_chains", "expert_perturbations", "warmup_steps"):
+    for k in ("noisy_chains", "expert_perturbations", "warmup_steps", "warped_chains"):
         require(int(r[k]) >= 0, f"rwm.{k}", f"must be >= 0, got {r[k]}")
     require(int(r.inner_steps) >= 1, "rwm.inner_steps", f"must be >= 1, got {r.inner_steps}")
     for k in ("rank_weight", "policy_rank_boost"):
@@ -210,11 +211,13 @@ def _check_ppo(cfg) -> None:
     require(p.choice_loss in ("surrogate", "distill"), "ppo.choice_loss",
             f"must be 'surrogate' (PPO's clipped surrogate) or 'distill' (cross-entropy to the improved choice), "
             f"got {p.choice_loss!r}")
-    for k in ("bc_weight", "choice_weight", "choice_lr"):
+    for k in ("bc_weight", "choice_weight", "choice_lr", "reward_grad_weight"):
         require(float(p[k]) >= 0, f"ppo.{k}", f"must be >= 0, got {p[k]}")
     require(p.objective == "choice" or cfg.model.planner.kind == "diffusion", "ppo.objective",
             "'denoise' needs model.planner.kind = 'diffusion' (a regression planner has no denoising chain); "
             "use ppo.objective = 'choice'")
+    require(p.reward == "rwm" or float(p.reward_grad_weight) == 0, "ppo.reward_grad_weight",
+            f"must be 0 with ppo.reward='scorer' (the true scorer is not differentiable), got {p.reward_grad_weight}")
     require(0 < float(p.denoise_discount) <= 1, "ppo.denoise_discount",
             f"must be in (0, 1], got {p.denoise_discount}")
 
@@ -232,6 +235,7 @@ def _check_pipeline(cfg) -> None:
     for k in ("choice_only_updates", "choice_only_samples", "rwm_report_scenes"):
         require(int(p[k]) >= 1, f"pipeline.{k}", f"must be >= 1, got {p[k]}")
     require(float(p.choice_only_lr) > 0, "pipeline.choice_only_lr", f"must be > 0, got {p.choice_only_lr}")
+    require(float(p.scorer_lr) > 0, "pipeline.scorer_lr", f"must be > 0, got {p.scorer_lr}")
     require(int(p.scorer_updates) >= 0, "pipeline.scorer_updates",
             f"must be >= 0 (0 = ppo.updates), got {p.scorer_updates}")
 

@@ -115,6 +115,15 @@ def choice_config(config):
                        log_true_score=False)
 
 
+def scorer_config(config):
+    """The true-scorer ablation's config: ``ppo.reward = "scorer"``, PPO alone (no reward gradient: the scorer
+    is not differentiable) at ``pipeline.scorer_lr``, for ``pipeline.scorer_updates`` updates (0 = ppo.updates)."""
+    from irlvla_jax.train import ppo
+    pc = config.pipeline
+    return ppo.variant(config, reward="scorer", reward_grad_weight=0.0, lr=float(pc.scorer_lr),
+                       updates=int(pc.scorer_updates) or int(config.ppo.updates))
+
+
 def register_policies(config, workdir: str, seed: int) -> List[str]:
     """Register the table's policies with ``irlvla_jax.evaluate`` (the run's checkpoints, chunk
     ``pipeline.eval_chunk``, noise seed ``seed``) -> their names in table order."""
@@ -126,7 +135,7 @@ def register_policies(config, workdir: str, seed: int) -> List[str]:
            "rwm": reward.policy(config, workdir, seed=seed, chunk=chunk),
            "ppo_rwm_choice": ppo.policy(choice_config(config), workdir, seed=seed, chunk=chunk),
            "ppo_rwm": ppo.policy(ppo.variant(config, reward="rwm"), workdir, seed=seed, chunk=chunk),
-           "ppo_scorer": ppo.policy(ppo.variant(config, reward="scorer"), workdir, seed=seed, chunk=chunk),
+           "ppo_scorer": ppo.policy(scorer_config(config), workdir, seed=seed, chunk=chunk),
            "best_of_n": best_of_n(config, workdir, samples=int(pc.best_of_samples), seed=seed, chunk=chunk)}
     for name, fn in fns.items():
         evaluate.register_policy(name, fn, overwrite=True)
@@ -306,9 +315,7 @@ def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
     _stage(workdir, "il", il)
     _stage(workdir, "rwm", lambda: reward.train(config, workdir))
     _stage(workdir, "ppo_rwm", lambda: ppo.train(ppo.variant(config, reward="rwm"), workdir))
-    n_scorer = int(config.pipeline.scorer_updates) or None   # None: ppo.updates
-    _stage(workdir, "ppo_scorer", lambda: ppo.train(ppo.variant(config, reward="scorer"), workdir,
-                                                    num_updates=n_scorer))
+    _stage(workdir, "ppo_scorer", lambda: ppo.train(scorer_config(config), workdir))
     _stage(workdir, "ppo_rwm_choice", lambda: ppo.train(choice_config(config), workdir))
 
     def ev():

@@ -66,6 +66,9 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
             tag = name + (f":{config.ppo.reward}" if name == "ppo" else "")
             if name == "ppo" and config.ppo.objective == "choice":
                 tag += ":choice"
+            if tag == "ppo:scorer":      # PPO alone at its own step: the scorer is not differentiable
+                assert config.ppo.reward_grad_weight == 0.0 and config.ppo.lr == 5e-6, config.ppo
+                assert config.ppo.updates == 10                   # scorer_updates 0 = ppo.updates
             if tag == "ppo:scorer" and crash["on"]:
                 crash["on"] = False
                 raise RuntimeError("killed")
@@ -88,8 +91,10 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(PL, "make_figure", lambda *a, **k: "fig.png")
     cfg = ml_collections.ConfigDict(dict(
         seed=0, data=dict(data_dir="", world_seed=-1, name="irlvla_world_tiny"),
-        ppo=dict(reward="rwm", objective="denoise", lr=1e-5, updates=10, samples_per_scene=4, log_true_score=True),
-        pipeline=dict(choice_only_lr=3e-3, choice_only_updates=20, choice_only_samples=1, scorer_updates=0)))
+        ppo=dict(reward="rwm", objective="denoise", lr=1e-5, updates=10, samples_per_scene=4, log_true_score=True,
+                 reward_grad_weight=10.0),
+        pipeline=dict(choice_only_lr=3e-3, choice_only_updates=20, choice_only_samples=1, scorer_updates=0,
+                      scorer_lr=5e-6)))
     args = types.SimpleNamespace(seeds="0,1")
     with pytest.raises(RuntimeError, match="killed"):
         PL.main(cfg, str(tmp_path), args)

@@ -23,7 +23,12 @@ highest mode logit. As an MDP (DPPO's "denoising MDP", DiffusionDriveV2's anchor
   distilling the improved choice softmax(mean over samples of R_c / ``choice_temperature``) with a
   cross-entropy (``"distill"``: greedy policy improvement; the surrogate's gradient vanishes for chains
   the current policy gives little probability, however good);
-* optional behaviour cloning toward the expert (``bc_weight``; the planner's imitation loss).
+* optional behaviour cloning toward the expert (``bc_weight``; the planner's imitation loss);
+* the reward gradient (``reward_grad_weight``): the chains re-run deterministically (the DDIM means, as in
+  evaluation) from the rollout's stored initial noise, ``reward_fn`` on their trajectories and minus its
+  mean differentiated through the chain into the denoiser and the trajectory (the pathwise gradient of a
+  differentiable reward such as the RWM: exact directions per pose, where the clipped surrogate has only a
+  noisy scalar per chain).
 
 ``objective = "choice"`` is the re-ranking ablation: no Gaussian steps (chains are the deterministic
 DDIM chains of the current parameters) and only the choice surrogate is optimised.
@@ -185,6 +190,7 @@ class PPOHyper:
     choice_loss: str
     choice_temperature: float
     bc_weight: float
+    reward_grad_weight: float
 
     @classmethod
     def from_config(cls, c) -> "PPOHyper":
@@ -288,7 +294,7 @@ def executed(x0, logits):
 # --------------------------------------------------------------------------------------------------
 # The update.
 
-def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng):
+def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng, reward_fn=None):
     """The PPO objective on one minibatch of stored rollouts -> (total, metrics).
 
     ``params`` the trainable policy params (``static["frozen"]`` the rest); ``mb`` a dict of the minibatch's
@@ -296,7 +302,9 @@ def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng):
     logp [b, M, S, C], choice_state / logits (the old mode logits [b, M, C]), the chain advantages adv
     [b, M, C], choice_adv [b, M, C] and choice_target [b, C]. total = per-chain clipped surrogate over the
     denoising steps (weighted by the denoising discount) + choice_weight x the chain-choice loss +
-    bc_weight x behaviour cloning."""
+    bc_weight x behaviour cloning + reward_grad_weight x minus the mean ``reward_fn`` reward of the
+    deterministic chains from the stored initial noise (``reward_fn`` as in :func:`make_update`; needed only
+    when that weight is > 0)."""
     S = adapter.num_steps if hp.objective == "denoise" else 0
     sigma = float(hp.sigma) if S else 0.0
     factor = noise_factor(hp.noise)
@@ -325,8 +333,17 @@ def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng):
         choice = -jnp.mean(jnp.sum(jnp.exp(lp_old) * surr_c, -1))
     # -- BEHAVIOUR CLONING ---------------------------------------------------------------------------
     bc = adapter.bc_loss(pp, mb["tokens"], mb["batch"], rng) if hp.bc_weight > 0 else jnp.zeros(())
-    total = pg + hp.choice_weight * choice + hp.bc_weight * bc
-    out.update(loss=total, pg_loss=pg, choice_loss=choice, bc_loss=bc,
+    # -- REWARD GRADIENT: the deterministic chains from the stored initial noise, reward differentiated --
+    if S and hp.reward_grad_weight > 0:
+        x = roll.x_in[:, :, 0]
+        for s in range(S):
+            x, _ = adapter.denoise_mean(pp, mb["tokens"], x, adapter.num_steps - s)
+        traj = adapter.to_traj(x.reshape((x.shape[0], x.shape[1] * x.shape[2]) + x.shape[3:]), mb["batch"])
+        rgrad = -jnp.mean(reward_fn(static, mb["batch"], mb["tokens"], traj))
+    else:
+        rgrad = jnp.zeros(())
+    total = pg + hp.choice_weight * choice + hp.bc_weight * bc + hp.reward_grad_weight * rgrad
+    out.update(loss=total, pg_loss=pg, choice_loss=choice, bc_loss=bc, reward_grad_loss=rgrad,
                choice_kl=jnp.mean(jnp.sum(jnp.exp(lp_old) * (lp_old - lp_new), -1)),
                choice_entropy=-jnp.mean(jnp.sum(jnp.exp(lp_new) * lp_new, -1)))
     return total, out
@@ -349,7 +366,7 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
     sigma = float(hp.sigma) if S else 0.0
     factor = noise_factor(hp.noise)
     M = int(hp.samples_per_scene)
-    loss_fn = functools.partial(loss, adapter, hp)
+    loss_fn = functools.partial(loss, adapter, hp, reward_fn=reward_fn)
 
     def update(state: PPOState, static, batch):
         rng, r_roll, r_perm, r_exec = jax.random.split(state.rng, 4)

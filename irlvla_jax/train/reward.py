@@ -66,11 +66,26 @@ RWM_MODEL_KEYS = tuple(f"rwm.{k}" for k in ("d_model", "num_layers", "num_heads"
                                               "kinematic_features", "ego_features", "scene_features",
                                               "scene_pose_stride"))
 
-SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor", "ppo")
+WARP_SPEED = (0.4, 1.2)   # rwm.warped_chains: the policy chain's pace x U(0.4, 1.2)
+SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor", "ppo", "warped")
 
 
 # --------------------------------------------------------------------------------------------------
 # Candidates.
+
+def time_warp(traj, speed):
+    """traj [B, 8, 3] (poses at 0.5 .. 4 s, ego frame at t0), speed [B, P] -> [B, P, 8, 3]: each plan
+    replayed at ``speed`` x its pace along its own path (linear between poses, the t0 pose the origin;
+    extrapolates past 4 s for speed > 1)."""
+    pts = jnp.concatenate([jnp.zeros((traj.shape[0], 1, 3), traj.dtype), traj], 1)   # [B, 9, 3] at t = 0..4 s
+    t = jnp.arange(1, 9, dtype=jnp.float32) * 0.5
+    q = speed[..., None] * t / 0.5                                              # [B, P, 8] in 0.5 s units
+    i = jnp.clip(jnp.floor(q), 0, 7).astype(jnp.int32)
+    f = (q - i)[..., None]
+    p0 = jax.vmap(lambda p, ii: p[ii])(pts, i)                                   # [B, P, 8, 3]
+    p1 = jax.vmap(lambda p, ii: p[ii])(pts, i + 1)
+    return p0 + f * (p1 - p0)
+
 
 def perturb_expert(expert, rng, num: int):
     """expert [B, 8, 3] -> [B, num, 8, 3] perturbed copies (time warp, lateral / longitudinal ramps,
@@ -83,14 +98,8 @@ def perturb_expert(expert, rng, num: int):
     d = jnp.where(on[1], u(ks[1], -3.5, 3.5), 0.0)
     lon = jnp.where(on[2], u(ks[2], -4.0, 4.0), 0.0)
     a = jnp.where(on[3], u(ks[3], -0.25, 0.25), 0.0)
-    pts = jnp.concatenate([jnp.zeros((B, 1, 3), expert.dtype), expert], 1)      # [B, 9, 3] at t = 0..4 s
     t = jnp.arange(1, 9, dtype=jnp.float32) * 0.5
-    q = s[..., None] * t / 0.5                                                   # [B, P, 8] in 0.5 s units
-    i = jnp.clip(jnp.floor(q), 0, 7).astype(jnp.int32)
-    f = (q - i)[..., None]
-    p0 = jax.vmap(lambda p, ii: p[ii])(pts, i)                                   # [B, P, 8, 3]
-    p1 = jax.vmap(lambda p, ii: p[ii])(pts, i + 1)
-    w = p0 + f * (p1 - p0)                                                       # (extrapolates past 4 s)
+    w = time_warp(expert, s)
     h = w[..., 2]
     r = (t / 4.0)[None, None]
     x = w[..., 0] + lon[..., None] * r * jnp.cos(h) - d[..., None] * r * jnp.sin(h)
@@ -159,6 +168,14 @@ def make_candidates(model, tokens, scenes, rng, rc, sched, ppo_noise=None):
         sigma, factor = ppo_noise
         parts.append(ppo_samples(model.planner, tokens, jax.random.fold_in(rng, 11), n_ppo, sigma, factor, sched))
         src.append(np.full(n_ppo * K, 5))
+    n_warp = int(rc.warped_chains)
+    if n_warp:
+        kw = jax.random.split(jax.random.fold_in(rng, 13), 2)
+        pick = jax.random.randint(kw[0], (B, n_warp), 0, pol.shape[1])
+        speed = jax.random.uniform(kw[1], (B, n_warp), minval=WARP_SPEED[0], maxval=WARP_SPEED[1])
+        base = jnp.take_along_axis(pol, pick[..., None, None], 1)               # [B, n_warp, 8, 3]
+        warped = jax.vmap(time_warp, in_axes=(1, 1), out_axes=1)(base, speed[..., None])[:, :, 0]
+        parts.append(warped); src.append(np.full(n_warp, 6))
     return jnp.concatenate(parts, 1), np.concatenate(src).astype(np.int32)
 
 
@@ -309,7 +326,7 @@ def make_fns(config, vla_gd, rwm_gd, tx, mesh=None):
 
     inner = int(rc.inner_steps)
     src_np = candidate_sources(config)
-    pol = np.isin(src_np, (0, 1, 5)).astype(np.float32)
+    pol = np.isin(src_np, (0, 1, 5, 6)).astype(np.float32)
     ppo_noise = ppo_noise_of(config)
     pair_w = 1.0 + float(rc.policy_rank_boost) * np.outer(pol, pol)  # [N, N]
     use_scenes = bool(rc.ego_features) or bool(rc.scene_features)
@@ -361,6 +378,7 @@ def candidate_sources(config) -> np.ndarray:
     if bool(rc.use_anchors):
         parts.append(np.full(K, 4))
     parts.append(np.full(int(rc.ppo_samples) * K, 5))
+    parts.append(np.full(int(rc.warped_chains), 6))
     return np.concatenate(parts).astype(np.int32)
 
 

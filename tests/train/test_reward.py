@@ -76,10 +76,34 @@ def test_ppo_candidates_follow_the_ppo_rollout_distribution():
     assert 0.025 < rms < 0.15, rms
     with cfg.unlocked():
         cfg.rwm.ppo_samples = 2
+        cfg.rwm.warped_chains = 3
     cands, src = jax.jit(lambda t, s, k: RW.make_candidates(model, t, s, k, cfg.rwm, sched, (0.05, L)))(
         tok, scenes, key)
     np.testing.assert_array_equal(src, RW.candidate_sources(cfg))
-    assert cands.shape[1] == len(src) and int(np.sum(src == 5)) == 2 * K
+    assert cands.shape[1] == len(src) and int(np.sum(src == 5)) == 2 * K and int(np.sum(src == 6)) == 3
+    # Warped chains: policy chains replayed at another pace, so each ends on the path of one policy chain.
+    pol, warped = np.asarray(cands[:, src == 0]), np.asarray(cands[:, src == 6])
+    assert not np.allclose(warped[:, :, -1, :2], 0.0)
+    for b in range(2):
+        for w in warped[b]:
+            path = np.concatenate([np.zeros((pol.shape[1], 1, 2)), pol[b, :, :, :2]], 1)   # [K, 9, 2]
+            seg = path[:, 1:] - path[:, :-1]                                           # distance to each segment
+            t = np.clip(np.sum((w[2, :2] - path[:, :-1]) * seg, -1) / np.maximum(np.sum(seg * seg, -1), 1e-9), 0, 1)
+            d = np.linalg.norm(path[:, :-1] + t[..., None] * seg - w[2, :2], axis=-1)
+            assert d.min() < 1e-3, d.min()
+
+
+def test_time_warp_replays_a_plan_at_another_pace():
+    from irlvla_jax.train.reward import time_warp
+    t = np.arange(1, 9, dtype=np.float32) * 0.5
+    plan = np.stack([8.0 * t + t ** 2, 0.5 * t ** 2, 0.1 * t], -1)[None].astype(np.float32)   # [1, 8, 3]
+    w = np.asarray(time_warp(jnp.asarray(plan), jnp.asarray([[1.0, 0.5, 1.25]])))
+    assert w.shape == (1, 3, 8, 3)
+    np.testing.assert_allclose(w[0, 0], plan[0], atol=1e-6)                  # pace 1: the plan itself
+    np.testing.assert_allclose(w[0, 1, 1], plan[0, 0], atol=1e-6)            # half pace: 1 s -> the 0.5 s pose
+    np.testing.assert_allclose(w[0, 1, 0], 0.5 * plan[0, 0], atol=1e-6)      # halfway from the origin
+    np.testing.assert_allclose(w[0, 2, 3], plan[0, 4], atol=1e-6)            # 1.25 x 2 s = 2.5 s
+    assert w[0, 2, -1, 0] > plan[0, -1, 0]                                   # extrapolated past 4 s
 
 
 def test_loss_adds_the_weighted_ranking_term():
