@@ -8,6 +8,8 @@ default is changed in one place. Variants:
   tiny  CPU-sized everything (tests, demos, the README's main job): minutes on 2 cores.
   tiny_real  tiny with room for real streets (64 agents, 64 lanes, 24 drivable pieces): real-log conversion
         and zero-shot evaluation of tiny checkpoints.
+  reward_grad  tiny with PPO's reward gradient on (the RWM reward differentiated through the denoiser, lr 5e-5,
+        the RWM trained on time-warped chains too): a larger gain on tiny seed 0, and a risk of reward hacking.
   base  one GPU, a NAVSIM-scale world (~100k train, ~12k test scenes) and a model of tens of millions of
         parameters (256 x 1024 camera).
 Any key can be overridden on the command line: ``--config.ppo.lr=2e-5``. Every section is checked strictly
@@ -21,8 +23,12 @@ VARIANTS = {
     "no_semantic": {"model.planner.contexts": ("bev", "map", "obj"), "il.w_meta": 0.0},   # no meta tokens
     "no_3d": {"model.planner.contexts": ("meta",)},                 # no BEV / object / map tokens to the planner
     "regression": {"model.planner.kind": "regression", "ppo.objective": "choice"},   # no diffusion
-    # RL with the true scorer instead of the RWM: PPO alone (the scorer is not differentiable), at PPO's stable step
-    "rl_scorer": {"ppo.reward": "scorer", "ppo.reward_grad_weight": 0.0, "ppo.lr": 5e-6},
+    "rl_scorer": {"ppo.reward": "scorer"},                          # RL with the true scorer instead of the RWM
+    # RL with the reward gradient (ppo.reward_grad_weight; docs/results/rl_tiny_3seeds.md, "the fourteenth stop"):
+    # the RWM's reward differentiated through the denoiser, at a 10x larger step, the RWM trained on time-warped
+    # chains too. Tiny seed 0, test 500: RL - IL +0.074 [+0.048, +0.104] (the default +0.040), but EP -0.13, and
+    # another seed-0 RWM (rwm.noisy_chains 8) was exploited into a collapse (-0.272, HC 0.22): not the default.
+    "reward_grad": {"ppo.reward_grad_weight": 10.0, "ppo.lr": 5e-5, "rwm.warped_chains": 8},
     # Real logs (irlvla convert av2|scenarionet|navsim): tiny's model and sensors, room for a real street's
     # agents and map (padding only: tiny checkpoints serve these scenes, train.checkpoint.PADDING_KEYS).
     "tiny_real": {"scene.num_agents": 64, "scene.num_lanes": 64, "scene.num_drivable": 24},
@@ -131,9 +137,9 @@ def get_config(arg: str = "tiny"):
     #                experts, the anchors, and samples of all K chains drawn as the PPO rollout draws them
     #                (ppo.sigma, ppo.noise): the distribution the RL policy asks the RWM about
     #   warped_chains  policy chains replayed at U(0.4, 1.2) x their pace (the slower plans the reward gradient
-    #                drives the policy to; tiny seed 0, test 500, with ppo.reward_grad_weight 10 at lr 5e-5: RL - IL
-    #                +0.074 with 8 vs +0.058 without; the RWM's EP on the RL policy's plans 0.860 vs 0.814 true with
-    #                8, 0.824 vs 0.768 without)
+    #                drives the policy to; the variant reward_grad: 8. Tiny seed 0, test 500, with ppo.reward_grad_weight
+    #                10 at lr 5e-5: RL - IL +0.074 with 8 vs +0.058 without; the RWM's EP on the RL policy's plans
+    #                0.860 vs 0.814 true with 8, 0.824 vs 0.768 without)
     #   use_ec       predict EC too (EPDMS over /16); epdms_weight, rank_weight, rank_scale, policy_rank_boost:
     #                the MSE-to-EPDMS and within-scene ranking loss terms (policy pairs weighted 1 + boost)
     #   eval_split, eval_scenes   the held-out report
@@ -152,7 +158,7 @@ def get_config(arg: str = "tiny"):
         eval_split="val", eval_scenes=128, checkpoint_every=50,
         kinematic_features=True, ego_features=True, rank_weight=1.0, rank_scale=10.0, policy_rank_boost=2.0,
         inner_steps=4, smooth_noise_frac=0.5, scene_features=True, scene_pose_stride=2, arch="light", ppo_samples=2,
-        warped_chains=8))
+        warped_chains=0))
 
     # Stage 3, RL: group-relative PPO over the planner's denoising chain (train/ppo.py, train/ppo_core.py).
     # One update rolls out batch_size scenes x samples_per_scene samples x num_anchors chains, every one
@@ -180,19 +186,20 @@ def get_config(arg: str = "tiny"):
     #                     to softmax(mean chain reward / choice_temperature) (measured: +0.033 vs +0.048)
     #   choice_weight     weight of the chain-choice loss; bc_weight: imitation loss toward the expert (tiny seed 0,
     #                     test 500, with reward_grad_weight 10 at lr 5e-5: 1.0 gave +0.022 vs +0.058 without)
-    #   reward_grad_weight  weight of the reward gradient: the deterministic chains re-run from the rollout's initial
-    #                     noise, the RWM reward differentiated through them (pathwise; needs ppo.reward='rwm', the
-    #                     scorer is not differentiable). Tiny seed 0, test 500, from one IL and RWM (without
-    #                     rwm.warped_chains): 0 at lr 5e-6 +0.040 over IL; 1 at 5e-6 +0.036; 10 at 2e-5 +0.044
-    #                     (EP -0.115); 10 at 5e-5 +0.058 (EP -0.178, HC +0.184); PPO alone at 3e-5 collapsed HC
+    #   reward_grad_weight  weight of the reward gradient: the chains of each scene's first sample re-run from their
+    #                     initial noise, the RWM reward differentiated through them (pathwise; needs ppo.reward='rwm':
+    #                     the scorer is not differentiable; the variant reward_grad: 10 at lr 5e-5). Tiny seed 0, test
+    #                     500, from one IL and RWM (no rwm.warped_chains): 0 at lr 5e-6 +0.040 over IL; 1 at 5e-6 +0.036;
+    #                     10 at 2e-5 +0.044 (EP -0.115); 10 at 5e-5 +0.058 (EP -0.178, HC +0.184). It exploits the RWM:
+    #                     RWM reward 0.84 vs true EPDMS 0.78 on the RL policy's samples; off by default
     #   checkpoint_every  updates between checkpoints
     #   log_true_score    also score the executed trajectories with the true scorer every update (the
     #                     reward-hacking curve; B trajectories per update)
     c.ppo = ml_collections.ConfigDict(dict(
         reward="rwm", objective="denoise", updates=300, batch_size=16, samples_per_scene=4,
-        epochs=2, num_minibatches=2, lr=5e-5, choice_lr=1e-3, max_grad_norm=1.0, clip_eps=0.2, sigma=0.05,
+        epochs=2, num_minibatches=2, lr=5e-6, choice_lr=1e-3, max_grad_norm=1.0, clip_eps=0.2, sigma=0.05,
         noise="smooth", advantage="anchor", denoise_discount=1.0, choice_weight=1.0, choice_loss="surrogate",
-        choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=10.0, checkpoint_every=100, log_true_score=True))
+        choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0, checkpoint_every=100, log_true_score=True))
 
     # `irlvla pipeline` (pipeline.py): the table's split, scenes and policy chunk; best_of_samples IL samples
     # (all K chains each) for best-of-N; extra_splits get the same table; scorer_updates: PPO updates of the

@@ -262,9 +262,12 @@ def test_bad_knobs_are_one_line_errors():
     dataclasses.replace(HP, objective="choice", samples_per_scene=1).validate()    # fine: no anchor groups
 
 
-def test_sharded_update_matches_single_device(setup, update_fn):
-    _, state, static, batch = setup
+@pytest.mark.parametrize("reward_grad", [False, True])
+def test_sharded_update_matches_single_device(setup, update_fn, reward_grad):
+    tx, state, static, batch = setup
     assert jax.device_count() >= 8, "conftest should give 8 simulated CPU devices"
+    if reward_grad:   # the objective with the pathwise reward term
+        update_fn = _jit(P.make_update(ADAPTER, _reward, dataclasses.replace(HP, reward_grad_weight=1.0), tx))
     one, m1 = update_fn(state, static, batch)
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -328,8 +331,23 @@ def test_ppo_config_is_checked_strictly(key, value, expect):
     config_lib.check(c)
     with c.unlocked():
         c.ppo[key] = value
+        if key == "reward":
+            c.ppo.reward_grad_weight = 10.0     # the reward_grad variant's, with the (non-differentiable) scorer
     with pytest.raises(ValueError, match=expect):
         config_lib.check(c)
+
+
+def test_reward_grad_variant_is_a_valid_config():
+    import importlib.util
+    import os
+    from irlvla_jax import config as config_lib
+    sp = importlib.util.spec_from_file_location("default_cfg", os.path.join(os.path.dirname(__file__), "..", "..",
+                                                                            "configs", "default.py"))
+    mod = importlib.util.module_from_spec(sp)
+    sp.loader.exec_module(mod)
+    c = mod.get_config("reward_grad")
+    config_lib.check(c)
+    assert c.ppo.reward_grad_weight > 0 and c.rwm.warped_chains > 0 and c.ppo.reward == "rwm"
 
 
 def test_configs_size_the_rollout():
