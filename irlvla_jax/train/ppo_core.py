@@ -304,8 +304,8 @@ def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng, reward_f
     [b, M, C], choice_adv [b, M, C] and choice_target [b, C]. total = per-chain clipped surrogate over the
     denoising steps (weighted by the denoising discount) + choice_weight x the chain-choice loss +
     bc_weight x behaviour cloning + reward_grad_weight x minus the mean ``reward_fn`` reward of the
-    deterministic chains from the first sample's stored initial noise (``reward_fn`` as in :func:`make_update`; needed only
-    when that weight is > 0)."""
+    deterministic chains from the first sample's stored initial noise (``reward_fn`` as in
+    :func:`make_update`; needed only when that weight is > 0)."""
     S = adapter.num_steps if hp.objective == "denoise" else 0
     sigma = float(hp.sigma) if S else 0.0
     factor = noise_factor(hp.noise)

@@ -16,7 +16,10 @@ frame at t0):
     switched on with probability 1/2) a time warp (speed x U(0.4, 1.5)), a lateral offset ramping to
     U(-3.5, 3.5) m at 4 s, a longitudinal offset ramping to U(-4, 4) m, and a rotation about the ego by
     U(-0.25, 0.25) rad; plus the expert itself;
-  * the anchor vocabulary (``rwm.use_anchors``): the K anchors as they are.
+  * the anchor vocabulary (``rwm.use_anchors``): the K anchors as they are;
+  * PPO samples (``rwm.ppo_samples``): all K chains drawn as the PPO rollout draws them;
+  * warped policy (``rwm.warped_chains``): policy chains replayed at U(0.4, 1.2) x their pace
+    (:func:`time_warp`; the slower plans PPO's reward gradient drives the policy to).
 Labels come from the JAX EPDMS scorer (``irlvla_jax.scoring.epdms.score``, mode/human filter of
 ``config.scoring``) computed inside the same jitted step. The VLA (IL checkpoint) is frozen: its scene
 tokens are computed under ``stop_gradient`` (decision: no shared/co-trained encoder in this stage, so
