@@ -26,8 +26,9 @@ VARIANTS = {
     "rl_scorer": {"ppo.reward": "scorer"},                          # RL with the true scorer instead of the RWM
     # RL with the reward gradient (ppo.reward_grad_weight; docs/results/rl_tiny_3seeds.md, "the fourteenth stop"):
     # the RWM's reward differentiated through the denoiser, at a 10x larger step, the RWM trained on time-warped
-    # chains too. Tiny seed 0, test 500: RL - IL +0.074 [+0.048, +0.104] (the default +0.040), but EP -0.13, and
-    # another seed-0 RWM (rwm.noisy_chains 8) was exploited into a collapse (-0.272, HC 0.22): not the default.
+    # chains too. Tiny, test 500, seeds 0 / 1 / 2: RL - IL +0.069 / -0.096 / +0.040 (the default +0.040 / +0.026 /
+    # +0.045), EP -0.13 / -0.14 / -0.21; another seed-0 RWM (rwm.noisy_chains 8) was exploited into a collapse
+    # (-0.272, HC 0.22). It hacks the RWM: not the default.
     "reward_grad": {"ppo.reward_grad_weight": 10.0, "ppo.lr": 5e-5, "rwm.warped_chains": 8},
     # Real logs (irlvla convert av2|scenarionet|navsim): tiny's model and sensors, room for a real street's
     # agents and map (padding only: tiny checkpoints serve these scenes, train.checkpoint.PADDING_KEYS).
