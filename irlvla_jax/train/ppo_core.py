@@ -265,10 +265,15 @@ def rollout(adapter: PolicyAdapter, pp, tokens, batch, rng, num_samples: int, si
     return Rollout(x_in=x_in, x_out=x_out, logp=logp, x0=x, choice_state=x_last, logits=logits)
 
 
-def trajectories(adapter: PolicyAdapter, roll: Rollout, batch):
-    """The rollout's chain ends as trajectories [B, M * C, 8, 3] (metres / radians, sample-major)."""
-    x0 = roll.x0
+def chain_trajectories(adapter: PolicyAdapter, x0, batch):
+    """Chain ends x0 [B, M, C, 8, 3] (normalised) -> trajectories [B, M * C, 8, 3] (metres / radians,
+    sample-major)."""
     return adapter.to_traj(x0.reshape((x0.shape[0], x0.shape[1] * x0.shape[2]) + x0.shape[3:]), batch)
+
+
+def trajectories(adapter: PolicyAdapter, roll: Rollout, batch):
+    """The rollout's chain ends as trajectories [B, M * C, 8, 3] (:func:`chain_trajectories`)."""
+    return chain_trajectories(adapter, roll.x0, batch)
 
 
 def policy_log_probs(adapter: PolicyAdapter, pp, tokens, roll: Rollout, sigma: float, factor=None):
@@ -339,8 +344,7 @@ def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng, reward_f
         x = roll.x_in[:, :1, 0]                                                 # [b, 1, C, 8, 3]
         for s in range(S):
             x, _ = adapter.denoise_mean(pp, mb["tokens"], x, adapter.num_steps - s)
-        traj = adapter.to_traj(x.reshape((x.shape[0], x.shape[1] * x.shape[2]) + x.shape[3:]), mb["batch"])
-        rgrad = -jnp.mean(reward_fn(static, mb["batch"], mb["tokens"], traj))
+        rgrad = -jnp.mean(reward_fn(static, mb["batch"], mb["tokens"], chain_trajectories(adapter, x, mb["batch"])))
     else:
         rgrad = jnp.zeros(())
     total = pg + hp.choice_weight * choice + hp.bc_weight * bc + hp.reward_grad_weight * rgrad

@@ -176,8 +176,8 @@ def make_candidates(model, tokens, scenes, rng, rc, sched, ppo_noise=None):
         kw = jax.random.split(jax.random.fold_in(rng, 13), 2)
         pick = jax.random.randint(kw[0], (B, n_warp), 0, pol.shape[1])
         speed = jax.random.uniform(kw[1], (B, n_warp), minval=WARP_SPEED[0], maxval=WARP_SPEED[1])
-        base = jnp.take_along_axis(pol, pick[..., None, None], 1)               # [B, n_warp, 8, 3]
-        warped = jax.vmap(time_warp, in_axes=(1, 1), out_axes=1)(base, speed[..., None])[:, :, 0]
+        base = jnp.take_along_axis(pol, pick[..., None, None], 1).reshape(B * n_warp, 8, 3)
+        warped = time_warp(base, speed.reshape(B * n_warp, 1)).reshape(B, n_warp, 8, 3)
         parts.append(warped); src.append(np.full(n_warp, 6))
     return jnp.concatenate(parts, 1), np.concatenate(src).astype(np.int32)
 

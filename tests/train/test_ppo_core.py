@@ -338,14 +338,10 @@ def test_ppo_config_is_checked_strictly(key, value, expect):
 
 
 def test_reward_grad_variant_is_a_valid_config():
-    import importlib.util
     import os
     from irlvla_jax import config as config_lib
-    sp = importlib.util.spec_from_file_location("default_cfg", os.path.join(os.path.dirname(__file__), "..", "..",
-                                                                            "configs", "default.py"))
-    mod = importlib.util.module_from_spec(sp)
-    sp.loader.exec_module(mod)
-    c = mod.get_config("reward_grad")
+    c = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "default.py"),
+                               "reward_grad")
     config_lib.check(c)
     assert c.ppo.reward_grad_weight > 0 and c.rwm.warped_chains > 0 and c.ppo.reward == "rwm"
 
