@@ -77,7 +77,7 @@ SCHEMA = {
     "ppo": ("reward", "objective", "updates", "batch_size", "samples_per_scene", "epochs", "num_minibatches", "lr",
             "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount",
             "choice_weight", "choice_loss", "choice_temperature", "bc_weight", "reward_grad_weight", "checkpoint_every",
-            "log_true_score"),
+            "log_true_score", "rwm_refresh_every", "rwm_refresh_steps"),
     "pipeline": ("eval_split", "eval_scenes", "eval_chunk", "best_of_samples", "extra_splits", "scorer_updates",
                  "scorer_lr", "choice_only_updates", "choice_only_lr", "choice_only_samples", "rwm_report_scenes"),
     "evaluate": ("splits", "max_scenes", "chunk", "bootstrap", "seed", "renders"),
@@ -220,6 +220,11 @@ def _check_ppo(cfg) -> None:
             f"must be 0 with ppo.reward='scorer' (the true scorer is not differentiable), got {p.reward_grad_weight}")
     require(0 < float(p.denoise_discount) <= 1, "ppo.denoise_discount",
             f"must be in (0, 1], got {p.denoise_discount}")
+    require(int(p.rwm_refresh_every) >= 0, "ppo.rwm_refresh_every", f"must be >= 0 (0 = off), got {p.rwm_refresh_every}")
+    require(p.reward == "rwm" or int(p.rwm_refresh_every) == 0, "ppo.rwm_refresh_every",
+            f"must be 0 with ppo.reward='scorer' (there is no RWM to refresh), got {p.rwm_refresh_every}")
+    require(int(p.rwm_refresh_every) == 0 or int(p.rwm_refresh_steps) >= 1, "ppo.rwm_refresh_steps",
+            f"must be >= 1 with ppo.rwm_refresh_every > 0, got {p.rwm_refresh_steps}")
 
 
 @checker("pipeline")

@@ -107,20 +107,22 @@ def best_of_n(config, workdir: str, *, samples: int, seed: int = 0, chunk: int =
 
 def choice_config(config):
     """The re-ranking ablation's config: ``ppo.objective = "choice"`` with the ``pipeline.choice_only_*``
-    settings (the mode head alone takes a far larger learning rate and more, cheaper updates)."""
+    settings (the mode head alone takes a far larger learning rate and more, cheaper updates), rewarded by
+    the RWM stage's model (no refresh: today's method)."""
     from irlvla_jax.train import ppo
     pc = config.pipeline
     return ppo.variant(config, reward="rwm", objective="choice", lr=float(pc.choice_only_lr),
                        updates=int(pc.choice_only_updates), samples_per_scene=int(pc.choice_only_samples),
-                       log_true_score=False)
+                       log_true_score=False, rwm_refresh_every=0)
 
 
 def scorer_config(config):
     """The true-scorer ablation's config: ``ppo.reward = "scorer"``, PPO alone (no reward gradient: the scorer
-    is not differentiable) at ``pipeline.scorer_lr``, for ``pipeline.scorer_updates`` updates (0 = ppo.updates)."""
+    is not differentiable; no RWM to refresh) at ``pipeline.scorer_lr``, for ``pipeline.scorer_updates`` updates
+    (0 = ppo.updates)."""
     from irlvla_jax.train import ppo
     pc = config.pipeline
-    return ppo.variant(config, reward="scorer", reward_grad_weight=0.0, lr=float(pc.scorer_lr),
+    return ppo.variant(config, reward="scorer", reward_grad_weight=0.0, rwm_refresh_every=0, lr=float(pc.scorer_lr),
                        updates=int(pc.scorer_updates) or int(config.ppo.updates))
 
 

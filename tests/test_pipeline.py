@@ -69,6 +69,8 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
             if tag == "ppo:scorer":      # PPO alone at its own step: the scorer is not differentiable
                 assert config.ppo.reward_grad_weight == 0.0 and config.ppo.lr == 5e-6, config.ppo
                 assert config.ppo.updates == 10                   # scorer_updates 0 = ppo.updates
+            if name == "ppo":     # only RL (RWM) refreshes its RWM: the ablations keep the stage-2 RWM or the scorer
+                assert config.ppo.rwm_refresh_every == (0 if tag in ("ppo:scorer", "ppo:rwm:choice") else 5), tag
             if tag == "ppo:scorer" and crash["on"]:
                 crash["on"] = False
                 raise RuntimeError("killed")
@@ -92,7 +94,7 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
     cfg = ml_collections.ConfigDict(dict(
         seed=0, data=dict(data_dir="", world_seed=-1, name="irlvla_world_tiny"),
         ppo=dict(reward="rwm", objective="denoise", lr=1e-5, updates=10, samples_per_scene=4, log_true_score=True,
-                 reward_grad_weight=10.0),
+                 reward_grad_weight=10.0, rwm_refresh_every=5),
         pipeline=dict(choice_only_lr=3e-3, choice_only_updates=20, choice_only_samples=1, scorer_updates=0,
                       scorer_lr=5e-6)))
     args = types.SimpleNamespace(seeds="0,1")

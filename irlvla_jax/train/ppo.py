@@ -50,6 +50,11 @@ from irlvla_jax.train import ppo_core as core
 from irlvla_jax.train import reward as reward_stage
 
 REWARD_SOURCES = ("rwm", "scorer")
+# The run's own config keys checked on resume and restore: with the RWM refresh the checkpoint also holds the RWM.
+RUN_KEYS = ("ppo.rwm_refresh_every",)
+# Logged at every update that refreshes the RWM: its mean |reward - true EPDMS| on the first and the last
+# refresh batch's candidates, each before that batch's updates (the first: the stale RWM on the current policy).
+REFRESH_METRICS = ("rwm_refresh_mae_first", "rwm_refresh_mae_last")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,25 +231,44 @@ def merged_params(config, params, trainable):
 def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_updates: Optional[int] = None,
           mesh=None) -> Dict[str, Any]:
     """Run (or resume) PPO to ``config.ppo.updates`` (or ``num_updates``) with ``config.ppo.reward`` and
-    ``config.ppo.objective``; returns a summary dict (last metrics, timings, the per-update history)."""
+    ``config.ppo.objective``; returns a summary dict (last metrics, timings, the per-update history).
+    With ``ppo.rwm_refresh_every`` the RWM goes on training on the current policy's candidates every that
+    many updates (:func:`make_refresh`); the run's state is then {"ppo": PPOState, "rwm": the RWM's
+    TrainState}, checkpointed together, and the refreshed RWM rewards the updates that follow."""
     pc = config.ppo
     reward = str(pc.reward)
     bs = int(pc.batch_size)
+    every = int(pc.rwm_refresh_every)
     mesh = loop.make_mesh(config, mesh, bs, "ppo.batch_size")
     graphdef, params, consts = imitation.restore(config, workdir, mesh)
-    rwm_gd = rwm_params = None
+    rwm_gd = rwm_params = rwm_state = None
     if reward == "rwm":
-        rwm_gd, rwm_params = reward_stage.restore(config, workdir)
+        rwm_gd, rwm_state = reward_stage.restore_state(config, workdir, mesh)
+        rwm_params = rwm_state.params
     _, _, state, static, upd = build(config, graphdef, params, consts, rwm_gd, rwm_params, seed=int(config.seed),
                                      mesh=mesh)
+    if every:        # the RWM lives in the state (refreshed, checkpointed); each update gets the current one
+        state, static = {"ppo": state, "rwm": rwm_state}, dict(static, rwm=None)
     static = mesh_lib.replicate(static, mesh)
     name = run_name(config)
-    prep = loop.prepare(config, workdir, name, state, mesh, bs, train_iter=train_iter, unit="update")
+    prep = loop.prepare(config, workdir, name, state, mesh, bs, train_iter=train_iter, unit="update",
+                        run_keys=RUN_KEYS)
     update = jax.jit(upd, donate_argnums=(0,))
     monitor = make_monitor_fn(config, mesh)
+    refresh = make_refresh(config, graphdef, params, consts, rwm_gd, mesh, prep.train_iter) if every else None
+    done = [prep.start]                  # updates applied so far (the loop's step before this call)
 
     def step(st, b):
-        st, m = update(st, static, b)
+        m = {}
+        if every and done[0] and done[0] % every == 0:
+            st, m = refresh(st)
+        if every:
+            ps, m2 = update(st["ppo"], dict(static, rwm=st["rwm"].params), b)
+            st = dict(st, ppo=ps)
+        else:
+            st, m2 = update(st, static, b)
+        m.update(m2)
+        done[0] += 1
         executed = m.pop(core.EXECUTED)
         if monitor is not None:
             m.update(monitor(b, executed))
@@ -263,22 +287,71 @@ def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_u
                 reward_first=first("reward_mean"), reward_last=last.get("reward_mean"),
                 exec_reward_first=first("exec_reward"), exec_reward_last=last.get("exec_reward"),
                 exec_true_epdms_first=first("exec_true_epdms"), exec_true_epdms_last=last.get("exec_true_epdms"),
+                rwm_refreshes=[{k: h[k] for k in ("step",) + REFRESH_METRICS} for h in hist
+                               if REFRESH_METRICS[0] in h],
                 history=hist)
+
+
+def make_refresh(config, graphdef, params, consts, rwm_gd, mesh, train_iter):
+    """The RWM refresh (``ppo.rwm_refresh_every`` > 0): ``refresh(state) -> (state, metrics)`` runs
+    ``ppo.rwm_refresh_steps`` steps of the RWM stage's own training step (``reward.make_fns``: candidates
+    drawn around the policy's chains, labelled by the true JAX scorer inside the step) on batches of
+    ``train_iter`` (PPO's training stream: its position is checkpointed, so a resumed run refreshes on
+    the same scenes), with the CURRENT policy ``state["ppo"]`` generating the candidates, and the RWM's
+    optimizer continued from ``state["rwm"]`` (past ``rwm.steps`` its schedule holds the end learning
+    rate). Metrics: :data:`REFRESH_METRICS` (the first step's error is the stale RWM's on the current
+    policy's candidates) and the finiteness of every step (``finite_rwm_*``)."""
+    from irlvla_jax.train.state import FINITE_PREFIX
+    steps = int(config.ppo.rwm_refresh_steps)
+    tx = reward_stage.make_optimizer(config.rwm)
+    rwm_step = jax.jit(reward_stage.make_fns(config, graphdef, rwm_gd, tx, mesh)[0], donate_argnums=(0,))
+
+    def refresh(st):
+        vla_params = merged_params(config, params, st["ppo"].params)
+        rs, ms = st["rwm"], []
+        for _ in range(steps):
+            rs, m = rwm_step(rs, vla_params, consts, mesh_lib.shard_batch(next(train_iter), mesh))
+            ms.append(m)
+        out = {REFRESH_METRICS[0]: ms[0]["reward_mae"], REFRESH_METRICS[1]: ms[-1]["reward_mae"]}
+        for k in ms[0]:
+            if k.startswith(FINITE_PREFIX):
+                out[FINITE_PREFIX + "rwm_" + k[len(FINITE_PREFIX):]] = jnp.all(jnp.stack([m[k] for m in ms]))
+        return dict(st, rwm=rs), out
+
+    return refresh
+
+
+def open_state(config, workdir: str):
+    """The latest checkpoint of run ``run_name(config)``: its PPOState, or with ``ppo.rwm_refresh_every``
+    {"ppo": PPOState, "rwm": the refreshed RWM's TrainState}."""
+    from irlvla_jax.train.state import abstract_like
+    graphdef, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
+    _, _, state, _, _ = build(config, graphdef, params, consts)
+    rep = mesh_lib.replicated(mesh_lib.restore_mesh())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract_like(state))
+    if int(config.ppo.rwm_refresh_every):
+        abstract = {"ppo": abstract, "rwm": reward_stage.abstract_state(config)[1]}
+    name = run_name(config)
+    return loop.open_latest(config, workdir, name, abstract,
+                            f"run `irlvla train --stage ppo` with ppo.reward={config.ppo.reward!r} "
+                            f"ppo.objective={config.ppo.objective!r} first", run_keys=RUN_KEYS)
 
 
 def restore(config, workdir: str):
     """The IL checkpoint with the PPO-trained part of the latest checkpoint of ``run_name(config)`` put
     back -> (graphdef, full VLA params, consts)."""
-    from irlvla_jax.train.state import abstract_like
     graphdef, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
-    _, _, state, _, _ = build(config, graphdef, params, consts)
-    name = run_name(config)
-    rep = mesh_lib.replicated(mesh_lib.restore_mesh())
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract_like(state))
-    state = loop.open_latest(config, workdir, name, abstract,
-                             f"run `irlvla train --stage ppo` with ppo.reward={config.ppo.reward!r} "
-                             f"ppo.objective={config.ppo.objective!r} first")
-    return graphdef, merged_params(config, params, state.params), consts
+    state = open_state(config, workdir)
+    ppo_state = state["ppo"] if int(config.ppo.rwm_refresh_every) else state
+    return graphdef, merged_params(config, params, ppo_state.params), consts
+
+
+def reward_model(config, workdir: str):
+    """The RWM that rewarded the last updates of run ``run_name(config)`` -> (graphdef, params): the RWM
+    stage's, or with ``ppo.rwm_refresh_every`` the refreshed one in the PPO checkpoint."""
+    if int(config.ppo.rwm_refresh_every):
+        return reward_stage.abstract_state(config)[0], open_state(config, workdir)["rwm"].params
+    return reward_stage.restore(config, workdir)
 
 
 def policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = None):
@@ -309,7 +382,7 @@ def policy_samples(config, workdir: str, scenes, *, chunk: int = 16, seed: int =
     from irlvla_jax.scoring.epdms import make_scorer
     pc = config.ppo
     graphdef, full, consts = restore(config, workdir)
-    rgd, rparams = reward_stage.restore(config, workdir)
+    rgd, rparams = reward_model(config, workdir)
     adapter = make_vla_adapter(graphdef, consts, config)
     reward_fn = make_reward_fn(config, rgd, "rwm")
     M = int(pc.samples_per_scene)

@@ -448,16 +448,28 @@ def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: 
     return rep
 
 
-def restore(config, workdir: str):
-    """The latest RWM checkpoint of ``workdir`` -> (graphdef, params pure dict)."""
+def abstract_state(config, mesh=None):
+    """-> (graphdef, the RWM TrainState's shapes and dtypes, replicated over ``mesh`` (default: the restore
+    mesh)): what a checkpoint holding an RWM state restores into."""
     from irlvla_jax.train.state import TrainState
     gd, params = build_rwm(config, int(config.seed))
     tx = make_optimizer(config.rwm)
-    rep = mesh_lib.replicated(mesh_lib.restore_mesh())
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+    rep = mesh_lib.replicated(mesh or mesh_lib.restore_mesh())
+    return gd, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
                             jax.eval_shape(lambda p: TrainState.create(p, {}, tx, 0), params))
-    state = loop.open_latest(config, workdir, RUN, abstract, "run `irlvla train --stage rwm` first",
-                             run_keys=RWM_MODEL_KEYS)
+
+
+def restore_state(config, workdir: str, mesh=None):
+    """The latest RWM checkpoint of ``workdir`` -> (graphdef, its whole TrainState: params, optimizer
+    state, step, rng; what PPO's RWM refresh goes on training)."""
+    gd, abstract = abstract_state(config, mesh)
+    return gd, loop.open_latest(config, workdir, RUN, abstract, "run `irlvla train --stage rwm` first",
+                                run_keys=RWM_MODEL_KEYS)
+
+
+def restore(config, workdir: str):
+    """The latest RWM checkpoint of ``workdir`` -> (graphdef, params pure dict)."""
+    gd, state = restore_state(config, workdir)
     return gd, state.params
 
 

@@ -317,22 +317,25 @@ def _tiny():
     return mod.get_config()
 
 
-@pytest.mark.parametrize("key,value,expect", [
-    ("finetune_steps", 1, "config.ppo.finetune_steps: unknown key"),
-    ("objective", "dppo", "config.ppo.objective: must be 'denoise'"),
-    ("advantage", "gae", "config.ppo.advantage: must be 'anchor'"),
-    ("samples_per_scene", 1, "config.ppo.samples_per_scene: must be >= 2"),
-    ("denoise_discount", 0.0, "config.ppo.denoise_discount: must be in"),
-    ("sigma", 0.0, "config.ppo.sigma: must be > 0"),
-    ("reward", "scorer", "config.ppo.reward_grad_weight: must be 0 with ppo.reward='scorer'")])
-def test_ppo_config_is_checked_strictly(key, value, expect):
+@pytest.mark.parametrize("key,value,extra,expect", [
+    ("finetune_steps", 1, {}, "config.ppo.finetune_steps: unknown key"),
+    ("objective", "dppo", {}, "config.ppo.objective: must be 'denoise'"),
+    ("advantage", "gae", {}, "config.ppo.advantage: must be 'anchor'"),
+    ("samples_per_scene", 1, {}, "config.ppo.samples_per_scene: must be >= 2"),
+    ("denoise_discount", 0.0, {}, "config.ppo.denoise_discount: must be in"),
+    ("sigma", 0.0, {}, "config.ppo.sigma: must be > 0"),
+    # the reward_grad variant's weight, or an RWM refresh, with the (non-differentiable, RWM-less) scorer
+    ("reward", "scorer", {"reward_grad_weight": 10.0}, "config.ppo.reward_grad_weight: must be 0 with ppo.reward='scorer'"),
+    ("reward", "scorer", {"rwm_refresh_every": 75}, "config.ppo.rwm_refresh_every: must be 0 with ppo.reward='scorer'"),
+    ("rwm_refresh_every", -1, {}, "config.ppo.rwm_refresh_every: must be >= 0"),
+    ("rwm_refresh_steps", 0, {"rwm_refresh_every": 75}, "config.ppo.rwm_refresh_steps: must be >= 1")])
+def test_ppo_config_is_checked_strictly(key, value, extra, expect):
     from irlvla_jax import config as config_lib
     c = _tiny()
     config_lib.check(c)
     with c.unlocked():
         c.ppo[key] = value
-        if key == "reward":
-            c.ppo.reward_grad_weight = 10.0     # the reward_grad variant's, with the (non-differentiable) scorer
+        c.ppo.update(extra)
     with pytest.raises(ValueError, match=expect):
         config_lib.check(c)
 

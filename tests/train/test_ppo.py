@@ -1,0 +1,105 @@
+"""irlvla_jax/train/ppo.py, the RWM refresh (``ppo.rwm_refresh_every``): on the micro VLA and synthetic scenes
+(1 device), the refreshed RWM lives in the PPO checkpoint, has moved off the RWM stage's, rewards the
+updates after the refresh, and a run resumed from a checkpoint ends bit-exactly where the uninterrupted run
+does (policy, RWM, optimizers, data position). The PPO math itself is tested in test_ppo_core.py."""
+import shutil
+
+import numpy as np
+import pytest
+
+from irlvla_jax.scene import SceneSpec
+from irlvla_jax.train import imitation, loop, ppo, reward
+from irlvla_jax.train.checkpoint import Checkpointer
+from irlvla_jax.train.synthetic import random_anchors
+from tests.train.multihost_common import Rows, config, flat
+
+
+class Picked:
+    """Rows yielding only the batches of ``indices`` (resumable), so a run can see the batches another
+    run's updates saw."""
+
+    def __init__(self, spec, seed, indices):
+        self.rows, self.indices, self.i = Rows(spec, seed), list(indices), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.rows.i = self.indices[self.i]
+        self.i += 1
+        return next(self.rows)
+
+    def get_state(self):
+        return {"i": self.i}
+
+    def set_state(self, s):
+        self.i = int(s["i"])
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """IL and RWM checkpoints of the micro VLA (1 device), then a 2-update PPO run (one epoch, one minibatch)
+    refreshing its RWM before update 2 (2 RWM steps). -> (config, spec, workdir, the run's summary)."""
+    c = config()
+    c.train.num_devices = 1
+    spec = SceneSpec.from_config(c.scene)
+    wd = str(tmp_path_factory.mktemp("ppo_refresh") / "a")
+    imitation.train(c, wd, train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=False)
+    reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
+    c.ppo.update(dict(updates=2, epochs=1, num_minibatches=1, rwm_refresh_every=1, rwm_refresh_steps=2))
+    out = ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
+    return c, spec, wd, out
+
+
+def _copy_stages(src, dst):
+    for run in ("il", "rwm"):
+        shutil.copytree(loop.checkpoint_dir(src, run), loop.checkpoint_dir(dst, run))
+
+
+def test_refresh_moves_the_rwm_and_is_checkpointed_with_the_policy(stages):
+    c, _, wd, out = stages
+    assert [r["step"] for r in out["rwm_refreshes"]] == [2]
+    assert all(np.isfinite(r[k]) and r[k] > 0 for r in out["rwm_refreshes"] for k in ppo.REFRESH_METRICS)
+    state = ppo.open_state(c, wd)
+    assert set(state) == {"ppo", "rwm"} and int(state["ppo"].step) == 2
+    base = reward.restore_state(c, wd)[1]
+    # 2 RWM steps past the stage's own steps; the parameters have moved.
+    assert int(state["rwm"].step) == int(base.step) + 2
+    stage, refreshed = flat(base.params), flat(ppo.reward_model(c, wd)[1])
+    assert stage.keys() == refreshed.keys()
+    assert max(float(np.max(np.abs(stage[k] - refreshed[k]))) for k in stage) > 1e-4
+    # A config without the refresh cannot open the checkpoint: a one-line error naming the key.
+    with pytest.raises(Exception, match=r"config\.ppo\.rwm_refresh_every is 1 in the checkpoint but 0 now"):
+        ppo.restore(ppo.variant(c, rwm_refresh_every=0), wd)
+
+
+def test_the_refreshed_rwm_rewards_the_next_update(stages, tmp_path):
+    """The same policy, batch and noise at update 2 without the refresh: update 1 is identical, update 2's
+    reward differs (the refresh drew batches 1 and 2; this run sees batches 0 and 3, as the updates did)."""
+    c, spec, wd, out = stages
+    _copy_stages(wd, str(tmp_path))
+    plain = ppo.variant(c, rwm_refresh_every=0)
+    ref = ppo.train(plain, str(tmp_path), train_iter=Picked(spec, 31, [0, 3]), progress=False)
+    a, b = out["history"], ref["history"]
+    assert a[0]["reward_mean"] == b[0]["reward_mean"] and a[0]["loss"] == b[0]["loss"]
+    assert a[1]["reward_mean"] != b[1]["reward_mean"]
+
+
+def test_resumed_refresh_run_is_exact(stages, tmp_path):
+    """Killed after update 1 (its step-2 checkpoint lost): the resumed run refreshes on the same scenes and
+    ends bit-exactly at the uninterrupted run's state."""
+    c, spec, wd, _ = stages
+    dst = str(tmp_path)
+    _copy_stages(wd, dst)
+    name = ppo.run_name(c)
+    shutil.copytree(loop.checkpoint_dir(wd, name), loop.checkpoint_dir(dst, name))
+    ck = Checkpointer(loop.checkpoint_dir(dst, name), config=c, async_save=False)
+    assert ck.all_steps() == [1, 2]
+    shutil.rmtree(ck.where(2))
+    ck.close()
+    out = ppo.train(c, dst, train_iter=Rows(spec, 31), progress=False)
+    assert out["start"] == 1 and [r["step"] for r in out["rwm_refreshes"]] == [2]
+    want, got = flat(ppo.open_state(c, wd)), flat(ppo.open_state(c, dst))
+    assert want.keys() == got.keys() and any(k.startswith("rwm/") for k in want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
