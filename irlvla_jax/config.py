@@ -220,7 +220,8 @@ def _check_ppo(cfg) -> None:
             f"must be 0 with ppo.reward='scorer' (the true scorer is not differentiable), got {p.reward_grad_weight}")
     require(0 < float(p.denoise_discount) <= 1, "ppo.denoise_discount",
             f"must be in (0, 1], got {p.denoise_discount}")
-    require(int(p.rwm_refresh_every) >= 0, "ppo.rwm_refresh_every", f"must be >= 0 (0 = off), got {p.rwm_refresh_every}")
+    require(int(p.rwm_refresh_every) >= 0, "ppo.rwm_refresh_every",
+            f"must be >= 0 (0 = off), got {p.rwm_refresh_every}")
     require(p.reward == "rwm" or int(p.rwm_refresh_every) == 0, "ppo.rwm_refresh_every",
             f"must be 0 with ppo.reward='scorer' (there is no RWM to refresh), got {p.rwm_refresh_every}")
     require(int(p.rwm_refresh_every) == 0 or int(p.rwm_refresh_steps) >= 1, "ppo.rwm_refresh_steps",

@@ -42,8 +42,9 @@ SHARED_GROUPS = {"tests/scoring/test_vectors.py": "scorer_vectors", "tests/scori
                  "tests/train/test_imitation.py": "il_micro", "tests/test_export.py": "il_micro"}
 # Groups by CPU time in a fresh-clone suite run, longest first (the multi-host job first: 3 subprocesses, about
 # 3 min), so that the two workers end together; unlisted modules follow in collection order.
-LONGEST_FIRST = ("tests/train/test_multihost.py", "scorer_vectors", "il_micro", "tests/scoring/test_reference_planner_fast.py",
-                 "tests/models/test_models.py", "tests/scoring/test_sparse_flags.py", "tests/test_evaluate.py",
+LONGEST_FIRST = ("tests/train/test_multihost.py", "scorer_vectors", "il_micro",
+                 "tests/scoring/test_reference_planner_fast.py", "tests/models/test_models.py",
+                 "tests/scoring/test_sparse_flags.py", "tests/train/test_ppo.py", "tests/test_evaluate.py",
                  "tests/train/test_ppo_core.py", "tests/scoring/test_rules.py", "tests/models/test_reward_model.py",
                  "tests/scoring/test_vocab.py", "tests/data/test_generate.py")
 

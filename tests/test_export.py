@@ -75,9 +75,10 @@ def test_errors_are_one_line(tmp_path):
 
 
 def test_export_il_and_rl(tmp_path, capsys):
-    from irlvla_jax.train import imitation, loop, ppo
+    from irlvla_jax.train import imitation, loop, ppo, reward
     from irlvla_jax.train import mesh as mesh_lib
     from irlvla_jax.train.checkpoint import Checkpointer
+    from irlvla_jax.train.state import TrainState
     cfg = micro_config()          # the program of tests/train/test_imitation.py (compilation cache)
     cfg.il.checkpoint_every = 2
     spec = SceneSpec.from_config(cfg.scene)
@@ -148,8 +149,10 @@ def test_export_il_and_rl(tmp_path, capsys):
     gd, il_params, consts = imitation.restore(c, wd, mesh_lib.make_mesh(1))
     state = ppo.build(c, gd, il_params, consts)[2]
     state = dataclasses.replace(state, params=jax.tree.map(lambda x: x * 1.25 + 0.01, state.params))
+    assert c.ppo.rwm_refresh_every > 0        # the default: the checkpoint holds the refreshed RWM's state too
+    rwm_state = TrainState.create(reward.build_rwm(c)[1], {}, reward.make_optimizer(c.rwm), 0)
     ck = Checkpointer(loop.checkpoint_dir(wd, ppo.run_name(c)), config=c, async_save=False)
-    ck.save(1, state, force=True)
+    ck.save(1, {"ppo": state, "rwm": rwm_state}, force=True)
     ck.close()
     m = E.main(cfg, wd, _args("rl"))
     d = os.path.join(wd, "export", "rl")

@@ -325,7 +325,8 @@ def _tiny():
     ("denoise_discount", 0.0, {}, "config.ppo.denoise_discount: must be in"),
     ("sigma", 0.0, {}, "config.ppo.sigma: must be > 0"),
     # the reward_grad variant's weight, or an RWM refresh, with the (non-differentiable, RWM-less) scorer
-    ("reward", "scorer", {"reward_grad_weight": 10.0}, "config.ppo.reward_grad_weight: must be 0 with ppo.reward='scorer'"),
+    ("reward", "scorer", {"reward_grad_weight": 10.0, "rwm_refresh_every": 0},
+     "config.ppo.reward_grad_weight: must be 0 with ppo.reward='scorer'"),
     ("reward", "scorer", {"rwm_refresh_every": 75}, "config.ppo.rwm_refresh_every: must be 0 with ppo.reward='scorer'"),
     ("rwm_refresh_every", -1, {}, "config.ppo.rwm_refresh_every: must be >= 0"),
     ("rwm_refresh_steps", 0, {"rwm_refresh_every": 75}, "config.ppo.rwm_refresh_steps: must be >= 1")])
@@ -340,12 +341,21 @@ def test_ppo_config_is_checked_strictly(key, value, extra, expect):
         config_lib.check(c)
 
 
-def test_reward_grad_variant_is_a_valid_config():
+def test_every_named_variant_is_a_valid_config():
+    """Each variant of configs/default.py passes the config check (e.g. rl_scorer turns the RWM refresh off);
+    reward_grad turns the reward gradient and the warped chains on."""
+    import importlib.util
     import os
     from irlvla_jax import config as config_lib
-    c = config_lib.load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "default.py"),
-                               "reward_grad")
-    config_lib.check(c)
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "default.py")
+    sp = importlib.util.spec_from_file_location("default_cfg", path)
+    mod = importlib.util.module_from_spec(sp)
+    sp.loader.exec_module(mod)
+    names = mod.VARIANTS
+    assert {"tiny", "base", "reward_grad", "rl_scorer"} <= set(names)
+    for name in names:
+        config_lib.check(config_lib.load_config(path, name))
+    c = config_lib.load_config(path, "reward_grad")
     assert c.ppo.reward_grad_weight > 0 and c.rwm.warped_chains > 0 and c.ppo.reward == "rwm"
 
 
