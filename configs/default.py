@@ -196,12 +196,10 @@ def get_config(arg: str = "tiny"):
     #                     10 at 2e-5 +0.044 (EP -0.115); 10 at 5e-5 +0.058 (EP -0.178, HC +0.184). It exploits the RWM:
     #                     RWM reward 0.84 vs true EPDMS 0.78 on the RL policy's samples; off by default
     #   rwm_refresh_every, rwm_refresh_steps   every rwm_refresh_every updates (0 = off), rwm_refresh_steps more RWM
-    #                     training steps (the RWM stage's step, batches of batch_size scenes of PPO's stream) on the
-    #                     CURRENT policy's candidates, labelled by the true scorer; the refreshed RWM rewards the
-    #                     updates that follow and is checkpointed with the policy. Tiny seeds 0 / 1 / 2, test 500,
-    #                     the same IL and RWM: 75 / 50 gave +0.033 / +0.031 / +0.042 over IL (off: +0.040 / +0.026 /
-    #                     +0.045), worst sub-score -0.037 / -0.046 / -0.036 (off: -0.036 / -0.064 / -0.040), Spearman
-    #                     on the RL policy's samples 0.66 / 0.69 / 0.65 (off: 0.63 / 0.68 / 0.64); +55 s of PPO
+    #                     training steps (the RWM stage's step and program, rwm.batch_size scenes each, cut from PPO's
+    #                     batches) on the CURRENT policy's candidates, labelled by the true scorer; the refreshed RWM
+    #                     rewards the updates that follow and is checkpointed with the policy (measurements:
+    #                     docs/results/rl_tiny_3seeds.md, "The fifteenth stop")
     #   checkpoint_every  updates between checkpoints
     #   log_true_score    also score the executed trajectories with the true scorer every update (the
     #                     reward-hacking curve; B trajectories per update)
@@ -210,7 +208,7 @@ def get_config(arg: str = "tiny"):
         epochs=2, num_minibatches=2, lr=5e-6, choice_lr=1e-3, max_grad_norm=1.0, clip_eps=0.2, sigma=0.05,
         noise="smooth", advantage="anchor", denoise_discount=1.0, choice_weight=1.0, choice_loss="surrogate",
         choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0, checkpoint_every=100, log_true_score=True,
-        rwm_refresh_every=75, rwm_refresh_steps=50))
+        rwm_refresh_every=75, rwm_refresh_steps=100))
 
     # `irlvla pipeline` (pipeline.py): the table's split, scenes and policy chunk; best_of_samples IL samples
     # (all K chains each) for best-of-N; extra_splits get the same table; scorer_updates: PPO updates of the

@@ -294,23 +294,30 @@ def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_u
 
 def make_refresh(config, graphdef, params, consts, rwm_gd, mesh, train_iter):
     """The RWM refresh (``ppo.rwm_refresh_every`` > 0): ``refresh(state) -> (state, metrics)`` runs
-    ``ppo.rwm_refresh_steps`` steps of the RWM stage's own training step (``reward.make_fns``: candidates
-    drawn around the policy's chains, labelled by the true JAX scorer inside the step) on batches of
-    ``train_iter`` (PPO's training stream: its position is checkpointed, so a resumed run refreshes on
-    the same scenes), with the CURRENT policy ``state["ppo"]`` generating the candidates, and the RWM's
-    optimizer continued from ``state["rwm"]`` (past ``rwm.steps`` its schedule holds the end learning
+    ``ppo.rwm_refresh_steps`` steps of the RWM stage's own training step (``reward.jitted_train_step``, the
+    same compiled program when the RWM stage ran in this process: candidates drawn around the policy's
+    chains, labelled by the true JAX scorer inside the step) on ``rwm.batch_size`` scenes each, cut in order
+    from batches of ``train_iter`` (PPO's training stream: its position is checkpointed, so a resumed run
+    refreshes on the same scenes), with the CURRENT policy ``state["ppo"]`` generating the candidates and the
+    RWM's optimizer continued from ``state["rwm"]`` (past ``rwm.steps`` its schedule holds the end learning
     rate). Metrics: :data:`REFRESH_METRICS` (the first step's error is the stale RWM's on the current
     policy's candidates) and the finiteness of every step (``finite_rwm_*``)."""
+    from irlvla_jax.scene import index
     from irlvla_jax.train.state import FINITE_PREFIX
     steps = int(config.ppo.rwm_refresh_steps)
-    tx = reward_stage.make_optimizer(config.rwm)
-    rwm_step = jax.jit(reward_stage.make_fns(config, graphdef, rwm_gd, tx, mesh)[0], donate_argnums=(0,))
+    rows = mesh_lib.local_batch_size(int(config.rwm.batch_size))          # this process's rows per RWM step
+    per_batch = int(config.ppo.batch_size) // int(config.rwm.batch_size)  # RWM steps per PPO batch
+    rwm_step = reward_stage.jitted_train_step(config, graphdef, rwm_gd, mesh)
 
     def refresh(st):
         vla_params = merged_params(config, params, st["ppo"].params)
-        rs, ms = st["rwm"], []
-        for _ in range(steps):
-            rs, m = rwm_step(rs, vla_params, consts, mesh_lib.shard_batch(next(train_iter), mesh))
+        rs, ms, host = st["rwm"], [], None
+        for i in range(steps):
+            j = i % per_batch
+            if j == 0:
+                host = next(train_iter)
+            batch = mesh_lib.shard_batch(index(host, slice(j * rows, (j + 1) * rows)), mesh)
+            rs, m = rwm_step(rs, vla_params, consts, batch)
             ms.append(m)
         out = {REFRESH_METRICS[0]: ms[0]["reward_mae"], REFRESH_METRICS[1]: ms[-1]["reward_mae"]}
         for k in ms[0]:

@@ -372,6 +372,23 @@ def make_fns(config, vla_gd, rwm_gd, tx, mesh=None):
     return train_step, eval_step
 
 
+# (config JSON, VLA graphdef, RWM graphdef, mesh) -> the jitted training step: one compiled program per process.
+_TRAIN_STEPS: Dict[tuple, Any] = {}
+
+
+def jitted_train_step(config, vla_gd, rwm_gd, mesh):
+    """:func:`make_fns`'s ``train_step``, jitted (state donated) once per process for a given config, models
+    and mesh: the RWM stage and PPO's RWM refresh (``ppo.rwm_refresh_every``) in the same process share one
+    compiled program (in the README main job the refresh's compile was 40 s of the PPO stage's 204 s)."""
+    key = (config.to_json_best_effort(sort_keys=True), vla_gd, rwm_gd, mesh)
+    if key not in _TRAIN_STEPS:
+        while len(_TRAIN_STEPS) >= 4:                 # a few runs' programs at most (tests build many)
+            _TRAIN_STEPS.pop(next(iter(_TRAIN_STEPS)))
+        train_step = make_fns(config, vla_gd, rwm_gd, make_optimizer(config.rwm), mesh)[0]
+        _TRAIN_STEPS[key] = jax.jit(train_step, donate_argnums=(0,))
+    return _TRAIN_STEPS[key]
+
+
 def candidate_sources(config) -> np.ndarray:
     """[N] source ids of the candidate layout (static, from the config)."""
     rc = config.rwm
@@ -425,8 +442,8 @@ def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: 
     tx = make_optimizer(rc)
     prep = loop.prepare(config, workdir, RUN, TrainState.create(params, {}, tx, int(config.seed)), mesh, bs,
                         train_iter=train_iter, run_keys=RWM_MODEL_KEYS)
-    train_step, eval_step = make_fns(config, vla_gd, rwm_gd, tx, mesh)
-    step_fn = jax.jit(train_step, donate_argnums=(0,))
+    eval_step = make_fns(config, vla_gd, rwm_gd, tx, mesh)[1]
+    step_fn = jitted_train_step(config, vla_gd, rwm_gd, mesh)
     total = int(num_steps if num_steps is not None else rc.steps)
     res = loop.run(workdir=workdir, name=RUN, prep=prep, total=total, prefix="rwm/",
                    step_fn=lambda st, b: step_fn(st, vla_params, vla_consts, b),

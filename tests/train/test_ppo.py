@@ -38,17 +38,25 @@ class Picked:
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
-    """IL and RWM checkpoints of the micro VLA (1 device), then a 2-update PPO run (one epoch, one minibatch)
-    refreshing its RWM before update 2 (2 RWM steps). -> (config, spec, workdir, the run's summary)."""
+    """IL and RWM checkpoints of the micro VLA (1 device; the RWM on batches of 4 scenes, so each PPO batch of 8
+    gives 2 refresh batches), then a 2-update PPO run (one epoch, one minibatch) refreshing its RWM before
+    update 2 (3 RWM steps: 2 PPO batches drawn). -> (config, spec, workdir, the run's summary, how many RWM
+    training steps were built by the RWM stage and by PPO)."""
     c = config()
     c.train.num_devices = 1
+    c.rwm.batch_size = 4
+    c.ppo.update(dict(updates=2, epochs=1, num_minibatches=1, rwm_refresh_every=1, rwm_refresh_steps=3))
     spec = SceneSpec.from_config(c.scene)
     wd = str(tmp_path_factory.mktemp("ppo_refresh") / "a")
     imitation.train(c, wd, train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=False)
-    reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
-    c.ppo.update(dict(updates=2, epochs=1, num_minibatches=1, rwm_refresh_every=1, rwm_refresh_steps=2))
-    out = ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
-    return c, spec, wd, out
+    built = []
+    make_fns = reward.make_fns
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reward, "make_fns", lambda *a, **k: built.append(1) or make_fns(*a, **k))
+        reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
+        n_rwm = len(built)
+        out = ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
+    return c, spec, wd, out, (n_rwm, len(built) - n_rwm)
 
 
 def _copy_stages(src, dst):
@@ -57,14 +65,15 @@ def _copy_stages(src, dst):
 
 
 def test_refresh_moves_the_rwm_and_is_checkpointed_with_the_policy(stages):
-    c, _, wd, out = stages
+    c, _, wd, out, (n_rwm, n_ppo) = stages
+    assert n_rwm >= 1 and n_ppo == 0           # the refresh ran the RWM stage's compiled step: nothing rebuilt
     assert [r["step"] for r in out["rwm_refreshes"]] == [2]
     assert all(np.isfinite(r[k]) and r[k] > 0 for r in out["rwm_refreshes"] for k in ppo.REFRESH_METRICS)
     state = ppo.open_state(c, wd)
     assert set(state) == {"ppo", "rwm"} and int(state["ppo"].step) == 2
     base = reward.restore_state(c, wd)[1]
-    # 2 RWM steps past the stage's own steps; the parameters have moved.
-    assert int(state["rwm"].step) == int(base.step) + 2
+    # 3 RWM steps past the stage's own steps; the parameters have moved.
+    assert int(state["rwm"].step) == int(base.step) + 3
     stage, refreshed = flat(base.params), flat(ppo.reward_model(c, wd)[1])
     assert stage.keys() == refreshed.keys()
     assert max(float(np.max(np.abs(stage[k] - refreshed[k]))) for k in stage) > 1e-4
@@ -76,7 +85,7 @@ def test_refresh_moves_the_rwm_and_is_checkpointed_with_the_policy(stages):
 def test_the_refreshed_rwm_rewards_the_next_update(stages, tmp_path):
     """The same policy, batch and noise at update 2 without the refresh: update 1 is identical, update 2's
     reward differs (the refresh drew batches 1 and 2; this run sees batches 0 and 3, as the updates did)."""
-    c, spec, wd, out = stages
+    c, spec, wd, out, _ = stages
     _copy_stages(wd, str(tmp_path))
     plain = ppo.variant(c, rwm_refresh_every=0)
     ref = ppo.train(plain, str(tmp_path), train_iter=Picked(spec, 31, [0, 3]), progress=False)
@@ -88,7 +97,7 @@ def test_the_refreshed_rwm_rewards_the_next_update(stages, tmp_path):
 def test_resumed_refresh_run_is_exact(stages, tmp_path):
     """Killed after update 1 (its step-2 checkpoint lost): the resumed run refreshes on the same scenes and
     ends bit-exactly at the uninterrupted run's state."""
-    c, spec, wd, _ = stages
+    c, spec, wd, _, _ = stages
     dst = str(tmp_path)
     _copy_stages(wd, dst)
     name = ppo.run_name(c)
