@@ -23,7 +23,7 @@ VARIANTS = {
     "no_semantic": {"model.planner.contexts": ("bev", "map", "obj"), "il.w_meta": 0.0},   # no meta tokens
     "no_3d": {"model.planner.contexts": ("meta",)},                 # no BEV / object / map tokens to the planner
     "regression": {"model.planner.kind": "regression", "ppo.objective": "choice"},   # no diffusion
-    "rl_scorer": {"ppo.reward": "scorer", "ppo.rwm_refresh_every": 0},   # RL with the true scorer instead of the RWM
+    "rl_scorer": {"ppo.reward": "scorer"},                          # RL with the true scorer instead of the RWM
     # RL with the reward gradient (ppo.reward_grad_weight; docs/results/rl_tiny_3seeds.md, "the fourteenth stop"):
     # the RWM's reward differentiated through the denoiser, at a 10x larger step, the RWM trained on time-warped
     # chains too. Tiny, test 500, seeds 0 / 1 / 2: RL - IL +0.069 / -0.096 / +0.040 (the default +0.040 / +0.026 /

@@ -222,11 +222,10 @@ def _check_ppo(cfg) -> None:
             f"must be in (0, 1], got {p.denoise_discount}")
     require(int(p.rwm_refresh_every) >= 0, "ppo.rwm_refresh_every",
             f"must be >= 0 (0 = off), got {p.rwm_refresh_every}")
-    require(p.reward == "rwm" or int(p.rwm_refresh_every) == 0, "ppo.rwm_refresh_every",
-            f"must be 0 with ppo.reward='scorer' (there is no RWM to refresh), got {p.rwm_refresh_every}")
     require(int(p.rwm_refresh_every) == 0 or int(p.rwm_refresh_steps) >= 1, "ppo.rwm_refresh_steps",
             f"must be >= 1 with ppo.rwm_refresh_every > 0, got {p.rwm_refresh_steps}")
-    require(int(p.rwm_refresh_every) == 0 or int(p.batch_size) % int(cfg.rwm.batch_size) == 0, "ppo.batch_size",
+    refresh = p.reward == "rwm" and int(p.rwm_refresh_every) > 0       # (the true scorer's runs have no RWM)
+    require(not refresh or int(p.batch_size) % int(cfg.rwm.batch_size) == 0, "ppo.batch_size",
             f"must be a multiple of rwm.batch_size={cfg.rwm.batch_size} with ppo.rwm_refresh_every > 0 (each PPO "
             f"batch is cut into RWM refresh batches), got {p.batch_size}")
 

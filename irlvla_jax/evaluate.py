@@ -121,7 +121,7 @@ STAGE_LOADERS: Dict[str, Callable] = {
     "rwm": _stage_loader("irlvla_jax.train.reward"),          # the IL chains picked by the RWM
     "ppo_rwm": _ppo_loader(reward="rwm", objective="denoise"),        # RL with the RWM reward
     # The ablations (the true scorer's reward; re-ranking only) never refresh an RWM (pipeline.py's configs).
-    "ppo_scorer": _ppo_loader(reward="scorer", objective="denoise", rwm_refresh_every=0),
+    "ppo_scorer": _ppo_loader(reward="scorer", objective="denoise"),
     "ppo_rwm_choice": _ppo_loader(reward="rwm", objective="choice", rwm_refresh_every=0),
 }
 # Paired EPDMS differences reported when both policies are evaluated: each RL run against IL, and every

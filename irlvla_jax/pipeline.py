@@ -122,7 +122,7 @@ def scorer_config(config):
     (0 = ppo.updates)."""
     from irlvla_jax.train import ppo
     pc = config.pipeline
-    return ppo.variant(config, reward="scorer", reward_grad_weight=0.0, rwm_refresh_every=0, lr=float(pc.scorer_lr),
+    return ppo.variant(config, reward="scorer", reward_grad_weight=0.0, lr=float(pc.scorer_lr),
                        updates=int(pc.scorer_updates) or int(config.ppo.updates))
 
 

@@ -69,8 +69,8 @@ def test_pipeline_orchestration_and_resume(tmp_path, monkeypatch):
             if tag == "ppo:scorer":      # PPO alone at its own step: the scorer is not differentiable
                 assert config.ppo.reward_grad_weight == 0.0 and config.ppo.lr == 5e-6, config.ppo
                 assert config.ppo.updates == 10                   # scorer_updates 0 = ppo.updates
-            if name == "ppo":     # only RL (RWM) refreshes its RWM: the ablations keep the stage-2 RWM or the scorer
-                assert config.ppo.rwm_refresh_every == (0 if tag in ("ppo:scorer", "ppo:rwm:choice") else 5), tag
+            if name == "ppo":     # only RL (RWM) refreshes its RWM: choice-only keeps the stage-2 RWM, the scorer has none
+                assert ppo.refresh_every(config) == (0 if tag in ("ppo:scorer", "ppo:rwm:choice") else 5), tag
             if tag == "ppo:scorer" and crash["on"]:
                 crash["on"] = False
                 raise RuntimeError("killed")

@@ -57,6 +57,12 @@ RUN_KEYS = ("ppo.rwm_refresh_every",)
 REFRESH_METRICS = ("rwm_refresh_mae_first", "rwm_refresh_mae_last")
 
 
+def refresh_every(config) -> int:
+    """Updates between RWM refreshes of the run ``config.ppo`` describes: ``ppo.rwm_refresh_every`` with the
+    RWM reward, 0 (no refresh) with ``ppo.reward = "scorer"``, whose runs have no RWM."""
+    return int(config.ppo.rwm_refresh_every) if config.ppo.reward == "rwm" else 0
+
+
 # --------------------------------------------------------------------------------------------------
 # The VLA as a PolicyAdapter.
 
@@ -238,7 +244,7 @@ def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_u
     pc = config.ppo
     reward = str(pc.reward)
     bs = int(pc.batch_size)
-    every = int(pc.rwm_refresh_every)
+    every = refresh_every(config)
     mesh = loop.make_mesh(config, mesh, bs, "ppo.batch_size")
     graphdef, params, consts = imitation.restore(config, workdir, mesh)
     rwm_gd = rwm_params = rwm_state = None
@@ -336,7 +342,7 @@ def open_state(config, workdir: str):
     _, _, state, _, _ = build(config, graphdef, params, consts)
     rep = mesh_lib.replicated(mesh_lib.restore_mesh())
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract_like(state))
-    if int(config.ppo.rwm_refresh_every):
+    if refresh_every(config):
         abstract = {"ppo": abstract, "rwm": reward_stage.abstract_state(config)[1]}
     name = run_name(config)
     return loop.open_latest(config, workdir, name, abstract,
@@ -349,14 +355,14 @@ def restore(config, workdir: str):
     back -> (graphdef, full VLA params, consts)."""
     graphdef, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
     state = open_state(config, workdir)
-    ppo_state = state["ppo"] if int(config.ppo.rwm_refresh_every) else state
+    ppo_state = state["ppo"] if refresh_every(config) else state
     return graphdef, merged_params(config, params, ppo_state.params), consts
 
 
 def reward_model(config, workdir: str):
     """The RWM that rewarded the last updates of run ``run_name(config)`` -> (graphdef, params): the RWM
     stage's, or with ``ppo.rwm_refresh_every`` the refreshed one in the PPO checkpoint."""
-    if int(config.ppo.rwm_refresh_every):
+    if refresh_every(config):
         return reward_stage.abstract_state(config)[0], open_state(config, workdir)["rwm"].params
     return reward_stage.restore(config, workdir)
 

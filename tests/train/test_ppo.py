@@ -10,6 +10,7 @@ import pytest
 from irlvla_jax.scene import SceneSpec
 from irlvla_jax.train import imitation, loop, ppo, reward
 from irlvla_jax.train.checkpoint import Checkpointer
+from irlvla_jax.train.state import TrainState
 from irlvla_jax.train.synthetic import random_anchors
 from tests.train.multihost_common import Rows, config, flat
 
@@ -36,27 +37,29 @@ class Picked:
         self.i = int(s["i"])
 
 
+def _save(c, wd, run, state, run_keys=()):
+    ck = Checkpointer(loop.checkpoint_dir(wd, run), config=c, async_save=False, run_keys=run_keys)
+    ck.save(1, state, force=True)
+    ck.close()
+
+
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
-    """IL and RWM checkpoints of the micro VLA (1 device; the RWM on batches of 4 scenes, so each PPO batch of 8
-    gives 2 refresh batches), then a 2-update PPO run (one epoch, one minibatch) refreshing its RWM before
-    update 2 (3 RWM steps: 2 PPO batches drawn). -> (config, spec, workdir, the run's summary, how many RWM
-    training steps were built by the RWM stage and by PPO)."""
+    """Stand-in IL and RWM checkpoints of the micro VLA (freshly initialised models, saved as their stages
+    save them: training them is not what is tested here and would compile two more programs), then a 2-update
+    PPO run (1 device, one epoch, one minibatch) refreshing its RWM before update 2: 3 RWM steps on batches of
+    4 scenes, so 2 PPO batches of 8 are drawn. -> (config, spec, workdir, the run's summary)."""
     c = config()
     c.train.num_devices = 1
     c.rwm.batch_size = 4
     c.ppo.update(dict(updates=2, epochs=1, num_minibatches=1, rwm_refresh_every=1, rwm_refresh_steps=3))
     spec = SceneSpec.from_config(c.scene)
     wd = str(tmp_path_factory.mktemp("ppo_refresh") / "a")
-    imitation.train(c, wd, train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=False)
-    built = []
-    make_fns = reward.make_fns
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(reward, "make_fns", lambda *a, **k: built.append(1) or make_fns(*a, **k))
-        reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
-        n_rwm = len(built)
-        out = ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
-    return c, spec, wd, out, (n_rwm, len(built) - n_rwm)
+    _save(c, wd, imitation.RUN, imitation.init_state(c, spec, random_anchors(4))[3])
+    rwm = TrainState.create(reward.build_rwm(c)[1], {}, reward.make_optimizer(c.rwm), 0)
+    _save(c, wd, reward.RUN, rwm, reward.RWM_MODEL_KEYS)
+    out = ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
+    return c, spec, wd, out
 
 
 def _copy_stages(src, dst):
@@ -65,14 +68,13 @@ def _copy_stages(src, dst):
 
 
 def test_refresh_moves_the_rwm_and_is_checkpointed_with_the_policy(stages):
-    c, _, wd, out, (n_rwm, n_ppo) = stages
-    assert n_rwm >= 1 and n_ppo == 0           # the refresh ran the RWM stage's compiled step: nothing rebuilt
+    c, _, wd, out = stages
     assert [r["step"] for r in out["rwm_refreshes"]] == [2]
     assert all(np.isfinite(r[k]) and r[k] > 0 for r in out["rwm_refreshes"] for k in ppo.REFRESH_METRICS)
     state = ppo.open_state(c, wd)
     assert set(state) == {"ppo", "rwm"} and int(state["ppo"].step) == 2
     base = reward.restore_state(c, wd)[1]
-    # 3 RWM steps past the stage's own steps; the parameters have moved.
+    # 3 RWM steps past the stage's checkpoint; the parameters have moved.
     assert int(state["rwm"].step) == int(base.step) + 3
     stage, refreshed = flat(base.params), flat(ppo.reward_model(c, wd)[1])
     assert stage.keys() == refreshed.keys()
@@ -85,7 +87,7 @@ def test_refresh_moves_the_rwm_and_is_checkpointed_with_the_policy(stages):
 def test_the_refreshed_rwm_rewards_the_next_update(stages, tmp_path):
     """The same policy, batch and noise at update 2 without the refresh: update 1 is identical, update 2's
     reward differs (the refresh drew batches 1 and 2; this run sees batches 0 and 3, as the updates did)."""
-    c, spec, wd, out, _ = stages
+    c, spec, wd, out = stages
     _copy_stages(wd, str(tmp_path))
     plain = ppo.variant(c, rwm_refresh_every=0)
     ref = ppo.train(plain, str(tmp_path), train_iter=Picked(spec, 31, [0, 3]), progress=False)
@@ -97,7 +99,7 @@ def test_the_refreshed_rwm_rewards_the_next_update(stages, tmp_path):
 def test_resumed_refresh_run_is_exact(stages, tmp_path):
     """Killed after update 1 (its step-2 checkpoint lost): the resumed run refreshes on the same scenes and
     ends bit-exactly at the uninterrupted run's state."""
-    c, spec, wd, _, _ = stages
+    c, spec, wd, _ = stages
     dst = str(tmp_path)
     _copy_stages(wd, dst)
     name = ppo.run_name(c)
@@ -112,3 +114,19 @@ def test_resumed_refresh_run_is_exact(stages, tmp_path):
     assert want.keys() == got.keys() and any(k.startswith("rwm/") for k in want)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_the_refresh_runs_the_rwm_stages_compiled_step(stages):
+    """One jitted RWM training step per process for a config, models and mesh: the RWM stage's and the refresh's
+    are the same object (so the pipeline compiles it once), and another config gets its own."""
+    import copy
+    from irlvla_jax.train import mesh as mesh_lib
+    c, _, wd, _ = stages
+    gd = imitation.restore(c, wd)[0]
+    rgd = reward.build_rwm(c)[0]
+    mesh = mesh_lib.make_mesh(1)
+    step = reward.jitted_train_step(c, gd, rgd, mesh)
+    assert reward.jitted_train_step(copy.deepcopy(c), gd, rgd, mesh_lib.make_mesh(1)) is step
+    other = copy.deepcopy(c)
+    other.rwm.rank_weight = 0.5
+    assert reward.jitted_train_step(other, gd, rgd, mesh) is not step

@@ -325,11 +325,10 @@ def _tiny():
     ("denoise_discount", 0.0, {}, "config.ppo.denoise_discount: must be in"),
     ("sigma", 0.0, {}, "config.ppo.sigma: must be > 0"),
     # the reward_grad variant's weight, or an RWM refresh, with the (non-differentiable, RWM-less) scorer
-    ("reward", "scorer", {"reward_grad_weight": 10.0, "rwm_refresh_every": 0},
-     "config.ppo.reward_grad_weight: must be 0 with ppo.reward='scorer'"),
-    ("reward", "scorer", {"rwm_refresh_every": 75}, "config.ppo.rwm_refresh_every: must be 0 with ppo.reward='scorer'"),
+    ("reward", "scorer", {"reward_grad_weight": 10.0}, "config.ppo.reward_grad_weight: must be 0 with ppo.reward='scorer'"),
     ("rwm_refresh_every", -1, {}, "config.ppo.rwm_refresh_every: must be >= 0"),
-    ("rwm_refresh_steps", 0, {"rwm_refresh_every": 75}, "config.ppo.rwm_refresh_steps: must be >= 1")])
+    ("rwm_refresh_steps", 0, {"rwm_refresh_every": 75}, "config.ppo.rwm_refresh_steps: must be >= 1"),
+    ("batch_size", 12, {"num_minibatches": 1}, "config.ppo.batch_size: must be a multiple of rwm.batch_size=8")])
 def test_ppo_config_is_checked_strictly(key, value, extra, expect):
     from irlvla_jax import config as config_lib
     c = _tiny()
@@ -342,8 +341,8 @@ def test_ppo_config_is_checked_strictly(key, value, extra, expect):
 
 
 def test_every_named_variant_is_a_valid_config():
-    """Each variant of configs/default.py passes the config check (e.g. rl_scorer turns the RWM refresh off);
-    reward_grad turns the reward gradient and the warped chains on."""
+    """Each variant of configs/default.py passes the config check (rl_scorer: the RWM refresh, on by default,
+    does not apply to the true scorer's runs); reward_grad turns the reward gradient and the warped chains on."""
     import importlib.util
     import os
     from irlvla_jax import config as config_lib
