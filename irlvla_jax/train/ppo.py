@@ -28,6 +28,11 @@ Reward (``ppo.reward``): the RWM's EPDMS-formula reward (``"rwm"``) or the true 
 ``ppo.log_true_score`` every update also scores the pre-update policy's executed trajectories with the
 true scorer (``ppo/exec_true_epdms`` beside ``ppo/exec_reward``: the reward-hacking curve).
 
+RWM refresh (``ppo.rwm_refresh_every``, RWM-reward runs only: :func:`refresh_every`): every that many updates
+the RWM stage's training step runs ``ppo.rwm_refresh_steps`` more times on the current policy's candidates,
+labelled by the true scorer (:func:`make_refresh`); the refreshed RWM rewards the updates that follow and is
+checkpointed with the policy (the run's state is then {"ppo": PPOState, "rwm": the RWM's TrainState}).
+
 Checkpoints: ``<workdir>/checkpoints/<run_name>`` (``ppo_rwm``, ``ppo_scorer``, ``ppo_rwm_choice``;
 Orbax, with the data-iterator state; resumable); TensorBoard in ``<workdir>/tb/<run_name>``. A
 non-finite reward stops training with :class:`~irlvla_jax.train.ppo_core.NonFiniteRewardError` before
