@@ -339,11 +339,12 @@ def make_refresh(config, graphdef, params, consts, rwm_gd, mesh, train_iter):
     return refresh
 
 
-def open_state(config, workdir: str):
+def open_state(config, workdir: str, il=None):
     """The latest checkpoint of run ``run_name(config)``: its PPOState, or with ``ppo.rwm_refresh_every``
-    {"ppo": PPOState, "rwm": the refreshed RWM's TrainState}."""
+    {"ppo": PPOState, "rwm": the refreshed RWM's TrainState}. ``il``: the IL checkpoint's (graphdef, params,
+    consts) when already restored."""
     from irlvla_jax.train.state import abstract_like
-    graphdef, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
+    graphdef, params, consts = il or imitation.restore(config, workdir, mesh_lib.restore_mesh())
     _, _, state, _, _ = build(config, graphdef, params, consts)
     rep = mesh_lib.replicated(mesh_lib.restore_mesh())
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract_like(state))
@@ -359,7 +360,7 @@ def restore(config, workdir: str):
     """The IL checkpoint with the PPO-trained part of the latest checkpoint of ``run_name(config)`` put
     back -> (graphdef, full VLA params, consts)."""
     graphdef, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
-    state = open_state(config, workdir)
+    state = open_state(config, workdir, (graphdef, params, consts))
     ppo_state = state["ppo"] if refresh_every(config) else state
     return graphdef, merged_params(config, params, ppo_state.params), consts
 
