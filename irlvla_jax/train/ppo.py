@@ -253,9 +253,11 @@ def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_u
     mesh = loop.make_mesh(config, mesh, bs, "ppo.batch_size")
     graphdef, params, consts = imitation.restore(config, workdir, mesh)
     rwm_gd = rwm_params = rwm_state = None
-    if reward == "rwm":
+    if every:            # the refresh goes on training the RWM: its whole train state (optimizer included)
         rwm_gd, rwm_state = reward_stage.restore_state(config, workdir, mesh)
         rwm_params = rwm_state.params
+    elif reward == "rwm":
+        rwm_gd, rwm_params = reward_stage.restore(config, workdir)
     _, _, state, static, upd = build(config, graphdef, params, consts, rwm_gd, rwm_params, seed=int(config.seed),
                                      mesh=mesh)
     if every:        # the RWM lives in the state (refreshed, checkpointed); each update gets the current one
