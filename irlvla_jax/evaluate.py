@@ -101,12 +101,16 @@ def expert_previous(scenes: S.Scene) -> np.ndarray:
 PREVIOUS_PLANS: Dict[str, PolicyFn] = {"constant_velocity": constant_velocity_previous, "expert": expert_previous}
 
 
+# The pipeline's RL runs (train/ppo.py's run_config makes their configs); their paired EPDMS differences
+# against IL are reported when both are evaluated (and every learned policy's against constant velocity).
+RL_RUNS = ("ppo_rwm", "ppo_scorer", "ppo_rwm_choice")
+
 # Trained policies by run name (the checkpoint folder under <workdir>/checkpoints): run -> loader(config,
 # workdir) -> PolicyFn. ``--policies`` names them.
-def _ppo_loader(**ppo):
+def _ppo_loader(run: str):
     def load(config, workdir):
         from irlvla_jax.train import ppo as ppo_stage
-        return ppo_stage.policy(ppo_stage.variant(config, **ppo), workdir)
+        return ppo_stage.policy(ppo_stage.run_config(config, run), workdir)
     return load
 
 
@@ -119,14 +123,9 @@ def _stage_loader(module: str):
 STAGE_LOADERS: Dict[str, Callable] = {
     "il": _stage_loader("irlvla_jax.train.imitation"),        # imitation
     "rwm": _stage_loader("irlvla_jax.train.reward"),          # the IL chains picked by the RWM
-    "ppo_rwm": _ppo_loader(reward="rwm", objective="denoise"),        # RL with the RWM reward
-    # The ablations (the true scorer's reward; re-ranking only) never refresh an RWM (pipeline.py's configs).
-    "ppo_scorer": _ppo_loader(reward="scorer", objective="denoise"),
-    "ppo_rwm_choice": _ppo_loader(reward="rwm", objective="choice", rwm_refresh_every=0),
+    # RL with the RWM reward, and the ablations (the true scorer's reward; re-ranking only): ppo.run_config.
+    **{run: _ppo_loader(run) for run in RL_RUNS},
 }
-# Paired EPDMS differences reported when both policies are evaluated: each RL run against IL, and every
-# learned policy against constant velocity.
-RL_RUNS = ("ppo_rwm", "ppo_scorer", "ppo_rwm_choice")
 
 
 def register_policy(name: str, fn: PolicyFn, overwrite: bool = False) -> None:

@@ -5,8 +5,8 @@
 Resumable stage by stage: each finished stage writes ``<run>/stages/<stage>.json`` (its summary) and is
 skipped when that marker exists; the training stages also resume from their own latest checkpoint when
 killed mid-way. Stage names are run names: the checkpoint folders, TensorBoard runs and table rows carry
-the same names (``ppo_rwm``: RL with the RWM reward; ``ppo_scorer``: with the true scorer, ablation, for
-``pipeline.scorer_updates``; ``ppo_rwm_choice``: re-ranking only, ablation, :func:`choice_config`). With
+the same names (``ppo_rwm``: RL with the RWM reward; ``ppo_scorer``: with the true scorer, ablation;
+``ppo_rwm_choice``: re-ranking only, ablation; ``irlvla_jax.train.ppo.run_config`` makes their configs). With
 ``--seeds``, the dataset is generated once in ``DIR`` (seed ``config.seed``) and each training seed runs
 in ``DIR/seed_<s>`` (``config.seed = s``; data read from ``DIR/data``), except the seed of a single-seed run
 already finished in ``DIR`` itself, which is that seed's run (and joins the summary when not listed).
@@ -105,27 +105,6 @@ def best_of_n(config, workdir: str, *, samples: int, seed: int = 0, chunk: int =
     return fn
 
 
-def choice_config(config):
-    """The re-ranking ablation's config: ``ppo.objective = "choice"`` with the ``pipeline.choice_only_*``
-    settings (the mode head alone takes a far larger learning rate and more, cheaper updates), rewarded by
-    the RWM stage's model (no refresh: today's method)."""
-    from irlvla_jax.train import ppo
-    pc = config.pipeline
-    return ppo.variant(config, reward="rwm", objective="choice", lr=float(pc.choice_only_lr),
-                       updates=int(pc.choice_only_updates), samples_per_scene=int(pc.choice_only_samples),
-                       log_true_score=False, rwm_refresh_every=0)
-
-
-def scorer_config(config):
-    """The true-scorer ablation's config: ``ppo.reward = "scorer"``, PPO alone (no reward gradient: the scorer
-    is not differentiable; no RWM to refresh) at ``pipeline.scorer_lr``, for ``pipeline.scorer_updates`` updates
-    (0 = ppo.updates)."""
-    from irlvla_jax.train import ppo
-    pc = config.pipeline
-    return ppo.variant(config, reward="scorer", reward_grad_weight=0.0, lr=float(pc.scorer_lr),
-                       updates=int(pc.scorer_updates) or int(config.ppo.updates))
-
-
 def register_policies(config, workdir: str, seed: int) -> List[str]:
     """Register the table's policies with ``irlvla_jax.evaluate`` (the run's checkpoints, chunk
     ``pipeline.eval_chunk``, noise seed ``seed``) -> their names in table order."""
@@ -135,9 +114,8 @@ def register_policies(config, workdir: str, seed: int) -> List[str]:
     chunk = int(pc.eval_chunk)
     fns = {"il": imitation.policy(config, workdir, seed=seed, chunk=chunk),
            "rwm": reward.policy(config, workdir, seed=seed, chunk=chunk),
-           "ppo_rwm_choice": ppo.policy(choice_config(config), workdir, seed=seed, chunk=chunk),
-           "ppo_rwm": ppo.policy(ppo.variant(config, reward="rwm"), workdir, seed=seed, chunk=chunk),
-           "ppo_scorer": ppo.policy(scorer_config(config), workdir, seed=seed, chunk=chunk),
+           **{run: ppo.policy(ppo.run_config(config, run), workdir, seed=seed, chunk=chunk)
+              for run in evaluate.RL_RUNS},
            "best_of_n": best_of_n(config, workdir, samples=int(pc.best_of_samples), seed=seed, chunk=chunk)}
     for name, fn in fns.items():
         evaluate.register_policy(name, fn, overwrite=True)
@@ -302,6 +280,7 @@ def make_figure(config, workdir: str, path: str, examples=None) -> str:
 
 def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
     """IL -> RWM -> PPO (RWM) -> PPO (scorer) -> evaluate for one training seed (data already there)."""
+    from irlvla_jax.evaluate import RL_RUNS
     from irlvla_jax.train import imitation, ppo, reward
     config = copy.deepcopy(config)
     from irlvla_jax.data.tfds_builder import world_seed
@@ -316,9 +295,8 @@ def run_one(config, workdir: str, seed: int, data_dir: str) -> Dict[str, Any]:
         return {k: v for k, v in out.items() if k != "state"}
     _stage(workdir, "il", il)
     _stage(workdir, "rwm", lambda: reward.train(config, workdir))
-    _stage(workdir, "ppo_rwm", lambda: ppo.train(ppo.variant(config, reward="rwm"), workdir))
-    _stage(workdir, "ppo_scorer", lambda: ppo.train(scorer_config(config), workdir))
-    _stage(workdir, "ppo_rwm_choice", lambda: ppo.train(choice_config(config), workdir))
+    for run in RL_RUNS:
+        _stage(workdir, run, lambda run=run: ppo.train(ppo.run_config(config, run), workdir))
 
     def ev():
         res = evaluate_run(config, workdir, seed)

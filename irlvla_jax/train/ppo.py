@@ -86,6 +86,34 @@ def run_name(config) -> str:
     return f"ppo_{pc.reward}" + ("_choice" if pc.objective == "choice" else "")
 
 
+def run_config(config, name: str):
+    """The config of the pipeline's PPO run ``name`` (``irlvla_jax.evaluate.RL_RUNS``: its stage, checkpoint
+    folder and table row), made from ``config``; the one definition the pipeline trains and ``irlvla evaluate`` loads:
+      ppo_rwm         ``config`` with the RWM reward (its refresh and reward gradient as configured);
+      ppo_scorer      the true scorer's reward, PPO alone (no reward gradient: the scorer is not
+                      differentiable; no RWM, so no refresh) at ``pipeline.scorer_lr`` for
+                      ``pipeline.scorer_updates`` updates (0 = ``ppo.updates``);
+      ppo_rwm_choice  the re-ranking ablation (today's method): ``ppo.objective = "choice"`` with the
+                      ``pipeline.choice_only_*`` settings, rewarded by the RWM stage's model (no refresh)."""
+    pc = config.pipeline
+    if name == "ppo_rwm":
+        return variant(config, reward="rwm")
+    if name == "ppo_scorer":
+        return variant(config, reward="scorer", reward_grad_weight=0.0, lr=float(pc.scorer_lr),
+                       updates=int(pc.scorer_updates) or int(config.ppo.updates))
+    if name == "ppo_rwm_choice":
+        return variant(config, reward="rwm", objective="choice", lr=float(pc.choice_only_lr),
+                       updates=int(pc.choice_only_updates), samples_per_scene=int(pc.choice_only_samples),
+                       log_true_score=False, rwm_refresh_every=0)
+    raise ValueError(f"unknown PPO run {name!r}; the runs are ppo_rwm, ppo_scorer, ppo_rwm_choice")
+
+
+def run_keys(config) -> tuple:
+    """The config keys a checkpoint of the run ``config.ppo`` describes must match on resume and restore
+    (:data:`RUN_KEYS`; none for the true scorer's runs, whose checkpoints hold no RWM)."""
+    return RUN_KEYS if config.ppo.reward == "rwm" else ()
+
+
 def variant(config, **ppo):
     """A copy of ``config`` with the given ``ppo`` keys replaced (e.g. ``reward="scorer"``); the config
     itself when nothing changes."""
@@ -265,7 +293,7 @@ def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_u
     static = mesh_lib.replicate(static, mesh)
     name = run_name(config)
     prep = loop.prepare(config, workdir, name, state, mesh, bs, train_iter=train_iter, unit="update",
-                        run_keys=RUN_KEYS)
+                        run_keys=run_keys(config))
     update = jax.jit(upd, donate_argnums=(0,))
     monitor = make_monitor_fn(config, mesh)
     refresh = make_refresh(config, graphdef, params, consts, rwm_gd, mesh, prep.train_iter) if every else None
@@ -355,7 +383,7 @@ def open_state(config, workdir: str, il=None):
     name = run_name(config)
     return loop.open_latest(config, workdir, name, abstract,
                             f"run `irlvla train --stage ppo` with ppo.reward={config.ppo.reward!r} "
-                            f"ppo.objective={config.ppo.objective!r} first", run_keys=RUN_KEYS)
+                            f"ppo.objective={config.ppo.objective!r} first", run_keys=run_keys(config))
 
 
 def restore(config, workdir: str):

@@ -130,3 +130,24 @@ def test_the_refresh_runs_the_rwm_stages_compiled_step(stages):
     other = copy.deepcopy(c)
     other.rwm.rank_weight = 0.5
     assert reward.jitted_train_step(other, gd, rgd, mesh) is not step
+
+
+def test_run_configs_and_the_keys_their_checkpoints_check(stages, tmp_path):
+    """``ppo.run_config`` makes the pipeline's three runs (what the pipeline trains and ``irlvla evaluate``
+    loads); only RWM-reward runs check the refresh setting: a true-scorer run's checkpoint holds no RWM and
+    opens under any refresh setting."""
+    from irlvla_jax.train import mesh as mesh_lib
+    c, _, wd, _ = stages
+    for run in ("ppo_rwm", "ppo_scorer", "ppo_rwm_choice"):
+        assert ppo.run_name(ppo.run_config(c, run)) == run
+    assert ppo.refresh_every(ppo.run_config(c, "ppo_rwm")) == 1
+    assert ppo.refresh_every(ppo.run_config(c, "ppo_rwm_choice")) == 0
+    with pytest.raises(ValueError, match="unknown PPO run 'ppo_x'"):
+        ppo.run_config(c, "ppo_x")
+    _copy_stages(wd, str(tmp_path))
+    sc = ppo.run_config(c, "ppo_scorer")
+    assert ppo.run_keys(sc) == () and ppo.run_keys(c) == ppo.RUN_KEYS
+    gd, params, consts = imitation.restore(sc, str(tmp_path), mesh_lib.restore_mesh())
+    _save(sc, str(tmp_path), ppo.run_name(sc), ppo.build(sc, gd, params, consts)[2])
+    for every in (0, 7):
+        assert int(ppo.open_state(ppo.variant(sc, rwm_refresh_every=every), str(tmp_path)).step) == 0
