@@ -52,9 +52,15 @@ CORRUPT_SUFFIX = ".corrupt"
 REPLICA_SLICE_MIN_BYTES = 1 << 20
 
 
-def _register_array_handler() -> None:
+def register_array_handler() -> bool:
+    """Register Orbax's jax.Array handler with :data:`REPLICA_SLICE_MIN_BYTES` -> whether it was registered.
+    Its metadata store (Orbax's own default) is not in Orbax's public API: where a later Orbax moves it,
+    Orbax's default handler stays (same files; only the first save of a replicated model is slower)."""
     import logging
-    from orbax.checkpoint._src.metadata import array_metadata_store    # Orbax's own default for jax.Array
+    try:
+        from orbax.checkpoint._src.metadata import array_metadata_store
+    except ImportError:
+        return False
     log = logging.getLogger("absl")              # (the registry warns on stderr that it replaces a handler)
     level = log.level
     log.setLevel(logging.ERROR)
@@ -64,9 +70,10 @@ def _register_array_handler() -> None:
             min_slice_bytes_for_replica_parallel=REPLICA_SLICE_MIN_BYTES), override=True)
     finally:
         log.setLevel(level)
+    return True
 
 
-_register_array_handler()
+ARRAY_HANDLER_TUNED = register_array_handler()
 
 
 class CheckpointMismatch(ValueError):

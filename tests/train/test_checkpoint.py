@@ -137,3 +137,19 @@ def test_run_keys_name_the_rwm_setting_that_differs():
     compare_configs(saved, now, "ck")                                       # not a run key: not compared
     compare_configs(dict(saved, rwm={"num_layers": 2, "steps": 900}), now, "ck", RWM_MODEL_KEYS)   # key absent then
     compare_configs(dict(saved, rwm=dict(now["rwm"], steps=10)), now, "ck", RWM_MODEL_KEYS)        # steps may change
+
+
+def test_array_handler_falls_back_to_orbax_default_without_its_private_store(monkeypatch):
+    """The tuned jax.Array handler needs Orbax's metadata store, which is not public: with the pinned Orbax it
+    is registered; where the store cannot be imported the registration is skipped and Orbax's handler stays."""
+    import sys
+    import jax
+    import orbax.checkpoint as ocp
+    from orbax.checkpoint._src import metadata as orbax_metadata
+    from irlvla_jax.train import checkpoint as ck
+    assert ck.ARRAY_HANDLER_TUNED
+    before = ocp.type_handlers.get_type_handler(jax.Array)
+    monkeypatch.delattr(orbax_metadata, "array_metadata_store")
+    monkeypatch.setitem(sys.modules, "orbax.checkpoint._src.metadata.array_metadata_store", None)
+    assert ck.register_array_handler() is False
+    assert ocp.type_handlers.get_type_handler(jax.Array) is before
