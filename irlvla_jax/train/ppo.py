@@ -18,8 +18,7 @@ chain's advantage against the other samples of the same anchor, and trains the w
 and mode head; ``ppo.choice_lr`` > 0 gives the mode head its own learning rate) with the per-chain
 clipped surrogate plus the expected clipped surrogate of the chain choice, plus (``ppo.reward_grad_weight``)
 the RWM reward of the deterministic chains differentiated through them (the pathwise gradient; the RWM is
-differentiable, the true scorer is not; ``ppo.reward_grad_scores``: through which predicted sub-scores;
-``ppo.reward_grad_lr`` > 0: in its own phase after PPO's epochs, with its own Adam). The encoders stay the IL
+differentiable, the true scorer is not). The encoders stay the IL
 checkpoint's: the scene tokens are computed once per scene and are exactly the tokens the RWM was
 trained on. ``ppo.objective = "choice"`` is the re-ranking ablation: only the mode head is trained and
 every candidate trajectory stays exactly the IL planner's.
