@@ -195,10 +195,6 @@ def get_config(arg: str = "tiny"):
     #                     500, from one IL and RWM (no rwm.warped_chains): 0 at lr 5e-6 +0.040 over IL; 1 at 5e-6 +0.036;
     #                     10 at 2e-5 +0.044 (EP -0.115); 10 at 5e-5 +0.058 (EP -0.178, HC +0.184). It exploits the RWM:
     #                     RWM reward 0.84 vs true EPDMS 0.78 on the RL policy's samples; off by default
-    #   reward_grad_lr    > 0: the reward gradient is not added to the PPO loss but takes its own step after PPO's
-    #                     epochs (the same epochs x minibatches), Adam at this learning rate (PPO keeps ppo.lr)
-    #   reward_grad_scores  the predicted sub-scores the reward gradient differentiates (the others are held at
-    #                     their values: stop-gradient); the reward's value is the same EPDMS formula
     #   rwm_refresh_every, rwm_refresh_steps   every rwm_refresh_every updates (0 = off), rwm_refresh_steps more RWM
     #                     training steps (the RWM stage's step and program, rwm.batch_size scenes each, cut from PPO's
     #                     batches) on the CURRENT policy's candidates, labelled by the true scorer; the refreshed RWM
@@ -211,9 +207,8 @@ def get_config(arg: str = "tiny"):
         reward="rwm", objective="denoise", updates=300, batch_size=16, samples_per_scene=4,
         epochs=2, num_minibatches=2, lr=5e-6, choice_lr=1e-3, max_grad_norm=1.0, clip_eps=0.2, sigma=0.05,
         noise="smooth", advantage="anchor", denoise_discount=1.0, choice_weight=1.0, choice_loss="surrogate",
-        choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0, reward_grad_lr=0.0,
-        reward_grad_scores=("NC", "DAC", "DDC", "TLC", "EP", "TTC", "LK", "HC", "EC"), checkpoint_every=100,
-        log_true_score=True, rwm_refresh_every=75, rwm_refresh_steps=100))
+        choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0, checkpoint_every=100, log_true_score=True,
+        rwm_refresh_every=75, rwm_refresh_steps=100))
 
     # `irlvla pipeline` (pipeline.py): the table's split, scenes and policy chunk; best_of_samples IL samples
     # (all K chains each) for best-of-N; extra_splits get the same table; scorer_updates: PPO updates of the

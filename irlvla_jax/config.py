@@ -76,8 +76,8 @@ SCHEMA = {
             "smooth_noise_frac", "scene_features", "scene_pose_stride", "arch", "ppo_samples", "warped_chains"),
     "ppo": ("reward", "objective", "updates", "batch_size", "samples_per_scene", "epochs", "num_minibatches", "lr",
             "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount",
-            "choice_weight", "choice_loss", "choice_temperature", "bc_weight", "reward_grad_weight", "reward_grad_lr",
-            "reward_grad_scores", "checkpoint_every", "log_true_score", "rwm_refresh_every", "rwm_refresh_steps"),
+            "choice_weight", "choice_loss", "choice_temperature", "bc_weight", "reward_grad_weight", "checkpoint_every",
+            "log_true_score", "rwm_refresh_every", "rwm_refresh_steps"),
     "pipeline": ("eval_split", "eval_scenes", "eval_chunk", "best_of_samples", "extra_splits", "scorer_updates",
                  "scorer_lr", "choice_only_updates", "choice_only_lr", "choice_only_samples", "rwm_report_scenes"),
     "evaluate": ("splits", "max_scenes", "chunk", "bootstrap", "seed", "renders"),
@@ -211,12 +211,8 @@ def _check_ppo(cfg) -> None:
     require(p.choice_loss in ("surrogate", "distill"), "ppo.choice_loss",
             f"must be 'surrogate' (PPO's clipped surrogate) or 'distill' (cross-entropy to the improved choice), "
             f"got {p.choice_loss!r}")
-    for k in ("bc_weight", "choice_weight", "choice_lr", "reward_grad_weight", "reward_grad_lr"):
+    for k in ("bc_weight", "choice_weight", "choice_lr", "reward_grad_weight"):
         require(float(p[k]) >= 0, f"ppo.{k}", f"must be >= 0, got {p[k]}")
-    from irlvla_jax.scoring.epdms import SUB_SCORES
-    scores = tuple(p.reward_grad_scores) if isinstance(p.reward_grad_scores, (tuple, list)) else ()
-    require(bool(scores) and all(k in SUB_SCORES for k in scores), "ppo.reward_grad_scores",
-            f"must be a non-empty tuple of sub-scores from {SUB_SCORES}, got {p.reward_grad_scores!r}")
     require(p.objective == "choice" or cfg.model.planner.kind == "diffusion", "ppo.objective",
             "'denoise' needs model.planner.kind = 'diffusion' (a regression planner has no denoising chain); "
             "use ppo.objective = 'choice'")

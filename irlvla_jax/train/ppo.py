@@ -200,21 +200,17 @@ def make_reward_fn(config, rwm_graphdef=None, reward: Optional[str] = None, mesh
     ``static["rwm"]`` (``reward = "rwm"``) or the true JAX scorer's EPDMS (``"scorer"``; each device of
     ``mesh`` scores its own scenes, ``epdms.score_sharded``)."""
     from irlvla_jax.models import reward_model as rwm_lib
-    from irlvla_jax.scoring.epdms import epdms_formula, score_sharded
+    from irlvla_jax.scoring.epdms import score_sharded
     source = reward or config.ppo.reward
     if source not in REWARD_SOURCES:
         raise ValueError(f"config.ppo.reward must be one of {REWARD_SOURCES}, got {source!r}")
     mode, hf = config.scoring.mode, bool(config.scoring.human_filter)
     use_ec = bool(config.rwm.use_ec)
-    grad_scores = tuple(config.ppo.reward_grad_scores)
 
     def fn(static, batch, tokens, traj):
         if source == "scorer":
             return score_sharded(batch, traj, mesh, mode=mode, human_filter=hf).EPDMS
-        exp = rwm_lib.expectations(nnx.merge(rwm_graphdef, static["rwm"])(tokens, traj, scenes=batch))
-        # The same reward; its gradient (ppo.reward_grad_weight) flows through ppo.reward_grad_scores only.
-        return epdms_formula({k: v if k in grad_scores else jax.lax.stop_gradient(v) for k, v in exp.items()},
-                             use_ec)
+        return rwm_lib.predicted_reward(nnx.merge(rwm_graphdef, static["rwm"])(tokens, traj, scenes=batch), use_ec)
 
     return fn
 
@@ -258,11 +254,9 @@ def build(config, graphdef, params, consts, rwm_graphdef=None, rwm_params=None, 
     trainable, frozen = split_trainable(params, trainable_path(config))
     trainable = jax.tree.map(jnp.copy, trainable)  # the state is donated: never alias the caller's arrays
     tx = core.make_optimizer(float(pc.lr), float(pc.max_grad_norm), float(pc.choice_lr))
-    tx_rg = (core.make_optimizer(float(pc.reward_grad_lr), float(pc.max_grad_norm))
-             if core.policy_steps(adapter, hp) and hp.reward_grad_weight > 0 and hp.reward_grad_lr > 0 else None)
-    state = core.init_state(trainable, tx, jax.random.PRNGKey(seed), tx_rg)
+    state = core.init_state(trainable, tx, jax.random.PRNGKey(seed))
     static = {"frozen": frozen, "rwm": rwm_params}
-    upd = core.make_update(adapter, make_reward_fn(config, rwm_graphdef, mesh=mesh), hp, tx, tx_rg)
+    upd = core.make_update(adapter, make_reward_fn(config, rwm_graphdef, mesh=mesh), hp, tx)
     return adapter, tx, state, static, upd
 
 

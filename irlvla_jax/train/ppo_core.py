@@ -29,11 +29,7 @@ highest mode logit. As an MDP (DPPO's "denoising MDP", DiffusionDriveV2's anchor
   their trajectories, and minus its mean differentiated through the chains into the denoiser (the
   pathwise gradient of a differentiable reward such as the RWM: a direction per pose, where the clipped
   surrogate has one noisy scalar per chain). One sample, not M: on tiny the same gain (+0.069 vs +0.074
-  over IL, inside each other's intervals) at a quarter of the term's cost. With ``reward_grad_lr`` > 0 the
-  term is not added to the PPO loss: it gets its own phase after PPO's epochs (the same epochs x
-  minibatches of scenes) and its own optimiser (``tx_rg`` of :func:`make_update`, Adam at that step), so
-  the pathwise step can be larger than PPO's without moving the policy inside PPO's epochs, where it would
-  push the ratios out of the clip.
+  over IL, inside each other's intervals) at a quarter of the term's cost.
 
 ``objective = "choice"`` is the re-ranking ablation: no Gaussian steps (chains are the deterministic
 DDIM chains of the current parameters) and only the choice surrogate is optimised.
@@ -196,7 +192,6 @@ class PPOHyper:
     choice_temperature: float
     bc_weight: float
     reward_grad_weight: float
-    reward_grad_lr: float
 
     @classmethod
     def from_config(cls, c) -> "PPOHyper":
@@ -313,11 +308,10 @@ def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng, reward_f
     logp [b, M, S, C], choice_state / logits (the old mode logits [b, M, C]), the chain advantages adv
     [b, M, C], choice_adv [b, M, C] and choice_target [b, C]. total = per-chain clipped surrogate over the
     denoising steps (weighted by the denoising discount) + choice_weight x the chain-choice loss +
-    bc_weight x behaviour cloning + reward_grad_weight x (unless ``reward_grad_lr`` > 0: its own phase,
-    :func:`make_update`) minus the mean ``reward_fn`` reward of the
+    bc_weight x behaviour cloning + reward_grad_weight x minus the mean ``reward_fn`` reward of the
     deterministic chains from the first sample's stored initial noise (``reward_fn`` as in
     :func:`make_update`; needed only when that weight is > 0)."""
-    S = policy_steps(adapter, hp)
+    S = adapter.num_steps if hp.objective == "denoise" else 0
     sigma = float(hp.sigma) if S else 0.0
     factor = noise_factor(hp.noise)
     w_steps = jnp.asarray(step_weights(S, hp.denoise_discount))
@@ -346,8 +340,11 @@ def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng, reward_f
     # -- BEHAVIOUR CLONING ---------------------------------------------------------------------------
     bc = adapter.bc_loss(pp, mb["tokens"], mb["batch"], rng) if hp.bc_weight > 0 else jnp.zeros(())
     # -- REWARD GRADIENT: the first sample's chains re-run deterministically, the reward differentiated ---
-    if S and hp.reward_grad_weight > 0 and hp.reward_grad_lr <= 0:
-        rgrad = reward_grad_loss(adapter, params, static, mb, reward_fn)
+    if S and hp.reward_grad_weight > 0:
+        x = roll.x_in[:, :1, 0]                                                 # [b, 1, C, 8, 3]
+        for s in range(S):
+            x, _ = adapter.denoise_mean(pp, mb["tokens"], x, adapter.num_steps - s)
+        rgrad = -jnp.mean(reward_fn(static, mb["batch"], mb["tokens"], chain_trajectories(adapter, x, mb["batch"])))
     else:
         rgrad = jnp.zeros(())
     total = pg + hp.choice_weight * choice + hp.bc_weight * bc + hp.reward_grad_weight * rgrad
@@ -357,18 +354,8 @@ def loss(adapter: PolicyAdapter, hp: PPOHyper, params, static, mb, rng, reward_f
     return total, out
 
 
-def reward_grad_loss(adapter: PolicyAdapter, params, static, mb, reward_fn):
-    """Minus the mean ``reward_fn`` reward of the deterministic chains (the DDIM means) re-run under
-    ``params`` from the minibatch's first-sample stored initial noise: the reward gradient's loss term."""
-    pp = (params, static["frozen"])
-    x = mb["x_in"][:, :1, 0]                                                    # [b, 1, C, 8, 3]
-    for s in range(adapter.num_steps):
-        x, _ = adapter.denoise_mean(pp, mb["tokens"], x, adapter.num_steps - s)
-    return -jnp.mean(reward_fn(static, mb["batch"], mb["tokens"], chain_trajectories(adapter, x, mb["batch"])))
-
-
-def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: optax.GradientTransformation,
-                tx_rg: optax.GradientTransformation | None = None) -> Callable:
+def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: optax.GradientTransformation
+                ) -> Callable:
     """Build ``update(state, static, batch) -> (state, metrics)`` (jit it once; donate ``state``).
 
     static = {"frozen": frozen policy params, ...anything ``reward_fn`` needs}; batch: a pytree with
@@ -377,15 +364,10 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
     metrics: scalars (means over epochs and minibatches where per-minibatch), and under :data:`EXECUTED`
     the pre-update policy's executed (deterministic, argmax-chain) trajectories [B, 1, 8, 3] (metres,
     radians): what a caller scores outside the update (``ppo.log_true_score``), so the true scorer is not
-    compiled into every update program. ``tx_rg``: the reward gradient's own optimiser, required when
-    ``hp.reward_grad_lr`` > 0 and ``hp.reward_grad_weight`` > 0 (the state's opt_state is then
-    {"ppo": tx's, "reward_grad": tx_rg's}, :func:`init_state`).
+    compiled into every update program.
     """
     hp.validate()
-    separate = bool(policy_steps(adapter, hp) and hp.reward_grad_weight > 0 and hp.reward_grad_lr > 0)
-    if separate and tx_rg is None:
-        raise ValueError("make_update: ppo.reward_grad_lr > 0 needs the reward gradient's optimiser (tx_rg)")
-    S = policy_steps(adapter, hp)
+    S = adapter.num_steps if hp.objective == "denoise" else 0
     sigma = float(hp.sigma) if S else 0.0
     factor = noise_factor(hp.noise)
     M = int(hp.samples_per_scene)
@@ -431,26 +413,8 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
             perm = jax.random.permutation(kp, B).reshape(nmb, B // nmb)
             return jax.lax.scan(mb_step, carry, (perm, jax.random.split(kb, nmb)))
 
-        opt = state.opt_state["ppo"] if separate else state.opt_state
-        epoch_keys = jax.random.split(r_perm, hp.epochs)
-        (new_p, new_o), ms = jax.lax.scan(epoch, (state.params, opt), epoch_keys)
-        if separate:
-            # -- REWARD GRADIENT PHASE: its own optimiser, the same epochs x minibatches of scenes ---------
-            def rg_step(carry, idx):
-                p, o = carry
-                mb = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
-                v, g = jax.value_and_grad(reward_grad_loss, argnums=1)(adapter, p, static, mb, reward_fn)
-                upd, o = tx_rg.update(g, o, p)
-                return (optax.apply_updates(p, upd), o), {"reward_grad_loss": v, "reward_grad_norm":
-                                                          optax.global_norm(g)}
-
-            def rg_epoch(carry, key):      # the permutation of PPO's epoch with this key
-                perm = jax.random.permutation(jax.random.split(key)[0], B).reshape(nmb, B // nmb)
-                return jax.lax.scan(rg_step, carry, perm)
-
-            (new_p, new_rg), ms_rg = jax.lax.scan(rg_epoch, (new_p, state.opt_state["reward_grad"]), epoch_keys)
-            ms = dict(ms, **ms_rg)
-            new_o = {"ppo": new_o, "reward_grad": new_rg}
+        (new_p, new_o), ms = jax.lax.scan(epoch, (state.params, state.opt_state),
+                                          jax.random.split(r_perm, hp.epochs))
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         new_state = PPOState(params=keep(new_p, state.params), opt_state=keep(new_o, state.opt_state),
                              step=state.step + finite.astype(state.step.dtype), rng=rng)
@@ -479,18 +443,9 @@ def check_finite(metrics, update_index: int, reward_source: str) -> None:
             f"/ scorer inputs, or lower ppo.lr)")
 
 
-def init_state(policy_params, tx, rng, tx_rg=None) -> PPOState:
-    """The state before update 1; with ``tx_rg`` (the reward gradient's own optimiser) its opt_state is
-    {"ppo": tx's, "reward_grad": tx_rg's}."""
-    opt = tx.init(policy_params)
-    if tx_rg is not None:
-        opt = {"ppo": opt, "reward_grad": tx_rg.init(policy_params)}
-    return PPOState(params=policy_params, opt_state=opt, step=jnp.zeros((), jnp.int32), rng=rng)
-
-
-def policy_steps(adapter: PolicyAdapter, hp: PPOHyper) -> int:
-    """The number of Gaussian policy steps of ``hp.objective`` (0 for the choice objective)."""
-    return adapter.num_steps if hp.objective == "denoise" else 0
+def init_state(policy_params, tx, rng) -> PPOState:
+    return PPOState(params=policy_params, opt_state=tx.init(policy_params), step=jnp.zeros((), jnp.int32),
+                    rng=rng)
 
 
 def make_optimizer(lr: float, max_grad_norm: float, choice_lr: float = 0.0,

@@ -52,7 +52,7 @@ def _reward(static, batch, tokens, traj):
 
 HP = P.PPOHyper(objective="denoise", samples_per_scene=M, epochs=2, num_minibatches=2, clip_eps=0.2, sigma=0.2,
                 noise="white", advantage="anchor", denoise_discount=1.0, choice_weight=1.0, choice_loss="surrogate",
-                choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0, reward_grad_lr=0.0)
+                choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0)
 
 
 def _setup(seed=0):
@@ -194,36 +194,6 @@ def test_reward_gradient_moves_the_deterministic_chains_toward_their_reward(setu
     assert first == pytest.approx(-before, rel=0.3)
 
 
-def test_reward_gradient_phase_has_its_own_step_after_ppo(setup):
-    """reward_grad_lr > 0: PPO's epochs are exactly those of the update without the reward gradient (same
-    ratios, losses), then the pathwise phase with its own Adam raises the deterministic chains' reward."""
-    tx, state, static, batch = setup
-    hp0 = dataclasses.replace(HP, choice_weight=0.0)
-    hp = dataclasses.replace(hp0, reward_grad_weight=1.0, reward_grad_lr=3e-3)
-    tx_rg = P.make_optimizer(3e-3, 1.0)
-    with pytest.raises(ValueError, match="needs the reward gradient's optimiser"):
-        P.make_update(ADAPTER, _reward, hp, tx)
-    plain = _jit(P.make_update(ADAPTER, _reward, hp0, tx))
-    sep = _jit(P.make_update(ADAPTER, _reward, hp, tx, tx_rg))
-    st = P.init_state(state.params, tx, state.rng, tx_rg)
-    assert set(st.opt_state) == {"ppo", "reward_grad"}
-    a, ma = plain(state, static, batch)
-    b, mb = sep(st, static, batch)
-    for k in ("ratio", "approx_kl", "pg_loss", "clipfrac", "reward_mean"):
-        assert float(ma[k]) == float(mb[k]), k
-    assert float(mb["reward_grad_loss"]) > 0 and float(mb["reward_grad_norm"]) > 0     # the toy reward is < 0
-    assert max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params))) > 1e-6
-
-    def det_reward(s, key=jax.random.PRNGKey(5)):
-        pp = (s.params, None)
-        roll = P.rollout(ADAPTER, pp, _encode(pp, batch), batch, key, M, 0.0)
-        return float(jnp.mean(_reward(static, batch, None, P.trajectories(ADAPTER, roll, batch))))
-    s0, s1 = state, st
-    for _ in range(10):
-        s0, s1 = plain(s0, static, batch)[0], sep(s1, static, batch)[0]
-    assert det_reward(s1) > det_reward(s0) + 0.02, (det_reward(s0), det_reward(s1))
-
-
 @pytest.mark.parametrize("choice_loss", ["surrogate", "distill"])
 def test_choice_objective_improves_the_greedy_choice_and_keeps_the_chains(setup, choice_loss):
     """objective='choice': chains are the deterministic DDIM chains; only the choice surrogate acts. With
@@ -258,26 +228,22 @@ KNOBS = [("objective", "choice"), ("samples_per_scene", 2), ("epochs", 1), ("num
 
 
 KNOBS_DISTILL = [("choice_temperature", 0.5)]   # acts with choice_loss='distill'
-KNOBS_RG = [("reward_grad_lr", 1e-2)]            # acts with reward_grad_weight > 0
 _BASE_UPDATE = {}
 
 
-@pytest.mark.parametrize("name,value", KNOBS + KNOBS_DISTILL + KNOBS_RG)
+@pytest.mark.parametrize("name,value", KNOBS + KNOBS_DISTILL)
 def test_every_knob_changes_the_update(setup, name, value):
     """Each PPOHyper field (the ppo config section's optimisation knobs) changes the updated params."""
     tx, state, static, batch = setup
     names = {f.name for f in dataclasses.fields(P.PPOHyper)}
-    assert {k for k, _ in KNOBS + KNOBS_DISTILL + KNOBS_RG} == names, "every knob must be covered here"
-    group = "distill" if (name, value) in KNOBS_DISTILL else "rg" if (name, value) in KNOBS_RG else ""
-    hp0 = {"distill": dataclasses.replace(HP, choice_loss="distill"),
-           "rg": dataclasses.replace(HP, reward_grad_weight=1.0)}.get(group, HP)
-    if group not in _BASE_UPDATE:           # the unchanged update, computed once per baseline (not per knob)
-        _BASE_UPDATE[group] = _jit(P.make_update(ADAPTER, _reward, hp0, tx))(state, static, batch)[0]
-    base = _BASE_UPDATE[group]
+    assert {k for k, _ in KNOBS + KNOBS_DISTILL} == names, "every knob must be covered here"
+    distill = (name, value) in KNOBS_DISTILL
+    hp0 = dataclasses.replace(HP, choice_loss="distill") if distill else HP
+    if distill not in _BASE_UPDATE:         # the unchanged update, computed once per baseline (not per knob)
+        _BASE_UPDATE[distill] = _jit(P.make_update(ADAPTER, _reward, hp0, tx))(state, static, batch)[0]
+    base = _BASE_UPDATE[distill]
     hp = dataclasses.replace(hp0, **{name: value})
-    tx_rg = P.make_optimizer(hp.reward_grad_lr, 1.0) if hp.reward_grad_lr > 0 else None
-    st = P.init_state(state.params, tx, state.rng, tx_rg) if tx_rg else state
-    other = _jit(P.make_update(ADAPTER, _reward, hp, tx, tx_rg))(st, static, batch)[0]
+    other = _jit(P.make_update(ADAPTER, _reward, hp, tx))(state, static, batch)[0]
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(base.params), jax.tree.leaves(other.params)))
     assert diff > 1e-7, f"ppo.{name}={value!r} did not change the update"
 
@@ -296,17 +262,12 @@ def test_bad_knobs_are_one_line_errors():
     dataclasses.replace(HP, objective="choice", samples_per_scene=1).validate()    # fine: no anchor groups
 
 
-@pytest.mark.parametrize("reward_grad", ["", "joint", "phase"])
+@pytest.mark.parametrize("reward_grad", [False, True])
 def test_sharded_update_matches_single_device(setup, update_fn, reward_grad):
     tx, state, static, batch = setup
     assert jax.device_count() >= 8, "conftest should give 8 simulated CPU devices"
-    if reward_grad == "joint":   # the objective with the pathwise reward term
+    if reward_grad:   # the objective with the pathwise reward term
         update_fn = _jit(P.make_update(ADAPTER, _reward, dataclasses.replace(HP, reward_grad_weight=1.0), tx))
-    if reward_grad == "phase":   # the pathwise term in its own phase and optimiser
-        tx_rg = P.make_optimizer(1e-2, 1.0)
-        update_fn = _jit(P.make_update(ADAPTER, _reward, dataclasses.replace(HP, reward_grad_weight=1.0,
-                                                                             reward_grad_lr=1e-2), tx, tx_rg))
-        state = P.init_state(state.params, tx, state.rng, tx_rg)
     one, m1 = update_fn(state, static, batch)
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -366,9 +327,6 @@ def _tiny():
     # the reward_grad variant's weight, or an RWM refresh, with the (non-differentiable, RWM-less) scorer
     ("reward", "scorer", {"reward_grad_weight": 10.0}, "config.ppo.reward_grad_weight: must be 0 with ppo.reward='scorer'"),
     ("rwm_refresh_every", -1, {}, "config.ppo.rwm_refresh_every: must be >= 0"),
-    ("reward_grad_lr", -1e-5, {}, "config.ppo.reward_grad_lr: must be >= 0"),
-    ("reward_grad_scores", ("HC", "comfort"), {}, "config.ppo.reward_grad_scores: must be a non-empty tuple"),
-    ("reward_grad_scores", (), {}, "config.ppo.reward_grad_scores: must be a non-empty tuple"),
     ("rwm_refresh_steps", 0, {"rwm_refresh_every": 75}, "config.ppo.rwm_refresh_steps: must be >= 1"),
     ("batch_size", 12, {"num_minibatches": 1}, "config.ppo.batch_size: must be a multiple of rwm.batch_size=8")])
 def test_ppo_config_is_checked_strictly(key, value, extra, expect):
