@@ -2,6 +2,8 @@
 this process's rows of the global synthetic batches, the flattened parameters of every stage, and the IL
 validation of a checkpoint."""
 
+import os
+
 import jax
 import numpy as np
 
@@ -11,6 +13,10 @@ from irlvla_jax.train import mesh as mesh_lib
 from irlvla_jax.train.synthetic import micro_config, random_scenes
 
 B = 8
+# Opt-in (IRLVLA_TEST_MULTIHOST_REFRESH=1): PPO refreshes its RWM before update 2 (one RWM training step: on 2
+# processes in the job) and the refreshed RWMs are compared too. Off in the suite: it costs the 2-process job one
+# more compiled program, +78 s of the test's wall time and +135 CPU-s on 2 cores (2026-12-07, 399 vs 321 s).
+REFRESH = os.environ.get("IRLVLA_TEST_MULTIHOST_REFRESH") == "1"
 
 
 class Rows:
@@ -44,6 +50,8 @@ def config():
     c.rwm.update(dict(steps=2, batch_size=B, checkpoint_every=2, eval_scenes=B, warmup_steps=1, d_model=16,
                       num_layers=1, num_heads=2, noisy_chains=4, expert_perturbations=4, ppo_samples=1))
     c.ppo.update(dict(updates=2, batch_size=B, samples_per_scene=2, checkpoint_every=1, log_true_score=False))
+    if REFRESH:
+        c.ppo.update(dict(rwm_refresh_every=1, rwm_refresh_steps=1))
     return c
 
 
@@ -58,6 +66,8 @@ def params_of(c, wd):
     out.update({"il/" + k: v for k, v in flat(imitation.restore(c, wd, mesh_lib.make_mesh(0))[1]).items()})
     out.update({"rwm/" + k: v for k, v in flat(reward.restore(c, wd)[1]).items()})
     out.update({"ppo/" + k: v for k, v in flat(ppo.restore(c, wd)[1]).items()})
+    if REFRESH:
+        out.update({"rwm_refreshed/" + k: v for k, v in flat(ppo.reward_model(c, wd)[1]).items()})
     return out
 
 

@@ -1,7 +1,9 @@
 """Multi-host in CI: 2 local JAX processes (jax.distributed over 127.0.0.1) x 4 simulated CPU devices run a
 few IL and PPO steps (tests/train/multihost_worker.py) and must end with the parameters of a 1-process x
 8-device run of IL, RWM and PPO, whose RWM checkpoints the 2-process PPO restores and rewards with (the RWM
-trains on a mesh in that run only: its step compiles once, not also for 2 processes, ~60 CPU-s);
+trains on a mesh in that run only: its step compiles once, not also for 2 processes, ~60 CPU-s; with
+IRLVLA_TEST_MULTIHOST_REFRESH=1 PPO also refreshes its RWM once, one RWM training step on 2 processes in the
+job, and the refreshed RWMs must match too: multihost_common.REFRESH, off in the suite for its cost);
 checkpoints written by 2 processes restore on 1 process (8 and 4 devices) and a 1-process run's
 checkpoints restore on 2; IL validation on 2 processes equals 1 process's; the loader shards scenes by
 process disjointly and completely; a process of the same job killed with kill -9 (after the stages, mid IL
@@ -100,10 +102,15 @@ def runs(tmp_path_factory):
 def test_two_processes_match_one_process(runs):
     _, single, multi, _ = runs
     keys = [k for k in single]
-    assert {k.split("/")[0] for k in keys} == {"il", "rwm", "ppo"} and set(keys) <= set(multi)
+    from tests.train.multihost_common import REFRESH
+    assert {k.split("/")[0] for k in keys} == {"il", "rwm", "ppo"} | ({"rwm_refreshed"} if REFRESH else set())
+    assert set(keys) <= set(multi)
     for k in keys:
         if k.startswith("rwm/"):            # the 1-process run's RWM, restored on 2 processes
             np.testing.assert_array_equal(multi[k], single[k], err_msg=k)
+    if REFRESH:   # PPO's refresh trained the RWM on 2 processes (compared below with the 1-process refresh)
+        assert max(float(np.max(np.abs(multi["rwm_refreshed/" + k[4:]] - multi[k]))) for k in keys
+                   if k.startswith("rwm/")) > 1e-4
     worst = max(float(np.max(np.abs(multi[k] - single[k]))) for k in keys)
     for k in keys:
         np.testing.assert_allclose(multi[k], single[k], rtol=1e-4, atol=2e-4, err_msg=k)
