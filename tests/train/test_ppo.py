@@ -149,5 +149,4 @@ def test_run_configs_and_the_keys_their_checkpoints_check(stages, tmp_path):
     assert ppo.run_keys(sc) == () and ppo.run_keys(c) == ppo.RUN_KEYS
     gd, params, consts = imitation.restore(sc, str(tmp_path), mesh_lib.restore_mesh())
     _save(sc, str(tmp_path), ppo.run_name(sc), ppo.build(sc, gd, params, consts)[2])
-    for every in (0, 7):
-        assert int(ppo.open_state(ppo.variant(sc, rwm_refresh_every=every), str(tmp_path)).step) == 0
+    assert int(ppo.open_state(ppo.variant(sc, rwm_refresh_every=7), str(tmp_path)).step) == 0
