@@ -216,7 +216,7 @@ def make_fns(config, vla_gd, rwm_gd, tx, mesh=None):
 
     inner = int(rc.inner_steps)
     src_np = C.candidate_sources(config)
-    pol = np.isin(src_np, (0, 1, 5, 6)).astype(np.float32)
+    pol = np.isin(src_np, [C.SOURCES.index(n) for n in C.POLICY_SOURCES]).astype(np.float32)
     ppo_noise = C.ppo_noise_of(config)
     pair_w = 1.0 + float(rc.policy_rank_boost) * np.outer(pol, pol)  # [N, N]
     use_scenes = bool(rc.ego_features) or bool(rc.scene_features)

@@ -13,6 +13,9 @@ from irlvla_jax.train.ppo_core import noise_factor
 
 WARP_SPEED = (0.4, 1.2)   # rwm.warped_chains: the policy chain's pace x U(0.4, 1.2)
 SOURCES = ("policy", "noisy", "expert_perturbed", "expert", "anchor", "ppo", "warped")
+# The candidates drawn from the policy's own chains (what PPO asks the RWM to rank): their pairs weigh more in the
+# ranking loss (rwm.policy_rank_boost).
+POLICY_SOURCES = ("policy", "noisy", "ppo", "warped")
 
 
 def time_warp(traj, speed):
