@@ -20,10 +20,12 @@ SceneTokens: meta [B, Nm, D], bev [B, P*P, D], map [B, Nq, D], obj [B, K_obj, D]
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from irlvla_jax.models.command import CommandEncoder
@@ -82,21 +84,46 @@ def split(model: VLA):
     return graphdef, params.to_pure_dict(), consts.to_pure_dict()
 
 
+def _model_key(model_cfg, spec: SceneSpec, anchors):
+    """What a VLA's structure depends on: the model config, the scene sizes and the number of anchors."""
+    return model_cfg.to_json(sort_keys=True), spec, np.shape(anchors)
+
+
+_BUILT: dict = {}        # _model_key -> (graphdef, abstract params, abstract consts, jitted init)
+
+
+def _built(model_cfg, spec: SceneSpec, anchors):
+    """The graphdef, abstract state and jitted initialiser of a VLA structure, traced once per process (an
+    NNX construction of even the micro VLA is ~2.5 s of Python on 2 cores, and tests and the pipeline
+    restore the same model many times)."""
+    key = _model_key(model_cfg, spec, anchors)
+    if key not in _BUILT:
+        model_cfg = copy.deepcopy(model_cfg)       # the traced functions keep it: a caller's later edits stay out
+        shapes = np.zeros(key[2], np.float32)      # the structure needs the anchors' shape, not their values
+        graphdef, params, consts = split(nnx.eval_shape(lambda: VLA(model_cfg, spec, shapes, nnx.Rngs(0))))
+
+        @jax.jit
+        def init(seed, anchors):
+            _, p, c = split(VLA(model_cfg, spec, shapes, nnx.Rngs(jax.random.key(seed, impl="rbg"))))
+            assert jax.tree.structure(c) == jax.tree.structure({"planner": {"anchors": 0}}), c   # anchors only
+            return p, {"planner": {"anchors": anchors}}
+
+        _BUILT[key] = graphdef, params, consts, init
+    return _BUILT[key]
+
+
 def build(model_cfg, spec: SceneSpec, anchors, seed: int = 0):
     """Construct a VLA and split it: -> (graphdef, params, consts). Initialisation runs as one jitted
     computation (eager NNX init dispatches hundreds of tiny ops, each compiled separately) with the
-    'rbg' PRNG, whose initialisers compile ~2x faster than threefry's; deterministic per seed and backend."""
-    graphdef = abstract(model_cfg, spec, anchors)[0]
-
-    @jax.jit
-    def init():
-        return split(VLA(model_cfg, spec, anchors, nnx.Rngs(jax.random.key(seed, impl="rbg"))))[1:]
-
-    params, consts = init()
+    'rbg' PRNG, whose initialisers compile ~2x faster than threefry's; deterministic per seed and backend.
+    The seed and the anchors are arguments of that computation: one trace and compile per structure."""
+    graphdef, _, _, init = _built(model_cfg, spec, anchors)
+    params, consts = init(jnp.uint32(seed), jnp.asarray(anchors, jnp.float32))
     return graphdef, params, consts
 
 
 def abstract(model_cfg, spec: SceneSpec, anchors):
-    """(graphdef, params, consts) with ShapeDtypeStruct leaves, without allocating (nnx.eval_shape)."""
-    model = nnx.eval_shape(lambda: VLA(model_cfg, spec, anchors, nnx.Rngs(0)))
-    return split(model)
+    """(graphdef, params, consts) with ShapeDtypeStruct leaves, without allocating (nnx.eval_shape; traced
+    once per structure: fresh trees each call)."""
+    graphdef, params, consts, _ = _built(model_cfg, spec, anchors)
+    return graphdef, jax.tree.map(lambda x: x, params), jax.tree.map(lambda x: x, consts)

@@ -6,10 +6,21 @@ import pytest
 from irlvla_jax.train.checkpoint import Checkpointer, CheckpointMismatch
 
 
-def test_state_mismatch_names_the_entry(tmp_path):
+@pytest.mark.parametrize("digest_entries", [True, False])
+def test_state_mismatch_names_the_entry(tmp_path, monkeypatch, digest_entries):
+    """Validated from the shapes the digest holds (no array's metadata opened), and from Orbax's metadata
+    for a step written before digests held them."""
+    from irlvla_jax.train import checkpoint as C
+    if not digest_entries:
+        full = C.digest
+        monkeypatch.setattr(C, "digest", lambda tree: {k: v for k, v in full(tree).items() if k != "entries"})
     ck = Checkpointer(str(tmp_path), async_save=False)
     ck.save(1, {"params": {"planner": {"kernel": np.zeros((4, 3), np.float32)}}, "step": np.int32(1)})
     ck.wait()
+    if digest_entries:
+        def no_metadata(*a, **k):
+            raise AssertionError("validated from Orbax's metadata, not the digest")
+        monkeypatch.setattr(ck.mngr, "item_metadata", no_metadata)
     bad_shape = {"params": {"planner": {"kernel": jax.ShapeDtypeStruct((5, 3), np.float32)}},
                  "step": jax.ShapeDtypeStruct((), np.int32)}
     with pytest.raises(CheckpointMismatch, match=r"params/planner/kernel has shape \(4, 3\) in the checkpoint "
