@@ -1,5 +1,8 @@
 """The ``irlvla`` command line (irlvla_jax/cli.py): every config error is one line naming the file or the
-key, exit code 2 (a subprocess per case: absl flags are process-global)."""
+key, exit code 2. Every case runs in a fresh process (absl flags are process-global): one ``python -m
+irlvla_jax.cli`` subprocess, the others forked from one interpreter that imported the CLI once
+(tests/cli_runner.py)."""
+import json
 import os
 import subprocess
 import sys
@@ -29,19 +32,48 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("args,message", CASES)
-def test_config_errors_are_one_line(tmp_path, args, message):
+def _check(code, stderr, message):
     import re
-    for name, text in FILES.items():
-        (tmp_path / name).write_text(text)
-    argv = [a.format(d=tmp_path) for a in args]
-    p = subprocess.run([sys.executable, "-m", "irlvla_jax.cli", "train", "--stage", "il", "--workdir",
-                        str(tmp_path / "wd"), *argv], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                       env=dict(os.environ, IRLVLA_TRACEBACK=""))
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert p.returncode == 2, p.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("irlvla: error: "), p.stderr[-2000:]
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2, stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("irlvla: error: "), stderr[-2000:]
     assert re.search(message, lines[0]), lines[0]
+
+
+def _train_argv(d, i, args):
+    return ["train", "--stage", "il", "--workdir", str(d / f"wd{i}"), *[a.format(d=d) for a in args]]
+
+
+def _convert_argv(d, i, args):
+    return [*[a.format(d=d) for a in args], "--config", TINY, "--workdir", str(d / f"wd{i}")]
+
+
+@pytest.fixture(scope="module")
+def forked(tmp_path_factory):
+    """Every case's command line run by tests/cli_runner.py -> {(kind, case index): (exit code, stderr)}."""
+    d = tmp_path_factory.mktemp("cli")
+    for name, text in FILES.items():
+        (d / name).write_text(text)
+    keys = [("config", i) for i in range(len(CASES))] + [("convert", i) for i in range(len(CONVERT_CASES))]
+    argvs = [_train_argv(d, i, CASES[i][0]) if k == "config" else _convert_argv(d, i, CONVERT_CASES[i][0])
+             for k, i in keys]
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "cli_runner.py")], input=json.dumps(argvs),
+                       capture_output=True, text=True, cwd=ROOT, timeout=300, env=dict(os.environ, IRLVLA_TRACEBACK=""))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return dict(zip(keys, json.loads(p.stdout)))
+
+
+def test_a_config_error_from_the_installed_module_is_one_line(tmp_path):
+    """What the forked cases stand for: ``python -m irlvla_jax.cli`` itself, exit code 2, one line."""
+    (tmp_path / "nameerror.py").write_text(FILES["nameerror.py"])
+    p = subprocess.run([sys.executable, "-m", "irlvla_jax.cli", *_train_argv(tmp_path, 0, CASES[2][0])],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120, env=dict(os.environ, IRLVLA_TRACEBACK=""))
+    _check(p.returncode, p.stderr, CASES[2][1])
+
+
+@pytest.mark.parametrize("i", range(len(CASES)), ids=[c[1] for c in CASES])
+def test_config_errors_are_one_line(forked, i):
+    _check(*forked[("config", i)], CASES[i][1])
 
 
 CONVERT_CASES = [
@@ -54,14 +86,6 @@ CONVERT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("args,message", CONVERT_CASES)
-def test_convert_and_submit_errors_are_one_line(tmp_path, args, message):
-    import re
-    argv = [a.format(d=tmp_path) for a in args]
-    p = subprocess.run([sys.executable, "-m", "irlvla_jax.cli", *argv, "--config", TINY, "--workdir",
-                        str(tmp_path / "wd")], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                       env=dict(os.environ, IRLVLA_TRACEBACK=""))
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert p.returncode == 2, p.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("irlvla: error: "), p.stderr[-2000:]
-    assert re.search(message, lines[0]), lines[0]
+@pytest.mark.parametrize("i", range(len(CONVERT_CASES)), ids=[c[1] for c in CONVERT_CASES])
+def test_convert_and_submit_errors_are_one_line(forked, i):
+    _check(*forked[("convert", i)], CONVERT_CASES[i][1])
