@@ -61,6 +61,23 @@ def flat(tree):
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def save_standin(c, wd, run, state, run_keys=()):
+    """Save ``state`` as step 1 of ``run`` in ``wd``, as the stage's trainer saves it."""
+    from irlvla_jax.train import loop
+    from irlvla_jax.train.checkpoint import Checkpointer
+    ck = Checkpointer(loop.checkpoint_dir(wd, run), config=c, async_save=False, run_keys=run_keys)
+    ck.save(1, state, force=True)
+    ck.close()
+
+
+def standin_rwm(c, wd):
+    """A stand-in RWM stage: the freshly initialised RWM saved as the RWM stage saves it (what PPO restores and
+    rewards with; training it would compile the RWM step and the scorer it labels with)."""
+    from irlvla_jax.train.state import TrainState
+    save_standin(c, wd, reward.RUN, TrainState.create(reward.build_rwm(c, int(c.seed))[1], {},
+                                                      reward.make_optimizer(c.rwm), 0), reward.RWM_MODEL_KEYS)
+
+
 def params_of(c, wd):
     out = {}
     out.update({"il/" + k: v for k, v in flat(imitation.restore(c, wd, mesh_lib.make_mesh(0))[1]).items()})

@@ -1,6 +1,7 @@
-"""Worker of tests/train/test_multihost.py (not a test): a few IL, RWM and PPO steps of the micro VLA on
-synthetic scenes alone (1 process), or a few IL and PPO steps as one process of a 2-process job whose PPO
-rewards with the 1-process run's RWM (its checkpoints, copied in: restored on 2 processes).
+"""Worker of tests/train/test_multihost.py (not a test): a few IL and PPO steps of the micro VLA on synthetic
+scenes alone (1 process; the RWM stage a stand-in checkpoint of the freshly initialised RWM), or as one process
+of a 2-process job whose PPO rewards with the 1-process run's RWM (its checkpoints, copied in: restored on 2
+processes).
 
     python multihost_worker.py single DEVICES WORKDIR OUT.npz
     python multihost_worker.py multi  PROCESS_ID PORT WORKDIR OUT.npz REF_WORKDIR
@@ -37,9 +38,9 @@ from irlvla_jax.train import mesh as mesh_lib  # noqa: E402
 die_with_parent(os.getppid())        # a killed pytest takes its workers with it (no orphans left computing)
 mesh_lib.maybe_initialize_distributed()
 
-from tests.train.multihost_common import B, Rows, config, il_validation, params_of  # noqa: E402,F401
+from tests.train.multihost_common import B, Rows, config, il_validation, params_of, standin_rwm  # noqa: E402,F401
 from irlvla_jax.scene import SceneSpec  # noqa: E402
-from irlvla_jax.train import imitation, loop, ppo, reward  # noqa: E402
+from irlvla_jax.train import imitation, loop, ppo  # noqa: E402
 from irlvla_jax.train.synthetic import random_anchors  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -52,8 +53,8 @@ def main():
     t0 = time.time()
     imitation.train(c, wd, train_iter=Rows(spec, 11), anchors=random_anchors(4), progress=False)
     t1 = time.time()
-    if mode == "single":
-        reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
+    if mode == "single":        # the RWM stage stands in (freshly initialised): no process compares its training
+        standin_rwm(c, wd)
     else:   # the 2-process PPO rewards with the 1-process run's RWM: once that run is done (it runs alongside),
         while not os.path.exists(os.environ["IRLVLA_WAIT_FOR"]):      # process 0 copies its checkpoints
             time.sleep(0.5)

@@ -1,7 +1,8 @@
 """Multi-host in CI: 2 local JAX processes (jax.distributed over 127.0.0.1) x 4 simulated CPU devices run a
 few IL and PPO steps (tests/train/multihost_worker.py) and must end with the parameters of a 1-process x
-8-device run of IL, RWM and PPO, whose RWM checkpoints the 2-process PPO restores and rewards with (the RWM
-trains on a mesh in that run only: its step compiles once, not also for 2 processes, ~60 CPU-s; with
+8-device run of IL and PPO, whose RWM checkpoint the 2-process PPO restores and rewards with (a stand-in: the
+freshly initialised RWM saved as its stage saves it; training it would compile the RWM step and its scorer,
+~80 s of this test's critical path on 2 cores, and no process compares it; with
 IRLVLA_TEST_MULTIHOST_REFRESH=1 PPO also refreshes its RWM once, one RWM training step on 2 processes in the
 job, and the refreshed RWMs must match too: multihost_common.REFRESH, off in the suite for its cost);
 checkpoints written by 2 processes restore on 1 process (8 and 4 devices) and a 1-process run's

@@ -10,9 +10,8 @@ import pytest
 from irlvla_jax.scene import SceneSpec
 from irlvla_jax.train import imitation, loop, ppo, reward
 from irlvla_jax.train.checkpoint import Checkpointer
-from irlvla_jax.train.state import TrainState
 from irlvla_jax.train.synthetic import random_anchors
-from tests.train.multihost_common import Rows, config, flat
+from tests.train.multihost_common import Rows, config, flat, save_standin
 
 
 class Picked:
@@ -37,27 +36,22 @@ class Picked:
         self.i = int(s["i"])
 
 
-def _save(c, wd, run, state, run_keys=()):
-    ck = Checkpointer(loop.checkpoint_dir(wd, run), config=c, async_save=False, run_keys=run_keys)
-    ck.save(1, state, force=True)
-    ck.close()
-
-
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
-    """Stand-in IL and RWM checkpoints of the micro VLA (freshly initialised models, saved as their stages
-    save them: training them is not what is tested here and would compile two more programs), then a 2-update
-    PPO run (1 device, one epoch, one minibatch) refreshing its RWM before update 2: 3 RWM steps on batches of
-    4 scenes, so 2 PPO batches of 8 are drawn. -> (config, spec, workdir, the run's summary)."""
+    """A stand-in IL checkpoint of the micro VLA (freshly initialised, saved as its stage saves it: training
+    it would compile another program), the RWM stage (``reward.train``, 2 steps: the suite's one run of it; the
+    refresh reuses its compiled step), then a 2-update PPO run (1 device, one epoch, one minibatch) refreshing
+    its RWM before update 2: 3 RWM steps on batches of 4 scenes, so 2 PPO batches of 8 are drawn.
+    -> (config, spec, workdir, the run's summary)."""
     c = config()
     c.train.num_devices = 1
     c.rwm.batch_size = 4
     c.ppo.update(dict(updates=2, epochs=1, num_minibatches=1, rwm_refresh_every=1, rwm_refresh_steps=3))
     spec = SceneSpec.from_config(c.scene)
     wd = str(tmp_path_factory.mktemp("ppo_refresh") / "a")
-    _save(c, wd, imitation.RUN, imitation.init_state(c, spec, random_anchors(4))[3])
-    rwm = TrainState.create(reward.build_rwm(c)[1], {}, reward.make_optimizer(c.rwm), 0)
-    _save(c, wd, reward.RUN, rwm, reward.RWM_MODEL_KEYS)
+    save_standin(c, wd, imitation.RUN, imitation.init_state(c, spec, random_anchors(4))[3])
+    rwm = reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
+    assert rwm["steps"] == c.rwm.steps and reward.restore_state(c, wd)[1].step == c.rwm.steps
     out = ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
     return c, spec, wd, out
 
@@ -148,5 +142,5 @@ def test_run_configs_and_the_keys_their_checkpoints_check(stages, tmp_path):
     sc = ppo.run_config(c, "ppo_scorer")
     assert ppo.run_keys(sc) == () and ppo.run_keys(c) == ppo.RUN_KEYS
     gd, params, consts = imitation.restore(sc, str(tmp_path), mesh_lib.restore_mesh())
-    _save(sc, str(tmp_path), ppo.run_name(sc), ppo.build(sc, gd, params, consts)[2])
+    save_standin(sc, str(tmp_path), ppo.run_name(sc), ppo.build(sc, gd, params, consts)[2])
     assert int(ppo.open_state(ppo.variant(sc, rwm_refresh_every=7), str(tmp_path)).step) == 0
