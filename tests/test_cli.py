@@ -2,12 +2,13 @@
 key, exit code 2. Every case runs in a fresh process (absl flags are process-global): one ``python -m
 irlvla_jax.cli`` subprocess, the others forked from one interpreter that imported the CLI once
 (tests/cli_runner.py)."""
-import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from tests.cli_runner import run_commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.py")
@@ -50,17 +51,14 @@ def _convert_argv(d, i, args):
 
 @pytest.fixture(scope="module")
 def forked(tmp_path_factory):
-    """Every case's command line run by tests/cli_runner.py -> {(kind, case index): (exit code, stderr)}."""
+    """Every case's command line, forked by tests/cli_runner.py -> {(kind, case index): (exit code, stderr)}."""
     d = tmp_path_factory.mktemp("cli")
     for name, text in FILES.items():
         (d / name).write_text(text)
     keys = [("config", i) for i in range(len(CASES))] + [("convert", i) for i in range(len(CONVERT_CASES))]
     argvs = [_train_argv(d, i, CASES[i][0]) if k == "config" else _convert_argv(d, i, CONVERT_CASES[i][0])
              for k, i in keys]
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "cli_runner.py")], input=json.dumps(argvs),
-                       capture_output=True, text=True, cwd=ROOT, timeout=300, env=dict(os.environ, IRLVLA_TRACEBACK=""))
-    assert p.returncode == 0, p.stderr[-3000:]
-    return dict(zip(keys, json.loads(p.stdout)))
+    return {k: (code, err) for k, (code, _, err) in zip(keys, run_commands(argvs))}
 
 
 def test_a_config_error_from_the_installed_module_is_one_line(tmp_path):

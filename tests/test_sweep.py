@@ -3,8 +3,6 @@ one-line errors. The pipeline is a fake runner writing results files with known 
 import json
 import os
 import shlex
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -176,16 +174,31 @@ def test_slurm_writes_a_script_per_run_after_generate(config, tmp_path):
     assert "irlvla pipeline --config" in script and "--config.ppo.reward=scorer --config.seed=1" in script
 
 
-def cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "irlvla_jax.cli", "sweep", "--config", TINY, *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=300, env=dict(os.environ, IRLVLA_TRACEBACK=""))
+ERROR_CASES = [
+    (["--grid", "ppo.reward"], r"--grid 'ppo.reward': expected KEY=V1,V2"),
+    (["--grid", "ppo.reward=rwm,scorer", "--baseline", "ppo.reward=nope"], r"--baseline 'ppo.reward=nope' names no cell"),
+    (["--grid", "ppo.nope=1,2"], r"--config.ppo.nope: the config has no such key"),
+    (["--launcher", "cloud"], r"launcher"),
+]
 
 
-def test_print_lists_one_command_per_cell_and_seed(tmp_path):
-    p = cli("--workdir", str(tmp_path), "--grid", "ppo.reward=rwm,scorer", "--grid", "ppo.objective=denoise,choice",
-            "--seeds", "0,1,2", "--launcher", "print", "--config.pipeline.eval_scenes=8")
-    assert p.returncode == 0, p.stderr[-2000:]
-    lines = [shlex.split(ln) for ln in p.stdout.strip().splitlines()]
+@pytest.fixture(scope="module")
+def printed(tmp_path_factory):
+    """``irlvla sweep --launcher print`` of a 2 x 2 grid x 3 seeds, then each error case (command lines forked by
+    tests/cli_runner.py) -> (workdir, [(exit code, stdout, stderr)])."""
+    from tests.cli_runner import run_commands
+    d = tmp_path_factory.mktemp("sweep_print")
+    sweep = ["sweep", "--config", TINY, "--workdir", str(d), "--launcher", "print"]
+    grid = ["--grid", "ppo.reward=rwm,scorer", "--grid", "ppo.objective=denoise,choice", "--seeds", "0,1,2",
+            "--config.pipeline.eval_scenes=8"]
+    return d, run_commands([sweep + grid] + [sweep + args for args, _ in ERROR_CASES])
+
+
+def test_print_lists_one_command_per_cell_and_seed(printed):
+    tmp_path, (p, *_) = printed
+    code, stdout, stderr = p
+    assert code == 0, stderr[-2000:]
+    lines = [shlex.split(ln) for ln in stdout.strip().splitlines()]
     assert lines[0][:2] == ["irlvla", "generate"]
     runs = [ln for ln in lines if ln[:2] == ["irlvla", "pipeline"]]
     assert len(runs) == len(lines) - 1 == 12
@@ -195,18 +208,13 @@ def test_print_lists_one_command_per_cell_and_seed(tmp_path):
     assert not os.path.exists(tmp_path / "ppo.reward=rwm,ppo.objective=denoise")
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--grid", "ppo.reward"], r"--grid 'ppo.reward': expected KEY=V1,V2"),
-    (["--grid", "ppo.reward=rwm,scorer", "--baseline", "ppo.reward=nope"], r"--baseline 'ppo.reward=nope' names no cell"),
-    (["--grid", "ppo.nope=1,2"], r"--config.ppo.nope: the config has no such key"),
-    (["--launcher", "cloud"], r"launcher"),
-])
-def test_cli_errors_are_one_line(tmp_path, args, message):
+@pytest.mark.parametrize("i", range(len(ERROR_CASES)), ids=[m for _, m in ERROR_CASES])
+def test_cli_errors_are_one_line(printed, i):
     import re
-    p = cli("--workdir", str(tmp_path), "--launcher", "print", *args)
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert p.returncode == 2, p.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("irlvla: error: ") and re.search(message, lines[0]), lines
+    code, _, stderr = printed[1][1 + i]
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2, stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("irlvla: error: ") and re.search(ERROR_CASES[i][1], lines[0]), lines
 
 
 def test_one_seed_has_no_seed_interval(config, tmp_path):
