@@ -197,24 +197,22 @@ def test_build_traces_each_structure_once(monkeypatch):
     anchors); later builds pass their seed and anchors to the compiled initialiser and equal a fresh one."""
     from irlvla_jax.scene import SceneSpec
     from irlvla_jax.train.synthetic import micro_config, random_anchors
-    cfg = micro_config()
-    cfg.model.dim = 24                    # a structure no other test builds
+    cfg = micro_config()                  # the module's other tests compile its initialiser too
     spec = SceneSpec.from_config(cfg.scene)
     made = []
     real = vla.VLA
     monkeypatch.setattr(vla, "VLA", lambda *a, **k: made.append(1) or real(*a, **k))
     a0, a1 = random_anchors(4), random_anchors(4) * 2.0 + 1.0
     g, p0, c0 = vla.build(cfg.model, spec, a0, seed=0)
-    first = len(made)
-    assert first >= 1
+    first = len(made)                     # 0 if an earlier test of this process built this structure
     g1, p1, c1 = vla.build(cfg.model, spec, a1, seed=1)
     g2, p0b, _ = vla.build(cfg.model, spec, a0, seed=0)
-    ga, pa, ca = vla.abstract(cfg.model, spec, a1)
+    ga, pa, _ = vla.abstract(cfg.model, spec, a1)
     assert len(made) == first and g1 == g == g2 == ga          # no model constructed again
     np.testing.assert_array_equal(np.asarray(c0["planner"]["anchors"]), a0)
     np.testing.assert_array_equal(np.asarray(c1["planner"]["anchors"]), a1)
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), p0, p0b)
     assert not np.array_equal(np.asarray(p0["planner"]["pose_pos"]), np.asarray(p1["planner"]["pose_pos"]))
     assert jax.tree.map(lambda x: (x.shape, x.dtype), pa) == jax.tree.map(lambda x: (x.shape, x.dtype), p0)
-    cfg.model.dim = 32                    # another structure: constructed anew
-    assert vla.build(cfg.model, spec, a0)[1]["planner"]["pose_pos"].shape == (32,) and len(made) > first
+    cfg.model.dim = 24                    # another structure: constructed anew (abstract: traced, not compiled)
+    assert vla.abstract(cfg.model, spec, a0)[1]["planner"]["pose_pos"].shape == (24,) and len(made) == first + 1
