@@ -7,11 +7,23 @@ import shutil
 import numpy as np
 import pytest
 
-from irlvla_jax.scene import SceneSpec
+from irlvla_jax.scene import SceneSpec, index
 from irlvla_jax.train import imitation, loop, ppo, reward
 from irlvla_jax.train.checkpoint import Checkpointer
 from irlvla_jax.train.synthetic import random_anchors
 from tests.train.multihost_common import Rows, config, flat, save_standin
+
+
+class FirstRows(Rows):
+    """Rows cut to the first ``n`` scenes of each batch (the RWM stage's ``rwm.batch_size``: the batches the
+    refresh's calls of the same jitted step see, so it compiles once)."""
+
+    def __init__(self, spec, seed, n):
+        super().__init__(spec, seed)
+        self.n = n
+
+    def __next__(self):
+        return index(super().__next__(), slice(0, self.n))
 
 
 class Picked:
@@ -50,7 +62,7 @@ def stages(tmp_path_factory):
     spec = SceneSpec.from_config(c.scene)
     wd = str(tmp_path_factory.mktemp("ppo_refresh") / "a")
     save_standin(c, wd, imitation.RUN, imitation.init_state(c, spec, random_anchors(4))[3])
-    rwm = reward.train(c, wd, train_iter=Rows(spec, 21), progress=False, report=False)
+    rwm = reward.train(c, wd, train_iter=FirstRows(spec, 21, c.rwm.batch_size), progress=False, report=False)
     assert rwm["steps"] == c.rwm.steps and reward.restore_state(c, wd)[1].step == c.rwm.steps
     out = ppo.train(c, wd, train_iter=Rows(spec, 31), progress=False)
     return c, spec, wd, out
