@@ -216,7 +216,7 @@ def train(config, workdir: str, *, train_iter=None, val_scenes: Optional[Scene] 
             print(f"il: no validation data ({e}); validation disabled")
     graphdef, tx, sched, state = init_state(config, spec, anchors)
     n_params = count_params(state.params)
-    prep = loop.prepare(config, workdir, RUN, state, mesh, bs, train_iter=train_iter)
+    prep = loop.prepare(config, workdir, RUN, state, mesh, bs, train_iter=train_iter, batch_key="il.batch_size")
     step_fn = make_train_step(graphdef, tx, il, mesh, sched)
     validate = None
     if val_scenes is not None:

@@ -73,6 +73,8 @@ class Prepared:
     start: int
     ckpt: Checkpointer
     train_iter: Any
+    batch_size: int = 0         # rows of each host batch of ``train_iter`` (this process's share); 0: unchecked
+    batch_key: str = ""         # the config key that sets it (named by the error when a batch has other rows)
 
 
 def make_mesh(config, mesh=None, batch_size: Optional[int] = None, batch_key: str = ""):
@@ -89,17 +91,29 @@ def make_mesh(config, mesh=None, batch_size: Optional[int] = None, batch_key: st
 
 
 def prepare(config, workdir: str, name: str, state, mesh, batch_size: int, *, train_iter=None,
-            unit: str = "step", run_keys: tuple = ()) -> Prepared:
+            unit: str = "step", run_keys: tuple = (), batch_key: str = "batch_size") -> Prepared:
     """Replicate ``state`` over ``mesh``, open ``<workdir>/checkpoints/<name>`` and resume from its latest
     checkpoint (state and data iterator), building the training iterator unless one is given. ``run_keys``:
-    the run's model-defining config keys checked on resume (``checkpoint.compare_configs``)."""
+    the run's model-defining config keys checked on resume (``checkpoint.compare_configs``); every host batch
+    must hold this process's share of ``batch_size`` rows (``batch_key``: the config key named if not)."""
     state = mesh_lib.replicate(state, mesh)
+    local = mesh_lib.local_batch_size(int(batch_size))
     if train_iter is None:
-        train_iter = make_train_iter(config, workdir, mesh_lib.local_batch_size(int(batch_size)))
+        train_iter = make_train_iter(config, workdir, local)
     ckpt = Checkpointer(checkpoint_dir(workdir, name), config=config, max_to_keep=int(config.train.max_to_keep),
                         async_save=bool(config.train.async_checkpoint), run_keys=run_keys)
     state, start = ckpt.resume(state, data_iter=train_iter, name=name, unit=unit)
-    return Prepared(mesh=mesh, state=state, start=start, ckpt=ckpt, train_iter=train_iter)
+    return Prepared(mesh=mesh, state=state, start=start, ckpt=ckpt, train_iter=train_iter, batch_size=local,
+                    batch_key=batch_key)
+
+
+def check_rows(host, rows: int, key: str) -> None:
+    """A host batch (a pytree of arrays with the batch leading) holds ``rows`` rows, or a one-line error naming
+    ``key`` (another size would compile the step again for it and train on other batches than configured)."""
+    n = int(np.shape(jax.tree.leaves(host)[0])[0])
+    if rows and n != rows:
+        raise ValueError(f"{key}: the training iterator gave a batch of {n} rows, expected {rows} (this process's "
+                         f"share of {key}); give batches of {key} rows or set {key} to the iterator's")
 
 
 def checkpoint_dir(workdir: str, name: str) -> str:
@@ -179,6 +193,7 @@ def run(*, workdir: str, name: str, prep: Prepared, total: int, step_fn: Callabl
                 batch = next_batch(step)
             else:
                 host = next(it)
+                check_rows(host, prep.batch_size, prep.batch_key)
                 if before_step is not None:
                     before_step(step, host)
                 batch = mesh_lib.shard_batch(host, mesh)

@@ -293,7 +293,7 @@ def train(config, workdir: str, *, train_iter=None, progress: bool = True, num_u
     static = mesh_lib.replicate(static, mesh)
     name = run_name(config)
     prep = loop.prepare(config, workdir, name, state, mesh, bs, train_iter=train_iter, unit="update",
-                        run_keys=run_keys(config))
+                        run_keys=run_keys(config), batch_key="ppo.batch_size")
     update = jax.jit(upd, donate_argnums=(0,))
     monitor = make_monitor_fn(config, mesh)
     refresh = make_refresh(config, graphdef, params, consts, rwm_gd, mesh, prep.train_iter) if every else None

@@ -315,7 +315,7 @@ def train(config, workdir: str, *, train_iter=None, eval_scenes=None, progress: 
     rwm_gd, params = build_rwm(config, int(config.seed))
     tx = make_optimizer(rc)
     prep = loop.prepare(config, workdir, RUN, TrainState.create(params, {}, tx, int(config.seed)), mesh, bs,
-                        train_iter=train_iter, run_keys=RWM_MODEL_KEYS)
+                        train_iter=train_iter, run_keys=RWM_MODEL_KEYS, batch_key="rwm.batch_size")
     eval_step = make_fns(config, vla_gd, rwm_gd, tx, mesh)[1]
     step_fn = jitted_train_step(config, vla_gd, rwm_gd, mesh)
     total = int(num_steps if num_steps is not None else rc.steps)

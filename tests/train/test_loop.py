@@ -90,3 +90,40 @@ def test_non_finite_step_stops_before_its_checkpoint(tmp_path):
         loop.run(workdir=str(tmp_path), name="toy", prep=prep, total=10, step_fn=nan_at_3, prefix="toy/",
                  next_batch=_batch, progress=False, log_every=5, checkpoint_every=2)
     assert list(ckpt.mngr.all_steps()) == [2]
+
+
+def test_a_batch_of_other_rows_is_a_one_line_error_before_its_step(tmp_path):
+    """The default data path checks each host batch's rows against the prepared batch size: a batch of another
+    size would compile the step again and train on batches other than configured (``reward.train`` fed 8-scene
+    batches with rwm.batch_size 4 did); the error names the config key, and no step runs on that batch."""
+    from irlvla_jax.train import mesh as mesh_lib
+    mesh = mesh_lib.make_mesh(1)
+    steps = []
+
+    @jax.jit
+    def step(state, batch):
+        return {"w": state["w"] + jnp.sum(batch)}, {"loss": jnp.sum(batch)}
+
+    def counted(state, batch):
+        steps.append(batch.shape[0])
+        return step(state, batch)
+
+    class Batches:                      # resumable, as the loader: the checkpoints record its position
+        i = 0
+
+        def __next__(self):
+            self.i += 1
+            return np.ones((8 if self.i == 3 else 4, 2), np.float32)
+
+        def get_state(self):
+            return {"i": self.i}
+
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=10, async_save=False)
+    batches = Batches()
+    prep = loop.Prepared(mesh=mesh, state={"w": jnp.zeros(())}, start=0, ckpt=ckpt, train_iter=batches,
+                         batch_size=4, batch_key="rwm.batch_size")
+    with pytest.raises(ValueError, match=r"^rwm.batch_size: the training iterator gave a batch of 8 rows, "
+                                         r"expected 4 .*set rwm.batch_size to the iterator's$"):
+        loop.run(workdir=str(tmp_path), name="toy", prep=prep, total=5, step_fn=counted, prefix="toy/",
+                 progress=False, log_every=1, checkpoint_every=1)
+    assert steps == [4, 4] and list(ckpt.mngr.all_steps()) == [1, 2]
