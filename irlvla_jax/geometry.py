@@ -194,16 +194,9 @@ def polygon_edge_count(poly):
     return jnp.max(jnp.where(differs, idx, 0), axis=-1) + 1
 
 
-def edge_table(poly):
-    """Polygons ``[L, V, 2]`` -> edges ``[V, L, 4]`` (x0, y0, x1, y1; edge k joins vertex k to k + 1 mod V),
-    edge-major so that one edge of every polygon is a contiguous row."""
-    nxt = jnp.roll(poly, -1, axis=-2)
-    return jnp.moveaxis(jnp.concatenate([poly, nxt], axis=-1), -2, 0)
-
-
 def edge_chunks(poly, size: int):
     """Polygons ``[L, V, 2]`` -> their edges in chunks of ``size`` consecutive edges: (edges [L, NC, size, 4]
-    (x0, y0, x1, y1 as in :func:`edge_table`; the chunks are padded with zero-length edges at vertex 0),
+    (x0, y0, x1, y1: edge k joins vertex k to k + 1 mod V; the chunks are padded with zero-length edges at vertex 0),
     (y min, y max, x max) [L, NC] over each chunk's edges, chunk_ok [L, NC]: the chunk holds one of the
     first :func:`polygon_edge_count` edges (the others are zero-length: no crossing)).
 
@@ -228,22 +221,6 @@ def ray_crossing_counts(px, py, edges):
     x0, y0, x1, y1 = (e[:, None, :] for e in edges)
     cross = _ray_crossing(px[..., None], py[..., None], x0, y0, x1, y1)
     return jnp.sum(cross, axis=-1, dtype=jnp.int32)
-
-
-def points_in_indexed_polygons(points, edges, index, n_edges):
-    """Sparse points-in-polygon: ``points [n, P, 2]`` each tested against polygon ``index [n]`` of an
-    :func:`edge_table` ``edges [V, L, 4]``, visiting edges 0 .. ``n_edges`` - 1 (a traced int: the
-    largest :func:`polygon_edge_count` of the indexed polygons) -> bool [n, P].
-
-    The same crossing formula as :func:`points_in_polygon`, so the same bits; one gathered edge per
-    polygon per step (memory O(n P))."""
-    px, py = points[..., 0], points[..., 1]
-
-    def body(k, parity):
-        e = jnp.take(jax.lax.dynamic_index_in_dim(edges, k, axis=0, keepdims=False), index, axis=0)  # [n, 4]
-        return parity ^ _ray_crossing(px, py, e[:, None, 0], e[:, None, 1], e[:, None, 2], e[:, None, 3])
-
-    return jax.lax.fori_loop(0, n_edges, body, jnp.zeros(px.shape, bool))
 
 
 def _orient(a, b, c):

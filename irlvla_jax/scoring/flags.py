@@ -25,22 +25,20 @@ from irlvla_jax.scoring.sparse import bit_words, bucket_switch, expand_bits, spa
 #    box, up to rounding (ulps). TLC only counts steps where the light is red, so pairs at other steps
 #    are not computed either (set False, masked by ``red`` anyway).
 # 3. Edges after ``geo.polygon_edge_count`` join padding copies of vertex 0 (zero length): no crossing.
-# The relevant pairs of the whole batch are gathered into a static list of the smallest bucket in
-# PAIR_BUCKETS (lights: LIGHT_PAIR_BUCKETS; sizes per scene, times the batch size) that holds them all (a
-# real branch, lax.switch; beyond the last bucket, every relevant pair, PAIR_BUCKETS[-1] at a time), and
-# scattered back, so no pair is ever dropped.
+# The relevant pairs of the whole batch are listed and evaluated PAIR_BLOCK at a time (lights: LIGHT_BLOCK;
+# ``sparse.sparse_pairs``: as many blocks as there are pairs), and scattered back, so no pair is ever
+# dropped; within a block of (group, polygon) pairs, the edge chunks that can hold a crossing are counted
+# TRIPLE_BLOCK (group, polygon, chunk) triples at a time (``sparse.expand_bits``).
 # Small polygons (at most DENSE_POLYGON_VERTICES vertices, e.g. the generated worlds) are cheaper the
 # older way: per trajectory, the first K polygons whose box meets the box of all its points (K the
 # smallest of POLYGON_BUCKETS holding the largest count, by argument 1), tested densely over all
 # vertices; lights that small are tested in ``metrics.trajectory_metrics``.
 BBOX_MARGIN = 0.05
-PAIR_BUCKETS = (4096, 8192, 16384, 32768, 65536, 131072)
-LIGHT_PAIR_BUCKETS = (0, 256, 1024, 4096, 16384)
+PAIR_BLOCK = 4096
 LIGHT_BLOCK = 256
 POLYGON_BUCKETS = (4, 8, 16)
 DENSE_POLYGON_VERTICES = 64
 EDGE_CHUNK = 8
-TRIPLE_BUCKETS = (16384, 65536, 262144, 1048576)
 TRIPLE_BLOCK = 8192
 
 
@@ -105,17 +103,11 @@ def _points_in_map(pts, box, polys, valid, r):
         near = (ok[:, None] & c_ok[pl] & (cy0[pl] <= by1[g, None]) & (cy1[pl] >= by0[g, None])
                 & (cx1[pl] >= bx0[g, None] - BBOX_MARGIN))                                 # [n, NC]
         bits = bit_words(near)[:, 0]
-
-        def dense():                                       # every edge of every pair
-            table = geo.edge_table(polys.reshape(b_n * l_n, v_n, 2))
-            last = jnp.max(jnp.where(ok, geo.polygon_edge_count(polys).reshape(-1)[pl], 0))
-            return geo.points_in_indexed_polygons(flat_pts[g], table, pl, last).astype(jnp.int32)
-
         counts = expand_bits(bits, lambda i, k, _: geo.ray_crossing_counts(
-            px[g[i]], py[g[i]], tuple(e[pl[i] * nc + k] for e in edges)), TRIPLE_BUCKETS, dense, TRIPLE_BLOCK)
+            px[g[i]], py[g[i]], tuple(e[pl[i] * nc + k] for e in edges)), TRIPLE_BLOCK)
         return counts % 2 == 1
 
-    return sparse_pairs(rel, fn, PAIR_BUCKETS, overflow_block=PAIR_BUCKETS[-1]).reshape(b_n, g_n, l_n, p_n)
+    return sparse_pairs(rel, fn, PAIR_BLOCK).reshape(b_n, g_n, l_n, p_n)
 
 
 def _lights_hit(corners, box, light_poly, red):
@@ -128,7 +120,7 @@ def _lights_hit(corners, box, light_poly, red):
     rel = (rel.reshape(b_n, r, t, k_n) & jnp.swapaxes(red, 1, 2)[:, None]).reshape(b_n * r * t, k_n)
     flat, polys = corners.reshape(-1, 4, 2), light_poly.reshape((b_n * k_n,) + light_poly.shape[2:])
     hit = sparse_pairs(rel, lambda g, l, ok: geo.box_polygon_overlap(flat[g], polys[(g // (r * t)) * k_n + l]),
-                       LIGHT_PAIR_BUCKETS, block=LIGHT_BLOCK)
+                       LIGHT_BLOCK)
     return hit.reshape(b_n, r, t, k_n)
 
 

@@ -187,9 +187,8 @@ def planar_ego(corners, center, speed, cos_h, sin_h, rear, moved):
 # valid at that step), so a pair whose centre boxes over all steps (the ego's: its centres and TTC's
 # moved centres; the object's: its centres at its valid steps) stay further apart than that reach has
 # no event: ``counted`` and ``bad`` False, exactly what is set. The other pairs go through
-# ``sparse_pairs`` (buckets: the share of all pairs in OBJECT_PAIR_SHARES, then all of them).
+# ``sparse_pairs``, OBJECT_BLOCK at a time.
 OBJECT_MARGIN = 0.1
-OBJECT_PAIR_SHARES = (32, 16, 8, 4, 2)
 OBJECT_BLOCK = 512
 
 
@@ -219,7 +218,7 @@ def object_scores(ego, multi_or_off, area, objects, row_ctx):
     valid [B, C, A, T], stopped [B, C, A], penalty [B, C, A]) of C object contexts (metrics contexts
     stacked); ``row_ctx`` [R] (numpy int) the context of each row. -> (NC, TTC) float32 [B, R].
 
-    Not vmapped: the pair list of the whole batch takes a real branch (``sparse_pairs``)."""
+    Not vmapped: the pair list of the whole batch runs as many blocks as it needs (``sparse_pairs``)."""
     corners, center, speed, cos_h, sin_h, rear, moved = ego
     rect, a_center, a_valid, a_stopped, penalty = objects
     b_n, r_n = center.shape[:2]
@@ -239,9 +238,7 @@ def object_scores(ego, multi_or_off, area, objects, row_ctx):
         counted, bad = object_events(tuple(x[g] for x in ego_f), o, mo_f[g], area_f[g])
         return jnp.stack([counted, bad], axis=-1)
 
-    total = b_n * r_n * a_n
-    buckets = tuple(-(-total // (64 * k)) * 64 for k in OBJECT_PAIR_SHARES)
-    ev = sparse_pairs(rel, fn, buckets, block=OBJECT_BLOCK).reshape(b_n, r_n, a_n, 2)
+    ev = sparse_pairs(rel, fn, OBJECT_BLOCK).reshape(b_n, r_n, a_n, 2)
     nc = jnp.min(jnp.where(ev[..., 0], penalty[:, row_ctx], 1.0), axis=-1)
     ttc = 1.0 - jnp.any(ev[..., 1], axis=-1).astype(jnp.float32)
     return nc, ttc

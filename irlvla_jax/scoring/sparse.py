@@ -1,7 +1,9 @@
 """Sparse pair lists in static shapes: evaluate a function only on the True entries of a [G, L] relation
-(bit-packed, listed in the smallest of a few bucket sizes that holds them all, a lax.switch branch each),
-the way the scorer's map flags, TLC light hits and NC / TTC object pairs avoid the dense G x L work.
-Call them on a whole batch, not under vmap (under vmap every branch runs)."""
+(bit-packed; a fixed-size block of them at a time, in a while loop that runs as many blocks as there are
+entries), the way the scorer's map flags, TLC light hits and NC / TTC object pairs avoid the dense G x L
+work. Each block finds its entries by rank (a binary search over the cumulative bit counts), so the
+function is traced once, at the block size: no branch per list size (program size, compile time). Call
+them on a whole batch, not under vmap (under vmap the loop runs for the batch's largest count)."""
 from __future__ import annotations
 
 import jax
@@ -31,110 +33,80 @@ def bucket_switch(count, sizes, branches, *operands):
     return jax.lax.switch(jnp.sum(count > jnp.asarray(sizes[:-1], jnp.int32)), list(branches), *operands)
 
 
-def _bit_slots(words, m):
-    """The set bits of ``words [N, W]`` (uint32) in row-major order, in m slots: (row [m], column [m]
-    (32 w + k)), padded with (0, 0) after the last one. One round per bit rank (as many rounds as the
-    most bits of one word), each a scatter of the N x W words' next lowest set bit: no cumulative sum
-    over all N x 32 W columns (which XLA:CPU runs slowly), only over the N x W words."""
-    n, w = words.shape
-    count = jax.lax.population_count(words).astype(jnp.int32).reshape(-1)
-    start = jnp.cumsum(count) - count
-    rows = jnp.repeat(jnp.arange(n, dtype=jnp.int32), w)
-    base = jnp.tile(32 * jnp.arange(w, dtype=jnp.int32), n)
-
-    def body(c):
-        rank, b, row, col = c
-        low = b & (~b + jnp.uint32(1))                                                  # lowest set bit
-        slot = jnp.where(b != 0, start + rank, m)
-        row = row.at[slot].set(rows, mode="drop", unique_indices=True)
-        col = col.at[slot].set(base + jax.lax.population_count(low - jnp.uint32(1)).astype(jnp.int32),
-                               mode="drop", unique_indices=True)
-        return rank + 1, b & (b - jnp.uint32(1)), row, col
-
-    z = jnp.zeros((m,), jnp.int32)
-    return jax.lax.while_loop(lambda c: jnp.any(c[1] != 0), body, (jnp.int32(0), words.reshape(-1), z, z))[2:]
+def _rank_slots(words, ends, i0, k):
+    """The set bits of rank i0 .. i0 + k - 1 (row-major order) of ``words [M]`` (uint32; ``ends [M]`` their
+    inclusive cumulative bit counts, int32) -> (word [k], bit [k]) int32. Ranks past the last set bit give
+    some valid word index and a bit in [0, 32) (callers mask them). The word: a binary search of the rank in
+    ``ends``; the bit: the largest n with popcount(word & (2^n - 1)) <= the rank within the word (5 halvings)."""
+    r = i0 + jnp.arange(k, dtype=jnp.int32)
+    j = jnp.minimum(jnp.searchsorted(ends, r, side="right"), ends.shape[0] - 1).astype(jnp.int32)
+    w = words[j]
+    rank = r - (ends[j] - jax.lax.population_count(w).astype(jnp.int32))
+    n = jnp.zeros((k,), jnp.int32)
+    for s in (16, 8, 4, 2, 1):                       # n + s <= 31: the mask fits 32 bits
+        m = n + s
+        below = jax.lax.population_count(w & ((jnp.uint32(1) << m.astype(jnp.uint32)) - jnp.uint32(1)))
+        n = jnp.where(below.astype(jnp.int32) <= rank, m, n)
+    return j, n
 
 
 def _blocks(count, block, step, init):
-    """``step(i0, acc)`` for i0 = 0, block, 2 block, ... < ``count`` (a while loop: as many rounds as
-    needed, so the work follows the count, not its bucket; each round's temporaries are one block)."""
+    """``step(i0, acc)`` for i0 = 0, block, 2 block, ... < ``count``: the first block straight (XLA:CPU runs
+    a while loop's body slower than the same ops outside one, and one block is the common case), the others
+    in a while loop (as many rounds as needed, so the work follows the count; each round's temporaries are
+    one block)."""
+    acc = step(jnp.int32(0), init)
     return jax.lax.while_loop(lambda c: c[0] < count, lambda c: (c[0] + block, step(c[0], c[1])),
-                              (jnp.int32(0), init))[1]
+                              (jnp.int32(block), acc))[1]
 
 
-def sparse_pairs(rel, fn, buckets, dense=None, block=None, overflow_block=None):
+def _out_shape(fn):
+    probe = jnp.zeros((1,), jnp.int32)
+    return jax.eval_shape(fn, probe, probe, probe.astype(bool))
+
+
+def sparse_pairs(rel, fn, block: int):
     """Evaluate ``fn`` on the True pairs of ``rel [G, L]`` only -> ``[G, L, ...]`` (False elsewhere).
 
-    ``fn(g [n], l [n], ok [n]) -> bool [n, ...]`` computes n pairs (``ok`` False on padding entries,
-    whose g, l are valid indices but whose results are dropped). The pairs are listed in the smallest of
-    ``buckets`` (then G x L) holding them all, each size a branch of a lax.switch (call it on the whole
-    batch, not under vmap, or every branch runs), and given to ``fn`` all at once, or ``block`` at a time
-    (:func:`_blocks`). ``dense()`` (optional) gives the [G, L, ...] results of all pairs at once instead of
-    the last branch (masked by ``rel`` here); with ``overflow_block`` the last branch (more pairs than the
-    last bucket) lists them all and evaluates them ``overflow_block`` at a time instead (work follows the
-    count: many trajectories per scene, as in vocabulary scoring, stay sparse)."""
+    ``fn(g [n], l [n], ok [n]) -> bool [n, ...]`` computes n = min(``block``, G L) pairs at a time, in
+    row-major order (``ok`` False on the padding of the last block, whose g, l are valid indices but whose
+    results are dropped); as many blocks run as the pairs need (none when there are none)."""
     g_n, l_n = rel.shape
     total = g_n * l_n
-    count = jnp.sum(rel, dtype=jnp.int32)
-    sizes = tuple(k for k in buckets if k < total) + (total,)
-    probe = jnp.zeros((1,), jnp.int32)
-    out = jax.eval_shape(fn, probe, probe, probe.astype(bool))
-    words = bit_words(rel)
+    k = max(1, min(int(block), total))
+    out = _out_shape(fn)
+    words = bit_words(rel)                                                             # [G, W]
+    w_n = words.shape[1]
+    flat = words.reshape(-1)
+    ends = jnp.cumsum(jax.lax.population_count(flat).astype(jnp.int32))
+    count = ends[-1]
 
-    def branch(n):
-        def f(_):
-            if n == 0:
-                return jnp.zeros((g_n, l_n) + out.shape[1:], out.dtype)
-            k = overflow_block if n == total and overflow_block is not None else block
-            if n == total and dense is not None and k is None:
-                val = dense()
-                return val & rel.reshape(rel.shape + (1,) * (val.ndim - 2))
-            if n == total and k is None:
-                idx = jnp.arange(total)
-                val = fn(idx // l_n, idx % l_n, rel.reshape(-1))
-                return (val & rel.reshape((total,) + (1,) * (val.ndim - 1))).reshape((g_n, l_n) + out.shape[1:])
-            m = n if k is None else -(-n // k) * k
-            g, l = _bit_slots(words, m)
-            k = m if k is None else k
+    def step(i0, acc):
+        j, bit = _rank_slots(flat, ends, i0, k)
+        g, l = j // w_n, jnp.minimum(32 * (j % w_n) + bit, l_n - 1)
+        ok = i0 + jnp.arange(k) < count
+        val = fn(g, l, ok) & ok.reshape((k,) + (1,) * (len(out.shape) - 1))
+        return acc.at[jnp.where(ok, g * l_n + l, total)].set(val, mode="drop")
 
-            def step(i0, acc):
-                gb, lb = jax.lax.dynamic_slice_in_dim(g, i0, k), jax.lax.dynamic_slice_in_dim(l, i0, k)
-                ok = i0 + jnp.arange(k) < count
-                val = fn(gb, lb, ok) & ok.reshape((k,) + (1,) * (len(out.shape) - 1))
-                return acc.at[jnp.where(ok, gb * l_n + lb, total)].set(val, mode="drop")
-
-            acc = jnp.zeros((total,) + out.shape[1:], out.dtype)
-            acc = step(0, acc) if k == m else _blocks(count, k, step, acc)
-            return acc.reshape((g_n, l_n) + out.shape[1:])
-        return f
-
-    return bucket_switch(count, sizes, [branch(n) for n in sizes], None)
+    acc = _blocks(count, k, step, jnp.zeros((total,) + out.shape[1:], out.dtype))
+    return acc.reshape((g_n, l_n) + out.shape[1:])
 
 
-def expand_bits(bits, fn, buckets, dense, block):
+def expand_bits(bits, fn, block: int):
     """Evaluate ``fn`` on the set bits of ``bits [n]`` (uint32) only, summed per entry -> ``[n, ...]``.
 
     ``fn(i [block], k [block], ok [block]) -> int [block, ...]`` computes (entry i, bit k) items ``block``
-    at a time (``ok`` False on padding items, whose results are dropped). They are listed in the smallest
-    of ``buckets`` holding them all (a lax.switch: call it on the whole batch, not under vmap); beyond the
-    last bucket, ``dense()`` gives the per-entry results directly."""
+    at a time (``ok`` False on the padding of the last block, whose results are dropped); as many blocks
+    run as the set bits need."""
     n = bits.shape[0]
-    total = jnp.sum(jax.lax.population_count(bits).astype(jnp.int32))
-    sizes = tuple(-(-k // block) * block for k in buckets if k < 32 * n)
-    probe = jnp.zeros((1,), jnp.int32)
-    out = jax.eval_shape(fn, probe, probe, probe.astype(bool))
+    out = _out_shape(fn)
+    ends = jnp.cumsum(jax.lax.population_count(bits).astype(jnp.int32))
+    total = ends[-1]
 
-    def branch(m):
-        def f(_):
-            item, bit = _bit_slots(bits[:, None], m)
+    def step(i0, acc):
+        i, k = _rank_slots(bits, ends, i0, block)
+        ok = i0 + jnp.arange(block) < total
+        val = jnp.where(ok.reshape((block,) + (1,) * (len(out.shape) - 1)), fn(i, k, ok), 0)
+        return acc.at[i].add(val)
 
-            def step(i0, acc):
-                ib, kb = jax.lax.dynamic_slice_in_dim(item, i0, block), jax.lax.dynamic_slice_in_dim(bit, i0, block)
-                ok = i0 + jnp.arange(block) < total
-                val = jnp.where(ok.reshape((block,) + (1,) * (len(out.shape) - 1)), fn(ib, kb, ok), 0)
-                return acc.at[ib].add(val)
-
-            return _blocks(total, block, step, jnp.zeros((n,) + out.shape[1:], out.dtype))
-        return f
-
-    return bucket_switch(total, sizes + (32 * n,), [branch(m) for m in sizes] + [lambda _: dense()], None)
+    return _blocks(total, block, step, jnp.zeros((n,) + out.shape[1:], out.dtype))

@@ -87,12 +87,15 @@ def test_batch_wide_flags_equal_per_scene_flags(vectors):
         np.testing.assert_array_equal(np.asarray(batch[k]), np.asarray(per_scene[k]), err_msg=k)
 
 
-def test_tiny_buckets_take_the_fallback_and_agree(vectors, monkeypatch):
+def test_tiny_blocks_agree(vectors, monkeypatch):
+    """Blocks far smaller than the pair lists (and dividing none of them): many rounds of each loop, the
+    last one partly padding, and the same flags as the dense tests."""
     names, scenes, props, prevs, has = vectors
     sc = jax.tree.map(jnp.asarray, S.index(scenes, 0))
     states = _rows(sc, props[0])
-    monkeypatch.setattr(F, "PAIR_BUCKETS", (1, 3))
-    monkeypatch.setattr(F, "LIGHT_PAIR_BUCKETS", (0, 1))
+    monkeypatch.setattr(F, "PAIR_BLOCK", 97)
+    monkeypatch.setattr(F, "LIGHT_BLOCK", 5)
+    monkeypatch.setattr(F, "TRIPLE_BLOCK", 131)
     _check(sc, states, _all_red_lights(sc))
 
 
@@ -108,14 +111,39 @@ def test_sparse_pairs_fills_and_scatters():
     fn = lambda g, l, ok: jnp.stack([g * 10 + l == g * 10 + l, (g + l) % 2 == 0], -1)
     g, l = np.meshgrid(np.arange(7), np.arange(5), indexing="ij")
     want = np.asarray(rel)[..., None] & np.stack([np.ones_like(g, bool), (g + l) % 2 == 0], -1)
-    for buckets in ((), (1,), (0, 64), (int(rel.sum()),)):
-        np.testing.assert_array_equal(np.asarray(jax.jit(lambda r: SP.sparse_pairs(r, fn, buckets))(rel)), want)
-    # More pairs than the last bucket: listed and evaluated overflow_block at a time (3 and 4 do not
-    # divide the 10 pairs, so the last block is partly padding).
+    # Evaluated block pairs at a time: 3 and 4 do not divide the 10 pairs (the last block is partly
+    # padding), 10 is one full block, 64 more than all 35 entries.
     assert int(rel.sum()) == 10
-    for block in (3, 4, 64):
-        got = jax.jit(lambda r: SP.sparse_pairs(r, fn, (1,), overflow_block=block))(rel)
+    for block in (1, 3, 4, 10, 64):
+        got = jax.jit(lambda r: SP.sparse_pairs(r, fn, block))(rel)
         np.testing.assert_array_equal(np.asarray(got), want)
+    none = jax.jit(lambda r: SP.sparse_pairs(r, fn, 4))(jnp.zeros_like(rel))
+    assert none.shape == (7, 5, 2) and not np.asarray(none).any()
+
+
+def test_sparse_pairs_over_several_words_per_row():
+    """Rows of more than 32 columns (several bit words each), bits 0 and 31 of a word set: every pair found
+    once, in place."""
+    rng = np.random.default_rng(3)
+    rel = rng.random((9, 70)) < 0.4
+    rel[0, [0, 31, 32, 63, 64, 69]] = True
+    fn = lambda g, l, ok: jnp.stack([g == g, l % 3 == 0], -1)
+    want = rel[..., None] & np.stack([np.ones(rel.shape, bool), (np.arange(70) % 3 == 0)[None].repeat(9, 0)], -1)
+    for block in (7, 64, 1000):
+        np.testing.assert_array_equal(np.asarray(jax.jit(lambda r: SP.sparse_pairs(r, fn, block))(jnp.asarray(rel))),
+                                      want)
+
+
+def test_expand_bits_sums_over_the_set_bits():
+    """fn(i, k) = 2^k summed over the set bits of entry i rebuilds the word (bit 31 included, int64-free:
+    the low and high halves separately)."""
+    rng = np.random.default_rng(4)
+    bits = rng.integers(0, 2 ** 32, 40, dtype=np.uint64).astype(np.uint32)
+    bits[:3] = [0, 1, 2 ** 31]
+    fn = lambda i, k, ok: jnp.stack([jnp.where(k < 16, 1 << k, 0), jnp.where(k >= 16, 1 << (k - 16), 0)], -1)
+    for block in (1, 5, 64, 4096):
+        got = np.asarray(jax.jit(lambda b: SP.expand_bits(b, fn, block))(jnp.asarray(bits))).astype(np.uint64)
+        np.testing.assert_array_equal(got[:, 0] + (got[:, 1] << 16), bits.astype(np.uint64), err_msg=str(block))
 
 
 @pytest.mark.parametrize("gap", [0.5, 0.9, 1.1, 2.0, -0.5])
@@ -142,7 +170,7 @@ def test_polygon_at_the_pruning_bound(vectors, gap):
     assert bool(np.asarray(got["light_hit"])[r, t].any()) == (gap < 0)
 
 
-def test_indexed_polygons_and_edge_count_match_points_in_polygon():
+def test_edge_count_is_the_real_vertices():
     rng = np.random.default_rng(1)
     polys, counts = [], []
     for n in (3, 5, 9, 16):
@@ -152,7 +180,3 @@ def test_indexed_polygons_and_edge_count_match_points_in_polygon():
         counts.append(n)
     polys = jnp.asarray(np.stack(polys), jnp.float32)
     np.testing.assert_array_equal(np.asarray(G.polygon_edge_count(polys)), counts)
-    pts = jnp.asarray(rng.uniform(-3, 3, (4, 50, 2)), jnp.float32)
-    want = np.asarray(G.points_in_polygon(pts, polys))
-    got = G.points_in_indexed_polygons(pts, G.edge_table(polys), jnp.arange(4), jnp.max(G.polygon_edge_count(polys)))
-    np.testing.assert_array_equal(np.asarray(got), want)
