@@ -121,6 +121,28 @@ def test_sparse_pairs_fills_and_scatters():
     assert none.shape == (7, 5, 2) and not np.asarray(none).any()
 
 
+@pytest.mark.parametrize("shape", [(4, 3), (300, 40), (2000, 70)])
+def test_the_function_is_traced_twice_whatever_the_size(shape):
+    """The program does not grow with the relation: ``fn`` is traced for the first block and the loop's
+    body only (a branch per list size traced it up to 7 times, 35 with expand_bits nested in it)."""
+    traced = []
+
+    def fn(g, l, ok):
+        traced.append(g.shape)
+        return g >= 0
+
+    def bits_fn(i, k, ok):
+        traced.append(i.shape)
+        return k
+
+    rel = jnp.zeros(shape, bool)
+    jax.make_jaxpr(lambda r: SP.sparse_pairs(r, fn, 64))(rel)
+    jax.make_jaxpr(lambda b: SP.expand_bits(b, bits_fn, 64))(jnp.zeros(shape[:1], jnp.uint32))
+    k = min(64, shape[0] * shape[1])
+    # (the output-shape probe traces each once more at size 1)
+    assert traced == [(1,), (k,), (k,), (1,), (64,), (64,)], traced
+
+
 def test_sparse_pairs_over_several_words_per_row():
     """Rows of more than 32 columns (several bit words each), bits 0 and 31 of a word set: every pair found
     once, in place."""
