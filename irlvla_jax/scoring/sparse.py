@@ -67,6 +67,20 @@ def _out_shape(fn):
     return jax.eval_shape(fn, probe, probe, probe.astype(bool))
 
 
+def _set_bit_blocks(words, block: int, body, init):
+    """``acc = body(word [block], bit [block], ok [block], acc)`` over the set bits of ``words [M]`` (uint32), in
+    rank order, ``block`` at a time (:func:`_rank_slots`, :func:`_blocks`; ``ok`` False on the last block's
+    padding) -> the final ``acc``."""
+    ends = jnp.cumsum(jax.lax.population_count(words).astype(jnp.int32))
+    count = ends[-1]
+
+    def step(i0, acc):
+        j, bit = _rank_slots(words, ends, i0, block)
+        return body(j, bit, i0 + jnp.arange(block) < count, acc)
+
+    return _blocks(count, block, step, init)
+
+
 def sparse_pairs(rel, fn, block: int):
     """Evaluate ``fn`` on the True pairs of ``rel [G, L]`` only -> ``[G, L, ...]`` (False elsewhere).
 
@@ -79,18 +93,13 @@ def sparse_pairs(rel, fn, block: int):
     out = _out_shape(fn)
     words = bit_words(rel)                                                             # [G, W]
     w_n = words.shape[1]
-    flat = words.reshape(-1)
-    ends = jnp.cumsum(jax.lax.population_count(flat).astype(jnp.int32))
-    count = ends[-1]
 
-    def step(i0, acc):
-        j, bit = _rank_slots(flat, ends, i0, k)
+    def body(j, bit, ok, acc):
         g, l = j // w_n, jnp.minimum(32 * (j % w_n) + bit, l_n - 1)
-        ok = i0 + jnp.arange(k) < count
         val = fn(g, l, ok) & ok.reshape((k,) + (1,) * (len(out.shape) - 1))
         return acc.at[jnp.where(ok, g * l_n + l, total)].set(val, mode="drop")
 
-    acc = _blocks(count, k, step, jnp.zeros((total,) + out.shape[1:], out.dtype))
+    acc = _set_bit_blocks(words.reshape(-1), k, body, jnp.zeros((total,) + out.shape[1:], out.dtype))
     return acc.reshape((g_n, l_n) + out.shape[1:])
 
 
@@ -100,15 +109,9 @@ def expand_bits(bits, fn, block: int):
     ``fn(i [block], k [block], ok [block]) -> int [block, ...]`` computes (entry i, bit k) items ``block``
     at a time (``ok`` False on the padding of the last block, whose results are dropped); as many blocks
     run as the set bits need."""
-    n = bits.shape[0]
     out = _out_shape(fn)
-    ends = jnp.cumsum(jax.lax.population_count(bits).astype(jnp.int32))
-    total = ends[-1]
 
-    def step(i0, acc):
-        i, k = _rank_slots(bits, ends, i0, block)
-        ok = i0 + jnp.arange(block) < total
-        val = jnp.where(ok.reshape((block,) + (1,) * (len(out.shape) - 1)), fn(i, k, ok), 0)
-        return acc.at[i].add(val)
+    def body(i, k, ok, acc):
+        return acc.at[i].add(jnp.where(ok.reshape((block,) + (1,) * (len(out.shape) - 1)), fn(i, k, ok), 0))
 
-    return _blocks(total, block, step, jnp.zeros((n,) + out.shape[1:], out.dtype))
+    return _set_bit_blocks(bits, block, body, jnp.zeros((bits.shape[0],) + out.shape[1:], out.dtype))
