@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import signal
 import struct
@@ -59,6 +60,63 @@ def encode_scene(scene: Scene) -> bytes:
     return MAGIC + zlib.compress(b"".join(parts), ZLIB_LEVEL)
 
 
+_LAYOUTS: Dict[Tuple[bytes, SceneSpec], Tuple[list, int]] = {}
+_LAYOUTS_LOCK = threading.Lock()
+
+
+def _layout(header: bytes, spec: SceneSpec, where: str) -> Tuple[list, int]:
+    """A record header checked against ``spec`` -> ([(name, dtype, count, byte offset, shape, spec dtype)], the
+    payload's length). Every record of a dataset has the same header: it is parsed and checked once per
+    (header, spec) and process (:func:`_walk`), and decoding a record is then one ``frombuffer`` per field."""
+    key = (header, spec)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        layout = _walk(header, spec, where, None)
+        with _LAYOUTS_LOCK:                       # grain decodes in threads
+            if len(_LAYOUTS) >= 16:
+                _LAYOUTS.clear()
+            _LAYOUTS[key] = layout
+    return layout
+
+
+def _walk(header: bytes, spec: SceneSpec, where: str, payload_len: Optional[int]) -> Tuple[list, int]:
+    """Parse the JSON header and check every field against ``spec`` (and, given ``payload_len``, that the
+    payload holds exactly the fields' bytes), raising a one-line :class:`SceneError` naming the field."""
+    try:
+        desc = json.loads(header.decode())
+    except Exception as e:  # noqa: BLE001 - any header problem is the same user-facing error
+        raise SceneError("record", "a JSON field header", f"an unreadable header ({type(e).__name__})",
+                         where) from None
+    if not isinstance(desc, list):
+        raise SceneError("record", "a JSON field header", "an unreadable header (not a list)", where)
+    shapes = spec.shapes()
+    by_name = {d[0]: d for d in desc if isinstance(d, list) and len(d) == 3}
+    for n in FIELDS:
+        if n not in by_name:
+            raise SceneError(n, "a field of the Scene record", "nothing (missing)", where)
+    off = 4 + len(header)
+    fields = []
+    for name, dt, shape in desc:
+        if name not in shapes:
+            raise SceneError(name, "no such field", "an unknown field in the record", where)
+        want_shape, want_dtype = shapes[name]
+        dt = np.dtype(dt)
+        if tuple(shape) != tuple(want_shape):
+            raise SceneError(name, f"shape {tuple(want_shape)} (this config's SceneSpec)",
+                             f"shape {tuple(shape)} in the record", where)
+        if dt.newbyteorder("=") != np.dtype(want_dtype):
+            raise SceneError(name, f"dtype {np.dtype(want_dtype)}", f"dtype {dt} in the record", where)
+        count = math.prod(shape)
+        nbytes = count * dt.itemsize
+        if payload_len is not None and off + nbytes > payload_len:
+            raise SceneError(name, f"{nbytes} bytes", f"{max(0, payload_len - off)} (truncated record)", where)
+        fields.append((name, dt, count, off, tuple(shape), np.dtype(want_dtype)))
+        off += nbytes
+    if payload_len is not None and off != payload_len:
+        raise SceneError("record", f"{off} payload bytes", f"{payload_len} (trailing data)", where)
+    return fields, off
+
+
 def decode_scene(record: Any, spec: SceneSpec, where: str = "", check: bool = True) -> Scene:
     """Record bytes -> numpy Scene, checked against ``spec`` (and ``validate``d when ``check``).
 
@@ -81,35 +139,14 @@ def decode_scene(record: Any, spec: SceneSpec, where: str = "", check: bool = Tr
                          where) from None
     try:
         (hlen,) = struct.unpack_from("<I", payload, 0)
-        desc = json.loads(payload[4:4 + hlen].decode())
-    except Exception as e:  # noqa: BLE001 - any header problem is the same user-facing error
-        raise SceneError("record", "a JSON field header", f"an unreadable header ({type(e).__name__})",
-                         where) from None
-    shapes = spec.shapes()
-    by_name = {d[0]: d for d in desc if isinstance(d, list) and len(d) == 3}
-    off = 4 + hlen
-    out = {}
-    for n in FIELDS:
-        if n not in by_name:
-            raise SceneError(n, "a field of the Scene record", "nothing (missing)", where)
-    for name, dt, shape in desc:
-        if name not in shapes:
-            raise SceneError(name, "no such field", "an unknown field in the record", where)
-        want_shape, want_dtype = shapes[name]
-        dt = np.dtype(dt)
-        if tuple(shape) != tuple(want_shape):
-            raise SceneError(name, f"shape {tuple(want_shape)} (this config's SceneSpec)",
-                             f"shape {tuple(shape)} in the record", where)
-        if dt.newbyteorder("=") != np.dtype(want_dtype):
-            raise SceneError(name, f"dtype {np.dtype(want_dtype)}", f"dtype {dt} in the record", where)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        if off + nbytes > len(payload):
-            raise SceneError(name, f"{nbytes} bytes", f"{max(0, len(payload) - off)} (truncated record)", where)
-        out[name] = np.frombuffer(payload, dt, count=int(np.prod(shape, dtype=np.int64)),
-                                  offset=off).reshape(shape).astype(want_dtype, copy=False)
-        off += nbytes
-    if off != len(payload):
-        raise SceneError("record", f"{off} payload bytes", f"{len(payload)} (trailing data)", where)
+        header = payload[4:4 + hlen]
+    except struct.error:
+        raise SceneError("record", "a JSON field header", "an unreadable header (error)", where) from None
+    fields, end = _layout(header, spec, where)
+    if end != len(payload):        # truncated or trailing bytes: the field-by-field walk names the field
+        _walk(header, spec, where, len(payload))
+    out = {name: np.frombuffer(payload, dt, count=count, offset=off).reshape(shape).astype(want, copy=False)
+           for name, dt, count, off, shape, want in fields}
     scene = Scene(**{n: out[n] for n in FIELDS})
     if check:
         validate(scene, spec, where=where)

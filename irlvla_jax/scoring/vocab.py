@@ -348,10 +348,8 @@ def _split_order(meta: Dict, split: str, out: str):
 
 def _decode(config, raw, split: str, rows):
     from irlvla_jax.data import loader
-    from irlvla_jax.scene import FIELDS as SCENE_FIELDS, Scene, SceneSpec
-    dec = loader._Decode(SceneSpec.from_config(config.scene), split, True)    # noqa: SLF001
-    scenes = [dec(raw[int(i)]) for i in rows]
-    return Scene(**{n: np.stack([s[n] for s in scenes]) for n in SCENE_FIELDS})
+    from irlvla_jax.scene import SceneSpec
+    return loader.decode_records(SceneSpec.from_config(config.scene), split, (raw[int(i)] for i in rows))
 
 
 def score_split(config, data_dir: str, split: str, k: int, *, world_name: Optional[str] = None, scorer=None,

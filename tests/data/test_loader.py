@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from irlvla_jax.data import loader
-from irlvla_jax.scene import SceneError
+from irlvla_jax.scene import Scene, SceneError
 from tests.data.conftest import ROOT, SIZES
 
 
@@ -110,6 +110,39 @@ def test_corrupt_record_raises_scene_error_through_the_pipeline(dataset, monkeyp
         next(it)
     msg = str(e.value)
     assert "val record 3 (scene_id" in msg and "truncated" in msg and "\n" not in msg
+
+
+def test_a_bad_value_deep_in_a_batch_names_its_record(dataset, monkeypatch):
+    """Batches are validated whole (``loader._checked``): a NaN in record 5 of a 16-scene batch is still a
+    one-line SceneError naming that record, its scene id and the field, in the grain pipeline and in
+    ``iter_split``; ``decode_records`` of the clean records gives the pipeline's batch."""
+    from irlvla_jax.data import records
+    from irlvla_jax.scene import SceneSpec
+    cfg, _ = dataset
+    spec = SceneSpec.from_config(cfg.scene)
+    real = loader._RawSource.__getitem__
+
+    def poisoned(self, i):
+        j, ex = real(self, i)
+        if j == 5:
+            d = records.decode_scene(ex["record"], spec).to_dict()
+            d["expert_future"] = d["expert_future"].copy()
+            d["expert_future"][2, 0] = np.nan
+            ex = dict(ex, record=records.encode_scene(Scene(**d)))
+        return j, ex
+    good = next(loader.make_loader(cfg, "val", 16, shuffle=False, num_threads=0))
+    monkeypatch.setattr(loader._RawSource, "__getitem__", poisoned)
+    want = f"val record 5 (scene_id {int(good.scene_id[5])})"
+    for call in (lambda: next(loader.make_loader(cfg, "val", 16, shuffle=False, num_threads=0)),
+                 lambda: next(loader.iter_split(cfg, "val", 16))):
+        with pytest.raises(SceneError) as e:
+            call()
+        msg = str(e.value)
+        assert want in msg and "'expert_future'" in msg and "finite" in msg and "\n" not in msg, msg
+    rows = loader.decode_records(spec, "val", [real(loader._RawSource(loader._data_source(
+        loader.open_dataset(cfg), "val"), "val"), i) for i in range(16)])
+    for k in ("expert_future", "agent_boxes", "camera", "scene_id"):
+        np.testing.assert_array_equal(getattr(rows, k), getattr(good, k))
 
 
 def test_batch_larger_than_shard_and_missing_data_dir(dataset):
