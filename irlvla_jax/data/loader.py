@@ -16,6 +16,8 @@ Public API::
         Holds the whole split in memory (base spec: ~1.5 MB per scene): use ``limit`` or make_loader there.
     iter_split(config, split, batch_size, *, data_dir=None) -> iterator of Scene batches in scene_id order
         (one batch decoded at a time; the last one smaller).
+    decode_records(spec, split, items, check=True) -> Scene
+        (record index, TFDS example) pairs -> one stacked, validated numpy Scene (what the readers above use).
     load_anchors(config, *, data_dir=None) -> np.ndarray [K, 8, 3] float32 (world datasets only)
     load_metadata(config, *, data_dir=None) -> dict  (the dataset's irlvla_dataset.json)
     to_global(batch, mesh, axis="data") -> Scene of jax.Arrays sharded over ``axis`` (multi-process safe)
@@ -59,7 +61,7 @@ from irlvla_jax.errors import UserError
 from irlvla_jax.data.tfds_builder import world_seed  # noqa: F401  (re-exported)
 from irlvla_jax.data.tfds_builder import (ANCHORS_FILE, FORMAT_VERSION, META_FILE, TFDS_NAME, dataset_path,
                                           split_sizes)
-from irlvla_jax.scene import FIELDS, SPLITS, WORLD_SPLITS, Scene, SceneError, SceneSpec, validate
+from irlvla_jax.scene import FIELDS, SPLITS, WORLD_SPLITS, Scene, SceneError, SceneSpec, index, validate
 
 
 class DatasetError(UserError, FileNotFoundError):
@@ -367,7 +369,6 @@ def _checked(scene: Scene, wheres, spec: SceneSpec) -> Scene:
     try:
         return validate(scene, spec, batch_dims=1)
     except SceneError:
-        from irlvla_jax.scene import index
         for j, where in enumerate(wheres):
             validate(index(scene, j), spec, where=str(where))
         raise
@@ -390,8 +391,7 @@ def decode_records(spec: SceneSpec, split: str, items, check: bool = True) -> Sc
     SceneError naming it."""
     dec = _Decode(spec, split)
     rows = [dec(item) for item in items]
-    scene = Scene(**{n: np.stack([r[n] for r in rows]) for n in FIELDS})
-    return _checked(scene, [r[_WHERE] for r in rows], spec) if check else scene
+    return _Batch(spec, check)({n: np.stack([r[n] for r in rows]) for n in (*FIELDS, _WHERE)})
 
 
 def make_loader(config, split: str, batch_size: int, *, shuffle: bool = True, seed: Optional[int] = None,
