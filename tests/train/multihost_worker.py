@@ -19,18 +19,19 @@ import sys
 import time
 
 mode = sys.argv[1]
-# Every run of the test compiles without XLA's backend optimisations (--xla_backend_optimization_level=0):
-# compiling is most of this test's time on 2 cores (143 s -> 86 s for the 1-process run) and what it
-# checks -- that 2 processes compute what 1 does -- does not depend on how the kernels are optimised.
-FAST_COMPILE = " --xla_backend_optimization_level=0"
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")))
+# Every run of the test compiles as the suite does (tests/compile_flags.py): compiling is most of this test's time
+# on 2 cores (143 s -> 86 s for the 1-process run without LLVM's optimisation passes) and what it checks -- that
+# 2 processes compute what 1 does -- does not depend on how the kernels are optimised or emitted.
+from tests.compile_flags import FAST_COMPILE_FLAGS  # noqa: E402
+
 if mode == "single":
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={int(sys.argv[2])}" + FAST_COMPILE
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={int(sys.argv[2])} " + FAST_COMPILE_FLAGS
 else:
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4" + FAST_COMPILE
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4 " + FAST_COMPILE_FLAGS
     os.environ.update(IRLVLA_COORDINATOR="127.0.0.1:" + sys.argv[3], IRLVLA_NUM_PROCESSES="2",
                       IRLVLA_PROCESS_ID=sys.argv[2])
 os.environ["JAX_PLATFORMS"] = "cpu"
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")))
 
 from irlvla_jax.data.records import die_with_parent  # noqa: E402
 from irlvla_jax.train import mesh as mesh_lib  # noqa: E402
