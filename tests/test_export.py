@@ -2,6 +2,7 @@
 without the project (no irlvla_jax module imported), bit-exact with ``imitation.policy``; another batch size;
 the rl stage (run ppo_rwm); one-line errors."""
 import dataclasses
+import functools
 import json
 import os
 import runpy
@@ -17,6 +18,7 @@ from irlvla_jax import export as E
 from irlvla_jax.errors import UserError
 from irlvla_jax.scene import FIELDS, SceneSpec
 from irlvla_jax.train.synthetic import SyntheticIterator, micro_config, random_anchors, random_scenes
+from tests.compile_flags import DEFAULT_EMITTER
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "run_exported.py")
@@ -74,7 +76,7 @@ def test_errors_are_one_line(tmp_path):
     assert lines[0].startswith("irlvla: error: export --stage rl: no il checkpoint"), lines[0]
 
 
-def test_export_il_and_rl(tmp_path, capsys):
+def test_export_il_and_rl(tmp_path, capsys, monkeypatch):
     from irlvla_jax.train import imitation, loop, ppo, reward
     from irlvla_jax.train import mesh as mesh_lib
     from irlvla_jax.train.checkpoint import Checkpointer
@@ -159,8 +161,14 @@ def test_export_il_and_rl(tmp_path, capsys):
     assert m["run"] == "ppo_rwm" and m["chunk"] == c.ppo.batch_size and m["stage"] == "rl"
     man, params, fixed = _load(d, "fixed")
     scenes, _ = E.sample_scenes(c, wd, spec, m["chunk"])
+    # Bit for bit with XLA's default emitter (tests/compile_flags.py): the trainer's policy jitted with it, and
+    # the exported function called under a jit with it.
+    jit = jax.jit
+    monkeypatch.setattr(jax, "jit", functools.partial(jit, compiler_options=DEFAULT_EMITTER))
     ref = ppo.policy(c, wd)(scenes)[:, 0]
-    np.testing.assert_array_equal(np.asarray(fixed.call(params, _flat(scenes, man), np.int32(0))), ref)
+    got = jax.jit(fixed.call)(params, _flat(scenes, man), np.int32(0))
+    monkeypatch.setattr(jax, "jit", jit)
+    np.testing.assert_array_equal(np.asarray(got), ref)
     il_ref = pol(scenes)[:, 0]
     assert not np.allclose(ref, il_ref)                          # the PPO checkpoint's planner was exported
     assert os.path.exists(os.path.join(wd, "export", "il", "manifest.json"))     # the il export is kept

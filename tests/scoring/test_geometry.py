@@ -9,6 +9,7 @@ from shapely.geometry import LineString, Point, Polygon
 
 from irlvla_jax import geometry as G
 from irlvla_jax.scene import pad_polygon
+from tests.compile_flags import DEFAULT_EMITTER
 
 RNG = np.random.default_rng(0)
 
@@ -151,7 +152,7 @@ def test_project_to_polyline_batched_and_ties():
     lines = np.cumsum(RNG.uniform(0.5, 3.0, (3, 10, 2)) * [1.0, 0.4], axis=1).astype(np.float32)
     lines[1, 7:] = lines[1, 6]                                           # a padded route
     pts = RNG.uniform(-3, 20, (3, 50, 2)).astype(np.float32)
-    f = jax.jit(G.project_to_polyline)
+    f = jax.jit(G.project_to_polyline, compiler_options=DEFAULT_EMITTER)     # bit for bit: tests/compile_flags.py
     got = [np.asarray(x) for x in f(jnp.asarray(pts), jnp.asarray(lines))]
     shared = [np.asarray(x) for x in f(jnp.asarray(pts), jnp.asarray(lines[0]))]
     for b in range(3):
@@ -160,7 +161,8 @@ def test_project_to_polyline_batched_and_ties():
             np.testing.assert_array_equal(g[b], r)
         for g, r in zip(shared, [np.asarray(x) for x in f(jnp.asarray(pts[b]), jnp.asarray(lines[0]))]):
             np.testing.assert_array_equal(g[b], r)
-    np.testing.assert_array_equal(got[2], np.asarray(G.polyline_distance(jnp.asarray(pts), jnp.asarray(lines))))
+    dist = jax.jit(G.polyline_distance, compiler_options=DEFAULT_EMITTER)
+    np.testing.assert_array_equal(got[2], np.asarray(dist(jnp.asarray(pts), jnp.asarray(lines))))
     corner = jnp.asarray([[0.0, 0.0], [4.0, 0.0], [4.0, 4.0]])
     arc, lat, dist = (float(x[0]) for x in G.project_to_polyline(jnp.asarray([[5.0, -1.0]]), corner))
     assert arc == 4.0 and dist == pytest.approx(np.sqrt(2.0)) and lat < 0            # segment 0's end

@@ -20,6 +20,7 @@ import numpy as np
 from irlvla_jax import scene as S
 from irlvla_jax.scoring import reference_planner as RP
 from irlvla_jax.scoring import vectors as V
+from tests.compile_flags import DEFAULT_EMITTER
 from tests.scoring.vector_data import vectors_dir
 
 BATCH = 15
@@ -28,8 +29,9 @@ SWEEP = np.arange(-6.0, 6.01, 0.4)      # lateral positions of the swept red lig
 
 @functools.lru_cache(maxsize=None)
 def _fn(sparse):
-    """The proposals of a scene batch; ``sparse=None`` is the planner's default path."""
-    return jax.jit(jax.vmap(lambda s: RP.proposals(s, sparse=sparse)[0]))
+    """The proposals of a scene batch; ``sparse=None`` is the planner's default path (XLA's default emitter:
+    tests/compile_flags.py)."""
+    return jax.jit(jax.vmap(lambda s: RP.proposals(s, sparse=sparse)[0]), compiler_options=DEFAULT_EMITTER)
 
 
 @functools.lru_cache(maxsize=None)
