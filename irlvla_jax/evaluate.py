@@ -114,6 +114,13 @@ def _ppo_loader(run: str):
     return load
 
 
+def _ppo_pick_loader(run: str):
+    def load(config, workdir):
+        from irlvla_jax.train import ppo as ppo_stage
+        return ppo_stage.rwm_pick_policy(ppo_stage.run_config(config, run), workdir)
+    return load
+
+
 def _stage_loader(module: str):
     def load(config, workdir):
         return importlib.import_module(module).policy(config, workdir)
@@ -125,6 +132,7 @@ STAGE_LOADERS: Dict[str, Callable] = {
     "rwm": _stage_loader("irlvla_jax.train.reward"),          # the IL chains picked by the RWM
     # RL with the RWM reward, and the ablations (the true scorer's reward; re-ranking only): ppo.run_config.
     **{run: _ppo_loader(run) for run in RL_RUNS},
+    "ppo_rwm_pick": _ppo_pick_loader("ppo_rwm"),                  # the RL run's chains picked by its RWM
 }
 
 

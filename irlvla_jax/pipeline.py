@@ -13,8 +13,8 @@ already finished in ``DIR`` itself, which is that seed's run (and joins the summ
 
 The evaluation is ``irlvla_jax.evaluate.evaluate_splits`` (what ``irlvla evaluate`` runs): the table's
 policies (:data:`POLICIES`: constant velocity, expert, IL, the IL chains picked by the RWM, the three RL
-runs, and best-of-N by the true scorer over all K anchor chains of ``pipeline.best_of_samples`` IL samples,
-an upper reference) are registered with it (:func:`register_policies`) and scored on the first
+runs, the RL (RWM) run's chains picked by its RWM, and best-of-N by the true scorer over all K anchor chains of
+``pipeline.best_of_samples`` IL samples, an upper reference) are registered with it (:func:`register_policies`) and scored on the first
 ``pipeline.eval_scenes`` scenes of ``pipeline.eval_split`` (and of ``pipeline.extra_splits``); EPDMS and
 the 9 sub-scores each, the paired differences of :data:`DIFFERENCES` with bootstrap 95% intervals, and the
 RWM's ranking quality on the RL policy's own samples. With several seeds, a final table of the mean and std
@@ -37,12 +37,16 @@ from irlvla_jax.scene import index
 from irlvla_jax.evaluate import COLUMNS
 
 # The table's rows: built-in baselines, then every trained run by its run name (the checkpoint folder).
-POLICIES = ("constant_velocity", "expert", "il", "rwm", "ppo_rwm_choice", "ppo_rwm", "ppo_scorer", "best_of_n")
+POLICIES = ("constant_velocity", "expert", "il", "rwm", "ppo_rwm_choice", "ppo_rwm", "ppo_rwm_pick", "ppo_scorer",
+            "best_of_n")
 NAMES = {"constant_velocity": "constant velocity", "expert": "expert", "il": "IL",
          "rwm": "IL chains picked by the RWM", "ppo_rwm_choice": "RL, choice only (RWM reward)",
-         "ppo_rwm": "RL (RWM reward)", "ppo_scorer": "RL (true-scorer reward)"}
+         "ppo_rwm": "RL (RWM reward)", "ppo_rwm_pick": "RL chains picked by the RWM",
+         "ppo_scorer": "RL (true-scorer reward)"}
+# ppo_rwm_pick - rwm: what RL's moved chains add when both are re-ranked by an RWM.
 DIFFERENCES = (("rwm", "il"), ("ppo_rwm_choice", "il"), ("ppo_rwm", "il"), ("ppo_scorer", "il"),
-               ("best_of_n", "il"), ("ppo_rwm", "ppo_rwm_choice"), ("il", "constant_velocity"))
+               ("best_of_n", "il"), ("ppo_rwm", "ppo_rwm_choice"), ("ppo_rwm_pick", "il"), ("ppo_rwm_pick", "rwm"),
+               ("il", "constant_velocity"))
 STAGES = ("generate", "il", "rwm", "ppo_rwm", "ppo_scorer", "ppo_rwm_choice", "evaluate")
 # The figure's example scenes: the first FIGURE_SCENES of the RWM report, kept by evaluate_split under
 # FIGURE_EXAMPLES (not JSON: removed before the stage's results are written).
@@ -116,6 +120,7 @@ def register_policies(config, workdir: str, seed: int) -> List[str]:
            "rwm": reward.policy(config, workdir, seed=seed, chunk=chunk),
            **{run: ppo.policy(ppo.run_config(config, run), workdir, seed=seed, chunk=chunk)
               for run in evaluate.RL_RUNS},
+           "ppo_rwm_pick": ppo.rwm_pick_policy(ppo.run_config(config, "ppo_rwm"), workdir, seed=seed, chunk=chunk),
            "best_of_n": best_of_n(config, workdir, samples=int(pc.best_of_samples), seed=seed, chunk=chunk)}
     for name, fn in fns.items():
         evaluate.register_policy(name, fn, overwrite=True)
@@ -332,6 +337,8 @@ def _write_results(run: str, results: List[Dict[str, Any]]) -> str:
         lines = ["### mean +- std over seeds " + ",".join(str(r["seed"]) for r in results), "",
                  "| policy | EPDMS |", "|---|---|"]
         for k in POLICIES:
+            if not all(k in r["table"] for r in results):      # a row added after some seed was evaluated
+                continue
             v = np.array([r["table"][k]["EPDMS"] for r in results])
             lines.append(f"| {k} | {v.mean():.3f} +- {v.std():.3f} |")
         d = np.array([r["differences"]["ppo_rwm - il"]["mean"] for r in results])

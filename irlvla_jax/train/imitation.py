@@ -265,10 +265,17 @@ def policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = None):
 
 
 def chains(config, workdir: str, scenes: Scene, *, samples: int = 1, seed: int = 0, chunk: int = 32) -> np.ndarray:
-    """All K anchor chains of ``samples`` samples of the latest IL policy per scene (deterministic DDIM,
-    chunk i drawn with ``jax.random.key(seed + i)``) -> [B, samples * K, 8, 3] metres / radians: the
-    candidates that best-of-N and the RWM's pick choose among."""
-    graphdef, params, consts = restore(config, workdir, mesh_lib.restore_mesh())
+    """All K anchor chains of ``samples`` samples of the latest IL policy per scene: :func:`model_chains` of
+    the IL checkpoint -> [B, samples * K, 8, 3] metres / radians: the candidates that best-of-N and the RWM's
+    pick choose among."""
+    return model_chains(restore(config, workdir, mesh_lib.restore_mesh()), scenes, samples=samples, seed=seed,
+                        chunk=chunk)
+
+
+def model_chains(vla, scenes: Scene, *, samples: int = 1, seed: int = 0, chunk: int = 32) -> np.ndarray:
+    """All K anchor chains of ``samples`` samples per scene of the VLA ``vla = (graphdef, params, consts)``
+    (deterministic DDIM, chunk i drawn with ``jax.random.key(seed + i)``) -> [B, samples * K, 8, 3]."""
+    graphdef, params, consts = vla
 
     @jax.jit
     def run(scene, rng):

@@ -423,6 +423,15 @@ def policy(config, workdir: str, *, seed: int = 0, chunk: Optional[int] = None):
     return fn
 
 
+def rwm_pick_policy(config, workdir: str, *, seed: int = 0, chunk: int = 32):
+    """The run's K anchor chains (one sample, deterministic DDIM, drawn as the RWM stage's policy draws the
+    IL's: :func:`reward.policy`), the one with the highest reward of the run's RWM (:func:`reward_model`)
+    executed: re-ranking on top of RL. -> ``policy(scenes) -> np.ndarray [B, 1, 8, 3]``."""
+    vla = restore(config, workdir)
+    return reward_stage.pick_policy(config, vla, reward_model(config, workdir),
+                                    lambda scenes: imitation.model_chains(vla, scenes, seed=seed, chunk=chunk), chunk)
+
+
 def policy_samples(config, workdir: str, scenes, *, chunk: int = 16, seed: int = 0):
     """What PPO asks the RWM about, on ``scenes`` (held out): the trained policy's rollout exactly as in a
     PPO update (``ppo.samples_per_scene`` samples x K chains with the exploration noise), each trajectory

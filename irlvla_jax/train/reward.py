@@ -368,9 +368,18 @@ def policy(config, workdir: str, *, seed: int = 0, chunk: int = 32):
     """The RWM stage's policy: the IL planner's K anchor chains (one sample, :func:`imitation.chains`), the
     one with the highest RWM reward executed -- what the RWM knows without RL.
     -> ``policy(scenes) -> np.ndarray [B, 1, 8, 3]`` (metres, radians, ego frame)."""
+    vla = imitation.restore(config, workdir, mesh_lib.restore_mesh())
+    return pick_policy(config, vla, restore(config, workdir),
+                       lambda scenes: imitation.model_chains(vla, scenes, samples=1, seed=seed, chunk=chunk), chunk)
+
+
+def pick_policy(config, vla, rwm, candidates, chunk: int = 32):
+    """The candidate with the highest reward of the RWM ``rwm = (graphdef, params)`` executed, the scene
+    tokens from the VLA ``vla = (graphdef, params, consts)``; ``candidates(scenes) -> [B, N, 8, 3]``.
+    -> ``policy(scenes) -> np.ndarray [B, 1, 8, 3]`` (metres, radians, ego frame)."""
     from irlvla_jax.scene import padded_chunks, pad_rows
-    gd, params, consts = imitation.restore(config, workdir, mesh_lib.restore_mesh())
-    rgd, rparams = restore(config, workdir)
+    gd, params, consts = vla
+    rgd, rparams = rwm
     use_ec = bool(config.rwm.use_ec)
 
     @jax.jit
@@ -379,7 +388,7 @@ def policy(config, workdir: str, *, seed: int = 0, chunk: int = 32):
         return R.predicted_reward(nnx.merge(rgd, rparams)(tok, traj, scenes=scene), use_ec)
 
     def fn(scenes) -> np.ndarray:
-        cands = imitation.chains(config, workdir, scenes, samples=1, seed=seed, chunk=chunk)
+        cands = candidates(scenes)
         r = np.concatenate([np.asarray(reward(b, pad_rows(cands[i:i + m], chunk)))[:m]
                             for i, b, m in padded_chunks(scenes, chunk)])
         return np.take_along_axis(cands, np.argmax(r, -1)[:, None, None, None], 1)
