@@ -25,7 +25,8 @@ Policies are a registry ``name -> fn(scenes: Scene [B]) -> trajectories [B, 1, 8
   checkpoints through ``STAGE_LOADERS`` (``loader(config, workdir) -> policy fn``; each stage module's
   ``policy``); ``--policies all`` loads every run that has a checkpoint. Runs: ``il`` (imitation), ``rwm``
   (the IL chains picked by the RWM), ``ppo_rwm`` (RL, RWM reward), ``ppo_scorer`` (RL, true-scorer reward:
-  ablation), ``ppo_rwm_choice`` (RL re-ranking only: ablation).
+  ablation), ``ppo_rwm_choice`` (RL re-ranking only: ablation); and ``ppo_rwm_pick`` (the ``ppo_rwm`` run's
+  chains picked by its RWM: ``ppo.rwm_pick_policy``).
 Paired EPDMS differences (per scene, same scenes) with bootstrap intervals (:func:`paired_difference`):
 each RL run - IL and every learned policy - constant velocity (:func:`default_differences`), or the pairs
 a caller passes (``irlvla pipeline`` uses this same function for its table).
