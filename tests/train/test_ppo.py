@@ -124,8 +124,8 @@ def test_resumed_refresh_run_is_exact(stages, tmp_path):
 
 def test_rl_chains_picked_by_the_rwm(stages):
     """The table's row "RL chains picked by the RWM" (``ppo.rwm_pick_policy``): of the run's K deterministic
-    anchor chains, the one its refreshed RWM rewards highest (recomputed here without jit); the chains are
-    the PPO policy's (moved off the IL's by the 2 updates)."""
+    anchor chains, the one its refreshed RWM rewards highest (recomputed here); the planner is the PPO run's
+    (its parameters moved off the IL's by the 2 updates), the RWM the refreshed one."""
     import jax
     from flax import nnx
     from irlvla_jax.models import reward_model as R
@@ -133,17 +133,23 @@ def test_rl_chains_picked_by_the_rwm(stages):
     c, spec, wd, _ = stages
     scenes = random_scenes(spec, 4, 77)
     got = ppo.rwm_pick_policy(c, wd, seed=3, chunk=4)(scenes)
-    vla = ppo.restore(c, wd)
+    gd, params, consts = vla = ppo.restore(c, wd)
+    moved = flat(params)
+    il = flat(imitation.restore(c, wd)[1])
+    assert max(float(np.max(np.abs(moved[k] - il[k]))) for k in il) > 1e-4
     chains = imitation.model_chains(vla, scenes, seed=3, chunk=4)                  # [4, K, 8, 3]
-    il_chains = imitation.model_chains(imitation.restore(c, wd), scenes, seed=3, chunk=4)
-    assert chains.shape == (4, c.data.num_anchors, 8, 3) and np.max(np.abs(chains - il_chains)) > 1e-4
     rgd, rparams = ppo.reward_model(c, wd)
-    gd, params, consts = vla
-    tokens = nnx.merge(gd, params, consts).encode(scenes)
-    rewards = np.asarray(R.predicted_reward(nnx.merge(rgd, rparams)(tokens, jax.numpy.asarray(chains), scenes=scenes),
-                                            bool(c.rwm.use_ec)))                    # [4, K], unjitted
-    assert got.shape == (4, 1, 8, 3) and rewards.shape == (4, c.data.num_anchors)
-    np.testing.assert_allclose(got[:, 0], chains[np.arange(4), np.argmax(rewards, 1)], atol=0)
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(flat(rparams).values(),
+                                                            flat(reward.restore(c, wd)[1]).values())) > 1e-4
+
+    @jax.jit
+    def rewards(scene, traj):
+        tokens = nnx.merge(gd, params, consts).encode(scene)
+        return R.predicted_reward(nnx.merge(rgd, rparams)(tokens, traj, scenes=scene), bool(c.rwm.use_ec))
+
+    r = np.asarray(rewards(scenes, chains))                                           # [4, K]
+    assert got.shape == (4, 1, 8, 3) and r.shape == (4, c.data.num_anchors)
+    np.testing.assert_array_equal(got[:, 0], chains[np.arange(4), np.argmax(r, 1)])
 
 
 def test_the_refresh_runs_the_rwm_stages_compiled_step(stages):
