@@ -163,11 +163,10 @@ def test_export_il_and_rl(tmp_path, capsys, monkeypatch):
     scenes, _ = E.sample_scenes(c, wd, spec, m["chunk"])
     # Bit for bit with XLA's default emitter (tests/compile_flags.py): the trainer's policy jitted with it, and
     # the exported function called under a jit with it.
-    jit = jax.jit
-    monkeypatch.setattr(jax, "jit", functools.partial(jit, compiler_options=DEFAULT_EMITTER))
-    ref = ppo.policy(c, wd)(scenes)[:, 0]
-    got = jax.jit(fixed.call)(params, _flat(scenes, man), np.int32(0))
-    monkeypatch.setattr(jax, "jit", jit)
+    with monkeypatch.context() as patch:
+        patch.setattr(jax, "jit", functools.partial(jax.jit, compiler_options=DEFAULT_EMITTER))
+        ref = ppo.policy(c, wd)(scenes)[:, 0]
+        got = jax.jit(fixed.call)(params, _flat(scenes, man), np.int32(0))
     np.testing.assert_array_equal(np.asarray(got), ref)
     il_ref = pol(scenes)[:, 0]
     assert not np.allclose(ref, il_ref)                          # the PPO checkpoint's planner was exported

@@ -139,8 +139,8 @@ def test_rl_chains_picked_by_the_rwm(stages):
     assert max(float(np.max(np.abs(moved[k] - il[k]))) for k in il) > 1e-4
     chains = imitation.model_chains(vla, scenes, seed=3, chunk=4)                  # [4, K, 8, 3]
     rgd, rparams = ppo.reward_model(c, wd)
-    assert max(float(np.max(np.abs(a - b))) for a, b in zip(flat(rparams).values(),
-                                                            flat(reward.restore(c, wd)[1]).values())) > 1e-4
+    refreshed, stage = flat(rparams), flat(reward.restore(c, wd)[1])
+    assert refreshed.keys() == stage.keys() and max(float(np.max(np.abs(refreshed[k] - stage[k]))) for k in stage) > 1e-4
 
     @jax.jit
     def rewards(scene, traj):
