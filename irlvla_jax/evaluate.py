@@ -105,6 +105,9 @@ PREVIOUS_PLANS: Dict[str, PolicyFn] = {"constant_velocity": constant_velocity_pr
 # The pipeline's RL runs (train/ppo.py's run_config makes their configs); their paired EPDMS differences
 # against IL are reported when both are evaluated (and every learned policy's against constant velocity).
 RL_RUNS = ("ppo_rwm", "ppo_scorer", "ppo_rwm_choice")
+# Pick rows: name -> the RL run whose K deterministic chains its (refreshed) RWM picks from
+# (``ppo.rwm_pick_policy``); paired with IL and with the IL chains picked by the RWM stage (``rwm``).
+PICK_RUNS = {"ppo_rwm_pick": "ppo_rwm"}
 
 # Trained policies by run name (the checkpoint folder under <workdir>/checkpoints): run -> loader(config,
 # workdir) -> PolicyFn. ``--policies`` names them.
@@ -133,7 +136,7 @@ STAGE_LOADERS: Dict[str, Callable] = {
     "rwm": _stage_loader("irlvla_jax.train.reward"),          # the IL chains picked by the RWM
     # RL with the RWM reward, and the ablations (the true scorer's reward; re-ranking only): ppo.run_config.
     **{run: _ppo_loader(run) for run in RL_RUNS},
-    "ppo_rwm_pick": _ppo_pick_loader("ppo_rwm"),                  # the RL run's chains picked by its RWM
+    **{name: _ppo_pick_loader(run) for name, run in PICK_RUNS.items()},   # an RL run's chains picked by its RWM
 }
 
 
@@ -187,9 +190,9 @@ def load_stage_policies(config, workdir: str, names_arg: Optional[str]) -> List[
 
 
 def default_differences(names: List[str]):
-    """The paired differences reported for ``names``: each RL run - IL, every learned policy - constant
-    velocity."""
-    pairs = [(r, "il") for r in RL_RUNS]
+    """The paired differences reported for ``names``: each RL run - IL, each pick row - IL and - the IL chains
+    picked by the RWM (what the RL run's moved chains add), every learned policy - constant velocity."""
+    pairs = [(r, "il") for r in RL_RUNS] + [(p, b) for p in PICK_RUNS for b in ("il", "rwm")]
     pairs += [(p, "constant_velocity") for p in names if p not in ("constant_velocity", "expert")]
     return [(a, b) for a, b in pairs if a in names and b in names]
 

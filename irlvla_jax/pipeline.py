@@ -120,7 +120,8 @@ def register_policies(config, workdir: str, seed: int) -> List[str]:
            "rwm": reward.policy(config, workdir, seed=seed, chunk=chunk),
            **{run: ppo.policy(ppo.run_config(config, run), workdir, seed=seed, chunk=chunk)
               for run in evaluate.RL_RUNS},
-           "ppo_rwm_pick": ppo.rwm_pick_policy(ppo.run_config(config, "ppo_rwm"), workdir, seed=seed, chunk=chunk),
+           **{name: ppo.rwm_pick_policy(ppo.run_config(config, run), workdir, seed=seed, chunk=chunk)
+              for name, run in evaluate.PICK_RUNS.items()},
            "best_of_n": best_of_n(config, workdir, samples=int(pc.best_of_samples), seed=seed, chunk=chunk)}
     for name, fn in fns.items():
         evaluate.register_policy(name, fn, overwrite=True)

@@ -39,6 +39,17 @@ def test_paired_difference():
         E.paired_difference(rl, il[:10])
 
 
+def test_default_differences_pair_each_run_with_its_baselines():
+    names = ["constant_velocity", "expert", "il", "rwm", "ppo_rwm", "ppo_rwm_pick"]
+    pairs = E.default_differences(names)
+    assert ("ppo_rwm", "il") in pairs and ("ppo_rwm_pick", "il") in pairs and ("ppo_rwm_pick", "rwm") in pairs
+    assert ("il", "constant_velocity") in pairs and not any("expert" in p for p in pairs)
+    assert all(a in names and b in names for a, b in pairs) and len(set(pairs)) == len(pairs)
+    # a pick row evaluated without the RWM stage's row: only its pairs with what was evaluated
+    alone = E.default_differences(["constant_velocity", "ppo_rwm_pick"])
+    assert alone == [("ppo_rwm_pick", "constant_velocity")]
+
+
 def test_scoring_num_devices_is_validated():
     from irlvla_jax import config as C
     from irlvla_jax.scoring import epdms
