@@ -178,6 +178,12 @@ def get_config(arg: str = "tiny"):
     #                     over the poses: "smooth" (double-integrated kicks) | "white"
     #   advantage         baseline: "anchor" (the same anchor's samples) | "scene" (all of the scene's;
     #                     measured +0.044 vs +0.048)
+    #   negative_advantages  "keep" | "clip": the normalised advantages floored at 0 (DiffusionDriveV2; only
+    #                     better-than-group chains reinforced). Tiny seed 0, test 500 (docs/results/rl_tiny_3seeds.md,
+    #                     "The twenty-first stop"): at lr 5e-6 RL - IL +0.036 vs +0.032 (no effect); at lr 2e-5 it
+    #                     keeps HC (-0.022 vs -0.086 against IL) and the moved chains re-ranked by the RWM score
+    #                     +0.021 [+0.009, +0.035] more, but the policy's own choice gains nothing (+0.034 vs +0.030)
+    #                     and EP falls 0.063; at 5e-5 HC collapses anyway. Off by default; one seed
     #   denoise_discount  weight of step s is discount ** (S - 1 - s) (the last step 1); measured on tiny seed 0,
     #                     test 500: 0.6 (ReCogDrive's) +0.032 [+0.011, +0.054] over IL vs 1.0 +0.037 [+0.015, +0.059]
     #   lr, choice_lr     Adam step of the planner; of its mode head (the chain choice) when > 0 (measured on
@@ -206,9 +212,9 @@ def get_config(arg: str = "tiny"):
     c.ppo = ml_collections.ConfigDict(dict(
         reward="rwm", objective="denoise", updates=300, batch_size=16, samples_per_scene=4,
         epochs=2, num_minibatches=2, lr=5e-6, choice_lr=1e-3, max_grad_norm=1.0, clip_eps=0.2, sigma=0.05,
-        noise="smooth", advantage="anchor", denoise_discount=1.0, choice_weight=1.0, choice_loss="surrogate",
-        choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0, checkpoint_every=100, log_true_score=True,
-        rwm_refresh_every=75, rwm_refresh_steps=100))
+        noise="smooth", advantage="anchor", negative_advantages="keep", denoise_discount=1.0, choice_weight=1.0,
+        choice_loss="surrogate", choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0, checkpoint_every=100,
+        log_true_score=True, rwm_refresh_every=75, rwm_refresh_steps=100))
 
     # `irlvla pipeline` (pipeline.py): the table's split, scenes and policy chunk; best_of_samples IL samples
     # (all K chains each) for best-of-N; extra_splits get the same table; scorer_updates: PPO updates of the

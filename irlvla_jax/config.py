@@ -75,7 +75,8 @@ SCHEMA = {
             "kinematic_features", "ego_features", "rank_weight", "rank_scale", "policy_rank_boost", "inner_steps",
             "smooth_noise_frac", "scene_features", "scene_pose_stride", "arch", "ppo_samples", "warped_chains"),
     "ppo": ("reward", "objective", "updates", "batch_size", "samples_per_scene", "epochs", "num_minibatches", "lr",
-            "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "denoise_discount",
+            "choice_lr", "max_grad_norm", "clip_eps", "sigma", "noise", "advantage", "negative_advantages",
+            "denoise_discount",
             "choice_weight", "choice_loss", "choice_temperature", "bc_weight", "reward_grad_weight", "checkpoint_every",
             "log_true_score", "rwm_refresh_every", "rwm_refresh_steps"),
     "pipeline": ("eval_split", "eval_scenes", "eval_chunk", "best_of_samples", "extra_splits", "scorer_updates",
@@ -199,6 +200,8 @@ def _check_ppo(cfg) -> None:
     require(p.noise in ("white", "smooth"), "ppo.noise", f"must be 'white' or 'smooth', got {p.noise!r}")
     require(p.advantage in ("anchor", "scene"), "ppo.advantage",
             f"must be 'anchor' (per-anchor group) or 'scene' (per-scene group), got {p.advantage!r}")
+    require(p.negative_advantages in ("keep", "clip"), "ppo.negative_advantages",
+            f"must be 'keep' or 'clip' (floor the normalised advantages at 0), got {p.negative_advantages!r}")
     for k in ("samples_per_scene", "updates", "batch_size", "epochs", "num_minibatches", "checkpoint_every"):
         require(int(p[k]) >= 1, f"ppo.{k}", f"must be >= 1, got {p[k]}")
     require(p.advantage != "anchor" or p.objective == "choice" or int(p.samples_per_scene) >= 2,

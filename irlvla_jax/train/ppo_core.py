@@ -14,7 +14,9 @@ highest mode logit. As an MDP (DPPO's "denoising MDP", DiffusionDriveV2's anchor
   chains trajectories per update (``reward_fn`` is called once on all of them, inside the jitted update);
 * advantage of chain c of sample m: its reward minus the mean over the scene's M samples of the SAME
   anchor chain (``advantage = "anchor"``: the group-relative baseline within each anchor, DiffusionDriveV2)
-  or over all M x C trajectories of the scene (``"scene"``), divided by the batch's std; every
+  or over all M x C trajectories of the scene (``"scene"``), divided by the batch's std, and with
+  ``negative_advantages = "clip"`` floored at 0 (DiffusionDriveV2: only better-than-group chains are
+  reinforced; ``"keep"`` leaves them signed); every
   denoising step of a chain shares the chain's advantage, step s weighted by ``denoise_discount ** (S-1-s)``
   (the last step weight 1; ReCogDrive's denoising discount);
 * the executed-chain choice (the softmax of the mode logits at the last step's input; deterministic
@@ -68,6 +70,7 @@ from irlvla_jax.train.state import finite_flags
 LOG_2PI = math.log(2.0 * math.pi)
 OBJECTIVES = ("denoise", "choice")
 ADVANTAGES = ("anchor", "scene")
+NEGATIVE_ADVANTAGES = ("keep", "clip")
 NOISES = ("white", "smooth")
 CHOICE_LOSSES = ("surrogate", "distill")
 EXECUTED = "executed"   # the metrics key of the executed trajectories (:func:`make_update`)
@@ -186,6 +189,7 @@ class PPOHyper:
     sigma: float
     noise: str
     advantage: str
+    negative_advantages: str
     denoise_discount: float
     choice_weight: float
     choice_loss: str
@@ -203,6 +207,9 @@ class PPOHyper:
             raise ValueError(f"ppo.objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"ppo.advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        if self.negative_advantages not in NEGATIVE_ADVANTAGES:
+            raise ValueError(f"ppo.negative_advantages must be one of {NEGATIVE_ADVANTAGES}, "
+                             f"got {self.negative_advantages!r}")
         noise_factor(self.noise)
         if self.choice_loss not in CHOICE_LOSSES:
             raise ValueError(f"ppo.choice_loss must be one of {CHOICE_LOSSES}, got {self.choice_loss!r}")
@@ -389,6 +396,8 @@ def make_update(adapter: PolicyAdapter, reward_fn: Callable, hp: PPOHyper, tx: o
         if S:
             adv = anchor_advantage(r, hp.advantage)
             adv = adv / (jnp.std(adv) + 1e-6)
+            if hp.negative_advantages == "clip":
+                adv = jnp.maximum(adv, 0.0)
         else:
             adv = jnp.zeros_like(r)
         data = dict(batch=batch, tokens=tokens, x_in=roll.x_in, x_out=roll.x_out, logp=roll.logp,

@@ -51,8 +51,8 @@ def _reward(static, batch, tokens, traj):
 
 
 HP = P.PPOHyper(objective="denoise", samples_per_scene=M, epochs=2, num_minibatches=2, clip_eps=0.2, sigma=0.2,
-                noise="white", advantage="anchor", denoise_discount=1.0, choice_weight=1.0, choice_loss="surrogate",
-                choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0)
+                noise="white", advantage="anchor", negative_advantages="keep", denoise_discount=1.0, choice_weight=1.0,
+                choice_loss="surrogate", choice_temperature=0.02, bc_weight=0.0, reward_grad_weight=0.0)
 
 
 def _setup(seed=0):
@@ -223,8 +223,8 @@ def test_choice_objective_improves_the_greedy_choice_and_keeps_the_chains(setup,
 
 KNOBS = [("objective", "choice"), ("samples_per_scene", 2), ("epochs", 1), ("num_minibatches", 1),
          ("clip_eps", 0.01), ("sigma", 0.05), ("noise", "smooth"), ("advantage", "scene"),
-         ("denoise_discount", 0.6), ("choice_weight", 0.0), ("choice_loss", "distill"), ("bc_weight", 0.5),
-         ("reward_grad_weight", 1.0)]
+         ("negative_advantages", "clip"), ("denoise_discount", 0.6), ("choice_weight", 0.0), ("choice_loss", "distill"),
+         ("bc_weight", 0.5), ("reward_grad_weight", 1.0)]
 
 
 KNOBS_DISTILL = [("choice_temperature", 0.5)]   # acts with choice_loss='distill'
@@ -253,6 +253,8 @@ def test_bad_knobs_are_one_line_errors():
         dataclasses.replace(HP, objective="dppo").validate()
     with pytest.raises(ValueError, match="ppo.advantage"):
         dataclasses.replace(HP, advantage="gae").validate()
+    with pytest.raises(ValueError, match="ppo.negative_advantages"):
+        dataclasses.replace(HP, negative_advantages="drop").validate()
     with pytest.raises(ValueError, match="ppo.noise"):
         dataclasses.replace(HP, noise="pink").validate()
     with pytest.raises(ValueError, match="ppo.choice_loss"):
@@ -321,6 +323,7 @@ def _tiny():
     ("finetune_steps", 1, {}, "config.ppo.finetune_steps: unknown key"),
     ("objective", "dppo", {}, "config.ppo.objective: must be 'denoise'"),
     ("advantage", "gae", {}, "config.ppo.advantage: must be 'anchor'"),
+    ("negative_advantages", "drop", {}, "config.ppo.negative_advantages: must be 'keep' or 'clip'"),
     ("samples_per_scene", 1, {}, "config.ppo.samples_per_scene: must be >= 2"),
     ("denoise_discount", 0.0, {}, "config.ppo.denoise_discount: must be in"),
     ("sigma", 0.0, {}, "config.ppo.sigma: must be > 0"),
