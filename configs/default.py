@@ -179,11 +179,11 @@ def get_config(arg: str = "tiny"):
     #   advantage         baseline: "anchor" (the same anchor's samples) | "scene" (all of the scene's;
     #                     measured +0.044 vs +0.048)
     #   negative_advantages  "keep" | "clip": the normalised advantages floored at 0 (DiffusionDriveV2; only
-    #                     better-than-group chains reinforced). Tiny seed 0, test 500 (docs/results/rl_tiny_3seeds.md,
-    #                     "The twenty-first stop"): at lr 5e-6 RL - IL +0.036 vs +0.032 (no effect); at lr 2e-5 it
-    #                     keeps HC (-0.022 vs -0.086 against IL) and the moved chains re-ranked by the RWM score
-    #                     +0.021 [+0.009, +0.035] more, but the policy's own choice gains nothing (+0.034 vs +0.030)
-    #                     and EP falls 0.063; at 5e-5 HC collapses anyway. Off by default; one seed
+    #                     better-than-group chains reinforced). Tiny, test 500 (docs/results/rl_tiny_3seeds.md,
+    #                     "The twenty-first stop"): seed 0 at lr 5e-6 RL - IL +0.036 vs +0.032 (no effect); at lr
+    #                     2e-5, seeds 0 / 1 / 2: RL - IL +0.034 / +0.022 / +0.052 (default +0.032 / +0.028 / +0.042),
+    #                     EP -0.063 / -0.071 / -0.067, HC -0.022 / -0.092 / -0.074 against IL (the sub-score bound
+    #                     broken in every seed); at 5e-5 HC collapses (seed 0). Off by default
     #   denoise_discount  weight of step s is discount ** (S - 1 - s) (the last step 1); measured on tiny seed 0,
     #                     test 500: 0.6 (ReCogDrive's) +0.032 [+0.011, +0.054] over IL vs 1.0 +0.037 [+0.015, +0.059]
     #   lr, choice_lr     Adam step of the planner; of its mode head (the chain choice) when > 0 (measured on
